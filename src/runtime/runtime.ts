@@ -1,0 +1,134 @@
+// The Runtime port: what the service needs from whatever hosts a project's
+// PostgreSQL and PgBouncer. Two drivers implement it with the same behaviour
+// (checked by one shared contract suite): `process` (local child processes,
+// the embedded default) and `docker` (containers through dockerode).
+import type { Readable } from "node:stream";
+
+/** Identifies one project's database inside a runtime. */
+export interface RuntimeTarget {
+  /** The project's UUID, recorded as a label or marker on what is created. */
+  readonly projectId: string;
+  /** Validated slug: names the database, the role app_{slug} and the containers. */
+  readonly slug: string;
+}
+
+/** Everything a runtime needs to create or re-create a project's database. */
+export interface DatabaseSpec extends RuntimeTarget {
+  /** The app role's password: 32 hex characters. Never logged. */
+  readonly password: string;
+}
+
+/** The pooler's settings as they really are in the running PgBouncer. */
+export interface PoolerInfo {
+  readonly version: string;
+  readonly poolMode: string;
+  readonly defaultPoolSize: number;
+  readonly maxClientConn: number;
+  readonly preparedStatementsSupported: boolean;
+  /** 0 where the installed PgBouncer predates max_prepared_statements (1.21). */
+  readonly maxPreparedStatements: number;
+}
+
+/** Where apps reach the database: the pooler, never PostgreSQL directly. */
+export interface Endpoint {
+  /** Host in DATABASE_URL: 127.0.0.1 (process) or sota-pgbouncer-{slug} (docker). */
+  readonly host: string;
+  readonly port: number;
+  /** Network an app container must join to reach host:port (docker only). */
+  readonly network?: string;
+  /**
+   * A loopback host:port through which this machine (tests, the service's own
+   * checks) reaches the pooler, when one exists (process driver always; docker
+   * only when publishing on 127.0.0.1 is configured).
+   */
+  readonly loopback?: { readonly host: string; readonly port: number };
+}
+
+export interface EnsureResult {
+  readonly endpoint: Endpoint;
+  /** server_version as PostgreSQL reports it, e.g. "17.2" or "15.18 (Debian ...)". */
+  readonly postgresVersion: string;
+  readonly pooler: PoolerInfo;
+}
+
+export type InstanceState = "running" | "stopped" | "missing";
+
+export interface RuntimeStatus {
+  readonly state: InstanceState;
+  readonly endpoint?: Endpoint;
+}
+
+export interface RemoveOptions {
+  /** Keep the data directory / volume so a later ensure brings the data back. */
+  readonly keepData: boolean;
+}
+
+export interface Runtime {
+  /** "process" or "docker": reported in the API. */
+  readonly kind: string;
+
+  /**
+   * Idempotent and safe to call again after a crash half way: creates what is
+   * missing, starts what is stopped, sets the app role's password to the one in
+   * the spec, and returns only once a real query through the pooler succeeds
+   * (bounded by the runtime's configured timeout; on timeout it rejects with a
+   * RuntimeError naming what did not come up). Never returns the password.
+   */
+  ensure(spec: DatabaseSpec, signal?: AbortSignal): Promise<EnsureResult>;
+
+  status(target: RuntimeTarget): Promise<RuntimeStatus>;
+
+  /**
+   * `pg_dump` of the project's database as plain SQL, streamed (never buffered
+   * whole). The stream errors if pg_dump exits non-zero.
+   */
+  dump(target: RuntimeTarget): Readable;
+
+  /**
+   * Runs plain SQL (as produced by `dump`) against a database of the project's
+   * server, streamed, stopping at the first error (ON_ERROR_STOP). `database`
+   * defaults to the project's own database; other names are scratch databases
+   * created with `createScratchDatabase`.
+   */
+  restore(target: RuntimeTarget, sql: Readable, database?: string): Promise<void>;
+
+  /**
+   * Runs one SQL statement as the server's superuser in the given database
+   * (default: "postgres") and returns the rows. For the service's own
+   * maintenance (scratch databases, terminating sessions), never for user input.
+   */
+  adminQuery(target: RuntimeTarget, sql: string, database?: string): Promise<Record<string, string | null>[]>;
+
+  /**
+   * Runs one command on PgBouncer's admin console (SHOW CONFIG, PAUSE {db},
+   * RESUME {db}, RELOAD ...) and returns the rows it answers with.
+   */
+  poolerCommand(target: RuntimeTarget, command: string): Promise<Record<string, string | null>[]>;
+
+  remove(target: RuntimeTarget, options: RemoveOptions): Promise<void>;
+
+  /** Throws a RuntimeError when the runtime cannot work (binaries, engine). */
+  ping(): Promise<void>;
+
+  /** Stops what this process started (process driver); leaves containers running. */
+  close(): Promise<void>;
+}
+
+/** Why a runtime operation failed; `reason` is safe to show to callers. */
+export type RuntimeErrorReason = "unavailable" | "timeout" | "conflict" | "failed";
+
+/**
+ * A runtime failure whose message is safe to log and to return to callers:
+ * drivers never put a password, a DATABASE_URL or raw process output that
+ * could hold one into it.
+ */
+export class RuntimeError extends Error {
+  override readonly name = "RuntimeError";
+  constructor(
+    readonly reason: RuntimeErrorReason,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
