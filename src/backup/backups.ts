@@ -1,0 +1,28 @@
+// The Backups port the service depends on. The implementation (dump → gzip →
+// file, retention, restore, verification, scheduling) lives beside this file.
+import type { Readable } from "node:stream";
+import type { RuntimeTarget } from "../runtime/runtime.js";
+import type { BackupKind, BackupRecord } from "../store/records.js";
+
+export interface BackupDownload {
+  readonly record: BackupRecord;
+  readonly sizeBytes: number;
+  readonly sha256: string;
+  readonly stream: () => Readable;
+}
+
+export interface Backups {
+  /**
+   * Starts a backup and resolves with its record: at once (state running) or,
+   * with `wait`, once it has finished. While one runs for the database, a new
+   * request returns the running one.
+   */
+  create(target: RuntimeTarget, kind: BackupKind, options: { wait: boolean }): Promise<BackupRecord>;
+  /** Newest first. */
+  list(projectId: string): BackupRecord[];
+  restore(target: RuntimeTarget, backupId: string): Promise<{ restored: BackupRecord; safety: BackupRecord }>;
+  verify(target: RuntimeTarget, backupId: string): Promise<BackupRecord>;
+  download(projectId: string, backupId: string): Promise<BackupDownload>;
+  /** Stops the scheduler and waits for running backups to settle. */
+  close(): Promise<void>;
+}

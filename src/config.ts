@@ -1,0 +1,174 @@
+// Environment → typed, validated configuration. A bad value stops the service
+// with one line that names the variable and what it allows.
+import { resolve, join } from "node:path";
+
+export type RuntimeKind = "process" | "docker";
+
+export interface Config {
+  readonly listen: { readonly host: string; readonly port: number };
+  readonly dataDir: string;
+  readonly logLevel: string;
+  readonly runtime: RuntimeKind;
+  /** Deadline for a database to answer a real query through its pooler. */
+  readonly readyTimeoutMs: number;
+  readonly tokensFile?: string;
+  readonly masterKeys?: readonly string[];
+  readonly masterKeyFile: string;
+  /** True when the key file path is the default one, which may be created. */
+  readonly masterKeyFileIsDefault: boolean;
+  readonly process: {
+    readonly pgBinDir?: string;
+    readonly pgbouncerBin?: string;
+    readonly runAsUser?: string;
+    readonly poolerPorts: { readonly min: number; readonly max: number };
+  };
+  readonly docker: {
+    readonly postgresImage: string;
+    readonly pgbouncerImage: string;
+    readonly network: string;
+    readonly publishHost?: string;
+  };
+  readonly backup: {
+    readonly dir: string;
+    readonly schedule: string;
+    readonly retentionDays: number;
+    readonly concurrency: number;
+    readonly verify: boolean;
+  };
+}
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  constructor(readonly variable: string, allowed: string) {
+    super(`${variable}: ${allowed}`);
+  }
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): Config {
+  const dataDir = resolve(cwd, text(env, "SOTA_DATA_DIR") ?? "./data");
+  const keyFile = text(env, "SOTA_MASTER_KEY_FILE");
+  const masterKey = text(env, "SOTA_MASTER_KEY");
+  const tokensFile = text(env, "SOTA_TOKENS_FILE");
+  const pgBinDir = text(env, "SOTA_PG_BIN_DIR");
+  const pgbouncerBin = text(env, "SOTA_PGBOUNCER_BIN");
+  const runAsUser = text(env, "SOTA_RUN_AS_USER");
+  const publishHost = text(env, "SOTA_DOCKER_PUBLISH_HOST");
+  return {
+    listen: hostPort(env, "SOTA_LISTEN", "127.0.0.1:8080"),
+    dataDir,
+    logLevel: oneOf(env, "SOTA_LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "fatal", "silent"], "info"),
+    runtime: oneOf(env, "SOTA_RUNTIME", ["process", "docker"], "process"),
+    readyTimeoutMs: integer(env, "SOTA_READY_TIMEOUT_MS", 60_000, 1_000, 600_000),
+    ...(tokensFile ? { tokensFile: resolve(cwd, tokensFile) } : {}),
+    ...(masterKey ? { masterKeys: masterKeys(masterKey) } : {}),
+    masterKeyFile: keyFile ? resolve(cwd, keyFile) : join(dataDir, "master.key"),
+    masterKeyFileIsDefault: !keyFile,
+    process: {
+      ...(pgBinDir ? { pgBinDir: resolve(cwd, pgBinDir) } : {}),
+      ...(pgbouncerBin ? { pgbouncerBin: resolve(cwd, pgbouncerBin) } : {}),
+      ...(runAsUser ? { runAsUser: identifier(runAsUser, "SOTA_RUN_AS_USER") } : {}),
+      poolerPorts: portRange(env, "SOTA_POOLER_PORTS", "16432-17431"),
+    },
+    docker: {
+      postgresImage: text(env, "SOTA_POSTGRES_IMAGE") ?? "postgres:17",
+      pgbouncerImage: text(env, "SOTA_PGBOUNCER_IMAGE") ?? "sota-db/pgbouncer:1.24-trixie",
+      network: dockerNetwork(text(env, "SOTA_DOCKER_NETWORK") ?? "traefik-public"),
+      ...(publishHost ? { publishHost: publishAddress(publishHost) } : {}),
+    },
+    backup: {
+      dir: resolve(cwd, text(env, "SOTA_BACKUP_DIR") ?? join(dataDir, "backups")),
+      schedule: cron(env, "SOTA_BACKUP_SCHEDULE", "0 3 * * *"),
+      retentionDays: integer(env, "SOTA_BACKUP_RETENTION_DAYS", 7, 1, 3650),
+      concurrency: integer(env, "SOTA_BACKUP_CONCURRENCY", 2, 1, 64),
+      verify: boolean(env, "SOTA_BACKUP_VERIFY", false),
+    },
+  };
+}
+
+function text(env: Env, name: string): string | undefined {
+  const value = env[name]?.trim();
+  return value ? value : undefined;
+}
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
+  const value = text(env, name);
+  if (value === undefined) return fallback;
+  if (!(allowed as readonly string[]).includes(value)) throw new ConfigError(name, `must be one of ${allowed.join(", ")}`);
+  return value as T;
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const value = text(env, name);
+  if (value === undefined) return fallback;
+  if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
+    throw new ConfigError(name, `must be a whole number from ${min} to ${max}`);
+  }
+  return Number(value);
+}
+
+function boolean(env: Env, name: string, fallback: boolean): boolean {
+  const value = text(env, name);
+  if (value === undefined) return fallback;
+  if (["1", "true", "yes", "on"].includes(value.toLowerCase())) return true;
+  if (["0", "false", "no", "off"].includes(value.toLowerCase())) return false;
+  throw new ConfigError(name, "must be true or false");
+}
+
+function hostPort(env: Env, name: string, fallback: string): { host: string; port: number } {
+  const value = text(env, name) ?? fallback;
+  const match = /^(?:\[([0-9a-fA-F:]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(value);
+  const port = Number(match?.[3]);
+  if (!match || port > 65535) throw new ConfigError(name, "must be host:port, e.g. 127.0.0.1:8080 or [::1]:8080 (port 0 picks a free one)");
+  return { host: match[1] ?? match[2]!, port };
+}
+
+function portRange(env: Env, name: string, fallback: string): { min: number; max: number } {
+  const value = text(env, name) ?? fallback;
+  const match = /^(\d{1,5})-(\d{1,5})$/.exec(value);
+  const min = Number(match?.[1]);
+  const max = Number(match?.[2]);
+  if (!match || min < 1024 || max > 65535 || min > max) {
+    throw new ConfigError(name, "must be a port range MIN-MAX within 1024-65535, e.g. 16432-17431");
+  }
+  return { min, max };
+}
+
+function masterKeys(value: string): string[] {
+  const keys = value.split(",").map((key) => key.trim()).filter(Boolean);
+  for (const key of keys) {
+    if (Buffer.from(key, "base64").length !== 32) {
+      throw new ConfigError("SOTA_MASTER_KEY", "must be base64 of 32 bytes (several comma-separated, newest first)");
+    }
+  }
+  return keys;
+}
+
+function identifier(value: string, name: string): string {
+  if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(value)) throw new ConfigError(name, "must be an OS user name");
+  return value;
+}
+
+function dockerNetwork(value: string): string {
+  if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/.test(value)) {
+    throw new ConfigError("SOTA_DOCKER_NETWORK", 'must be a Docker network name, or "per-project"');
+  }
+  return value;
+}
+
+function publishAddress(value: string): string {
+  if (!/^(\d{1,3}\.){3}\d{1,3}$/.test(value)) {
+    throw new ConfigError("SOTA_DOCKER_PUBLISH_HOST", "must be an IPv4 address such as 127.0.0.1");
+  }
+  return value;
+}
+
+function cron(env: Env, name: string, fallback: string): string {
+  const value = text(env, name) ?? fallback;
+  const fields = value.split(/\s+/);
+  if ((fields.length !== 5 && fields.length !== 6) || !/^[0-9*/,\-\sA-Za-z?LW#]+$/.test(value)) {
+    throw new ConfigError(name, 'must be a cron expression with 5 or 6 fields, e.g. "0 3 * * *"');
+  }
+  return value;
+}

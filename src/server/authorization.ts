@@ -1,0 +1,27 @@
+// Who may call what. Used by the RPC interceptor and by the REST download
+// route, so every path to the data follows the same rules.
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Principal, TokenRegistry } from "./tokens.js";
+
+/** Methods that return a secret; project tokens never may call them. */
+const SECRET_METHODS = new Set(["GetConnection"]);
+
+export function authenticate(tokens: TokenRegistry, authorization: string | null | undefined): Principal {
+  if (!authorization) throw new ConnectError("missing bearer token: send Authorization: Bearer <token>", Code.Unauthenticated);
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+  if (!match) throw new ConnectError("malformed Authorization header: expected Bearer <token>", Code.Unauthenticated);
+  const principal = tokens.lookup(match[1]!);
+  if (!principal) throw new ConnectError("unknown bearer token", Code.Unauthenticated);
+  return principal;
+}
+
+/** Throws PermissionDenied unless the principal may call `method` for `projectId`. */
+export function authorize(principal: Principal, method: string, projectId: string): void {
+  if (principal.role === "admin" || principal.role === "deployer") return;
+  if (SECRET_METHODS.has(method)) {
+    throw new ConnectError(`token "${principal.name}" may not call ${method}: it returns secrets`, Code.PermissionDenied);
+  }
+  if (principal.projectId !== projectId.trim().toLowerCase()) {
+    throw new ConnectError(`token "${principal.name}" is not allowed for this project`, Code.PermissionDenied);
+  }
+}

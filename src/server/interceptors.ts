@@ -1,0 +1,62 @@
+// The RPC interceptors, outermost first: metrics see the final code, errors
+// are made safe before they leave, and auth runs before any handler.
+import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
+import type { Logger } from "../log.js";
+import type { Metrics } from "../metrics.js";
+import { authenticate, authorize } from "./authorization.js";
+import { codeName } from "./error-codes.js";
+import type { Principal, TokenRegistry } from "./tokens.js";
+
+/** The authenticated caller, for handlers that need it. */
+export const principalKey = createContextKey<Principal | undefined>(undefined, { description: "authenticated principal" });
+
+/** Services open to anyone who can reach the port: probes must not need a token. */
+const PUBLIC_SERVICES = new Set(["grpc.health.v1.Health"]);
+
+export function metricsInterceptor(metrics: Metrics): Interceptor {
+  return (next) => async (req) => {
+    const method = req.method.name;
+    const started = performance.now();
+    const observe = (code: string): void => {
+      metrics.requests.inc({ method, code });
+      metrics.requestDuration.observe({ method, code }, (performance.now() - started) / 1000);
+    };
+    try {
+      const res = await next(req);
+      observe("ok");
+      return res;
+    } catch (error) {
+      observe(codeName(ConnectError.from(error).code));
+      throw error;
+    }
+  };
+}
+
+/**
+ * Anything that is not already a ConnectError is an internal failure: the
+ * caller gets "internal error" with no detail (it could hold a path, a query
+ * or worse); the log gets the detail.
+ */
+export function errorInterceptor(logger: Logger): Interceptor {
+  return (next) => async (req) => {
+    try {
+      return await next(req);
+    } catch (error) {
+      if (error instanceof ConnectError) throw error;
+      logger.error({ method: req.method.name, err: { name: (error as Error)?.name, message: (error as Error)?.message } }, "unexpected error");
+      throw new ConnectError("internal error", Code.Internal);
+    }
+  };
+}
+
+export function authInterceptor(tokens: TokenRegistry): Interceptor {
+  return (next) => async (req) => {
+    if (PUBLIC_SERVICES.has(req.service.typeName)) return next(req);
+    const principal = authenticate(tokens, req.header.get("authorization"));
+    if (req.stream) throw new ConnectError("streaming calls are not offered", Code.Unimplemented);
+    const projectId = (req.message as { projectId?: unknown }).projectId;
+    authorize(principal, req.method.name, typeof projectId === "string" ? projectId : "");
+    req.contextValues.set(principalKey, principal);
+    return next(req);
+  };
+}

@@ -1,0 +1,77 @@
+// Domain records → API messages. Sealed fields are never copied: a Database
+// or Backup message cannot carry a secret.
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import {
+  BackupKind,
+  BackupSchema,
+  BackupState,
+  DatabaseSchema,
+  DatabaseState,
+  PoolerSchema,
+  VerificationState,
+  type Backup,
+  type Database,
+} from "../../gen/sota/database/v1/database_pb.js";
+import { roleName } from "../service/database-url.js";
+import type { BackupRecord, DatabaseRecord } from "../store/records.js";
+
+const DATABASE_STATES: Record<DatabaseRecord["state"], DatabaseState> = {
+  provisioning: DatabaseState.PROVISIONING,
+  ready: DatabaseState.READY,
+  failed: DatabaseState.FAILED,
+};
+
+const BACKUP_KINDS: Record<BackupRecord["kind"], BackupKind> = {
+  scheduled: BackupKind.SCHEDULED,
+  manual: BackupKind.MANUAL,
+  safety: BackupKind.SAFETY,
+};
+
+const BACKUP_STATES: Record<BackupRecord["state"], BackupState> = {
+  running: BackupState.RUNNING,
+  succeeded: BackupState.SUCCEEDED,
+  failed: BackupState.FAILED,
+};
+
+export function databaseMessage(record: DatabaseRecord): Database {
+  return create(DatabaseSchema, {
+    projectId: record.projectId,
+    slug: record.slug,
+    state: DATABASE_STATES[record.state],
+    runtime: record.runtime,
+    postgresVersion: record.postgresVersion ?? "",
+    ...(record.pooler ? { pooler: create(PoolerSchema, record.pooler) } : {}),
+    host: record.host ?? "",
+    port: record.port ?? 0,
+    databaseName: record.slug,
+    user: roleName(record.slug),
+    network: record.network ?? "",
+    createTime: timestampFromDate(record.createdAt),
+    updateTime: timestampFromDate(record.updatedAt),
+    error: record.error ?? "",
+  });
+}
+
+export function backupMessage(record: BackupRecord): Backup {
+  return create(BackupSchema, {
+    id: record.id,
+    projectId: record.projectId,
+    kind: BACKUP_KINDS[record.kind],
+    state: BACKUP_STATES[record.state],
+    sizeBytes: BigInt(record.sizeBytes ?? 0),
+    sha256: record.sha256 ?? "",
+    startTime: timestampFromDate(record.startedAt),
+    ...(record.finishedAt ? { finishTime: timestampFromDate(record.finishedAt) } : {}),
+    ...(record.expiresAt ? { expireTime: timestampFromDate(record.expiresAt) } : {}),
+    error: record.error ?? "",
+    verification:
+      record.verification === "passed"
+        ? VerificationState.PASSED
+        : record.verification === "failed"
+          ? VerificationState.FAILED
+          : VerificationState.UNSPECIFIED,
+    ...(record.verifiedAt ? { verifyTime: timestampFromDate(record.verifiedAt) } : {}),
+    verificationError: record.verificationError ?? "",
+  });
+}

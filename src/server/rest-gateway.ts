@@ -1,0 +1,177 @@
+// The seed's REST paths, mapped onto the same Connect handlers (and therefore
+// the same interceptors: auth, errors, metrics) as gRPC and Connect. Each
+// route only turns path, query and body into the RPC's JSON request; the
+// answer is the RPC's Connect JSON, errors included ({code, message} with the
+// matching HTTP status).
+import type { IncomingMessage } from "node:http";
+import type { Http2ServerRequest } from "node:http2";
+import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { DatabaseService } from "../../gen/sota/database/v1/database_pb.js";
+import { errorJson, httpStatus } from "./error-codes.js";
+
+export const MAX_REST_BODY_BYTES = 64 * 1024;
+
+type RestMethod = "GET" | "POST";
+
+interface RestRoute {
+  readonly method: RestMethod;
+  readonly pattern: RegExp;
+  /** The DatabaseService method name, e.g. "Ensure". */
+  readonly rpc: string;
+  /** The RPC request, from path parameters, query and body. */
+  readonly request: (params: string[], query: URLSearchParams, body: JsonObject) => JsonObject;
+}
+
+const PROJECT = "/v1/projects/([^/]+)/database";
+
+const ROUTES: readonly RestRoute[] = [
+  {
+    method: "POST",
+    pattern: new RegExp(`^${PROJECT}$`),
+    rpc: "Ensure",
+    request: ([projectId], _query, body) => ({ ...body, projectId: projectId! }),
+  },
+  {
+    method: "GET",
+    pattern: new RegExp(`^${PROJECT}$`),
+    rpc: "GetDatabase",
+    request: ([projectId]) => ({ projectId: projectId! }),
+  },
+  {
+    method: "GET",
+    pattern: new RegExp(`^${PROJECT}/backups$`),
+    rpc: "ListBackups",
+    request: ([projectId]) => ({ projectId: projectId! }),
+  },
+  {
+    method: "POST",
+    pattern: new RegExp(`^${PROJECT}/backups$`),
+    rpc: "CreateBackup",
+    request: ([projectId], query, body) => ({
+      ...body,
+      ...(query.has("wait") ? { wait: query.get("wait") !== "false" && query.get("wait") !== "0" } : {}),
+      projectId: projectId!,
+    }),
+  },
+  {
+    method: "POST",
+    pattern: new RegExp(`^${PROJECT}/backups/([^/]+)/restore$`),
+    rpc: "RestoreBackup",
+    request: ([projectId, backupId]) => ({ projectId: projectId!, backupId: backupId! }),
+  },
+  {
+    method: "POST",
+    pattern: new RegExp(`^${PROJECT}/backups/([^/]+)/verify$`),
+    rpc: "VerifyBackup",
+    request: ([projectId, backupId]) => ({ projectId: projectId!, backupId: backupId! }),
+  },
+];
+
+export interface RestMatch {
+  readonly route?: RestRoute;
+  readonly params: string[];
+  /** The path exists but not for this HTTP method. */
+  readonly methodNotAllowed: boolean;
+}
+
+export function matchRest(method: string, pathname: string): RestMatch | undefined {
+  let pathMatched = false;
+  for (const route of ROUTES) {
+    const match = route.pattern.exec(pathname);
+    if (!match) continue;
+    pathMatched = true;
+    if (route.method === method) {
+      return { route, params: match.slice(1).map(decodeSegment), methodNotAllowed: false };
+    }
+  }
+  return pathMatched ? { params: [], methodNotAllowed: true } : undefined;
+}
+
+export class RestGateway {
+  private readonly handlers: ReadonlyMap<string, UniversalHandler>;
+
+  constructor(handlers: readonly UniversalHandler[]) {
+    this.handlers = new Map(
+      handlers.filter((handler) => handler.service.typeName === DatabaseService.typeName).map((handler) => [handler.method.name, handler]),
+    );
+  }
+
+  async handle(
+    match: RestMatch & { route: RestRoute },
+    req: IncomingMessage | Http2ServerRequest,
+    url: URL,
+    signal: AbortSignal,
+  ): Promise<UniversalServerResponse> {
+    const handler = this.handlers.get(match.route.rpc);
+    if (!handler) return errorResponse(new ConnectError(`${match.route.rpc} is not served`, Code.Unimplemented));
+    let body: JsonObject;
+    try {
+      body = await readJsonObject(req);
+    } catch (error) {
+      const problem = ConnectError.from(error);
+      return errorResponse(problem, problem.code === Code.ResourceExhausted ? 413 : httpStatus(problem.code));
+    }
+    const header = new Headers({ "content-type": "application/json", "connect-protocol-version": "1" });
+    const authorization = req.headers.authorization;
+    if (authorization) header.set("authorization", authorization);
+    return handler({
+      httpVersion: req.httpVersion,
+      url: `${url.origin}${handler.requestPath}`,
+      method: "POST",
+      header,
+      body: match.route.request(match.params, url.searchParams, body) as JsonValue,
+      signal,
+    });
+  }
+}
+
+/** Reads a JSON object body (empty means {}), bounded in size. */
+async function readJsonObject(req: IncomingMessage | Http2ServerRequest): Promise<JsonObject> {
+  const declared = Number(req.headers["content-length"] ?? 0);
+  if (declared > MAX_REST_BODY_BYTES) throw tooLarge();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_REST_BODY_BYTES) throw tooLarge();
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString("utf8").trim();
+  if (text === "") return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new ConnectError("request body is not valid JSON", Code.InvalidArgument);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new ConnectError("request body must be a JSON object", Code.InvalidArgument);
+  }
+  return parsed as JsonObject;
+}
+
+function tooLarge(): ConnectError {
+  return new ConnectError(`request body is larger than ${MAX_REST_BODY_BYTES} bytes`, Code.ResourceExhausted);
+}
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
+/** An error answer in the Connect JSON shape; `status` overrides the code's usual one (413 for a large body). */
+export function errorResponse(error: ConnectError, status = httpStatus(error.code)): UniversalServerResponse {
+  const bytes = new TextEncoder().encode(errorJson(error));
+  return {
+    status,
+    header: new Headers({ "content-type": "application/json" }),
+    body: (async function* () {
+      yield bytes;
+    })(),
+  };
+}

@@ -1,0 +1,263 @@
+// DatabaseService use-cases: provisioning, describing and connecting to a
+// project's database, and handing backups to the Backups port. Knows the ports
+// (Runtime, Store, Sealer, Backups), never Docker, processes or files.
+import { randomBytes } from "node:crypto";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Backups } from "../backup/backups.js";
+import type { Logger } from "../log.js";
+import type { Metrics } from "../metrics.js";
+import { RuntimeError, type EnsureResult, type Runtime, type RuntimeTarget } from "../runtime/runtime.js";
+import type { Sealer } from "../secrets/sealer.js";
+import type { BackupKind, BackupRecord, DatabaseRecord } from "../store/records.js";
+import { SlugTakenError, type Store } from "../store/store.js";
+import { KeyedMutex } from "./keyed-mutex.js";
+import { normalizeProjectId, slugForProject, slugProblem, isBackupId } from "./names.js";
+import { databaseUrl } from "./database-url.js";
+
+export interface DatabaseServiceDeps {
+  readonly runtime: Runtime;
+  readonly store: Store;
+  readonly sealer: Sealer;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly backups?: Backups;
+  readonly now?: () => Date;
+}
+
+export interface EnsureOutcome {
+  readonly database: DatabaseRecord;
+  readonly created: boolean;
+}
+
+export class DatabaseService {
+  private readonly locks = new KeyedMutex();
+  private readonly now: () => Date;
+
+  constructor(private readonly deps: DatabaseServiceDeps) {
+    this.now = deps.now ?? (() => new Date());
+  }
+
+  async ensure(rawProjectId: string, rawSlug: string, signal?: AbortSignal): Promise<EnsureOutcome> {
+    const projectId = validProjectId(rawProjectId);
+    const requestedSlug = rawSlug === "" ? undefined : validSlug(rawSlug);
+    return this.locks.run(projectId, async () => {
+      let record = this.deps.store.getDatabase(projectId);
+      let created = false;
+      if (record && requestedSlug && requestedSlug !== record.slug) {
+        throw new ConnectError(
+          `project ${projectId} already has database "${record.slug}"; a database's slug cannot change`,
+          Code.FailedPrecondition,
+        );
+      }
+      if (record && record.runtime !== this.deps.runtime.kind) {
+        throw new ConnectError(
+          `database "${record.slug}" lives on the ${record.runtime} runtime, but this service runs the ${this.deps.runtime.kind} runtime`,
+          Code.FailedPrecondition,
+        );
+      }
+      if (!record) {
+        record = this.create(projectId, requestedSlug ?? slugForProject(projectId));
+        created = true;
+      }
+      const database = await this.provision(record, signal);
+      return { database, created };
+    });
+  }
+
+  get(rawProjectId: string): DatabaseRecord {
+    const projectId = validProjectId(rawProjectId);
+    const record = this.deps.store.getDatabase(projectId);
+    if (!record) throw new ConnectError(`project ${projectId} has no database; call Ensure first`, Code.NotFound);
+    return record;
+  }
+
+  /** The DATABASE_URL: the only way a password leaves the service. */
+  connection(rawProjectId: string): { url: string; database: DatabaseRecord } {
+    const database = this.get(rawProjectId);
+    if (database.state !== "ready" || !database.sealedUrl) {
+      throw new ConnectError(`database "${database.slug}" is ${database.state}, not ready; call Ensure`, Code.FailedPrecondition);
+    }
+    return { url: this.deps.sealer.open(database.sealedUrl, database.projectId), database };
+  }
+
+  /** Brings every known database back after a restart, a few at a time. */
+  async resume(concurrency = 4): Promise<void> {
+    const queue = this.deps.store.listDatabases().filter((record) => record.runtime === this.deps.runtime.kind);
+    const worker = async (): Promise<void> => {
+      for (let record = queue.shift(); record; record = queue.shift()) {
+        const target = record;
+        await this.locks
+          .run(target.projectId, () => this.provision(this.deps.store.getDatabase(target.projectId) ?? target))
+          .catch((error: unknown) =>
+            this.deps.logger.error({ projectId: target.projectId, slug: target.slug, err: safeError(error) }, "database did not come back"),
+          );
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+  }
+
+  async createBackup(rawProjectId: string, wait: boolean, kind: BackupKind = "manual"): Promise<BackupRecord> {
+    const database = this.readyDatabase(rawProjectId);
+    return this.backups().create(target(database), kind, { wait });
+  }
+
+  listBackups(rawProjectId: string): BackupRecord[] {
+    const database = this.get(rawProjectId);
+    return this.backups().list(database.projectId);
+  }
+
+  async restoreBackup(rawProjectId: string, rawBackupId: string): Promise<{ restored: BackupRecord; safety: BackupRecord }> {
+    const database = this.readyDatabase(rawProjectId);
+    const backupId = validBackupId(rawBackupId);
+    return this.locks.run(database.projectId, () => this.backups().restore(target(database), backupId));
+  }
+
+  async verifyBackup(rawProjectId: string, rawBackupId: string): Promise<BackupRecord> {
+    const database = this.readyDatabase(rawProjectId);
+    return this.backups().verify(target(database), validBackupId(rawBackupId));
+  }
+
+  async downloadBackup(rawProjectId: string, rawBackupId: string) {
+    const database = this.get(rawProjectId);
+    return this.backups().download(database.projectId, validBackupId(rawBackupId));
+  }
+
+  private create(projectId: string, slug: string): DatabaseRecord {
+    // 16 bytes from the CSPRNG, hex: the seed's 32 hex characters.
+    const password = randomBytes(16).toString("hex");
+    const now = this.now();
+    const record: DatabaseRecord = {
+      projectId,
+      slug,
+      state: "provisioning",
+      runtime: this.deps.runtime.kind,
+      sealedPassword: this.deps.sealer.seal(password, projectId),
+      sealedUrl: null,
+      host: null,
+      port: null,
+      network: null,
+      postgresVersion: null,
+      pooler: null,
+      error: null,
+      createdAt: now,
+      updatedAt: now,
+    };
+    try {
+      this.deps.store.insertDatabase(record);
+    } catch (error) {
+      if (error instanceof SlugTakenError) throw new ConnectError(error.message, Code.AlreadyExists);
+      throw error;
+    }
+    this.deps.logger.info({ projectId, slug }, "database recorded");
+    return record;
+  }
+
+  private async provision(record: DatabaseRecord, signal?: AbortSignal): Promise<DatabaseRecord> {
+    const password = this.deps.sealer.open(record.sealedPassword, record.projectId);
+    const started = performance.now();
+    let result: EnsureResult;
+    try {
+      result = await this.deps.runtime.ensure({ projectId: record.projectId, slug: record.slug, password }, signal);
+    } catch (error) {
+      this.observeEnsure(started, "error");
+      const problem = toConnectError(error);
+      this.deps.store.updateDatabase(record.projectId, { state: record.state === "ready" ? "ready" : "failed", error: problem.rawMessage });
+      this.deps.logger.error({ projectId: record.projectId, slug: record.slug, err: safeError(error) }, "ensure failed");
+      throw problem;
+    }
+    this.observeEnsure(started, "ok");
+    return this.recordReady(record, result, password);
+  }
+
+  private recordReady(record: DatabaseRecord, result: EnsureResult, password: string): DatabaseRecord {
+    const { endpoint } = result;
+    const unchanged =
+      record.state === "ready" &&
+      record.sealedUrl !== null &&
+      record.host === endpoint.host &&
+      record.port === endpoint.port &&
+      record.network === (endpoint.network ?? null) &&
+      record.postgresVersion === result.postgresVersion &&
+      JSON.stringify(record.pooler) === JSON.stringify(result.pooler) &&
+      !this.deps.sealer.isStale(record.sealedUrl) &&
+      !this.deps.sealer.isStale(record.sealedPassword);
+    // The deploy engine calls Ensure on every deploy: skip the durable write when nothing moved.
+    if (unchanged) return record;
+    const url = databaseUrl({ slug: record.slug, password, host: endpoint.host, port: endpoint.port });
+    const updated = this.deps.store.updateDatabase(record.projectId, {
+      state: "ready",
+      error: null,
+      sealedUrl: this.deps.sealer.seal(url, record.projectId),
+      sealedPassword: this.deps.sealer.isStale(record.sealedPassword)
+        ? this.deps.sealer.seal(password, record.projectId)
+        : record.sealedPassword,
+      host: endpoint.host,
+      port: endpoint.port,
+      network: endpoint.network ?? null,
+      postgresVersion: result.postgresVersion,
+      pooler: result.pooler,
+    });
+    if (record.state !== "ready") this.deps.logger.info({ projectId: record.projectId, slug: record.slug }, "database ready");
+    return updated;
+  }
+
+  private readyDatabase(rawProjectId: string): DatabaseRecord {
+    const database = this.get(rawProjectId);
+    if (database.state !== "ready") {
+      throw new ConnectError(`database "${database.slug}" is ${database.state}, not ready; call Ensure`, Code.FailedPrecondition);
+    }
+    return database;
+  }
+
+  private backups(): Backups {
+    if (!this.deps.backups) throw new ConnectError("backups are not enabled on this server", Code.Unimplemented);
+    return this.deps.backups;
+  }
+
+  private observeEnsure(started: number, outcome: string): void {
+    this.deps.metrics.ensureDuration.observe({ runtime: this.deps.runtime.kind, outcome }, (performance.now() - started) / 1000);
+  }
+}
+
+function target(database: DatabaseRecord): RuntimeTarget {
+  return { projectId: database.projectId, slug: database.slug };
+}
+
+function validProjectId(raw: string): string {
+  const projectId = normalizeProjectId(raw);
+  if (!projectId) throw new ConnectError("project_id must be a UUID such as 550e8400-e29b-41d4-a716-446655440000", Code.InvalidArgument);
+  return projectId;
+}
+
+function validSlug(raw: string): string {
+  const problem = slugProblem(raw);
+  if (problem) throw new ConnectError(problem, Code.InvalidArgument);
+  return raw;
+}
+
+function validBackupId(raw: string): string {
+  if (!isBackupId(raw)) throw new ConnectError("backup_id is not a backup id", Code.InvalidArgument);
+  return raw;
+}
+
+/** Runtime failures become the matching code; their messages are safe by contract. */
+function toConnectError(error: unknown): ConnectError {
+  if (error instanceof ConnectError) return error;
+  if (error instanceof RuntimeError) {
+    const code = {
+      unavailable: Code.Unavailable,
+      timeout: Code.DeadlineExceeded,
+      conflict: Code.FailedPrecondition,
+      failed: Code.Internal,
+    }[error.reason];
+    return new ConnectError(error.message, code);
+  }
+  return new ConnectError("provisioning failed; see the service log", Code.Internal);
+}
+
+/** What may be logged of an error: its name and message, never its cause chain's raw output. */
+export function safeError(error: unknown): { name: string; message: string } {
+  if (error instanceof RuntimeError || error instanceof ConnectError) return { name: error.name, message: error.message };
+  if (error instanceof Error) return { name: error.name, message: error.message };
+  return { name: "Error", message: String(error) };
+}

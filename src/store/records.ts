@@ -1,0 +1,45 @@
+// The durable records the service keeps. Sealed fields hold AES-GCM envelopes
+// (see secrets/sealer.ts), never plaintext.
+import type { PoolerInfo } from "../runtime/runtime.js";
+
+export type DatabaseState = "provisioning" | "ready" | "failed";
+
+export interface DatabaseRecord {
+  readonly projectId: string;
+  readonly slug: string;
+  readonly state: DatabaseState;
+  readonly runtime: string;
+  readonly sealedPassword: string;
+  /** Sealed DATABASE_URL; null until the runtime has reported its endpoint. */
+  readonly sealedUrl: string | null;
+  readonly host: string | null;
+  readonly port: number | null;
+  readonly network: string | null;
+  readonly postgresVersion: string | null;
+  readonly pooler: PoolerInfo | null;
+  /** Why the last attempt failed; never holds a secret. */
+  readonly error: string | null;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+}
+
+export type BackupKind = "scheduled" | "manual" | "safety";
+export type BackupState = "running" | "succeeded" | "failed";
+export type VerificationState = "passed" | "failed";
+
+export interface BackupRecord {
+  readonly id: string;
+  readonly projectId: string;
+  readonly slug: string;
+  readonly kind: BackupKind;
+  readonly state: BackupState;
+  readonly sizeBytes: number | null;
+  readonly sha256: string | null;
+  readonly startedAt: Date;
+  readonly finishedAt: Date | null;
+  readonly expiresAt: Date | null;
+  readonly error: string | null;
+  readonly verification: VerificationState | null;
+  readonly verifiedAt: Date | null;
+  readonly verificationError: string | null;
+}
