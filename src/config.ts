@@ -1,6 +1,7 @@
 // Environment → typed, validated configuration. A bad value stops the service
 // with one line that names the variable and what it allows.
 import { resolve, join } from "node:path";
+import { Cron } from "croner";
 
 export type RuntimeKind = "process" | "docker";
 
@@ -166,8 +167,10 @@ function publishAddress(value: string): string {
 
 function cron(env: Env, name: string, fallback: string): string {
   const value = text(env, name) ?? fallback;
-  const fields = value.split(/\s+/);
-  if ((fields.length !== 5 && fields.length !== 6) || !/^[0-9*/,\-\sA-Za-z?LW#]+$/.test(value)) {
+  try {
+    // croner is the scheduler that will run it, so it is the judge of the syntax.
+    new Cron(value, { paused: true }).stop();
+  } catch {
     throw new ConfigError(name, 'must be a cron expression with 5 or 6 fields, e.g. "0 3 * * *"');
   }
   return value;

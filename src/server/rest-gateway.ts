@@ -129,15 +129,16 @@ export class RestGateway {
 
 /** Reads a JSON object body (empty means {}), bounded in size. */
 async function readJsonObject(req: IncomingMessage | Http2ServerRequest): Promise<JsonObject> {
-  const declared = Number(req.headers["content-length"] ?? 0);
-  if (declared > MAX_REST_BODY_BYTES) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > MAX_REST_BODY_BYTES) throw tooLarge();
-    chunks.push(chunk);
+    // Keep reading a moderately oversized body so the client sees our 413
+    // rather than a reset; give up on anything absurd.
+    if (size > MAX_REST_BODY_BYTES * 16) throw tooLarge();
+    if (size <= MAX_REST_BODY_BYTES) chunks.push(chunk);
   }
+  if (size > MAX_REST_BODY_BYTES) throw tooLarge();
   const text = Buffer.concat(chunks).toString("utf8").trim();
   if (text === "") return {};
   let parsed: unknown;

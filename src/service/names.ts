@@ -13,8 +13,8 @@ export function slugProblem(slug: string): string | undefined {
   if (slug.length === 0) return "slug must not be empty";
   if (slug.length > MAX_SLUG_LENGTH) return `slug must be at most ${MAX_SLUG_LENGTH} characters`;
   if (!/^[a-z]/.test(slug)) return "slug must start with a lowercase letter";
-  if (slug.endsWith("-")) return "slug must not end with '-'";
   if (!SLUG.test(slug)) return "slug may contain only lowercase letters, digits and single '-'";
+  if (slug.endsWith("-")) return "slug must not end with '-'";
   return undefined;
 }
 

@@ -1,0 +1,121 @@
+// Composition: config → parts (store, keyring, runtime, backups, service) →
+// server. main.ts runs it as a process; tests and benchmarks run it in-process.
+import { join } from "node:path";
+import { loadKeyring } from "./secrets/key-file.js";
+import { Sealer } from "./secrets/sealer.js";
+import { SqliteStore } from "./store/sqlite-store.js";
+import type { Config } from "./config.js";
+import { createLogger, type Logger } from "./log.js";
+import { Metrics } from "./metrics.js";
+import type { Runtime } from "./runtime/runtime.js";
+import type { Store } from "./store/store.js";
+import { DatabaseService } from "./service/database-service.js";
+import { ApiServer } from "./server/http-server.js";
+import { databaseRoutes } from "./server/database-routes.js";
+import { healthRoutes } from "./server/health-routes.js";
+import { authInterceptor, errorInterceptor, metricsInterceptor } from "./server/interceptors.js";
+import { readiness } from "./server/readiness.js";
+import { TokenRegistry, adminTokenEntry, readTokensFile } from "./server/tokens.js";
+
+export interface App {
+  readonly address: { host: string; port: number };
+  readonly url: string;
+  readonly service: DatabaseService;
+  readonly runtime: Runtime;
+  readonly store: Store;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  /** Set when the embedded default generated an admin token file. */
+  readonly adminTokenFile?: string;
+  close(): Promise<void>;
+}
+
+export interface AppOptions {
+  readonly logger?: Logger;
+  /** Resume known databases before answering (default true). */
+  readonly resume?: boolean;
+  /** Collect Node's default process metrics (off in tests that start many apps). */
+  readonly defaultMetrics?: boolean;
+}
+
+export async function startApp(config: Config, options: AppOptions = {}): Promise<App> {
+  const logger = options.logger ?? createLogger({ level: config.logLevel });
+  const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
+
+  const { keyring, createdFile } = loadKeyring({
+    ...(config.masterKeys ? { keys: config.masterKeys } : {}),
+    file: config.masterKeyFile,
+    createIfMissing: config.masterKeyFileIsDefault,
+  });
+  if (createdFile) logger.warn({ file: createdFile }, "created a new master key file; back it up: sealed connection strings cannot be opened without it");
+
+  const tokens = config.tokensFile ? readTokensFile(config.tokensFile) : undefined;
+  const adminTokenFile = tokens ? undefined : join(config.dataDir, "admin.token");
+  const registry = new TokenRegistry(tokens ?? [adminTokenEntry(adminTokenFile!).entry]);
+
+  const store = new SqliteStore(join(config.dataDir, "state.db"));
+  metrics.countDatabasesWith(() => store.countDatabasesByState());
+  let runtime: Runtime | undefined;
+  try {
+    runtime = await createRuntime(config, store, logger);
+    const service = new DatabaseService({ runtime, store, sealer: new Sealer(keyring), logger, metrics });
+    const server = new ApiServer({
+      routes: [databaseRoutes(service), healthRoutes(readiness(store, runtime))],
+      interceptors: [metricsInterceptor(metrics), errorInterceptor(logger), authInterceptor(registry)],
+      readiness: readiness(store, runtime),
+      metrics,
+      logger,
+    });
+    if (options.resume ?? true) await service.resume();
+    const address = await server.listen(config.listen.host, config.listen.port);
+    const host = address.host.includes(":") ? `[${address.host}]` : address.host;
+    logger.info({ address: `${host}:${address.port}`, runtime: runtime.kind, ...(adminTokenFile ? { adminTokenFile } : {}) }, "sota-db listening");
+    const started = runtime;
+    return {
+      address,
+      url: `http://${host}:${address.port}`,
+      service,
+      runtime: started,
+      store,
+      metrics,
+      logger,
+      ...(adminTokenFile ? { adminTokenFile } : {}),
+      async close() {
+        await server.close();
+        await started.close();
+        store.close();
+        logger.info("sota-db stopped");
+      },
+    };
+  } catch (error) {
+    await runtime?.close().catch(() => undefined);
+    store.close();
+    throw error;
+  }
+}
+
+/** The configured Runtime driver; the Docker driver is loaded only when chosen. */
+async function createRuntime(config: Config, store: Store, logger: Logger): Promise<Runtime> {
+  if (config.runtime === "docker") {
+    const { createDockerRuntime } = await import("./runtime/docker/index.js");
+    return createDockerRuntime({
+      postgresImage: config.docker.postgresImage,
+      pgbouncerImage: config.docker.pgbouncerImage,
+      appNetwork: config.docker.network,
+      ...(config.docker.publishHost ? { publishHost: config.docker.publishHost } : {}),
+      readyTimeoutMs: config.readyTimeoutMs,
+      logger: logger.child({ runtime: "docker" }),
+    });
+  }
+  const { createProcessRuntime } = await import("./runtime/process/index.js");
+  return createProcessRuntime({
+    dataDir: config.dataDir,
+    ...(config.process.pgBinDir ? { pgBinDir: config.process.pgBinDir } : {}),
+    ...(config.process.pgbouncerBin ? { pgbouncerBin: config.process.pgbouncerBin } : {}),
+    ...(config.process.runAsUser ? { runAsUser: config.process.runAsUser } : {}),
+    portRange: config.process.poolerPorts,
+    ports: store,
+    readyTimeoutMs: config.readyTimeoutMs,
+    logger: logger.child({ runtime: "process" }),
+  });
+}

@@ -1,0 +1,58 @@
+import { randomBytes } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "../../src/config.js";
+
+describe("loadConfig", () => {
+  it("needs nothing: the embedded defaults", () => {
+    const config = loadConfig({}, "/srv/sota");
+    expect(config.listen).toEqual({ host: "127.0.0.1", port: 8080 });
+    expect(config.dataDir).toBe("/srv/sota/data");
+    expect(config.runtime).toBe("process");
+    expect(config.masterKeyFile).toBe("/srv/sota/data/master.key");
+    expect(config.masterKeyFileIsDefault).toBe(true);
+    expect(config.process.poolerPorts).toEqual({ min: 16432, max: 17431 });
+    expect(config.backup).toMatchObject({ dir: "/srv/sota/data/backups", retentionDays: 7, concurrency: 2, verify: false });
+  });
+
+  it("reads every variable", () => {
+    const key = randomBytes(32).toString("base64");
+    const config = loadConfig(
+      {
+        SOTA_LISTEN: "[::1]:9090",
+        SOTA_DATA_DIR: "/var/lib/sota",
+        SOTA_RUNTIME: "docker",
+        SOTA_MASTER_KEY: `${key}, ${key}`,
+        SOTA_POOLER_PORTS: "20000-20010",
+        SOTA_DOCKER_NETWORK: "per-project",
+        SOTA_DOCKER_PUBLISH_HOST: "127.0.0.1",
+        SOTA_BACKUP_SCHEDULE: "*/5 * * * *",
+        SOTA_BACKUP_RETENTION_DAYS: "14",
+        SOTA_BACKUP_VERIFY: "true",
+      },
+      "/",
+    );
+    expect(config.listen).toEqual({ host: "::1", port: 9090 });
+    expect(config.runtime).toBe("docker");
+    expect(config.masterKeys).toEqual([key, key]);
+    expect(config.process.poolerPorts).toEqual({ min: 20000, max: 20010 });
+    expect(config.docker).toMatchObject({ network: "per-project", publishHost: "127.0.0.1" });
+    expect(config.backup).toMatchObject({ schedule: "*/5 * * * *", retentionDays: 14, verify: true });
+  });
+
+  it("names the variable and what it allows", () => {
+    const cases: [Record<string, string>, RegExp][] = [
+      [{ SOTA_LISTEN: "8080" }, /^SOTA_LISTEN: must be host:port/],
+      [{ SOTA_RUNTIME: "k8s" }, /^SOTA_RUNTIME: must be one of process, docker/],
+      [{ SOTA_POOLER_PORTS: "100-50" }, /^SOTA_POOLER_PORTS: /],
+      [{ SOTA_MASTER_KEY: "short" }, /^SOTA_MASTER_KEY: must be base64 of 32 bytes/],
+      [{ SOTA_READY_TIMEOUT_MS: "soon" }, /^SOTA_READY_TIMEOUT_MS: must be a whole number/],
+      [{ SOTA_BACKUP_SCHEDULE: "every day" }, /^SOTA_BACKUP_SCHEDULE: must be a cron expression/],
+      [{ SOTA_BACKUP_VERIFY: "maybe" }, /^SOTA_BACKUP_VERIFY: must be true or false/],
+      [{ SOTA_DOCKER_PUBLISH_HOST: "localhost" }, /^SOTA_DOCKER_PUBLISH_HOST: /],
+    ];
+    for (const [env, message] of cases) {
+      expect(() => loadConfig(env, "/")).toThrow(ConfigError);
+      expect(() => loadConfig(env, "/")).toThrow(message);
+    }
+  });
+});
