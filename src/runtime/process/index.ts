@@ -1,0 +1,9 @@
+// The process driver's public face: local PostgreSQL + PgBouncer child processes.
+export { createProcessRuntime, ProcessRuntime, type ProcessRuntimeOptions } from "./process-runtime.js";
+export {
+  discoverBinaries,
+  type BinaryOverrides,
+  type Binaries,
+  type PgbouncerBinary,
+  type PostgresBinaries,
+} from "./postgres-binaries.js";

@@ -1,0 +1,56 @@
+// Where one project's files live under the data dir.
+import { createHash } from "node:crypto";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { POSTGRES_PORT } from "./postgres-settings.js";
+
+export interface InstancePaths {
+  readonly dir: string;
+  readonly pgdata: string;
+  /** Holds PostgreSQL's socket; see socketDirFor. */
+  readonly socketDir: string;
+  readonly postgresLog: string;
+  readonly pgbouncerIni: string;
+  readonly pgbouncerUserlist: string;
+  readonly pgbouncerLog: string;
+  readonly pgbouncerPid: string;
+  /** The pooler console's admin password, 0600: the service reads it, nothing logs it. */
+  readonly poolerAdminPassword: string;
+  /** The owning project's id: a slug never silently changes hands. */
+  readonly projectMarker: string;
+}
+
+export function instancesRoot(dataDir: string): string {
+  return join(dataDir, "instances");
+}
+
+export function instancePaths(dataDir: string, slug: string): InstancePaths {
+  const dir = join(instancesRoot(dataDir), slug);
+  return {
+    dir,
+    pgdata: join(dir, "pgdata"),
+    socketDir: socketDirFor(dir),
+    postgresLog: join(dir, "postgres.log"),
+    pgbouncerIni: join(dir, "pgbouncer.ini"),
+    pgbouncerUserlist: join(dir, "userlist.txt"),
+    pgbouncerLog: join(dir, "pgbouncer.log"),
+    pgbouncerPid: join(dir, "pgbouncer.pid"),
+    poolerAdminPassword: join(dir, "pooler-admin.password"),
+    projectMarker: join(dir, "project-id"),
+  };
+}
+
+/** sockaddr_un.sun_path holds 108 bytes including the terminating NUL. */
+const MAX_SOCKET_PATH = 107;
+
+/**
+ * `{dir}/run` when the socket path fits a unix socket address, else a short
+ * directory under the OS temp dir named by a hash of `dir` (stable across
+ * restarts, distinct per instance).
+ */
+export function socketDirFor(dir: string): string {
+  const inside = join(dir, "run");
+  if (Buffer.byteLength(join(inside, `.s.PGSQL.${POSTGRES_PORT}`)) <= MAX_SOCKET_PATH) return inside;
+  const hash = createHash("sha256").update(dir).digest("hex").slice(0, 16);
+  return join(tmpdir(), `sota-pg-${hash}`);
+}

@@ -1,0 +1,80 @@
+// The PostgreSQL configuration of every instance. It lives in its own file
+// (sota.conf, included last from postgresql.conf) and is rewritten on each
+// start, so tuning changes in a new release reach existing databases too.
+
+/** The superuser the service connects as over the unix socket. */
+export const SUPERUSER = "postgres";
+/** Every instance listens on this port number; it only names the socket file. */
+export const POSTGRES_PORT = 5432;
+export const SETTINGS_FILE = "sota.conf";
+export const INCLUDE_LINE = `include_if_exists = '${SETTINGS_FILE}'`;
+
+/**
+ * Tuned for many small, mostly idle databases on one machine rather than one
+ * big server. Each setting's reason:
+ * - listen_addresses '': unix socket only; apps reach PostgreSQL through PgBouncer.
+ * - max_connections 30: PgBouncer's pool of 20, plus headroom for the service's
+ *   own sessions (readiness checks, pg_dump, restores) and superuser_reserved 3.
+ * - shared_buffers 16MB (default 128MB): the page cache does the rest; small
+ *   databases fit, and idle instances stay small.
+ * - min_wal_size 32MB (two 16MB segments, the minimum), max_wal_size 256MB:
+ *   little WAL kept on disk per database; checkpoints stay timed for small loads.
+ * - wal_buffers 1MB, maintenance_work_mem 16MB, work_mem 4MB: small bounded memory.
+ * - max_logical_replication_workers 0: no logical-replication launcher process
+ *   per instance (the app role cannot create subscriptions anyway).
+ * - max_parallel_workers_per_gather 0: many databases share few cores; parallel
+ *   workers would only add bursts.
+ * - jit off: JIT compilation costs memory and latency and pays off only on big
+ *   analytical queries.
+ * - fsync, synchronous_commit, full_page_writes stay on: durability is not traded away.
+ * - log to stderr (captured into the instance's postgres.log by the service),
+ *   statements never logged, so no secret ends up there.
+ */
+export function renderPostgresSettings(socketDir: string): string {
+  const settings: Record<string, string> = {
+    listen_addresses: "''",
+    port: String(POSTGRES_PORT),
+    unix_socket_directories: quote(socketDir),
+    unix_socket_permissions: "0700",
+    max_connections: "30",
+    superuser_reserved_connections: "3",
+    shared_buffers: "16MB",
+    work_mem: "4MB",
+    maintenance_work_mem: "16MB",
+    wal_buffers: "1MB",
+    min_wal_size: "32MB",
+    max_wal_size: "256MB",
+    max_logical_replication_workers: "0",
+    max_parallel_workers_per_gather: "0",
+    jit: "off",
+    fsync: "on",
+    synchronous_commit: "on",
+    full_page_writes: "on",
+    password_encryption: "'scram-sha-256'",
+    logging_collector: "off",
+    log_destination: "'stderr'",
+    log_statement: "'none'",
+    log_min_duration_statement: "-1",
+  };
+  const lines = Object.entries(settings).map(([key, value]) => `${key} = ${value}`);
+  return `# Written by sota-db on every start; edits are overwritten.\n${lines.join("\n")}\n`;
+}
+
+/**
+ * The service's superuser sessions use `trust` over the unix socket: only root
+ * and the run-as user can reach it (its directory is 0700 and owned by that
+ * user), so no password is needed there, and none has to be stored. Every
+ * other role (the app role, through PgBouncer) must pass SCRAM-SHA-256.
+ */
+export function renderHba(): string {
+  return [
+    "# Written by sota-db on every start; edits are overwritten.",
+    `local all ${SUPERUSER} trust`,
+    "local all all scram-sha-256",
+    "",
+  ].join("\n");
+}
+
+function quote(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}

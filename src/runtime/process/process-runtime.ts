@@ -1,0 +1,496 @@
+// The process driver: each project's PostgreSQL and PgBouncer run as
+// supervised child processes of the service, from the host's installation.
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { access, constants, mkdir, readdir, rename, rm, stat } from "node:fs/promises";
+import { join, resolve, sep } from "node:path";
+import { PassThrough, type Readable } from "node:stream";
+import type { Logger } from "../../log.js";
+import type { PortRange, PortRegistry } from "../port-registry.js";
+import {
+  RuntimeError,
+  type DatabaseSpec,
+  type Endpoint,
+  type EnsureResult,
+  type RemoveOptions,
+  type Runtime,
+  type RuntimeStatus,
+  type RuntimeTarget,
+} from "../runtime.js";
+import { appRoleName, ensureAppDatabase } from "./app-database.js";
+import { instancePaths, instancesRoot, type InstancePaths } from "./instance-paths.js";
+import { KeyedLock } from "./keyed-lock.js";
+import { assertUserCanWrite, resolveRunAs, type RunAs } from "./os-user.js";
+import { ensureOwnedDir, readIfExists, syncDir, writeOwnedFile, writeOwnedFileIfChanged } from "./owned-files.js";
+import { queryOnce, superuserClient, type Rows } from "./pg-clients.js";
+import { POOLER_ADMIN_USER, renderPgbouncerIni, renderUserlist, userlistSecret } from "./pgbouncer-config.js";
+import { PgbouncerServer } from "./pgbouncer-server.js";
+import { listeningPorts } from "./port-probe.js";
+import { discoverBinaries, type Binaries } from "./postgres-binaries.js";
+import { PostgresServer } from "./postgres-server.js";
+import { runCommand } from "./run-command.js";
+import { createScramVerifier, scramVerifierMatches } from "./scram-secret.js";
+import { dumpStream, restoreFromStream } from "./sql-tools.js";
+import { stopStalePgbouncer, stopStalePostmaster } from "./stale-process.js";
+import { ensureTemplateCluster } from "./template-cluster.js";
+
+export interface ProcessRuntimeOptions {
+  /** Root of instances/ and templates/ (SOTA_DATA_DIR). */
+  readonly dataDir: string;
+  /** PostgreSQL bin directory (SOTA_PG_BIN_DIR); default: the highest major under /usr/lib/postgresql. */
+  readonly pgBinDir?: string | undefined;
+  /** pgbouncer executable (SOTA_PGBOUNCER_BIN); default: PATH, then /usr/sbin/pgbouncer. */
+  readonly pgbouncerBin?: string | undefined;
+  /** Loopback ports poolers are given from (SOTA_POOLER_PORTS). */
+  readonly portRange: PortRange;
+  /** Durable project → port allocations, so a database keeps its URL across restarts. */
+  readonly ports: PortRegistry;
+  /** OS user for postgres and pgbouncer when the service runs as root (default "postgres"). */
+  readonly runAsUser?: string | undefined;
+  /** Bound on how long ensure waits for PostgreSQL and for a query through PgBouncer. */
+  readonly readyTimeoutMs: number;
+  readonly logger: Logger;
+}
+
+const SLUG = /^[a-z](?:[a-z0-9]|-(?!-))*$/;
+const MAX_SLUG_LENGTH = 40;
+const PROJECT_ID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+/** SCRAM needs SASLprep for anything else; the service's passwords are hex anyway. */
+const PASSWORD = /^[\x21-\x7e]{1,1024}$/;
+const LOOPBACK = "127.0.0.1";
+
+interface Instance {
+  readonly slug: string;
+  readonly projectId: string;
+  readonly paths: InstancePaths;
+  readonly logger: Logger;
+  readonly postgres: PostgresServer;
+  readonly pgbouncer: PgbouncerServer;
+  adminPassword: string | undefined;
+  adminVerifier: string | undefined;
+  /** Both processes answered a real query since their last unexpected exit. */
+  healthy: boolean;
+  /** HMAC of the password last verified end to end: the fast path compares without keeping the password. */
+  passwordDigest: Buffer | undefined;
+  result: EnsureResult | undefined;
+}
+
+/**
+ * Finds the binaries and the run-as user and prepares the data dir; fails with
+ * one clear line (a RuntimeError "unavailable") when the host cannot run it.
+ */
+export async function createProcessRuntime(options: ProcessRuntimeOptions): Promise<ProcessRuntime> {
+  const binaries = await discoverBinaries(options);
+  const runAs = await resolveRunAs(options.runAsUser);
+  const dataDir = resolve(options.dataDir);
+  await mkdir(dataDir, { recursive: true });
+  const dirs = [instancesRoot(dataDir), templatesRoot(dataDir)];
+  for (const dir of dirs) await ensureOwnedDir(dir, runAs, 0o700);
+  await assertUserCanWrite(runAs, dataDir, dirs);
+  return new ProcessRuntime({ ...options, dataDir }, binaries, runAs);
+}
+
+export class ProcessRuntime implements Runtime {
+  readonly kind = "process";
+  private readonly instances = new Map<string, Instance>();
+  private readonly locks = new KeyedLock();
+  private readonly closing = new AbortController();
+  private readonly digestKey = randomBytes(32);
+  private readonly logger: Logger;
+  private template: Promise<string> | undefined;
+  private closed: Promise<void> | undefined;
+
+  /** Prefer createProcessRuntime, which checks the host first. */
+  constructor(
+    private readonly options: ProcessRuntimeOptions,
+    readonly binaries: Binaries,
+    readonly runAs: RunAs,
+  ) {
+    this.logger = options.logger.child({ runtime: "process" });
+  }
+
+  async ensure(spec: DatabaseSpec, signal?: AbortSignal): Promise<EnsureResult> {
+    this.assertOpen();
+    checkTarget(spec);
+    if (!PASSWORD.test(spec.password)) {
+      throw new RuntimeError("failed", "the database password must be 1 to 1024 printable ASCII characters without spaces");
+    }
+    return this.locks.run(spec.slug, () => this.ensureLocked(spec, signal));
+  }
+
+  async status(target: RuntimeTarget): Promise<RuntimeStatus> {
+    checkTarget(target);
+    const instance = this.instances.get(target.slug);
+    if (instance && instance.projectId === target.projectId && instance.postgres.running && instance.pgbouncer.running) {
+      return { state: "running", endpoint: endpointFor(instance.pgbouncer.port) };
+    }
+    const marker = await readIfExists(instancePaths(this.options.dataDir, target.slug).projectMarker);
+    return { state: marker?.trim() === target.projectId ? "stopped" : "missing" };
+  }
+
+  dump(target: RuntimeTarget): Readable {
+    try {
+      this.assertOpen();
+      checkTarget(target);
+      const instance = this.runningInstance(target);
+      return dumpStream(this.binaries.postgres.pgDump, instance.paths.socketDir, target.slug);
+    } catch (error) {
+      return failedStream(error);
+    }
+  }
+
+  async restore(target: RuntimeTarget, sql: Readable, database?: string): Promise<void> {
+    this.assertOpen();
+    checkTarget(target);
+    const instance = this.runningInstance(target);
+    await restoreFromStream(this.binaries.postgres.psql, instance.paths.socketDir, database ?? target.slug, sql);
+  }
+
+  async adminQuery(target: RuntimeTarget, sql: string, database = "postgres"): Promise<Rows> {
+    this.assertOpen();
+    checkTarget(target);
+    const instance = this.runningInstance(target);
+    return queryOnce(superuserClient(instance.paths.socketDir, database), sql);
+  }
+
+  async poolerCommand(target: RuntimeTarget, command: string): Promise<Rows> {
+    this.assertOpen();
+    checkTarget(target);
+    const instance = this.runningInstance(target);
+    if (!instance.pgbouncer.running || instance.adminPassword === undefined) {
+      throw new RuntimeError("unavailable", `the pooler of ${target.slug} is not running; ensure it first`);
+    }
+    return instance.pgbouncer.console(instance.adminPassword, command);
+  }
+
+  async remove(target: RuntimeTarget, options: RemoveOptions): Promise<void> {
+    this.assertOpen();
+    checkTarget(target);
+    await this.locks.run(target.slug, async () => {
+      const paths = instancePaths(this.options.dataDir, target.slug);
+      const marker = (await readIfExists(paths.projectMarker))?.trim();
+      if (marker !== undefined && marker !== target.projectId) throw slugTaken(target.slug);
+      const instance = this.instances.get(target.slug);
+      if (instance) {
+        await stopInstance(instance);
+        this.instances.delete(target.slug);
+      } else if (marker !== undefined) {
+        await stopStalePgbouncer(paths.pgbouncerPid, paths.pgbouncerIni, this.logger);
+        await stopStalePostmaster(paths.pgdata, this.logger);
+      }
+      this.options.ports.release(target.projectId);
+      if (!options.keepData) {
+        await rm(paths.dir, { recursive: true, force: true });
+        if (!isInside(paths.socketDir, paths.dir)) await rm(paths.socketDir, { recursive: true, force: true });
+      }
+      this.logger.info({ slug: target.slug, projectId: target.projectId, keepData: options.keepData }, "database removed");
+    });
+  }
+
+  async ping(): Promise<void> {
+    this.assertOpen();
+    const { postgres, pgbouncer } = this.binaries;
+    for (const path of [postgres.postgres, postgres.initdb, postgres.pgDump, postgres.psql]) {
+      if (!(await isExecutable(path))) {
+        throw new RuntimeError("unavailable", `PostgreSQL program ${path} is missing: reinstall the postgresql package (apt-get install postgresql) or set SOTA_PG_BIN_DIR`);
+      }
+    }
+    if (!(await isExecutable(pgbouncer.path))) {
+      throw new RuntimeError("unavailable", `PgBouncer ${pgbouncer.path} is missing: reinstall the pgbouncer package (apt-get install pgbouncer) or set SOTA_PGBOUNCER_BIN`);
+    }
+  }
+
+  close(): Promise<void> {
+    this.closed ??= this.shutDown();
+    return this.closed;
+  }
+
+  private async shutDown(): Promise<void> {
+    this.closing.abort(new RuntimeError("unavailable", "the process runtime is shutting down"));
+    await this.locks.settled();
+    await Promise.all([...this.instances.values()].map((instance) => stopInstance(instance)));
+    this.instances.clear();
+    this.logger.info("process runtime stopped");
+  }
+
+  private async ensureLocked(spec: DatabaseSpec, callerSignal: AbortSignal | undefined): Promise<EnsureResult> {
+    const signal = callerSignal ? AbortSignal.any([this.closing.signal, callerSignal]) : this.closing.signal;
+    signal.throwIfAborted();
+    const existing = this.instances.get(spec.slug);
+    if (existing && existing.projectId !== spec.projectId) throw slugTaken(spec.slug);
+    if (existing?.result && this.isHealthy(existing, spec.password)) return existing.result;
+
+    const started = Date.now();
+    const template = await this.ensureTemplate();
+    const deadline = Date.now() + this.options.readyTimeoutMs;
+    const paths = instancePaths(this.options.dataDir, spec.slug);
+    const created = await this.prepareInstanceDir(spec, paths, template);
+    signal.throwIfAborted();
+    const port = this.allocatePort(spec.projectId);
+    const instance = existing ?? this.createInstance(spec, paths, port);
+    this.instances.set(spec.slug, instance);
+    instance.healthy = false;
+    if (instance.pgbouncer.port !== port) {
+      await instance.pgbouncer.stop();
+      instance.pgbouncer.port = port;
+    }
+
+    if (!instance.postgres.running && !instance.postgres.process.supervising) await instance.postgres.start();
+    const admin = await instance.postgres.connect("postgres", deadline, signal);
+    let verifier: string;
+    try {
+      verifier = await ensureAppDatabase(admin, spec.slug, spec.password);
+    } finally {
+      await admin.end().catch(() => undefined);
+    }
+    instance.postgres.process.supervise();
+
+    const adminPassword = await this.poolerAdminPassword(instance);
+    const changed = await this.writePoolerFiles(instance, verifier, adminPassword);
+    if (!instance.pgbouncer.running && !instance.pgbouncer.process.supervising) await instance.pgbouncer.start();
+    else if (changed && instance.pgbouncer.running) await instance.pgbouncer.console(adminPassword, "RELOAD");
+    const postgresVersion = await instance.pgbouncer.waitForAppQuery(appRoleName(spec.slug), spec.password, spec.slug, deadline, signal);
+    instance.pgbouncer.process.supervise();
+    const pooler = await instance.pgbouncer.poolerInfo(adminPassword);
+
+    const result: EnsureResult = { endpoint: endpointFor(port), postgresVersion, pooler };
+    instance.result = result;
+    instance.passwordDigest = this.digest(spec.password);
+    instance.healthy = true;
+    instance.logger.info({ projectId: spec.projectId, port, created, ms: Date.now() - started }, "database ready");
+    return result;
+  }
+
+  /**
+   * The deploy engine calls ensure on every deploy: when nothing has died since
+   * the last end-to-end check and the password is the one verified then, there
+   * is nothing to redo.
+   */
+  private isHealthy(instance: Instance, password: string): boolean {
+    const digest = instance.passwordDigest;
+    return (
+      instance.healthy &&
+      instance.postgres.running &&
+      instance.pgbouncer.running &&
+      digest !== undefined &&
+      timingSafeEqual(digest, this.digest(password))
+    );
+  }
+
+  private digest(password: string): Buffer {
+    return createHmac("sha256", this.digestKey).update(password).digest();
+  }
+
+  private ensureTemplate(): Promise<string> {
+    this.template ??= ensureTemplateCluster({
+      templatesDir: templatesRoot(this.options.dataDir),
+      binaries: this.binaries.postgres,
+      runAs: this.runAs,
+      logger: this.logger,
+      timeoutMs: Math.max(this.options.readyTimeoutMs, 120_000),
+    }).catch((error: unknown) => {
+      this.template = undefined;
+      throw error;
+    });
+    return this.template;
+  }
+
+  /**
+   * The instance directory with its owner marker and a data directory copied
+   * from the template (through a temporary name, so a crash mid-copy leaves
+   * only a leftover that the next call removes). Returns whether it copied.
+   */
+  private async prepareInstanceDir(spec: DatabaseSpec, paths: InstancePaths, template: string): Promise<boolean> {
+    await ensureOwnedDir(paths.dir, this.runAs, 0o700);
+    const marker = (await readIfExists(paths.projectMarker))?.trim();
+    if (marker !== undefined && marker !== spec.projectId) throw slugTaken(spec.slug);
+    if (marker === undefined) await writeOwnedFile(paths.projectMarker, `${spec.projectId}\n`, this.runAs, 0o600);
+
+    const version = await readIfExists(join(paths.pgdata, "PG_VERSION"));
+    if (version !== undefined) {
+      const major = this.binaries.postgres.major;
+      if (version.trim() !== String(major)) {
+        throw new RuntimeError(
+          "failed",
+          `the data of ${spec.slug} is PostgreSQL ${version.trim()} but the host runs PostgreSQL ${major}: upgrade it with pg_upgrade, or set SOTA_PG_BIN_DIR to that version's bin directory`,
+        );
+      }
+      return false;
+    }
+    if (await exists(paths.pgdata)) {
+      throw new RuntimeError("failed", `the data directory of ${spec.slug} (${paths.pgdata}) is incomplete; move it away to recreate the database`);
+    }
+    for (const name of await readdir(paths.dir)) {
+      if (name.startsWith("pgdata.tmp-")) await rm(join(paths.dir, name), { recursive: true, force: true });
+    }
+    const copy = join(paths.dir, `pgdata.tmp-${randomBytes(6).toString("hex")}`);
+    await runCommand("cp", ["-a", template, copy], { runAs: this.runAs, cwd: paths.dir });
+    // Renamed into place only once its files are on disk: after a power cut the
+    // name must not point at files whose contents never got written.
+    await runCommand(this.binaries.postgres.initdb, ["--sync-only", "-D", copy], { runAs: this.runAs, cwd: paths.dir });
+    await rename(copy, paths.pgdata);
+    await syncDir(paths.dir);
+    return true;
+  }
+
+  private allocatePort(projectId: string): number {
+    const busy = listeningPorts();
+    const { portRange } = this.options;
+    try {
+      return this.options.ports.allocate(projectId, portRange, (port) => !busy.has(port));
+    } catch (error) {
+      throw new RuntimeError(
+        "unavailable",
+        `no free pooler port left in ${portRange.min}-${portRange.max} on ${LOOPBACK} (SOTA_POOLER_PORTS)`,
+        { cause: error },
+      );
+    }
+  }
+
+  private createInstance(spec: DatabaseSpec, paths: InstancePaths, port: number): Instance {
+    const logger = this.logger.child({ slug: spec.slug });
+    const postgres = new PostgresServer({
+      name: spec.slug,
+      binaries: this.binaries.postgres,
+      runAs: this.runAs,
+      pgdata: paths.pgdata,
+      socketDir: paths.socketDir,
+      socketDirShared: !isInside(paths.socketDir, paths.dir),
+      logFile: paths.postgresLog,
+      logger,
+    });
+    const pgbouncer = new PgbouncerServer({
+      slug: spec.slug,
+      binary: this.binaries.pgbouncer,
+      runAs: this.runAs,
+      dir: paths.dir,
+      iniFile: paths.pgbouncerIni,
+      pidFile: paths.pgbouncerPid,
+      logFile: paths.pgbouncerLog,
+      logger,
+      port,
+    });
+    const instance: Instance = {
+      slug: spec.slug,
+      projectId: spec.projectId,
+      paths,
+      logger,
+      postgres,
+      pgbouncer,
+      adminPassword: undefined,
+      adminVerifier: undefined,
+      healthy: false,
+      passwordDigest: undefined,
+      result: undefined,
+    };
+    const unhealthy = (): void => {
+      instance.healthy = false;
+    };
+    postgres.process.onExit(unhealthy);
+    pgbouncer.process.onExit(unhealthy);
+    return instance;
+  }
+
+  /** Generated once per instance and kept 0600 in its directory; never logged. */
+  private async poolerAdminPassword(instance: Instance): Promise<string> {
+    if (instance.adminPassword !== undefined) return instance.adminPassword;
+    let password = (await readIfExists(instance.paths.poolerAdminPassword))?.trim();
+    if (!password || !/^[0-9a-f]{32}$/.test(password)) {
+      password = randomBytes(16).toString("hex");
+      await writeOwnedFile(instance.paths.poolerAdminPassword, `${password}\n`, this.runAs, 0o600);
+    }
+    instance.adminPassword = password;
+    return password;
+  }
+
+  /** Writes pgbouncer.ini and the userlist when they differ; returns whether either changed. */
+  private async writePoolerFiles(instance: Instance, appVerifier: string, adminPassword: string): Promise<boolean> {
+    const { paths } = instance;
+    if (instance.adminVerifier === undefined) {
+      const recorded = userlistSecret(await readIfExists(paths.pgbouncerUserlist), POOLER_ADMIN_USER);
+      instance.adminVerifier = recorded && scramVerifierMatches(adminPassword, recorded) ? recorded : createScramVerifier(adminPassword);
+    }
+    const ini = renderPgbouncerIni({
+      slug: instance.slug,
+      port: instance.pgbouncer.port,
+      socketDir: paths.socketDir,
+      userlistFile: paths.pgbouncerUserlist,
+      logFile: paths.pgbouncerLog,
+      pidFile: paths.pgbouncerPid,
+      preparedStatementsSupported: this.binaries.pgbouncer.preparedStatementsSupported,
+    });
+    const userlist = renderUserlist([
+      [appRoleName(instance.slug), appVerifier],
+      [POOLER_ADMIN_USER, instance.adminVerifier],
+    ]);
+    const iniChanged = await writeOwnedFileIfChanged(paths.pgbouncerIni, ini, this.runAs, 0o600);
+    const userlistChanged = await writeOwnedFileIfChanged(paths.pgbouncerUserlist, userlist, this.runAs, 0o600);
+    return iniChanged || userlistChanged;
+  }
+
+  private runningInstance(target: RuntimeTarget): Instance {
+    const instance = this.instances.get(target.slug);
+    if (!instance || instance.projectId !== target.projectId || !instance.postgres.running) {
+      throw new RuntimeError("unavailable", `database ${target.slug} is not running in this service; ensure it first`);
+    }
+    return instance;
+  }
+
+  private assertOpen(): void {
+    if (this.closing.signal.aborted) throw new RuntimeError("unavailable", "the process runtime has been closed");
+  }
+}
+
+function templatesRoot(dataDir: string): string {
+  return join(dataDir, "templates");
+}
+
+function endpointFor(port: number): Endpoint {
+  return { host: LOOPBACK, port, loopback: { host: LOOPBACK, port } };
+}
+
+async function stopInstance(instance: Instance): Promise<void> {
+  instance.healthy = false;
+  // The pooler first: its SIGINT lets transactions in flight finish against a live server.
+  await instance.pgbouncer.stop();
+  await instance.postgres.stop();
+}
+
+/** Slugs become paths and identifiers: the driver re-checks what the service validated. */
+function checkTarget(target: RuntimeTarget): void {
+  if (target.slug.length > MAX_SLUG_LENGTH || !SLUG.test(target.slug) || target.slug.endsWith("-")) {
+    throw new RuntimeError("failed", `invalid slug ${JSON.stringify(target.slug.slice(0, 60))}`);
+  }
+  if (!PROJECT_ID.test(target.projectId)) throw new RuntimeError("failed", "invalid project id");
+}
+
+function slugTaken(slug: string): RuntimeError {
+  return new RuntimeError("conflict", `database ${slug} belongs to another project`);
+}
+
+function failedStream(error: unknown): Readable {
+  const stream = new PassThrough();
+  process.nextTick(() => stream.destroy(error instanceof Error ? error : new Error(String(error))));
+  return stream;
+}
+
+function isInside(path: string, dir: string): boolean {
+  return path.startsWith(dir + sep);
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function isExecutable(path: string): Promise<boolean> {
+  try {
+    await access(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,97 @@
+// initdb takes seconds; copying an initialised cluster takes a fraction of
+// that. So initdb runs once per PostgreSQL major into a template cluster that
+// every new database is copied from. The template also holds a placeholder role
+// and database that a copy only has to rename (no CREATE DATABASE per project).
+import { randomBytes } from "node:crypto";
+import { mkdtemp, readdir, rename, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Logger } from "../../log.js";
+import { PLACEHOLDER_NAME, quoteIdent } from "./app-database.js";
+import type { RunAs } from "./os-user.js";
+import { ensureOwnedDir, ensurePrivateDir, syncDir } from "./owned-files.js";
+import { queryRows } from "./pg-clients.js";
+import type { PostgresBinaries } from "./postgres-binaries.js";
+import { PostgresServer } from "./postgres-server.js";
+import { SUPERUSER } from "./postgres-settings.js";
+import { runCommand } from "./run-command.js";
+
+export interface TemplateOptions {
+  readonly templatesDir: string;
+  readonly binaries: PostgresBinaries;
+  readonly runAs: RunAs;
+  readonly logger: Logger;
+  readonly timeoutMs: number;
+}
+
+export function templateDir(templatesDir: string, major: number): string {
+  return join(templatesDir, `pg${major}`);
+}
+
+/**
+ * The template's path, building it first when missing. It is built under a
+ * temporary name and renamed into place, so a crash never leaves a half template
+ * where a complete one is expected.
+ */
+export async function ensureTemplateCluster(options: TemplateOptions): Promise<string> {
+  const { templatesDir, binaries, runAs, logger } = options;
+  const finalDir = templateDir(templatesDir, binaries.major);
+  if (await exists(join(finalDir, "PG_VERSION"))) return finalDir;
+
+  const prefix = `pg${binaries.major}.tmp-`;
+  for (const name of await readdir(templatesDir)) {
+    if (name.startsWith(prefix)) await rm(join(templatesDir, name), { recursive: true, force: true });
+  }
+  const started = Date.now();
+  const buildDir = join(templatesDir, `${prefix}${randomBytes(6).toString("hex")}`);
+  await ensureOwnedDir(buildDir, runAs, 0o700);
+  await runCommand(
+    binaries.initdb,
+    ["-D", buildDir, "-U", SUPERUSER, "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=reject"],
+    { runAs, cwd: templatesDir, timeoutMs: options.timeoutMs },
+  );
+  await addPlaceholder(options, buildDir);
+  await rename(buildDir, finalDir);
+  await syncDir(templatesDir);
+  logger.info({ template: finalDir, postgresVersion: binaries.version, ms: Date.now() - started }, "template cluster built");
+  return finalDir;
+}
+
+async function addPlaceholder(options: TemplateOptions, pgdata: string): Promise<void> {
+  const socketDir = await mkdtemp(join(tmpdir(), "sota-template-"));
+  const server = new PostgresServer({
+    name: "the template cluster",
+    binaries: options.binaries,
+    runAs: options.runAs,
+    pgdata,
+    socketDir,
+    socketDirShared: true,
+    logFile: join(options.templatesDir, "template-build.log"),
+    logger: options.logger,
+  });
+  try {
+    await ensurePrivateDir(socketDir, options.runAs);
+    await server.start();
+    const client = await server.connect("postgres", Date.now() + options.timeoutMs, AbortSignal.timeout(options.timeoutMs));
+    try {
+      const name = quoteIdent(PLACEHOLDER_NAME);
+      await queryRows(client, `CREATE ROLE ${name} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS`);
+      await queryRows(client, `CREATE DATABASE ${name} OWNER ${name}`);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  } finally {
+    // A clean (fast) shutdown checkpoints, so copies start without recovery.
+    await server.stop();
+    await rm(socketDir, { recursive: true, force: true });
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
