@@ -57,7 +57,7 @@ async function findPostgres(pgBinDir: string | undefined): Promise<PostgresBinar
     if (!(await hasServerPrograms(pgBinDir))) {
       throw new RuntimeError(
         "unavailable",
-        `PostgreSQL server binaries (${SERVER_PROGRAMS.join(", ")}) not found in ${pgBinDir} (SOTA_PG_BIN_DIR): point it at a PostgreSQL bin directory or unset it to use /usr/lib/postgresql/*/bin`,
+        `PostgreSQL server binaries (${SERVER_PROGRAMS.join(", ")}) not found in ${pgBinDir} (SOTA_PG_BIN_DIR): install the postgresql package (apt-get install postgresql) and point SOTA_PG_BIN_DIR at its bin directory, or unset it`,
       );
     }
     return describePostgres(pgBinDir);

@@ -1,0 +1,65 @@
+// Opens process runtimes on a throwaway data dir with captured logs.
+import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createLogger, type Logger } from "../../src/log.js";
+import { createProcessRuntime, type ProcessRuntime, type ProcessRuntimeOptions } from "../../src/runtime/process/index.js";
+import { MemoryPortRegistry } from "./memory-port-registry.js";
+
+export interface CapturedLogs {
+  readonly logger: Logger;
+  text(): string;
+}
+
+export function captureLogs(): CapturedLogs {
+  const lines: string[] = [];
+  const logger = createLogger({ level: "debug", destination: { write: (line: string) => void lines.push(line) } });
+  return { logger, text: () => lines.join("") };
+}
+
+/**
+ * A temp dir the run-as user can traverse (mkdtemp makes it 0700 and root's when
+ * the tests run as root). `name` may be long to exercise the socket path limit.
+ */
+export async function makeDataDir(name = "sota-process-"): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), name));
+  await chmod(dir, 0o711);
+  return dir;
+}
+
+export async function removeDataDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+}
+
+/** A pooler port range per test file, away from the service's default (16432-17431). */
+export function portRange(offset: number): { min: number; max: number } {
+  const min = 27000 + offset * 100;
+  return { min, max: min + 99 };
+}
+
+export interface ProcessTestBed {
+  readonly dataDir: string;
+  readonly ports: MemoryPortRegistry;
+  readonly logs: CapturedLogs;
+  open(overrides?: Partial<ProcessRuntimeOptions>): Promise<ProcessRuntime>;
+}
+
+export async function processTestBed(rangeOffset: number): Promise<ProcessTestBed> {
+  const dataDir = await makeDataDir();
+  const ports = new MemoryPortRegistry();
+  const logs = captureLogs();
+  return {
+    dataDir,
+    ports,
+    logs,
+    open: (overrides = {}) =>
+      createProcessRuntime({
+        dataDir,
+        ports,
+        portRange: portRange(rangeOffset),
+        readyTimeoutMs: 30_000,
+        logger: logs.logger,
+        ...overrides,
+      }),
+  };
+}
