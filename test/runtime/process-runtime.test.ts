@@ -4,7 +4,8 @@
 import { spawn } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -224,6 +225,30 @@ describe("process runtime: driver behaviour", () => {
       await longRuntime.close();
       await removeDataDir(longBed.dataDir);
     }
+  });
+
+  it("refuses a data dir the run-as user cannot reach, naming SOTA_DATA_DIR", async (context) => {
+    if (!runtime.runAs.switchUser) context.skip();
+    const locked = await mkdtemp(join(tmpdir(), "sota-locked-"));
+    try {
+      await chmod(locked, 0o700);
+      const error = await bed.open({ dataDir: join(locked, "data") }).catch((reason: unknown) => reason);
+      expect(error).toBeInstanceOf(RuntimeError);
+      expect((error as RuntimeError).reason).toBe("unavailable");
+      expect((error as RuntimeError).message).toContain("SOTA_DATA_DIR");
+      expect((error as RuntimeError).message).not.toContain("\n");
+    } finally {
+      await removeDataDir(locked);
+    }
+  });
+
+  it("refuses an OS user that does not exist", async (context) => {
+    if (!runtime.runAs.switchUser) context.skip();
+    await expect(bed.open({ runAsUser: "sota-no-such-user" })).rejects.toThrow(/SOTA_RUN_AS_USER/);
+  });
+
+  it("ping succeeds while the binaries are installed", async () => {
+    await expect(runtime.ping()).resolves.toBeUndefined();
   });
 
   it("rejects calls after close", async () => {
