@@ -1,0 +1,347 @@
+// BackupManager: the Backups port. Takes backups (one per database at a
+// time), restores and verifies them, serves their files, prunes them, and
+// runs the schedule. The steps themselves live in the files beside this one;
+// this class decides what runs when, and keeps records and metrics true.
+import { mkdir, open, type FileHandle } from "node:fs/promises";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Logger } from "../log.js";
+import type { Metrics } from "../metrics.js";
+import type { Runtime, RuntimeTarget } from "../runtime/runtime.js";
+import { KeyedMutex } from "../service/keyed-mutex.js";
+import { isBackupId, newBackupId } from "../service/names.js";
+import type { BackupKind, BackupRecord } from "../store/records.js";
+import type { Store } from "../store/store.js";
+import { failureReason, loggableError } from "./backup-errors.js";
+import { writeBackupFile, type OpenOutput } from "./backup-file.js";
+import { backupFilePath, partialFilePath } from "./backup-paths.js";
+import { BackupScheduler, type ScheduledDatabase } from "./backup-scheduler.js";
+import type { BackupDownload, Backups } from "./backups.js";
+import { restoreFromBackup, assertChecksum } from "./restore.js";
+import { expiryOf, newestSucceeded, pruneBackups } from "./retention.js";
+import { recoverInterruptedBackups } from "./startup-recovery.js";
+import { verifyBackupLoads } from "./verify.js";
+
+export interface BackupScheduleOptions {
+  /** croner expression, e.g. "0 3 * * *" (SOTA_BACKUP_SCHEDULE). */
+  readonly cron: string;
+  /** Scheduled backups running at once (SOTA_BACKUP_CONCURRENCY); default 2. */
+  readonly concurrency?: number;
+  /** Verify every scheduled backup after it succeeds (SOTA_BACKUP_VERIFY). */
+  readonly verify?: boolean;
+  /** Delay of the start-up catch-up; default 30 s. */
+  readonly catchUpDelayMs?: number;
+}
+
+export interface BackupManagerOptions {
+  readonly store: Store;
+  readonly runtime: Runtime;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  /** Backups live in {dir}/{slug}/{backup_id}.sql.gz (SOTA_BACKUP_DIR). */
+  readonly dir: string;
+  readonly retentionDays: number;
+  readonly now?: () => Date;
+  /** Without it only manual and safety backups are taken. Runs from start(). */
+  readonly schedule?: BackupScheduleOptions;
+  /** How long open transactions may run once a restore pauses the database; default 5 s. */
+  readonly pauseGraceMs?: number;
+  /** How long a restore waits for PgBouncer to pause in all; default 30 s. */
+  readonly pauseTimeoutMs?: number;
+  /** Test seam: where compressed bytes are written (a disk that fails). */
+  readonly openOutput?: OpenOutput;
+}
+
+interface RunningBackup {
+  readonly record: BackupRecord;
+  readonly done: Promise<BackupRecord>;
+}
+
+/** Recovers what a killed process left behind, then returns a manager ready for calls; call start() for the schedule. */
+export async function createBackupManager(options: BackupManagerOptions): Promise<BackupManager> {
+  const now = options.now ?? (() => new Date());
+  await mkdir(options.dir, { recursive: true, mode: 0o700 });
+  await recoverInterruptedBackups({ store: options.store, backupDir: options.dir, now: now(), metrics: options.metrics, logger: options.logger });
+  return new BackupManager(options);
+}
+
+export class BackupManager implements Backups {
+  readonly scheduler: BackupScheduler | undefined;
+  private readonly now: () => Date;
+  private readonly logger: Logger;
+  /** The backup running for each project: one per database at a time. */
+  private readonly running = new Map<string, RunningBackup>();
+  /** Dumps and restores of one database never overlap (a restore's swap would end a dump's session). */
+  private readonly exclusive = new KeyedMutex();
+  /** Backups a restore, verification or download is reading: retention leaves them alone. */
+  private readonly pinned = new Map<string, number>();
+  private readonly verifying = new Map<string, Promise<BackupRecord>>();
+  private readonly scratchInUse = new Set<string>();
+  private readonly work = new Set<Promise<unknown>>();
+  private closed = false;
+
+  constructor(private readonly options: BackupManagerOptions) {
+    this.now = options.now ?? (() => new Date());
+    this.logger = options.logger;
+    this.publishLastSuccess();
+    const schedule = options.schedule;
+    this.scheduler = schedule
+      ? new BackupScheduler({
+          cron: schedule.cron,
+          concurrency: schedule.concurrency ?? 2,
+          verify: schedule.verify ?? false,
+          catchUpDelayMs: schedule.catchUpDelayMs ?? 30_000,
+          databases: () => this.scheduledDatabases(),
+          lastSuccess: (projectId) => newestSucceeded(options.store.listBackups(projectId))?.finishedAt ?? undefined,
+          backup: (target) => this.create(target, "scheduled", { wait: true }),
+          verifyBackup: (target, backupId) => this.verify(target, backupId),
+          prune: () => this.pruneAll(),
+          now: this.now,
+          logger: this.logger,
+        })
+      : undefined;
+  }
+
+  /** Starts the schedule and its start-up catch-up; call once the runtime has brought databases back. */
+  start(): void {
+    this.scheduler?.start();
+  }
+
+  /**
+   * One backup per database at a time: while one runs (of any kind), a new
+   * request gets that one, at once or, with wait, once it has finished.
+   */
+  async create(target: RuntimeTarget, kind: BackupKind, options: { wait: boolean }): Promise<BackupRecord> {
+    this.assertOpen();
+    const job = this.running.get(target.projectId) ?? this.startBackup(target, kind, false);
+    return options.wait ? job.done : job.record;
+  }
+
+  list(projectId: string): BackupRecord[] {
+    // Expiry follows the retention configured now, even for backups written under another.
+    return this.options.store
+      .listBackups(projectId)
+      .map((record) => (record.state === "running" ? record : { ...record, expiresAt: expiryOf(record.startedAt, this.options.retentionDays) }));
+  }
+
+  async restore(target: RuntimeTarget, backupId: string): Promise<{ restored: BackupRecord; safety: BackupRecord }> {
+    this.assertOpen();
+    const record = this.succeededBackup(target.projectId, backupId, "restored");
+    const context = {
+      runtime: this.options.runtime,
+      logger: this.logger,
+      scratchInUse: this.scratchInUse,
+      pauseGraceMs: this.options.pauseGraceMs ?? 5_000,
+      pauseTimeoutMs: this.options.pauseTimeoutMs ?? 30_000,
+      // Already inside the exclusive section: the safety backup must not queue behind it.
+      takeSafetyBackup: () => this.startBackup(target, "safety", true).done,
+    };
+    const path = backupFilePath(this.options.dir, record.slug, record.id);
+    return this.track(this.withPinned(record.id, () => this.exclusive.run(target.projectId, () => restoreFromBackup(context, target, record, path))));
+  }
+
+  /** Restores into a scratch database and records the outcome; a second call while one runs joins it. */
+  async verify(target: RuntimeTarget, backupId: string): Promise<BackupRecord> {
+    this.assertOpen();
+    const record = this.succeededBackup(target.projectId, backupId, "verified");
+    const existing = this.verifying.get(record.id);
+    if (existing) return existing;
+    const verification = this.track(this.withPinned(record.id, () => this.runVerification(target, record)));
+    this.verifying.set(record.id, verification);
+    void verification.finally(() => this.verifying.delete(record.id)).catch(() => undefined);
+    return verification;
+  }
+
+  async download(projectId: string, backupId: string): Promise<BackupDownload> {
+    const record = this.succeededBackup(projectId, backupId, "downloaded");
+    let handle: FileHandle;
+    try {
+      // Opened now, so retention deleting the file later cannot cut the download short.
+      handle = await open(backupFilePath(this.options.dir, record.slug, record.id), "r");
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") {
+        throw new ConnectError(`backup ${record.id}: its file is missing from the backup directory`, Code.DataLoss);
+      }
+      throw error;
+    }
+    const { size } = await handle.stat();
+    if (size !== record.sizeBytes) {
+      await handle.close();
+      throw new ConnectError(`backup ${record.id}: the file's size differs from the recorded one; refusing to serve it`, Code.DataLoss);
+    }
+    return { record, sizeBytes: size, sha256: record.sha256 ?? "", stream: () => handle.createReadStream() };
+  }
+
+  /** Stops the schedule, refuses new work, waits for running backups, restores and verifications. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.scheduler?.stop();
+    await Promise.allSettled([...this.work]);
+  }
+
+  /** Retention over every project that has backups. */
+  async pruneAll(): Promise<void> {
+    const projects = new Set(
+      [...this.options.store.listBackupsByState("succeeded"), ...this.options.store.listBackupsByState("failed")].map((record) => record.projectId),
+    );
+    for (const projectId of projects) await this.prune(projectId);
+  }
+
+  private startBackup(target: RuntimeTarget, kind: BackupKind, holdingExclusive: boolean): RunningBackup {
+    const startedAt = this.now();
+    const record: BackupRecord = {
+      id: newBackupId(startedAt),
+      projectId: target.projectId,
+      slug: target.slug,
+      kind,
+      state: "running",
+      sizeBytes: null,
+      sha256: null,
+      startedAt,
+      finishedAt: null,
+      expiresAt: null,
+      error: null,
+      verification: null,
+      verifiedAt: null,
+      verificationError: null,
+    };
+    // Recorded before any byte is written: startup recovery finds every partial file through its record.
+    this.options.store.insertBackup(record);
+    const run = (): Promise<BackupRecord> => this.runBackup(target, record);
+    const done = (holdingExclusive ? run() : this.exclusive.run(target.projectId, run)).finally(() => {
+      if (this.running.get(target.projectId)?.record.id === record.id) this.running.delete(target.projectId);
+    });
+    const job = { record, done };
+    this.running.set(target.projectId, job);
+    this.track(done);
+    return job;
+  }
+
+  /** Never rejects for a failed backup: the failure is recorded, counted, logged and returned. */
+  private async runBackup(target: RuntimeTarget, record: BackupRecord): Promise<BackupRecord> {
+    const { store, metrics, dir } = this.options;
+    const log = { projectId: record.projectId, slug: record.slug, backupId: record.id, kind: record.kind };
+    const started = performance.now();
+    try {
+      const written = await writeBackupFile({
+        source: this.options.runtime.dump(target),
+        partialPath: partialFilePath(dir, record.slug, record.id),
+        finalPath: backupFilePath(dir, record.slug, record.id),
+        ...(this.options.openOutput ? { openOutput: this.options.openOutput } : {}),
+      });
+      const finishedAt = this.now();
+      const succeeded = store.updateBackup(record.id, {
+        state: "succeeded",
+        sizeBytes: written.sizeBytes,
+        sha256: written.sha256,
+        finishedAt,
+        expiresAt: expiryOf(record.startedAt, this.options.retentionDays),
+        error: null,
+      });
+      metrics.backupLastSuccess.set({ project_id: record.projectId }, finishedAt.getTime() / 1000);
+      this.logger.info({ ...log, sizeBytes: written.sizeBytes, seconds: seconds(started) }, "backup succeeded");
+      await this.prune(record.projectId);
+      return succeeded;
+    } catch (error) {
+      const failed = store.updateBackup(record.id, {
+        state: "failed",
+        error: failureReason(error),
+        finishedAt: this.now(),
+        expiresAt: expiryOf(record.startedAt, this.options.retentionDays),
+      });
+      metrics.backupFailures.inc({ kind: record.kind });
+      this.logger.error({ ...log, seconds: seconds(started), err: loggableError(error) }, "backup failed");
+      return failed;
+    }
+  }
+
+  private async runVerification(target: RuntimeTarget, record: BackupRecord): Promise<BackupRecord> {
+    const path = backupFilePath(this.options.dir, record.slug, record.id);
+    let outcome: { passed: boolean; error: string | null };
+    try {
+      // Cheap and first: no point loading bytes that are not the ones written.
+      await assertChecksum(path, record);
+      outcome = await verifyBackupLoads({ runtime: this.options.runtime, logger: this.logger, scratchInUse: this.scratchInUse }, target, record, path);
+    } catch (error) {
+      if (!(error instanceof ConnectError)) throw error;
+      this.logger.error({ projectId: record.projectId, backupId: record.id, err: loggableError(error) }, "backup verification failed");
+      outcome = { passed: false, error: error.rawMessage };
+    }
+    const updated = this.options.store.updateBackup(record.id, {
+      verification: outcome.passed ? "passed" : "failed",
+      verifiedAt: this.now(),
+      verificationError: outcome.error,
+    });
+    if (!outcome.passed) this.options.metrics.backupFailures.inc({ kind: "verify" });
+    else this.logger.info({ projectId: record.projectId, backupId: record.id }, "backup verified");
+    return updated;
+  }
+
+  private async prune(projectId: string): Promise<void> {
+    await pruneBackups({
+      store: this.options.store,
+      backupDir: this.options.dir,
+      projectId,
+      now: this.now(),
+      retentionDays: this.options.retentionDays,
+      inUse: new Set(this.pinned.keys()),
+      logger: this.logger,
+    }).catch((error: unknown) => this.logger.error({ projectId, err: loggableError(error) }, "backup retention failed"));
+  }
+
+  /** A backup of this project (another project's id is NotFound, never a hint that it exists) that has succeeded. */
+  private succeededBackup(projectId: string, backupId: string, action: string): BackupRecord {
+    if (!isBackupId(backupId)) throw new ConnectError("backup_id is not a backup id", Code.InvalidArgument);
+    const record = this.options.store.getBackup(projectId, backupId);
+    if (!record) throw new ConnectError(`backup ${backupId} not found for project ${projectId}`, Code.NotFound);
+    if (record.state !== "succeeded") {
+      throw new ConnectError(`backup ${backupId} is ${record.state}; only a succeeded backup can be ${action}`, Code.FailedPrecondition);
+    }
+    return record;
+  }
+
+  private scheduledDatabases(): ScheduledDatabase[] {
+    return this.options.store
+      .listDatabases()
+      .filter((database) => database.state === "ready" && database.runtime === this.options.runtime.kind)
+      .map((database) => ({ projectId: database.projectId, slug: database.slug, createdAt: database.createdAt }));
+  }
+
+  /** The alerting gauge must be right from the first scrape, not only after the next backup. */
+  private publishLastSuccess(): void {
+    const newest = new Map<string, number>();
+    for (const record of this.options.store.listBackupsByState("succeeded")) {
+      const at = (record.finishedAt ?? record.startedAt).getTime();
+      if (at > (newest.get(record.projectId) ?? 0)) newest.set(record.projectId, at);
+    }
+    for (const [projectId, at] of newest) this.options.metrics.backupLastSuccess.set({ project_id: projectId }, at / 1000);
+  }
+
+  private async withPinned<T>(backupId: string, work: () => Promise<T>): Promise<T> {
+    this.pinned.set(backupId, (this.pinned.get(backupId) ?? 0) + 1);
+    try {
+      return await work();
+    } finally {
+      const left = (this.pinned.get(backupId) ?? 1) - 1;
+      if (left > 0) this.pinned.set(backupId, left);
+      else this.pinned.delete(backupId);
+    }
+  }
+
+  private track<T>(promise: Promise<T>): Promise<T> {
+    const settled = promise.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.work.add(settled);
+    void settled.then(() => this.work.delete(settled));
+    return promise;
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new ConnectError("the backup service is shutting down", Code.Unavailable);
+  }
+}
+
+function seconds(started: number): number {
+  return Math.round((performance.now() - started) / 100) / 10;
+}

@@ -1,0 +1,129 @@
+// Scheduled backups: every ready database on the configured cron schedule
+// (croner), a bounded number at a time, each optionally verified, followed by
+// a retention pass. On start, databases whose newest good backup is older
+// than one schedule interval (the service was down at 03:00, or for days)
+// are backed up soon instead of at the next tick.
+import { Cron } from "croner";
+import type { Logger } from "../log.js";
+import type { RuntimeTarget } from "../runtime/runtime.js";
+import type { BackupRecord } from "../store/records.js";
+import { loggableError } from "./backup-errors.js";
+import { ConcurrencyLimit, LimitClosedError } from "./concurrency-limit.js";
+
+export interface ScheduledDatabase extends RuntimeTarget {
+  readonly createdAt: Date;
+}
+
+export interface BackupSchedulerOptions {
+  /** A croner expression (5 or 6 fields), in the server's time zone. */
+  readonly cron: string;
+  readonly concurrency: number;
+  /** Verify each scheduled backup right after it succeeds. */
+  readonly verify: boolean;
+  /** Delay before the start-up catch-up, so it does not compete with bringing databases back. */
+  readonly catchUpDelayMs: number;
+  /** Databases to back up now (ready, on this service's runtime). */
+  readonly databases: () => readonly ScheduledDatabase[];
+  readonly lastSuccess: (projectId: string) => Date | undefined;
+  /** Takes a scheduled backup and resolves once it has finished. */
+  readonly backup: (target: RuntimeTarget) => Promise<BackupRecord>;
+  readonly verifyBackup: (target: RuntimeTarget, backupId: string) => Promise<unknown>;
+  /** The retention pass over every project. */
+  readonly prune: () => Promise<void>;
+  readonly now: () => Date;
+  readonly logger: Logger;
+}
+
+export class BackupScheduler {
+  private job: Cron | undefined;
+  private catchUpTimer: NodeJS.Timeout | undefined;
+  private readonly limit: ConcurrencyLimit;
+  private readonly passes = new Set<Promise<void>>();
+
+  constructor(private readonly options: BackupSchedulerOptions) {
+    this.limit = new ConcurrencyLimit(options.concurrency);
+  }
+
+  start(): void {
+    if (this.job) return;
+    // protect: a pass that outlasts the interval is not started twice.
+    this.job = new Cron(this.options.cron, { protect: true, unref: true }, () => this.track(this.runPass(this.options.databases(), "schedule")));
+    this.catchUpTimer = setTimeout(() => void this.track(this.catchUp()), this.options.catchUpDelayMs);
+    this.catchUpTimer.unref();
+    this.options.logger.info({ schedule: this.options.cron, next: this.job.nextRun()?.toISOString() }, "backup schedule started");
+  }
+
+  /** Stops scheduling, drops passes' backups that have not started, waits for those that have. */
+  async stop(): Promise<void> {
+    this.job?.stop();
+    clearTimeout(this.catchUpTimer);
+    this.limit.close();
+    await Promise.allSettled([...this.passes]);
+  }
+
+  /** The time between two runs of the schedule: how old a last success may be before a catch-up. */
+  intervalMs(): number {
+    const probe = new Cron(this.options.cron, { paused: true });
+    try {
+      const [first, second] = probe.nextRuns(2, this.options.now());
+      return first && second ? second.getTime() - first.getTime() : Number.POSITIVE_INFINITY;
+    } finally {
+      probe.stop();
+    }
+  }
+
+  /** Databases whose newest good backup (or, never backed up, whose creation) is older than one interval. */
+  dueForCatchUp(): ScheduledDatabase[] {
+    const interval = this.intervalMs();
+    const now = this.options.now().getTime();
+    return this.options.databases().filter((database) => {
+      const since = this.options.lastSuccess(database.projectId) ?? database.createdAt;
+      return now - since.getTime() > interval;
+    });
+  }
+
+  async catchUp(): Promise<void> {
+    const due = this.dueForCatchUp();
+    if (due.length === 0) return;
+    this.options.logger.info({ databases: due.length }, "catching up on missed scheduled backups");
+    await this.runPass(due, "catch-up");
+  }
+
+  /** Backs up each database (bounded concurrency), verifies if configured, then prunes. */
+  async runPass(databases: readonly ScheduledDatabase[], reason: string): Promise<void> {
+    const started = performance.now();
+    const outcomes = await Promise.all(databases.map((database) => this.limit.run(() => this.backupOne(database)).catch(skipWhenClosed)));
+    const failed = outcomes.filter((outcome) => outcome === "failed").length;
+    await this.options.prune().catch((error: unknown) => this.options.logger.error({ err: loggableError(error) }, "backup retention pass failed"));
+    this.options.logger.info(
+      { reason, databases: databases.length, failed, seconds: Math.round((performance.now() - started) / 100) / 10 },
+      "scheduled backup pass finished",
+    );
+  }
+
+  private async backupOne(database: ScheduledDatabase): Promise<"succeeded" | "failed"> {
+    const target = { projectId: database.projectId, slug: database.slug };
+    try {
+      const record = await this.options.backup(target);
+      if (record.state !== "succeeded") return "failed";
+      if (this.options.verify) await this.options.verifyBackup(target, record.id);
+      return "succeeded";
+    } catch (error) {
+      // The backup itself logs and counts its failures; this is a failure to even start one.
+      this.options.logger.error({ projectId: target.projectId, slug: target.slug, err: loggableError(error) }, "scheduled backup could not run");
+      return "failed";
+    }
+  }
+
+  private track(pass: Promise<void>): Promise<void> {
+    const tracked = pass.catch((error: unknown) => this.options.logger.error({ err: loggableError(error) }, "scheduled backup pass failed"));
+    this.passes.add(tracked);
+    void tracked.finally(() => this.passes.delete(tracked));
+    return tracked;
+  }
+}
+
+function skipWhenClosed(error: unknown): "skipped" {
+  if (error instanceof LimitClosedError) return "skipped";
+  throw error;
+}
