@@ -1,0 +1,72 @@
+// The SQL that brings a fresh or existing PostgreSQL container to the wanted
+// state: role app_{slug} (LOGIN, no privileges) with the spec's password as a
+// SCRAM verifier computed here, database {slug} owned by it, and no password
+// on the superuser (it is reached only through the container's unix socket).
+import pg from "pg";
+import { createScramVerifier, scramVerifierMatches } from "../process/scram-secret.js";
+import { socketConninfo } from "../process/sql-tools.js";
+
+/** The superuser the official image creates (POSTGRES_USER), reached over its unix socket. */
+export const SUPERUSER = "postgres";
+/** Where both images' PostgreSQL puts its unix socket. */
+export const POSTGRES_SOCKET_DIR = "/var/run/postgresql";
+
+/** One query answering everything the plan needs; rows come back as text. */
+export function appStateQuery(role: string, database: string): string {
+  const roleLiteral = pg.escapeLiteral(role);
+  const databaseLiteral = pg.escapeLiteral(database);
+  const superuserLiteral = pg.escapeLiteral(SUPERUSER);
+  return `SELECT
+  (SELECT count(*) FROM pg_authid WHERE rolname = ${roleLiteral})::text AS role_exists,
+  (SELECT rolpassword FROM pg_authid WHERE rolname = ${roleLiteral}) AS role_password,
+  (SELECT (rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication OR rolbypassrls OR NOT rolcanlogin)::text
+     FROM pg_authid WHERE rolname = ${roleLiteral}) AS role_needs_reset,
+  (SELECT count(*) FROM pg_database WHERE datname = ${databaseLiteral})::text AS database_exists,
+  (SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = ${databaseLiteral}) AS database_owner,
+  (SELECT (rolpassword IS NOT NULL)::text FROM pg_authid WHERE rolname = ${superuserLiteral}) AS superuser_has_password;
+`;
+}
+
+export interface AppPlan {
+  /** Statements to run, one per line, each on its own (CREATE DATABASE cannot run in a transaction). */
+  readonly statements: readonly string[];
+  /** The verifier PostgreSQL holds once the statements ran: PgBouncer's userlist needs exactly it. */
+  readonly verifier: string;
+}
+
+/** What to change, given the state `appStateQuery` returned. Empty when nothing is to be done. */
+export function planAppRole(
+  state: Record<string, string | null> | undefined,
+  role: string,
+  database: string,
+  password: string,
+): AppPlan {
+  const statements: string[] = [];
+  const roleId = pg.escapeIdentifier(role);
+  const databaseId = pg.escapeIdentifier(database);
+  if (state?.["role_exists"] !== "1") {
+    statements.push(`CREATE ROLE ${roleId} LOGIN;`);
+  } else if (state["role_needs_reset"] === "true") {
+    statements.push(`ALTER ROLE ${roleId} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;`);
+  }
+  const current = state?.["role_password"] ?? null;
+  const verifier = current !== null && scramVerifierMatches(password, current) ? current : createScramVerifier(password);
+  if (verifier !== current) statements.push(`ALTER ROLE ${roleId} PASSWORD ${pg.escapeLiteral(verifier)};`);
+  if (state?.["database_exists"] !== "1") {
+    statements.push(`CREATE DATABASE ${databaseId} OWNER ${roleId};`);
+  } else if (state["database_owner"] !== role) {
+    statements.push(`ALTER DATABASE ${databaseId} OWNER TO ${roleId};`);
+  }
+  // The official image's contract needs POSTGRES_PASSWORD to initialise; the
+  // driver gives it a throwaway value and then takes the password away, so the
+  // superuser cannot log in over the network at all.
+  if (state?.["superuser_has_password"] === "true") {
+    statements.push(`ALTER ROLE ${pg.escapeIdentifier(SUPERUSER)} PASSWORD NULL;`);
+  }
+  return { statements, verifier };
+}
+
+/** libpq conninfo for the superuser over the container's socket; values quoted, so any name is literal. */
+export function superuserConninfo(database: string): string {
+  return socketConninfo(POSTGRES_SOCKET_DIR, database);
+}

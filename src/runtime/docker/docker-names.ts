@@ -1,0 +1,95 @@
+// Names and labels of everything the Docker driver creates for a project. The
+// container names are the seed's; the labels are how the driver recognises its
+// own objects (and refuses to touch anyone else's).
+import { RuntimeError, type RuntimeTarget } from "../runtime.js";
+
+export const LABEL_MANAGED = "io.sota.managed";
+export const LABEL_PROJECT_ID = "io.sota.project-id";
+export const LABEL_SLUG = "io.sota.slug";
+export const LABEL_ROLE = "io.sota.role";
+
+export type ObjectRole = "postgres" | "pgbouncer" | "data" | "private-network" | "app-network" | "probe";
+
+/** PostgreSQL's data directory inside its container (the official image's PGDATA). */
+export const PGDATA = "/var/lib/postgresql/data";
+/** Both PostgreSQL and PgBouncer listen on this port inside their containers. */
+export const CONTAINER_PORT = 5432;
+export const PORT_KEY = `${CONTAINER_PORT}/tcp`;
+
+// Guards the names built below: the service validates slugs at the edge, but a
+// bad one here would address another object, so the driver checks again.
+const SLUG = /^[a-z](?:[a-z0-9]|-(?!-))*$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+export interface ProjectNames {
+  readonly postgres: string;
+  readonly pgbouncer: string;
+  readonly volume: string;
+  readonly privateNetwork: string;
+  /** The per-project app network's name (used only in "per-project" mode). */
+  readonly projectAppNetwork: string;
+  readonly role: string;
+  readonly database: string;
+}
+
+export function projectNames(target: RuntimeTarget): ProjectNames {
+  const { slug, projectId } = target;
+  if (!SLUG.test(slug) || slug.endsWith("-") || slug.length > 40) {
+    throw new RuntimeError("failed", `invalid slug for a Docker database: ${JSON.stringify(slug)}`);
+  }
+  if (!UUID.test(projectId)) {
+    throw new RuntimeError("failed", "invalid project id for a Docker database");
+  }
+  return {
+    postgres: `sota-db-${slug}`,
+    pgbouncer: `sota-pgbouncer-${slug}`,
+    volume: `sota-db-${slug}-data`,
+    privateNetwork: `sota-db-${slug}-net`,
+    projectAppNetwork: `sota-app-${slug}`,
+    role: `app_${slug}`,
+    database: slug,
+  };
+}
+
+export function projectLabels(
+  target: RuntimeTarget,
+  role: ObjectRole,
+  extra: Readonly<Record<string, string>>,
+): Record<string, string> {
+  return {
+    ...extra,
+    [LABEL_MANAGED]: "true",
+    [LABEL_PROJECT_ID]: target.projectId,
+    [LABEL_SLUG]: target.slug,
+    [LABEL_ROLE]: role,
+  };
+}
+
+/** Labels of a shared app network the driver had to create: it belongs to no project. */
+export function sharedLabels(role: ObjectRole, extra: Readonly<Record<string, string>>): Record<string, string> {
+  return { ...extra, [LABEL_MANAGED]: "true", [LABEL_ROLE]: role };
+}
+
+/**
+ * Why an existing object under a managed name is not this project's `role`,
+ * or undefined when it is. Such an object is never adopted nor deleted.
+ */
+export function ownershipProblem(
+  kind: string,
+  name: string,
+  labels: Readonly<Record<string, string>> | null | undefined,
+  target: RuntimeTarget,
+  role: ObjectRole,
+): string | undefined {
+  const found = labels ?? {};
+  if (found[LABEL_MANAGED] !== "true") {
+    return `${kind} ${name} exists but was not created by sota-db; remove or rename it`;
+  }
+  if (found[LABEL_PROJECT_ID] !== target.projectId) {
+    return `${kind} ${name} belongs to another project`;
+  }
+  if (found[LABEL_ROLE] !== role) {
+    return `${kind} ${name} is a sota-db ${found[LABEL_ROLE] ?? "object"}, not the project's ${role}`;
+  }
+  return undefined;
+}
