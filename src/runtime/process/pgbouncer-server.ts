@@ -66,6 +66,22 @@ export class PgbouncerServer {
     return queryOnce(loopbackClient(this.port, POOLER_ADMIN_USER, adminPassword, "pgbouncer"), command);
   }
 
+  /**
+   * Applies a rewritten config and userlist. The console's RELOAD answers once
+   * they are in effect; should the console refuse us (its admin secret itself
+   * was rewritten), SIGHUP does the same without a login.
+   */
+  async reload(adminPassword: string): Promise<void> {
+    try {
+      await this.console(adminPassword, "RELOAD");
+    } catch (error) {
+      const pid = this.process.pid;
+      if (pid === undefined) throw error;
+      this.options.logger.warn({ process: "pgbouncer" }, "RELOAD on the console failed; reloading with SIGHUP");
+      process.kill(pid, "SIGHUP");
+    }
+  }
+
   async poolerInfo(adminPassword: string): Promise<PoolerInfo> {
     const config = new Map(
       (await this.console(adminPassword, "SHOW CONFIG")).map((row) => [row["key"] ?? "", row["value"] ?? ""]),

@@ -191,11 +191,17 @@ export class ProcessRuntime implements Runtime {
     const { postgres, pgbouncer } = this.binaries;
     for (const path of [postgres.postgres, postgres.initdb, postgres.pgDump, postgres.psql]) {
       if (!(await isExecutable(path))) {
-        throw new RuntimeError("unavailable", `PostgreSQL program ${path} is missing: reinstall the postgresql package (apt-get install postgresql) or set SOTA_PG_BIN_DIR`);
+        throw new RuntimeError(
+          "unavailable",
+          `PostgreSQL program ${path} is missing: reinstall the postgresql package (apt-get install postgresql) or set SOTA_PG_BIN_DIR`,
+        );
       }
     }
     if (!(await isExecutable(pgbouncer.path))) {
-      throw new RuntimeError("unavailable", `PgBouncer ${pgbouncer.path} is missing: reinstall the pgbouncer package (apt-get install pgbouncer) or set SOTA_PGBOUNCER_BIN`);
+      throw new RuntimeError(
+        "unavailable",
+        `PgBouncer ${pgbouncer.path} is missing: reinstall the pgbouncer package (apt-get install pgbouncer) or set SOTA_PGBOUNCER_BIN`,
+      );
     }
   }
 
@@ -213,11 +219,13 @@ export class ProcessRuntime implements Runtime {
   }
 
   private async ensureLocked(spec: DatabaseSpec, callerSignal: AbortSignal | undefined): Promise<EnsureResult> {
-    const signal = callerSignal ? AbortSignal.any([this.closing.signal, callerSignal]) : this.closing.signal;
-    signal.throwIfAborted();
+    this.assertOpen();
+    callerSignal?.throwIfAborted();
     const existing = this.instances.get(spec.slug);
     if (existing && existing.projectId !== spec.projectId) throw slugTaken(spec.slug);
     if (existing?.result && this.isHealthy(existing, spec.password)) return existing.result;
+
+    const signal = callerSignal ? AbortSignal.any([this.closing.signal, callerSignal]) : this.closing.signal;
 
     const started = Date.now();
     const template = await this.ensureTemplate();
@@ -247,7 +255,7 @@ export class ProcessRuntime implements Runtime {
     const adminPassword = await this.poolerAdminPassword(instance);
     const changed = await this.writePoolerFiles(instance, verifier, adminPassword);
     if (!instance.pgbouncer.running && !instance.pgbouncer.process.supervising) await instance.pgbouncer.start();
-    else if (changed && instance.pgbouncer.running) await instance.pgbouncer.console(adminPassword, "RELOAD");
+    else if (changed && instance.pgbouncer.running) await instance.pgbouncer.reload(adminPassword);
     const postgresVersion = await instance.pgbouncer.waitForAppQuery(appRoleName(spec.slug), spec.password, spec.slug, deadline, signal);
     instance.pgbouncer.process.supervise();
     const pooler = await instance.pgbouncer.poolerInfo(adminPassword);

@@ -15,6 +15,7 @@ import type { PostgresBinaries } from "./postgres-binaries.js";
 import { PostgresServer } from "./postgres-server.js";
 import { SUPERUSER } from "./postgres-settings.js";
 import { runCommand } from "./run-command.js";
+import { stopStalePostmaster } from "./stale-process.js";
 
 export interface TemplateOptions {
   readonly templatesDir: string;
@@ -40,7 +41,10 @@ export async function ensureTemplateCluster(options: TemplateOptions): Promise<s
 
   const prefix = `pg${binaries.major}.tmp-`;
   for (const name of await readdir(templatesDir)) {
-    if (name.startsWith(prefix)) await rm(join(templatesDir, name), { recursive: true, force: true });
+    if (!name.startsWith(prefix)) continue;
+    // A service killed mid-build may have left the build's postmaster running in it.
+    await stopStalePostmaster(join(templatesDir, name), logger);
+    await rm(join(templatesDir, name), { recursive: true, force: true });
   }
   const started = Date.now();
   const buildDir = join(templatesDir, `${prefix}${randomBytes(6).toString("hex")}`);
