@@ -105,7 +105,7 @@ export class ProcessRuntime implements Runtime {
     readonly binaries: Binaries,
     readonly runAs: RunAs,
   ) {
-    this.logger = options.logger.child({ runtime: "process" });
+    this.logger = options.logger;
   }
 
   async ensure(spec: DatabaseSpec, signal?: AbortSignal): Promise<EnsureResult> {
