@@ -9,6 +9,7 @@ import type { PgbouncerBinary } from "./postgres-binaries.js";
 import { POOLER_ADMIN_USER } from "./pgbouncer-config.js";
 import { canBind } from "./port-probe.js";
 import { stopStalePgbouncer } from "./stale-process.js";
+import { rotateLogIfLarge } from "./log-rotation.js";
 import { pause } from "./pause.js";
 import { SupervisedProcess } from "./supervised-process.js";
 
@@ -132,6 +133,7 @@ export class PgbouncerServer {
 
   private async prepare(): Promise<void> {
     await stopStalePgbouncer(this.options.pidFile, this.options.iniFile, this.options.logger);
+    await rotateLogIfLarge(this.options.logFile);
     const port = this.port;
     if (!(await canBind(port))) {
       throw new RuntimeError("unavailable", `pooler port ${port} for ${this.options.slug} is in use by another process on 127.0.0.1`);

@@ -12,6 +12,7 @@ import { superuserClient } from "./pg-clients.js";
 import type { PostgresBinaries } from "./postgres-binaries.js";
 import { INCLUDE_LINE, renderHba, renderPostgresSettings, SETTINGS_FILE } from "./postgres-settings.js";
 import { stopStalePostmaster } from "./stale-process.js";
+import { rotateLogIfLarge } from "./log-rotation.js";
 import { pause } from "./pause.js";
 import { SupervisedProcess } from "./supervised-process.js";
 
@@ -103,6 +104,7 @@ export class PostgresServer {
     await writeOwnedFileIfChanged(join(pgdata, SETTINGS_FILE), renderPostgresSettings(socketDir), runAs, 0o600);
     await writeOwnedFileIfChanged(join(pgdata, "pg_hba.conf"), renderHba(), runAs, 0o600);
     await stopStalePostmaster(pgdata, this.options.logger);
+    await rotateLogIfLarge(this.options.logFile);
   }
 }
 

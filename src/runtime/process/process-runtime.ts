@@ -331,10 +331,14 @@ export class ProcessRuntime implements Runtime {
       if (name.startsWith("pgdata.tmp-")) await rm(join(paths.dir, name), { recursive: true, force: true });
     }
     const copy = join(paths.dir, `pgdata.tmp-${randomBytes(6).toString("hex")}`);
-    await runCommand("cp", ["-a", template, copy], { runAs: this.runAs, cwd: paths.dir });
-    // Renamed into place only once its files are on disk: after a power cut the
-    // name must not point at files whose contents never got written.
-    await runCommand(this.binaries.postgres.initdb, ["--sync-only", "-D", copy], { runAs: this.runAs, cwd: paths.dir });
+    try {
+      await runCommand("cp", ["-a", template, copy], { runAs: this.runAs, cwd: paths.dir });
+      // Renamed into place only once its files are on disk: after a power cut the
+      // name must not point at files whose contents never got written.
+      await runCommand(this.binaries.postgres.initdb, ["--sync-only", "-D", copy], { runAs: this.runAs, cwd: paths.dir });
+    } catch (error) {
+      throw new RuntimeError("failed", `copying the template cluster for ${spec.slug} failed: ${errorMessage(error)}`, { cause: error });
+    }
     await rename(copy, paths.pgdata);
     await syncDir(paths.dir);
     return true;
@@ -446,6 +450,10 @@ export class ProcessRuntime implements Runtime {
   private assertOpen(): void {
     if (this.closing.signal.aborted) throw new RuntimeError("unavailable", "the process runtime has been closed");
   }
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 function templatesRoot(dataDir: string): string {

@@ -16,7 +16,11 @@ export interface CommandOutput {
   readonly stderr: string;
 }
 
-/** Fails with the exit code; the output is kept on the error for the caller to judge, never in its message. */
+/**
+ * Fails with the exit code and stderr's last line (the reason: "No space left
+ * on device"). Only programs that are never handed a secret (cp, initdb, getent,
+ * test) run through here, so that line cannot hold one.
+ */
 export class CommandFailedError extends Error {
   override readonly name = "CommandFailedError";
   constructor(
@@ -25,7 +29,8 @@ export class CommandFailedError extends Error {
     readonly signal: string | null,
     readonly stderr: string,
   ) {
-    super(`${command} failed (${signal ? `signal ${signal}` : `exit code ${String(exitCode)}`})`);
+    const reason = stderr.trim().split("\n").at(-1)?.trim().slice(0, 300);
+    super(`${command} failed (${signal ? `signal ${signal}` : `exit code ${String(exitCode)}`})${reason ? `: ${reason}` : ""}`);
   }
 }
 

@@ -7,6 +7,7 @@ import { mkdtemp, readdir, rename, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "../../log.js";
+import { RuntimeError } from "../runtime.js";
 import { PLACEHOLDER_NAME, quoteIdent } from "./app-database.js";
 import type { RunAs } from "./os-user.js";
 import { ensureOwnedDir, ensurePrivateDir, syncDir } from "./owned-files.js";
@@ -49,12 +50,18 @@ export async function ensureTemplateCluster(options: TemplateOptions): Promise<s
   const started = Date.now();
   const buildDir = join(templatesDir, `${prefix}${randomBytes(6).toString("hex")}`);
   await ensureOwnedDir(buildDir, runAs, 0o700);
-  await runCommand(
-    binaries.initdb,
-    ["-D", buildDir, "-U", SUPERUSER, "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=reject"],
-    { runAs, cwd: templatesDir, timeoutMs: options.timeoutMs },
-  );
-  await addPlaceholder(options, buildDir);
+  try {
+    await runCommand(
+      binaries.initdb,
+      ["-D", buildDir, "-U", SUPERUSER, "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=reject"],
+      { runAs, cwd: templatesDir, timeoutMs: options.timeoutMs },
+    );
+    await addPlaceholder(options, buildDir);
+  } catch (error) {
+    if (error instanceof RuntimeError) throw error;
+    const message = error instanceof Error ? error.message : String(error);
+    throw new RuntimeError("failed", `building the PostgreSQL ${binaries.major} template cluster failed: ${message}`, { cause: error });
+  }
   await rename(buildDir, finalDir);
   await syncDir(templatesDir);
   logger.info({ template: finalDir, postgresVersion: binaries.version, ms: Date.now() - started }, "template cluster built");
