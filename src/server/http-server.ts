@@ -52,6 +52,8 @@ export class ApiServer {
     const router = createConnectRouter({
       interceptors: options.interceptors,
       readMaxBytes: READ_MAX_BYTES,
+      // curl users read JSON: show false, 0 and "" rather than omitting them.
+      jsonOptions: { alwaysEmitImplicit: true },
       acceptCompression: [compressionGzip, compressionBrotli],
       shutdownSignal: this.shutdown.signal,
     });
@@ -110,9 +112,15 @@ export class ApiServer {
       socket.off("data", onData);
       socket.pause();
       socket.unshift(head);
-      const isHttp2 = head.subarray(0, HTTP2_PREFACE.length).equals(HTTP2_PREFACE);
-      (isHttp2 ? this.h2 : this.h1).emit("connection", socket);
-      socket.resume();
+      if (head.subarray(0, HTTP2_PREFACE.length).equals(HTTP2_PREFACE)) {
+        // The http2 session reads the socket's native handle and takes what
+        // is already buffered (the unshifted preface) when it is set up;
+        // resuming here would let that data flow past it.
+        this.h2.emit("connection", socket);
+      } else {
+        this.h1.emit("connection", socket);
+        socket.resume();
+      }
     };
     socket.on("data", onData);
     socket.on("error", () => socket.destroy());

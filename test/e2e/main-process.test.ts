@@ -90,12 +90,14 @@ describe("npm start", () => {
     await client.end();
     expect(running.output()).not.toContain(new URL(databaseUrl).password);
 
-    const pidFile = join(dir, "instances", database.slug, "data", "postmaster.pid");
-    const postmasterPid = existsSync(pidFile) ? Number(readFileSync(pidFile, "utf8").split("\n")[0]) : undefined;
+    const pidFile = join(dir, "instances", database.slug, "pgdata", "postmaster.pid");
+    expect(existsSync(pidFile)).toBe(true);
+    const postmasterPid = Number(readFileSync(pidFile, "utf8").split("\n")[0]);
+    expect(() => process.kill(postmasterPid, 0)).not.toThrow();
     running.child.kill("SIGTERM");
     expect(await running.exited).toBe(0);
     expect(running.output()).toContain("sota-db stopped");
-    if (postmasterPid) expect(() => process.kill(postmasterPid, 0)).toThrow();
+    expect(() => process.kill(postmasterPid, 0)).toThrow();
     // Nothing listens on the pooler port any more.
     await expect(new pg.Client({ connectionString: databaseUrl }).connect()).rejects.toThrow();
   });
