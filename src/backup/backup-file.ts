@@ -1,12 +1,13 @@
 // Writes one backup file: plain SQL from pg_dump → gzip → {id}.sql.gz.partial,
 // with size and sha256 of the compressed bytes computed on the way, then
-// fsync, rename to {id}.sql.gz and fsync of the directory. Only a complete,
+// fsync, close, rename to {id}.sql.gz and fsync of the directory. Only a complete,
 // durable file ever carries the final name; on any failure the partial file
 // is removed, so a failed backup leaves nothing behind.
 //
 // Everything is streamed through pipeline(): backpressure from the disk
 // reaches pg_dump, so memory stays flat whatever the database size.
 import { createHash } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, open, rename, rm, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import { Transform, type Readable, type Writable } from "node:stream";
@@ -34,15 +35,25 @@ export async function writeBackupFile(options: WriteBackupFileOptions): Promise<
   const { source, partialPath, finalPath } = options;
   const dir = dirname(finalPath);
   let handle: FileHandle | undefined;
+  let created = false;
+  // The dump may fail before the pipeline below is attached (pg_dump cannot
+  // connect): keep that error for the caller instead of letting it go uncaught.
+  let sourceError: unknown;
+  const keepSourceError = (error: unknown): void => {
+    sourceError ??= error;
+  };
+  source.on("error", keepSourceError);
   try {
     // 0700/0600: a dump holds every row of the customer's database.
     await mkdir(dir, { recursive: true, mode: 0o700 });
+    // "wx": a name that exists belongs to someone else and is never truncated.
     handle = await open(partialPath, "wx", 0o600);
+    created = true;
+    if (source.destroyed) throw sourceError ?? new Error("the dump stream closed before it could be read");
     const meter = new ChecksumMeter();
-    const output = options.openOutput?.(handle) ?? handle.createWriteStream({ autoClose: false });
+    // flush: fsync before the stream closes the file, so the rename below only ever names complete bytes.
+    const output = options.openOutput?.(handle) ?? createWriteStream("", { fd: handle, flush: true });
     await pipeline(source, createGzip(), meter, output, ...(options.signal ? [{ signal: options.signal }] : []));
-    await handle.sync();
-    await handle.close();
     handle = undefined;
     await rename(partialPath, finalPath);
     await syncDirectory(dir);
@@ -50,22 +61,18 @@ export async function writeBackupFile(options: WriteBackupFileOptions): Promise<
   } catch (error) {
     source.destroy();
     await handle?.close().catch(() => undefined);
-    await rm(partialPath, { force: true }).catch(() => undefined);
+    if (created) await rm(partialPath, { force: true }).catch(() => undefined);
     throw error;
   }
 }
 
 /** sha256 and size of a file, streamed. */
 export async function fileChecksum(path: string): Promise<WrittenBackup> {
-  const handle = await open(path, "r");
-  try {
-    const meter = new ChecksumMeter();
-    meter.resume();
-    await pipeline(handle.createReadStream({ autoClose: false }), meter);
-    return { sizeBytes: meter.size, sha256: meter.digest() };
-  } finally {
-    await handle.close();
-  }
+  const meter = new ChecksumMeter();
+  // Nothing reads the meter's output: let it flow away.
+  meter.resume();
+  await pipeline(createReadStream(path), meter);
+  return { sizeBytes: meter.size, sha256: meter.digest() };
 }
 
 /** Passes bytes through unchanged while hashing and counting them. */
