@@ -7,7 +7,7 @@ import type { Backups } from "../backup/backups.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import { RuntimeError, type EnsureResult, type Runtime, type RuntimeTarget } from "../runtime/runtime.js";
-import type { Sealer } from "../secrets/sealer.js";
+import { SealError, type Sealer } from "../secrets/sealer.js";
 import type { BackupKind, BackupRecord, DatabaseRecord } from "../store/records.js";
 import { SlugTakenError, type Store } from "../store/store.js";
 import { KeyedMutex } from "./keyed-mutex.js";
@@ -77,7 +77,18 @@ export class DatabaseService {
     if (database.state !== "ready" || !database.sealedUrl) {
       throw new ConnectError(`database "${database.slug}" is ${database.state}, not ready; call Ensure`, Code.FailedPrecondition);
     }
-    return { url: this.deps.sealer.open(database.sealedUrl, database.projectId), database };
+    return { url: this.open(database.sealedUrl, database.projectId), database };
+  }
+
+  /** A sealed value that fails to open is reported, never returned as garbage or left to crash a call. */
+  private open(sealed: string, projectId: string): string {
+    try {
+      return this.deps.sealer.open(sealed, projectId);
+    } catch (error) {
+      if (!(error instanceof SealError)) throw error;
+      this.deps.logger.error({ projectId, err: safeError(error) }, "sealed secret did not open");
+      throw new ConnectError(`the stored connection secret of project ${projectId} cannot be opened: ${error.message}`, Code.DataLoss);
+    }
   }
 
   /** Brings every known database back after a restart, a few at a time. */
@@ -153,7 +164,7 @@ export class DatabaseService {
   }
 
   private async provision(record: DatabaseRecord, signal?: AbortSignal): Promise<DatabaseRecord> {
-    const password = this.deps.sealer.open(record.sealedPassword, record.projectId);
+    const password = this.open(record.sealedPassword, record.projectId);
     const started = performance.now();
     let result: EnsureResult;
     try {

@@ -283,6 +283,37 @@ describe("operations", () => {
 });
 
 describe("errors", () => {
+  it("reports a tampered sealed DATABASE_URL as data loss, and keeps serving", async () => {
+    const id = randomUUID();
+    await rpc.database("ensure", { projectId: id, slug: "tampered" }, h.tokens.deployer);
+    const record = h.app.store.getDatabase(id)!;
+    const [version, keyId, body] = record.sealedUrl!.split(".") as [string, string, string];
+    const bytes = Buffer.from(body, "base64url");
+    bytes[bytes.length - 20]! ^= 0xff;
+    h.app.store.updateDatabase(id, { sealedUrl: `${version}.${keyId}.${bytes.toString("base64url")}` });
+    const error = await rpc.database("getConnection", { projectId: id }, h.tokens.deployer).catch((e: grpc.ServiceError) => e);
+    expect(error.code).toBe(grpc.status.DATA_LOSS);
+    expect(error.details).toMatch(/cannot be opened/);
+    // Another project's record, sealed under its own id, is not affected.
+    const other = h.app.store.getDatabase(h.projectId)!;
+    h.app.store.updateDatabase(id, { sealedUrl: other.sealedUrl });
+    expect((await rpc.database("getConnection", { projectId: id }, h.tokens.deployer).catch((e: grpc.ServiceError) => e)).code).toBe(grpc.status.DATA_LOSS);
+    expect((await rpc.database("getConnection", { projectId: h.projectId }, h.tokens.deployer)).databaseUrl).toMatch(/^postgresql:/);
+  });
+
+  it("grpc.health.v1 Watch streams the serving status", async () => {
+    const client = rpc.healthClient;
+    const first = await new Promise<any>((resolve, reject) => {
+      const stream = client.watch({ service: "" });
+      stream.once("data", (message: unknown) => {
+        stream.cancel();
+        resolve(message);
+      });
+      stream.once("error", (error: grpc.ServiceError) => (error.code === grpc.status.CANCELLED ? undefined : reject(error)));
+    });
+    expect(first).toEqual({ status: "SERVING" });
+  });
+
   it("Connect errors carry the code, never internal detail", async () => {
     const client = connectClient(h.tokens.admin);
     const error = await client.getConnection({ projectId: randomUUID() }).catch((e: unknown) => ConnectError.from(e));

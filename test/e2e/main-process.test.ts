@@ -57,6 +57,13 @@ describe("npm start", () => {
     expect(running.output().trim()).toBe("sota-db: invalid configuration: SOTA_LISTEN: must be host:port, e.g. 127.0.0.1:8080 or [::1]:8080 (port 0 picks a free one)");
   });
 
+  it("refuses to start without PostgreSQL binaries, saying what to install", async () => {
+    const running = run({ SOTA_DATA_DIR: dataDir(), SOTA_LISTEN: "127.0.0.1:0", SOTA_PG_BIN_DIR: "/nonexistent/bin" });
+    expect(await running.exited).toBe(1);
+    const line = running.output().split("\n").find((text) => text.startsWith("sota-db: could not start:"));
+    expect(line).toMatch(/SOTA_PG_BIN_DIR|postgresql/);
+  });
+
   it("starts with zero configuration, serves the README's curl, and stops cleanly on SIGTERM", async () => {
     const dir = dataDir();
     const env = { SOTA_DATA_DIR: dir, SOTA_LISTEN: "127.0.0.1:0", SOTA_POOLER_PORTS: "19400-19420" };

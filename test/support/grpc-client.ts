@@ -20,6 +20,8 @@ export type GrpcCall = (method: string, request: object, token?: string) => Prom
 export interface GrpcClients {
   database: GrpcCall;
   health: GrpcCall;
+  /** The raw health client, for the streaming Watch call. */
+  healthClient: any;
   close(): void;
 }
 
@@ -39,6 +41,7 @@ export function grpcClients(address: string): GrpcClients {
   return {
     database: call(database),
     health: call(health),
+    healthClient: health,
     close() {
       database.close();
       health.close();
