@@ -1,5 +1,6 @@
 // Composition: config → parts (store, keyring, runtime, backups, service) →
 // server. main.ts runs it as a process; tests and benchmarks run it in-process.
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadKeyring } from "./secrets/key-file.js";
 import { Sealer } from "./secrets/sealer.js";
@@ -65,6 +66,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       readiness: readiness(store, runtime),
       metrics,
       logger,
+      ...(config.tls ? { tls: { cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) } } : {}),
     });
     if (options.resume ?? true) await service.resume();
     const address = await server.listen(config.listen.host, config.listen.port);
@@ -73,7 +75,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     const started = runtime;
     return {
       address,
-      url: `http://${host}:${address.port}`,
+      url: `${config.tls ? "https" : "http"}://${host}:${address.port}`,
       service,
       runtime: started,
       store,

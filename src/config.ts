@@ -13,6 +13,8 @@ export interface Config {
   /** Deadline for a database to answer a real query through its pooler. */
   readonly readyTimeoutMs: number;
   readonly tokensFile?: string;
+  /** PEM files; both set: the API port speaks TLS. */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string };
   readonly masterKeys?: readonly string[];
   readonly masterKeyFile: string;
   /** True when the key file path is the default one, which may be created. */
@@ -56,6 +58,11 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   const pgbouncerBin = text(env, "SOTA_PGBOUNCER_BIN");
   const runAsUser = text(env, "SOTA_RUN_AS_USER");
   const publishHost = text(env, "SOTA_DOCKER_PUBLISH_HOST");
+  const tlsCert = text(env, "SOTA_TLS_CERT_FILE");
+  const tlsKey = text(env, "SOTA_TLS_KEY_FILE");
+  if (Boolean(tlsCert) !== Boolean(tlsKey)) {
+    throw new ConfigError(tlsCert ? "SOTA_TLS_KEY_FILE" : "SOTA_TLS_CERT_FILE", "SOTA_TLS_CERT_FILE and SOTA_TLS_KEY_FILE go together: set both or neither");
+  }
   return {
     listen: hostPort(env, "SOTA_LISTEN", "127.0.0.1:8080"),
     dataDir,
@@ -63,6 +70,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     runtime: oneOf(env, "SOTA_RUNTIME", ["process", "docker"], "process"),
     readyTimeoutMs: integer(env, "SOTA_READY_TIMEOUT_MS", 60_000, 1_000, 600_000),
     ...(tokensFile ? { tokensFile: resolve(cwd, tokensFile) } : {}),
+    ...(tlsCert && tlsKey ? { tls: { certFile: resolve(cwd, tlsCert), keyFile: resolve(cwd, tlsKey) } } : {}),
     ...(masterKey ? { masterKeys: masterKeys(masterKey) } : {}),
     masterKeyFile: keyFile ? resolve(cwd, keyFile) : join(dataDir, "master.key"),
     masterKeyFileIsDefault: !keyFile,

@@ -1,9 +1,10 @@
-// One listening port for everything: gRPC (HTTP/2 cleartext), gRPC-Web and
-// Connect (HTTP/1.1 or HTTP/2), the REST paths, health and metrics.
+// One listening port for everything: gRPC (HTTP/2), gRPC-Web and Connect
+// (HTTP/1.1 or HTTP/2), the REST paths, health and metrics.
 //
-// Node 20's cleartext http2 server with allowHTTP1 does not accept HTTP/1.1,
+// Cleartext: Node 20's http2 server with allowHTTP1 does not accept HTTP/1.1,
 // so each connection is routed by its first bytes: the HTTP/2 client preface
 // starts with "PRI * HTTP/2.0", which no HTTP/1 request line does.
+// TLS: ALPN chooses, and Node's secure http2 server with allowHTTP1 serves both.
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
@@ -28,6 +29,8 @@ export interface ApiServerOptions {
   readonly logger: Logger;
   /** Extra plain-HTTP routes (e.g. backup download); return false when not handled. */
   readonly extraRoutes?: ExtraRoute;
+  /** PEM certificate chain and key: serve TLS (h2 and http/1.1 by ALPN) instead of cleartext. */
+  readonly tls?: { readonly cert: Buffer; readonly key: Buffer };
 }
 
 export type ExtraRoute = (
@@ -44,7 +47,7 @@ export class ApiServer {
   private readonly rest: RestGateway;
   private readonly h1: http.Server;
   private readonly h2: http2.Http2Server;
-  private readonly listener: net.Server;
+  private readonly listener: net.Server | http2.Http2SecureServer;
   private readonly sockets = new Set<net.Socket>();
   private readonly shutdown = new AbortController();
 
@@ -70,7 +73,15 @@ export class ApiServer {
     };
     this.h1 = http.createServer(onRequest);
     this.h2 = http2.createServer({}, onRequest);
-    this.listener = net.createServer((socket) => this.route(socket));
+    this.listener = options.tls
+      ? http2.createSecureServer({ cert: options.tls.cert, key: options.tls.key, allowHTTP1: true }, onRequest)
+      : net.createServer((socket) => this.route(socket));
+    if (options.tls) {
+      this.listener.on("connection", (socket: net.Socket) => {
+        this.sockets.add(socket);
+        socket.once("close", () => this.sockets.delete(socket));
+      });
+    }
   }
 
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
