@@ -7,15 +7,15 @@ import { existsSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ProcessRuntime } from "../../src/runtime/process/index.js";
 import { discoverBinaries } from "../../src/runtime/process/index.js";
 import { renderPgbouncerIni } from "../../src/runtime/process/pgbouncer-config.js";
 import { parsePgbouncerVersion, supportsPreparedStatements } from "../../src/runtime/process/postgres-binaries.js";
 import { createScramVerifier, scramVerifierMatches } from "../../src/runtime/process/scram-secret.js";
-import { RuntimeError, type DatabaseSpec, type EnsureResult } from "../../src/runtime/runtime.js";
+import { RuntimeError, type EnsureResult } from "../../src/runtime/runtime.js";
 import { processTestBed, removeDataDir, type ProcessTestBed } from "../support/process-runtime-harness.js";
+import { appQuery, eventually, isAlive, newSpec, postmasterPid } from "./process-helpers.js";
 import { describeRuntimeContract } from "./runtime-contract.js";
 
 describeRuntimeContract("process", async () => {
@@ -276,52 +276,3 @@ describe("process runtime: driver behaviour", () => {
     expect(logs).not.toContain("SCRAM-SHA-256$");
   });
 });
-
-function newSpec(prefix: string): DatabaseSpec {
-  return { projectId: randomUUID(), slug: `${prefix}-${randomBytes(2).toString("hex")}`, password: randomBytes(16).toString("hex") };
-}
-
-async function appQuery(result: EnsureResult, spec: DatabaseSpec): Promise<void> {
-  const client = new pg.Client({
-    host: "127.0.0.1",
-    port: result.endpoint.port,
-    user: `app_${spec.slug}`,
-    password: spec.password,
-    database: spec.slug,
-    connectionTimeoutMillis: 5_000,
-  });
-  client.on("error", () => undefined);
-  try {
-    await client.connect();
-    await client.query("SELECT 1");
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
-
-async function postmasterPid(pgdata: string): Promise<number> {
-  return Number((await readFile(join(pgdata, "postmaster.pid"), "utf8")).split("\n")[0]);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Retries `check` until it passes or 20 s have gone by. */
-async function eventually(check: () => Promise<unknown>): Promise<void> {
-  const until = Date.now() + 20_000;
-  for (;;) {
-    try {
-      await check();
-      return;
-    } catch (error) {
-      if (Date.now() > until) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-}

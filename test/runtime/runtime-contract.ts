@@ -232,7 +232,7 @@ function newSpec(slug: string): DatabaseSpec {
 }
 
 /** Connects as the app role through the pooler's loopback address, runs `work`, disconnects. */
-async function withApp(result: EnsureResult, spec: DatabaseSpec, work: (client: pg.Client) => Promise<void>): Promise<void> {
+export async function withApp<T>(result: EnsureResult, spec: DatabaseSpec, work: (client: pg.Client) => Promise<T>): Promise<T> {
   const loopback = result.endpoint.loopback;
   if (!loopback) throw new Error("the runtime reported no loopback address for its pooler");
   const client = new pg.Client({
@@ -246,7 +246,7 @@ async function withApp(result: EnsureResult, spec: DatabaseSpec, work: (client: 
   client.on("error", () => undefined);
   await client.connect();
   try {
-    await work(client);
+    return await work(client);
   } finally {
     await client.end().catch(() => undefined);
   }

@@ -1,5 +1,6 @@
 // The process driver's public face: local PostgreSQL + PgBouncer child processes.
 export { createProcessRuntime, ProcessRuntime, type ProcessRuntimeOptions } from "./process-runtime.js";
+export type { WarmPoolState } from "./warm-pool.js";
 export {
   discoverBinaries,
   type BinaryOverrides,

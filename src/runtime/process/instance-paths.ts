@@ -25,7 +25,14 @@ export function instancesRoot(dataDir: string): string {
 }
 
 export function instancePaths(dataDir: string, slug: string): InstancePaths {
-  const dir = join(instancesRoot(dataDir), slug);
+  return instanceLayout(join(instancesRoot(dataDir), slug));
+}
+
+/**
+ * The files of an instance relative to its directory. Warm instances use the
+ * same layout, so renaming one's directory makes it a project's.
+ */
+export function instanceLayout(dir: string): InstancePaths {
   return {
     dir,
     pgdata: join(dir, "pgdata"),

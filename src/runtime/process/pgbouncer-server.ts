@@ -3,17 +3,14 @@
 import type { Logger } from "../../log.js";
 import type { PoolerInfo } from "../runtime.js";
 import { RuntimeError } from "../runtime.js";
+import { ChildServer } from "./child-server.js";
+import { rotateLogIfLarge } from "./log-rotation.js";
 import type { RunAs } from "./os-user.js";
 import { loopbackClient, queryOnce, queryRows, type Rows } from "./pg-clients.js";
 import type { PgbouncerBinary } from "./postgres-binaries.js";
 import { POOLER_ADMIN_USER } from "./pgbouncer-config.js";
 import { canBind } from "./port-probe.js";
 import { stopStalePgbouncer } from "./stale-process.js";
-import { rotateLogIfLarge } from "./log-rotation.js";
-import { pause } from "./pause.js";
-import { SupervisedProcess } from "./supervised-process.js";
-
-const POLL_MS = 15;
 
 export interface PgbouncerServerOptions {
   readonly slug: string;
@@ -27,39 +24,28 @@ export interface PgbouncerServerOptions {
   readonly port: number;
 }
 
-export class PgbouncerServer {
-  readonly process: SupervisedProcess;
+export class PgbouncerServer extends ChildServer {
   /** Where it listens; changed only while stopped (PgBouncer cannot move its port on RELOAD). */
   port: number;
 
   constructor(private readonly options: PgbouncerServerOptions) {
+    super(
+      {
+        name: "pgbouncer",
+        command: options.binary.path,
+        // Foreground, quiet on stderr: it logs to its logfile and the service
+        // supervises it (no -d daemonising).
+        args: ["-q", options.iniFile],
+        runAs: options.runAs,
+        cwd: options.dir,
+        // SIGINT waits for transactions in flight to finish, SIGTERM does not.
+        stopSignals: ["SIGINT", "SIGTERM", "SIGKILL"],
+        stopStepMs: 10_000,
+        logger: options.logger,
+      },
+      { title: "PgBouncer", owner: options.slug, logFile: options.logFile },
+    );
     this.port = options.port;
-    this.process = new SupervisedProcess({
-      name: "pgbouncer",
-      command: options.binary.path,
-      // Foreground, quiet on stderr: it logs to its logfile and the service
-      // supervises it (no -d daemonising).
-      args: ["-q", options.iniFile],
-      runAs: options.runAs,
-      cwd: options.dir,
-      // SIGINT waits for transactions in flight to finish, SIGTERM does not.
-      stopSignals: ["SIGINT", "SIGTERM", "SIGKILL"],
-      stopStepMs: 10_000,
-      prepare: () => this.prepare(),
-      logger: options.logger,
-    });
-  }
-
-  get running(): boolean {
-    return this.process.running;
-  }
-
-  start(): Promise<void> {
-    return this.process.start();
-  }
-
-  stop(): Promise<void> {
-    return this.process.stop();
   }
 
   /** One command on the admin console (simple query protocol, as the console requires). */
@@ -104,34 +90,25 @@ export class PgbouncerServer {
    * retried; a wrong password is too, since the userlist may just have been
    * reloaded.
    */
-  async waitForAppQuery(user: string, password: string, database: string, deadline: number, signal: AbortSignal): Promise<string> {
-    let lastError: unknown;
-    for (;;) {
-      signal.throwIfAborted();
-      if (!this.process.running && !this.process.supervising) {
-        throw new RuntimeError("failed", `PgBouncer for ${this.options.slug} exited while starting; see ${this.options.logFile}`);
-      }
-      const client = loopbackClient(this.port, user, password, database);
-      try {
-        await client.connect();
-        const rows = await queryRows(client, "SELECT current_setting('server_version') AS version");
-        return rows[0]?.["version"] ?? "";
-      } catch (error) {
-        lastError = error;
-      } finally {
-        await client.end().catch(() => undefined);
-      }
-      if (Date.now() >= deadline) {
-        throw new RuntimeError(
-          "timeout",
-          `no query answered through PgBouncer for ${this.options.slug} in time (${describe(lastError)}); see ${this.options.logFile}`,
-        );
-      }
-      await pause(POLL_MS, signal);
-    }
+  waitForAppQuery(user: string, password: string, database: string, deadline: number, signal: AbortSignal): Promise<string> {
+    return this.waitUntil(
+      async () => {
+        const client = loopbackClient(this.port, user, password, database);
+        try {
+          await client.connect();
+          const rows = await queryRows(client, "SELECT current_setting('server_version') AS version");
+          return rows[0]?.["version"] ?? "";
+        } finally {
+          await client.end().catch(() => undefined);
+        }
+      },
+      "answered no query",
+      deadline,
+      signal,
+    );
   }
 
-  private async prepare(): Promise<void> {
+  protected async prepare(): Promise<void> {
     await stopStalePgbouncer(this.options.pidFile, this.options.iniFile, this.options.logger);
     await rotateLogIfLarge(this.options.logFile);
     const port = this.port;
@@ -139,12 +116,4 @@ export class PgbouncerServer {
       throw new RuntimeError("unavailable", `pooler port ${port} for ${this.options.slug} is in use by another process on 127.0.0.1`);
     }
   }
-}
-
-function describe(error: unknown): string {
-  if (error && typeof error === "object" && "code" in error && typeof error.code === "string") {
-    const message = error instanceof Error ? `: ${error.message}` : "";
-    return `${error.code}${message}`;
-  }
-  return error instanceof Error ? error.message : "no answer";
 }

@@ -1,9 +1,10 @@
 // Finds the host's PostgreSQL and PgBouncer. The service refuses to start
 // without them, so every failure is one line that says what to install.
-import { access, constants, readdir } from "node:fs/promises";
+import { readdir } from "node:fs/promises";
 import { delimiter, join } from "node:path";
 import { RuntimeError } from "../runtime.js";
 import { runCommand } from "./run-command.js";
+import { isExecutable } from "./path-checks.js";
 
 const POSTGRES_ROOT = "/usr/lib/postgresql";
 const PGBOUNCER_FALLBACK = "/usr/sbin/pgbouncer";
@@ -161,13 +162,4 @@ export function supportsPreparedStatements(version: Version): boolean {
     if (a !== b) return a > b;
   }
   return true;
-}
-
-async function isExecutable(path: string): Promise<boolean> {
-  try {
-    await access(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -1,8 +1,8 @@
 // The process driver: each project's PostgreSQL and PgBouncer run as
 // supervised child processes of the service, from the host's installation.
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import { access, constants, mkdir, readdir, rename, rm, stat } from "node:fs/promises";
-import { join, resolve, sep } from "node:path";
+import { mkdir, readdir, rename, rm } from "node:fs/promises";
+import { dirname, join, resolve, sep } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import type { Logger } from "../../log.js";
 import type { PortRange, PortRegistry } from "../port-registry.js";
@@ -24,14 +24,15 @@ import { ensureOwnedDir, readIfExists, syncDir, writeOwnedFile, writeOwnedFileIf
 import { queryOnce, superuserClient, type Rows } from "./pg-clients.js";
 import { POOLER_ADMIN_USER, renderPgbouncerIni, renderUserlist, userlistSecret } from "./pgbouncer-config.js";
 import { PgbouncerServer } from "./pgbouncer-server.js";
+import { isExecutable, pathExists } from "./path-checks.js";
 import { listeningPorts } from "./port-probe.js";
 import { discoverBinaries, type Binaries } from "./postgres-binaries.js";
-import { PostgresServer } from "./postgres-server.js";
-import { runCommand } from "./run-command.js";
+import { PostgresServer, type PostgresServerOptions } from "./postgres-server.js";
 import { createScramVerifier, scramVerifierMatches } from "./scram-secret.js";
 import { dumpStream, restoreFromStream } from "./sql-tools.js";
 import { stopStalePgbouncer, stopStalePostmaster } from "./stale-process.js";
-import { ensureTemplateCluster } from "./template-cluster.js";
+import { copyTemplate, ensureTemplateCluster } from "./template-cluster.js";
+import { WarmPool, type WarmInstance, type WarmPoolState } from "./warm-pool.js";
 
 export interface ProcessRuntimeOptions {
   /** Root of instances/ and templates/ (SOTA_DATA_DIR). */
@@ -48,6 +49,11 @@ export interface ProcessRuntimeOptions {
   readonly runAsUser?: string | undefined;
   /** Bound on how long ensure waits for PostgreSQL and for a query through PgBouncer. */
   readonly readyTimeoutMs: number;
+  /**
+   * Started, unassigned instances kept ready for new databases (SOTA_WARM_POOL;
+   * default 0, none). Each costs one idle PostgreSQL's memory.
+   */
+  readonly warmPool?: number | undefined;
   readonly logger: Logger;
 }
 
@@ -57,6 +63,13 @@ const PROJECT_ID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 /** SCRAM needs SASLprep for anything else; the service's passwords are hex anyway. */
 const PASSWORD = /^[\x21-\x7e]{1,1024}$/;
 const LOOPBACK = "127.0.0.1";
+
+interface PreparedDir {
+  /** Whether this ensure made the data directory. */
+  readonly created: boolean;
+  /** The warm instance it came from, PostgreSQL already running in it. */
+  readonly warm?: WarmInstance;
+}
 
 interface Instance {
   readonly slug: string;
@@ -83,10 +96,13 @@ export async function createProcessRuntime(options: ProcessRuntimeOptions): Prom
   const runAs = await resolveRunAs(options.runAsUser);
   const dataDir = resolve(options.dataDir);
   await mkdir(dataDir, { recursive: true });
-  const dirs = [instancesRoot(dataDir), templatesRoot(dataDir)];
+  const dirs = [instancesRoot(dataDir), templatesRoot(dataDir), warmRoot(dataDir)];
   for (const dir of dirs) await ensureOwnedDir(dir, runAs, 0o700);
   await assertUserCanWrite(runAs, dataDir, dirs);
-  return new ProcessRuntime({ ...options, dataDir }, binaries, runAs);
+  const runtime = new ProcessRuntime({ ...options, dataDir }, binaries, runAs);
+  // Also when the pool is off: it removes warm instances an earlier run left.
+  runtime.fillWarmPool();
+  return runtime;
 }
 
 export class ProcessRuntime implements Runtime {
@@ -96,6 +112,7 @@ export class ProcessRuntime implements Runtime {
   private readonly closing = new AbortController();
   private readonly digestKey = randomBytes(32);
   private readonly logger: Logger;
+  private readonly pool: WarmPool;
   private template: Promise<string> | undefined;
   private closed: Promise<void> | undefined;
 
@@ -106,6 +123,24 @@ export class ProcessRuntime implements Runtime {
     readonly runAs: RunAs,
   ) {
     this.logger = options.logger;
+    this.pool = new WarmPool({
+      size: options.warmPool ?? 0,
+      root: warmRoot(options.dataDir),
+      binaries: binaries.postgres,
+      runAs,
+      logger: options.logger,
+      template: () => this.ensureTemplate(),
+      startTimeoutMs: Math.max(options.readyTimeoutMs, 30_000),
+    });
+  }
+
+  get warmPool(): WarmPoolState {
+    return this.pool;
+  }
+
+  /** Starts bringing the warm pool to its size, in the background. */
+  fillWarmPool(): void {
+    if (!this.closing.signal.aborted) this.pool.fill();
   }
 
   async ensure(spec: DatabaseSpec, signal?: AbortSignal): Promise<EnsureResult> {
@@ -114,7 +149,9 @@ export class ProcessRuntime implements Runtime {
     if (!PASSWORD.test(spec.password)) {
       throw new RuntimeError("failed", "the database password must be 1 to 1024 printable ASCII characters without spaces");
     }
-    return this.locks.run(spec.slug, () => this.ensureLocked(spec, signal));
+    // A warm instance taken by this ensure is replaced once it is done, so the
+    // copy does not compete with it for the CPU.
+    return this.locks.run(spec.slug, () => this.ensureLocked(spec, signal)).finally(() => this.fillWarmPool());
   }
 
   async status(target: RuntimeTarget): Promise<RuntimeStatus> {
@@ -213,7 +250,7 @@ export class ProcessRuntime implements Runtime {
   private async shutDown(): Promise<void> {
     this.closing.abort(new RuntimeError("unavailable", "the process runtime is shutting down"));
     await this.locks.settled();
-    await Promise.all([...this.instances.values()].map((instance) => stopInstance(instance)));
+    await Promise.all([this.pool.close(), ...[...this.instances.values()].map((instance) => stopInstance(instance))]);
     this.instances.clear();
     this.logger.info("process runtime stopped");
   }
@@ -231,10 +268,17 @@ export class ProcessRuntime implements Runtime {
     const template = await this.ensureTemplate();
     const deadline = Date.now() + this.options.readyTimeoutMs;
     const paths = instancePaths(this.options.dataDir, spec.slug);
-    const created = await this.prepareInstanceDir(spec, paths, template);
-    signal.throwIfAborted();
-    const port = this.allocatePort(spec.projectId);
-    const instance = existing ?? this.createInstance(spec, paths, port);
+    const { created, warm } = await this.prepareInstanceDir(spec, paths, template);
+    let port: number;
+    try {
+      signal.throwIfAborted();
+      port = this.allocatePort(spec.projectId);
+    } catch (error) {
+      // Not yet an instance that close() would stop.
+      await warm?.postgres.stop();
+      throw error;
+    }
+    const instance = existing ?? this.createInstance(spec, paths, port, warm?.postgres);
     this.instances.set(spec.slug, instance);
     instance.healthy = false;
     if (instance.pgbouncer.port !== port) {
@@ -264,7 +308,7 @@ export class ProcessRuntime implements Runtime {
     instance.result = result;
     instance.passwordDigest = this.digest(spec.password);
     instance.healthy = true;
-    instance.logger.info({ projectId: spec.projectId, port, created, ms: Date.now() - started }, "database ready");
+    instance.logger.info({ projectId: spec.projectId, port, created, warm: warm !== undefined, ms: Date.now() - started }, "database ready");
     return result;
   }
 
@@ -303,11 +347,13 @@ export class ProcessRuntime implements Runtime {
   }
 
   /**
-   * The instance directory with its owner marker and a data directory copied
-   * from the template (through a temporary name, so a crash mid-copy leaves
-   * only a leftover that the next call removes). Returns whether it copied.
+   * The instance directory with its owner marker and a data directory: a warm
+   * instance's, or one copied from the template (through a temporary name, so a
+   * crash mid-copy leaves only a leftover that the next call removes).
    */
-  private async prepareInstanceDir(spec: DatabaseSpec, paths: InstancePaths, template: string): Promise<boolean> {
+  private async prepareInstanceDir(spec: DatabaseSpec, paths: InstancePaths, template: string): Promise<PreparedDir> {
+    const warm = await this.claimWarmInstance(spec, paths);
+    if (warm) return { created: true, warm };
     await ensureOwnedDir(paths.dir, this.runAs, 0o700);
     const marker = (await readIfExists(paths.projectMarker))?.trim();
     if (marker !== undefined && marker !== spec.projectId) throw slugTaken(spec.slug);
@@ -322,9 +368,9 @@ export class ProcessRuntime implements Runtime {
           `the data of ${spec.slug} is PostgreSQL ${version.trim()} but the host runs PostgreSQL ${major}: upgrade it with pg_upgrade, or set SOTA_PG_BIN_DIR to that version's bin directory`,
         );
       }
-      return false;
+      return { created: false };
     }
-    if (await exists(paths.pgdata)) {
+    if (await pathExists(paths.pgdata)) {
       throw new RuntimeError("failed", `the data directory of ${spec.slug} (${paths.pgdata}) is incomplete; move it away to recreate the database`);
     }
     for (const name of await readdir(paths.dir)) {
@@ -332,16 +378,40 @@ export class ProcessRuntime implements Runtime {
     }
     const copy = join(paths.dir, `pgdata.tmp-${randomBytes(6).toString("hex")}`);
     try {
-      await runCommand("cp", ["-a", template, copy], { runAs: this.runAs, cwd: paths.dir });
-      // Renamed into place only once its files are on disk: after a power cut the
-      // name must not point at files whose contents never got written.
-      await runCommand(this.binaries.postgres.initdb, ["--sync-only", "-D", copy], { runAs: this.runAs, cwd: paths.dir });
+      await copyTemplate(template, copy, this.binaries.postgres, this.runAs);
     } catch (error) {
       throw new RuntimeError("failed", `copying the template cluster for ${spec.slug} failed: ${errorMessage(error)}`, { cause: error });
     }
     await rename(copy, paths.pgdata);
     await syncDir(paths.dir);
-    return true;
+    return { created: true };
+  }
+
+  /**
+   * For a project whose directory does not exist yet: a warm instance, claimed
+   * with the project's marker and renamed to the project's directory while its
+   * PostgreSQL runs on. Undefined when none is ready or it cannot move there.
+   */
+  private async claimWarmInstance(spec: DatabaseSpec, paths: InstancePaths): Promise<WarmInstance | undefined> {
+    // A socket dir outside the instance dir (long paths) would not move with it.
+    if (this.pool.size === 0 || !isInside(paths.socketDir, paths.dir) || (await pathExists(paths.dir))) return undefined;
+    const warm = this.pool.take();
+    if (!warm) return undefined;
+    try {
+      await writeOwnedFile(warm.paths.projectMarker, `${spec.projectId}\n`, this.runAs, 0o600);
+      await rename(warm.paths.dir, paths.dir);
+    } catch (error) {
+      this.logger.warn({ slug: spec.slug, err: errorMessage(error) }, "could not use a warm instance; copying the template instead");
+      this.pool.discard(warm);
+      return undefined;
+    }
+    try {
+      await syncDir(dirname(paths.dir));
+    } catch (error) {
+      await warm.postgres.stop();
+      throw error;
+    }
+    return warm;
   }
 
   private allocatePort(projectId: string): number {
@@ -358,9 +428,10 @@ export class ProcessRuntime implements Runtime {
     }
   }
 
-  private createInstance(spec: DatabaseSpec, paths: InstancePaths, port: number): Instance {
+  /** `warm`: a running warm PostgreSQL whose directory is now the project's. */
+  private createInstance(spec: DatabaseSpec, paths: InstancePaths, port: number, warm?: PostgresServer): Instance {
     const logger = this.logger.child({ slug: spec.slug });
-    const postgres = new PostgresServer({
+    const postgresOptions: PostgresServerOptions = {
       name: spec.slug,
       binaries: this.binaries.postgres,
       runAs: this.runAs,
@@ -369,7 +440,9 @@ export class ProcessRuntime implements Runtime {
       socketDirShared: !isInside(paths.socketDir, paths.dir),
       logFile: paths.postgresLog,
       logger,
-    });
+    };
+    warm?.relocate(postgresOptions);
+    const postgres = warm ?? new PostgresServer(postgresOptions);
     const pgbouncer = new PgbouncerServer({
       slug: spec.slug,
       binary: this.binaries.pgbouncer,
@@ -460,6 +533,10 @@ function templatesRoot(dataDir: string): string {
   return join(dataDir, "templates");
 }
 
+function warmRoot(dataDir: string): string {
+  return join(dataDir, "warm");
+}
+
 function endpointFor(port: number): Endpoint {
   return { host: LOOPBACK, port, loopback: { host: LOOPBACK, port } };
 }
@@ -491,22 +568,4 @@ function failedStream(error: unknown): Readable {
 
 function isInside(path: string, dir: string): boolean {
   return path.startsWith(dir + sep);
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function isExecutable(path: string): Promise<boolean> {
-  try {
-    await access(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -43,7 +43,15 @@ export class SupervisedProcess {
   private restarting: Promise<void> | undefined;
   private readonly exitListeners = new Set<(exit: ExitInfo) => void>();
 
-  constructor(private readonly options: SupervisedProcessOptions) {}
+  constructor(private options: SupervisedProcessOptions) {}
+
+  /**
+   * Changes what later (re)starts run, leaving a running child alone: a warm
+   * PostgreSQL keeps running while its directory is renamed to its project's.
+   */
+  relocate(changes: Partial<Pick<SupervisedProcessOptions, "args" | "cwd" | "outputFile" | "logger">>): void {
+    this.options = { ...this.options, ...changes };
+  }
 
   get pid(): number | undefined {
     return this.running ? this.child?.pid : undefined;

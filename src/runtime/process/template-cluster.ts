@@ -3,14 +3,15 @@
 // every new database is copied from. The template also holds a placeholder role
 // and database that a copy only has to rename (no CREATE DATABASE per project).
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readdir, rename, rm, stat } from "node:fs/promises";
+import { mkdtemp, readdir, rename, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { Logger } from "../../log.js";
 import { RuntimeError } from "../runtime.js";
 import { PLACEHOLDER_NAME, quoteIdent } from "./app-database.js";
 import type { RunAs } from "./os-user.js";
 import { ensureOwnedDir, ensurePrivateDir, syncDir } from "./owned-files.js";
+import { pathExists } from "./path-checks.js";
 import { queryRows } from "./pg-clients.js";
 import type { PostgresBinaries } from "./postgres-binaries.js";
 import { PostgresServer } from "./postgres-server.js";
@@ -38,7 +39,7 @@ export function templateDir(templatesDir: string, major: number): string {
 export async function ensureTemplateCluster(options: TemplateOptions): Promise<string> {
   const { templatesDir, binaries, runAs, logger } = options;
   const finalDir = templateDir(templatesDir, binaries.major);
-  if (await exists(join(finalDir, "PG_VERSION"))) return finalDir;
+  if (await pathExists(join(finalDir, "PG_VERSION"))) return finalDir;
 
   const prefix = `pg${binaries.major}.tmp-`;
   for (const name of await readdir(templatesDir)) {
@@ -68,6 +69,17 @@ export async function ensureTemplateCluster(options: TemplateOptions): Promise<s
   return finalDir;
 }
 
+/**
+ * Copies the template cluster to `dest` (which must not exist yet) and flushes
+ * the copy to disk. Callers rename it into place only afterwards: after a power
+ * cut the final name must not point at files whose contents never got written.
+ */
+export async function copyTemplate(template: string, dest: string, binaries: PostgresBinaries, runAs: RunAs): Promise<void> {
+  const cwd = dirname(dest);
+  await runCommand("cp", ["-a", template, dest], { runAs, cwd });
+  await runCommand(binaries.initdb, ["--sync-only", "-D", dest], { runAs, cwd });
+}
+
 async function addPlaceholder(options: TemplateOptions, pgdata: string): Promise<void> {
   const socketDir = await mkdtemp(join(tmpdir(), "sota-template-"));
   const server = new PostgresServer({
@@ -95,14 +107,5 @@ async function addPlaceholder(options: TemplateOptions, pgdata: string): Promise
     // A clean (fast) shutdown checkpoints, so copies start without recovery.
     await server.stop();
     await rm(socketDir, { recursive: true, force: true });
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }

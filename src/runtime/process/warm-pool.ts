@@ -1,0 +1,247 @@
+// The optional warm pool (SOTA_WARM_POOL): copies of the template cluster with
+// PostgreSQL already started and given to nobody yet. Copying and starting are
+// most of the time a new database takes; with a warm instance at hand, ensure
+// is left with a directory rename, the role and database renames, credentials
+// and PgBouncer. Warm instances live in {dataDir}/warm/{id} with an instance's
+// layout, so renaming the directory to instances/{slug} makes one a project's.
+import { randomBytes } from "node:crypto";
+import { readdir, rename, rm } from "node:fs/promises";
+import { join, sep } from "node:path";
+import type { Logger } from "../../log.js";
+import { instanceLayout, type InstancePaths } from "./instance-paths.js";
+import type { RunAs } from "./os-user.js";
+import { ensureOwnedDir, readIfExists, syncDir } from "./owned-files.js";
+import { pathExists } from "./path-checks.js";
+import { pause } from "./pause.js";
+import type { PostgresBinaries } from "./postgres-binaries.js";
+import { PostgresServer } from "./postgres-server.js";
+import { stopStalePostmaster } from "./stale-process.js";
+import { copyTemplate } from "./template-cluster.js";
+
+export interface WarmInstance {
+  readonly id: string;
+  readonly paths: InstancePaths;
+  readonly postgres: PostgresServer;
+}
+
+/** What callers outside the driver (tests, the benchmark) may see of the pool. */
+export interface WarmPoolState {
+  /** How many warm instances the pool keeps (0: no pool). */
+  readonly size: number;
+  /** How many are started and unassigned right now. */
+  readonly ready: number;
+  /** Resolves once `ready` has reached `size`. */
+  whenFull(signal?: AbortSignal): Promise<void>;
+}
+
+export interface WarmPoolOptions {
+  readonly size: number;
+  /** {dataDir}/warm, owned by the run-as user. */
+  readonly root: string;
+  readonly binaries: PostgresBinaries;
+  readonly runAs: RunAs;
+  readonly logger: Logger;
+  /** The template cluster's path (built on first use). */
+  readonly template: () => Promise<string>;
+  /** Bound on one warm PostgreSQL's start. */
+  readonly startTimeoutMs: number;
+}
+
+const ENTRY = /^w-[0-9a-f]{12}$/;
+const BUILDING_PREFIX = "tmp-";
+const FIRST_RETRY_MS = 1_000;
+const MAX_RETRY_MS = 60_000;
+const FULL_POLL_MS = 25;
+
+export class WarmPool implements WarmPoolState {
+  readonly size: number;
+  private readonly instances: WarmInstance[] = [];
+  /** Unsubscribes the pool's exit watch of a ready instance. */
+  private readonly unwatch = new Map<WarmInstance, () => void>();
+  private readonly closing = new AbortController();
+  /** Removals running in the background; close() waits for them. */
+  private readonly chores = new Set<Promise<void>>();
+  private filling: Promise<void> | undefined;
+  private recovered = false;
+  private failures = 0;
+
+  constructor(private readonly options: WarmPoolOptions) {
+    const probe = instanceLayout(join(options.root, "w-000000000000"));
+    // The socket travels with the directory only when it lies inside it (see socketDirFor).
+    const socketInside = probe.socketDir.startsWith(probe.dir + sep);
+    if (options.size > 0 && !socketInside) {
+      options.logger.warn({ dir: options.root }, "warm pool disabled: the data dir's path is too long for unix sockets inside it");
+    }
+    this.size = socketInside ? options.size : 0;
+  }
+
+  get ready(): number {
+    return this.instances.length;
+  }
+
+  /**
+   * Brings the pool to its size in the background, the first time after
+   * reusing or removing what an earlier run left. Cheap when there is nothing
+   * to do, so callers may call it after every ensure.
+   */
+  fill(): void {
+    if (this.filling || this.closing.signal.aborted) return;
+    if (this.recovered && this.instances.length >= this.size) return;
+    this.filling = this.fillLoop().finally(() => {
+      this.filling = undefined;
+    });
+  }
+
+  /** A started, unassigned instance, or undefined when none is ready. The pool forgets it. */
+  take(): WarmInstance | undefined {
+    for (let instance = this.instances.shift(); instance; instance = this.instances.shift()) {
+      this.forget(instance);
+      if (instance.postgres.running) return instance;
+      this.discard(instance);
+    }
+    return undefined;
+  }
+
+  /** Stops and deletes a taken instance that could not be used. */
+  discard(instance: WarmInstance): void {
+    const chore = this.remove(instance)
+      .catch((error: unknown) => this.options.logger.warn({ warm: instance.id, err: message(error) }, "removing a warm instance failed"))
+      .finally(() => this.chores.delete(chore));
+    this.chores.add(chore);
+  }
+
+  async whenFull(signal: AbortSignal = this.closing.signal): Promise<void> {
+    while (this.instances.length < this.size) await pause(FULL_POLL_MS, signal);
+  }
+
+  /** Stops the warm instances and keeps their directories for the next start. */
+  async close(): Promise<void> {
+    this.closing.abort();
+    await this.filling;
+    await Promise.all(this.chores);
+    const instances = this.instances.splice(0);
+    await Promise.all(
+      instances.map((instance) => {
+        this.forget(instance);
+        return instance.postgres.stop();
+      }),
+    );
+  }
+
+  private async fillLoop(): Promise<void> {
+    const signal = this.closing.signal;
+    if (!this.recovered) {
+      await this.recover().catch((error: unknown) => this.options.logger.warn({ err: message(error) }, "warm pool: cleaning up the last run's instances failed"));
+      this.recovered = true;
+    }
+    while (!signal.aborted && this.instances.length < this.size) {
+      try {
+        await this.create();
+        this.failures = 0;
+      } catch (error) {
+        if (signal.aborted) return;
+        // A broken host (full disk, missing binaries) must not turn into a busy loop.
+        const retryInMs = Math.min(FIRST_RETRY_MS * 2 ** this.failures, MAX_RETRY_MS);
+        this.failures += 1;
+        this.options.logger.warn({ err: message(error), retryInMs }, "warm pool: starting a warm instance failed");
+        await pause(retryInMs, signal).catch(() => undefined);
+      }
+    }
+  }
+
+  /**
+   * A killed run may have left warm postmasters running and copies half made.
+   * Complete copies of this PostgreSQL major are started again, up to the
+   * pool's size; everything else goes.
+   */
+  private async recover(): Promise<void> {
+    const { root, logger, binaries } = this.options;
+    const reusable: string[] = [];
+    for (const name of (await readdir(root)).sort()) {
+      const paths = instanceLayout(join(root, name));
+      await stopStalePostmaster(paths.pgdata, logger);
+      const version = (await readIfExists(join(paths.pgdata, "PG_VERSION")))?.trim();
+      const keep =
+        ENTRY.test(name) && reusable.length < this.size && version === String(binaries.major) && !(await pathExists(paths.projectMarker));
+      if (keep) reusable.push(name);
+      else await rm(paths.dir, { recursive: true, force: true });
+    }
+    for (const id of reusable) {
+      if (this.closing.signal.aborted) return;
+      await this.start(id).catch((error: unknown) => logger.warn({ warm: id, err: message(error) }, "warm pool: restarting a warm instance failed; removed it"));
+    }
+    if (reusable.length > 0) logger.info({ reused: this.instances.length }, "warm pool: reused the last run's warm instances");
+  }
+
+  private async create(): Promise<void> {
+    const { root, binaries, runAs } = this.options;
+    const template = await this.options.template();
+    const id = `w-${randomBytes(6).toString("hex")}`;
+    // Built under another name: recover() only reuses complete copies.
+    const building = join(root, `${BUILDING_PREFIX}${id}`);
+    await ensureOwnedDir(building, runAs, 0o700);
+    try {
+      await copyTemplate(template, instanceLayout(building).pgdata, binaries, runAs);
+      await rename(building, join(root, id));
+      await syncDir(root);
+    } catch (error) {
+      await rm(building, { recursive: true, force: true });
+      throw error;
+    }
+    await this.start(id);
+  }
+
+  private async start(id: string): Promise<void> {
+    const started = Date.now();
+    const paths = instanceLayout(join(this.options.root, id));
+    const postgres = new PostgresServer({
+      name: `warm instance ${id}`,
+      binaries: this.options.binaries,
+      runAs: this.options.runAs,
+      pgdata: paths.pgdata,
+      socketDir: paths.socketDir,
+      socketDirShared: false,
+      logFile: paths.postgresLog,
+      logger: this.options.logger.child({ warm: id }),
+    });
+    const instance: WarmInstance = { id, paths, postgres };
+    try {
+      await postgres.start();
+      const client = await postgres.connect("postgres", Date.now() + this.options.startTimeoutMs, this.closing.signal);
+      await client.end().catch(() => undefined);
+    } catch (error) {
+      // Closing: stopped, and kept for the next start. Otherwise it is broken.
+      if (this.closing.signal.aborted) await postgres.stop();
+      else await this.remove(instance);
+      throw error;
+    }
+    this.unwatch.set(
+      instance,
+      postgres.process.onExit(() => {
+        const index = this.instances.indexOf(instance);
+        if (index < 0) return;
+        this.instances.splice(index, 1);
+        this.forget(instance);
+        this.options.logger.warn({ warm: id }, "warm pool: a warm PostgreSQL exited; replacing it");
+        this.discard(instance);
+        this.fill();
+      }),
+    );
+    this.instances.push(instance);
+    this.options.logger.debug({ warm: id, ms: Date.now() - started }, "warm instance ready");
+  }
+
+  private forget(instance: WarmInstance): void {
+    this.unwatch.get(instance)?.();
+    this.unwatch.delete(instance);
+  }
+
+  private async remove(instance: WarmInstance): Promise<void> {
+    await instance.postgres.stop();
+    await rm(instance.paths.dir, { recursive: true, force: true });
+  }
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
