@@ -177,6 +177,42 @@ describe("failed backups", () => {
   });
 });
 
+describe("restore preconditions", () => {
+  it("refuses to restore when the safety backup fails, before touching the database", async () => {
+    const manager = await bed.open();
+    const target = shop();
+    const backup = await manager.create(target, "manual", { wait: true });
+    bed.runtime.dumpWith = () => {
+      const dump = new PassThrough();
+      setImmediate(() => dump.destroy(new RuntimeError("failed", "pg_dump of shop failed (exit code 1)")));
+      return dump;
+    };
+    // The fake runtime fails every other call: reaching one would fail differently.
+    const error = await manager.restore(target, backup.id).catch((reason: unknown) => reason);
+    expect(error).toMatchObject({ code: Code.FailedPrecondition });
+    expect((error as ConnectError).rawMessage).toMatch(/safety backup of the current state failed \(pg_dump of shop failed.*database was not changed/);
+    expect(manager.list(target.projectId).map((r) => [r.kind, r.state])).toEqual([
+      ["safety", "failed"],
+      ["manual", "succeeded"],
+    ]);
+    expect(await metricValue(bed.metrics, "sota_backup_failures_total", { kind: "safety" })).toBe(1);
+  });
+
+  it("refuses to restore a failed or running backup", async () => {
+    const manager = await bed.open();
+    const target = shop();
+    const dump = controlledDump();
+    bed.runtime.dumpWith = () => dump;
+    const running = await manager.create(target, "manual", { wait: false });
+    await expect(manager.restore(target, running.id)).rejects.toMatchObject({ code: Code.FailedPrecondition });
+    dump.destroy(new RuntimeError("failed", "pg_dump of shop failed"));
+    const failed = await manager.create(target, "manual", { wait: true });
+    expect(failed.state).toBe("failed");
+    await expect(manager.restore(target, failed.id)).rejects.toMatchObject({ code: Code.FailedPrecondition });
+    await expect(manager.verify(target, failed.id)).rejects.toMatchObject({ code: Code.FailedPrecondition });
+  });
+});
+
 describe("access to backups", () => {
   it("another project's backup id is NotFound for restore, verify and download", async () => {
     const manager = await bed.open();

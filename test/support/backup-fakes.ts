@@ -31,10 +31,10 @@ export class FakeDumpRuntime implements Runtime {
   restore(): Promise<void> {
     return unsupported();
   }
-  adminQuery(): Promise<Record<string, string | null>[]> {
+  adminQuery(_target: RuntimeTarget, _sql: string, _database?: string): Promise<Record<string, string | null>[]> {
     return unsupported();
   }
-  poolerCommand(): Promise<Record<string, string | null>[]> {
+  poolerCommand(_target: RuntimeTarget, _command: string): Promise<Record<string, string | null>[]> {
     return unsupported();
   }
   remove(): Promise<void> {

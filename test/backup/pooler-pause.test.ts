@@ -1,0 +1,68 @@
+// PAUSE/RESUME around a swap: RESUME runs whatever happens, and an open
+// transaction cannot hold the restore forever.
+import { describe, expect, it } from "vitest";
+import { withPausedDatabase } from "../../src/backup/pooler-pause.js";
+import { createLogger } from "../../src/log.js";
+import type { RuntimeTarget } from "../../src/runtime/runtime.js";
+import { FakeDumpRuntime } from "../support/backup-fakes.js";
+
+const target = { projectId: "4f6c1b9e-8d2a-4c3b-9e1f-2a3b4c5d6e7f", slug: "my-app" };
+const logger = createLogger({ level: "silent" });
+
+class PoolerFake extends FakeDumpRuntime {
+  readonly calls: string[] = [];
+  releasePause: () => void = () => undefined;
+  constructor(private readonly pauseBehaviour: "at-once" | "until-terminated" | "never") {
+    super();
+  }
+  override poolerCommand(_target: RuntimeTarget, command: string): Promise<Record<string, string | null>[]> {
+    this.calls.push(command);
+    if (command.startsWith("PAUSE") && this.pauseBehaviour !== "at-once") {
+      return new Promise((resolve) => (this.releasePause = () => resolve([])));
+    }
+    return Promise.resolve([]);
+  }
+  override adminQuery(_target: RuntimeTarget, sql: string): Promise<Record<string, string | null>[]> {
+    this.calls.push(sql.includes("pg_terminate_backend") ? "terminate" : sql);
+    if (this.pauseBehaviour === "until-terminated") this.releasePause();
+    return Promise.resolve([]);
+  }
+}
+
+const options = { graceMs: 30, timeoutMs: 200, logger };
+
+describe("withPausedDatabase", () => {
+  it("pauses the quoted database name, runs the work, resumes", async () => {
+    const runtime = new PoolerFake("at-once");
+    expect(await withPausedDatabase(runtime, target, options, async () => "swapped")).toBe("swapped");
+    expect(runtime.calls).toEqual(['PAUSE "my-app"', 'RESUME "my-app"']);
+  });
+
+  it("resumes when the work fails", async () => {
+    const runtime = new PoolerFake("at-once");
+    await expect(
+      withPausedDatabase(runtime, target, options, async () => {
+        throw new Error("rename failed");
+      }),
+    ).rejects.toThrow("rename failed");
+    expect(runtime.calls.at(-1)).toBe('RESUME "my-app"');
+  });
+
+  it("ends the sessions of transactions still open after the grace period", async () => {
+    const runtime = new PoolerFake("until-terminated");
+    await withPausedDatabase(runtime, target, options, async () => undefined);
+    expect(runtime.calls).toEqual(['PAUSE "my-app"', "terminate", 'RESUME "my-app"']);
+  });
+
+  it("gives up, without running the work, when PAUSE never completes, and still resumes", async () => {
+    const runtime = new PoolerFake("never");
+    let ran = false;
+    await expect(
+      withPausedDatabase(runtime, target, options, async () => {
+        ran = true;
+      }),
+    ).rejects.toThrow(/did not pause "my-app" within 200 ms/);
+    expect(ran).toBe(false);
+    expect(runtime.calls.at(-1)).toBe('RESUME "my-app"');
+  });
+});
