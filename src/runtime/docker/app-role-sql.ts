@@ -45,7 +45,10 @@ export function planAppRole(
   const roleId = pg.escapeIdentifier(role);
   const databaseId = pg.escapeIdentifier(database);
   if (state?.["role_exists"] !== "1") {
-    statements.push(`CREATE ROLE ${roleId} LOGIN;`);
+    // Tolerates a role created meanwhile by another service process.
+    statements.push(
+      `DO $sota$ BEGIN CREATE ROLE ${roleId} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $sota$;`,
+    );
   } else if (state["role_needs_reset"] === "true") {
     statements.push(`ALTER ROLE ${roleId} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;`);
   }

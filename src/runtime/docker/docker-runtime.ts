@@ -41,6 +41,7 @@ import {
   type ObjectRole,
   type ProjectNames,
 } from "./docker-names.js";
+import { DockerNetworks } from "./docker-networks.js";
 import { ImagePuller } from "./image-puller.js";
 import {
   CONSOLE_USER,
@@ -136,6 +137,7 @@ export class DockerRuntime implements Runtime {
   private readonly labels: Readonly<Record<string, string>>;
   private readonly logger: Logger;
   private readonly images: ImagePuller;
+  private readonly networks: DockerNetworks;
   private readonly locks = new KeyedLock();
   private readonly networkLocks = new KeyedLock();
   /** What a PgBouncer image runs as and which version, per image id, read once. */
@@ -152,6 +154,7 @@ export class DockerRuntime implements Runtime {
     this.labels = options.labels ?? {};
     this.logger = options.logger.child({ runtime: "docker" });
     this.images = new ImagePuller(this.docker, this.logger, this.engine);
+    this.networks = new DockerNetworks(this.docker, this.logger, this.engine);
   }
 
   async ping(): Promise<void> {
@@ -281,15 +284,11 @@ export class DockerRuntime implements Runtime {
       // Every object is checked before any is touched: a foreign one under a
       // managed name stops the removal before anything is gone.
       const survey = await this.survey(target, names);
-      const privateNetwork = await this.inspectOwned("network", names.privateNetwork, target, "private-network", () =>
-        this.docker.getNetwork(names.privateNetwork).inspect(),
-      );
-      const appNetwork =
-        this.appNetwork === PER_PROJECT_NETWORK
-          ? await this.inspectOwned("network", names.projectAppNetwork, target, "app-network", () =>
-              this.docker.getNetwork(names.projectAppNetwork).inspect(),
-            )
-          : undefined;
+      const privateOwner = { target, role: "private-network" } as const;
+      const appOwner = { target, role: "app-network" } as const;
+      await this.networks.checkOwned(names.privateNetwork, privateOwner);
+      const perProject = this.appNetwork === PER_PROJECT_NETWORK;
+      if (perProject) await this.networks.checkOwned(names.projectAppNetwork, appOwner);
       const volume = options.keepData
         ? undefined
         : await this.inspectOwned("volume", names.volume, target, "data", () => this.docker.getVolume(names.volume).inspect());
@@ -304,8 +303,8 @@ export class DockerRuntime implements Runtime {
           }
         });
       }
-      if (privateNetwork) await this.removeNetwork(names.privateNetwork);
-      if (appNetwork) await this.removeNetwork(names.projectAppNetwork);
+      await this.networks.remove(names.privateNetwork, privateOwner);
+      if (perProject) await this.networks.remove(names.projectAppNetwork, appOwner);
       if (volume) {
         await this.call(`removing volume ${names.volume}`, async () => {
           try {
@@ -335,17 +334,26 @@ export class DockerRuntime implements Runtime {
 
     // Conflicts are found before anything is created.
     const survey = await this.survey(spec, names);
-    const privateNetwork = await this.inspectOwned("network", names.privateNetwork, spec, "private-network", () =>
-      this.docker.getNetwork(names.privateNetwork).inspect(),
-    );
+    const privateOwner = { target: spec, role: "private-network" } as const;
+    await this.networks.checkOwned(names.privateNetwork, privateOwner);
+    if (this.appNetwork === PER_PROJECT_NETWORK) {
+      await this.networks.checkOwned(names.projectAppNetwork, { target: spec, role: "app-network" });
+    }
     const volume = await this.inspectOwned("volume", names.volume, spec, "data", () =>
       this.docker.getVolume(names.volume).inspect(),
     );
-    const appNetwork = await this.ensureAppNetwork(spec, names);
-    if (!privateNetwork) await this.createPrivateNetwork(spec, names);
+
+    const appNetworkId = await this.ensureAppNetwork(spec, names);
+    // Internal: no route out of the host, and only the project's two containers on it.
+    const privateNetworkId = await this.networks.ensure({
+      name: names.privateNetwork,
+      internal: true,
+      labels: projectLabels(spec, "private-network", this.labels),
+      owner: privateOwner,
+    });
     if (!volume) await this.createVolume(spec, names);
 
-    const postgres = await this.ensurePostgresContainer(spec, names, survey.postgres);
+    const postgres = await this.ensurePostgresContainer(spec, names, survey.postgres, privateNetworkId);
     const deadline = Date.now() + this.readyTimeoutMs;
     await this.waitFor(deadline, signal, `PostgreSQL in ${names.postgres} to accept connections`, names.postgres, async () =>
       (await this.postgresAccepts(postgres)) ? true : undefined,
@@ -353,7 +361,8 @@ export class DockerRuntime implements Runtime {
     const verifier = await this.ensureAppRole(postgres, names, spec.password);
 
     const facts = await this.pgbouncerFacts(spec);
-    const pgbouncer = await this.ensurePgbouncerContainer(spec, names, survey.pgbouncer, appNetwork);
+    const pgbouncer = await this.ensurePgbouncerContainer(spec, names, survey.pgbouncer, appNetworkId, privateNetworkId);
+    signal?.throwIfAborted();
     await this.writePgbouncerFiles(pgbouncer, names, verifier, facts);
     await this.startOrReloadPgbouncer(pgbouncer, names);
 
@@ -367,6 +376,15 @@ export class DockerRuntime implements Runtime {
         const result = await this.queryThroughPooler(pgbouncer, names, spec.password);
         if (result.exitCode === 0) return result.stdout.trim();
         lastProblem = lastLine(result.stderr);
+        if (/authentication failed/i.test(result.stderr)) {
+          // Another service process ensuring the same project at the same
+          // time may have set another verifier of the same password, or
+          // written its files after PgBouncer read them: PgBouncer must hold
+          // exactly PostgreSQL's verifier.
+          const verifier = await this.ensureAppRole(postgres, names, spec.password);
+          await this.writePgbouncerFiles(pgbouncer, names, verifier, facts);
+          await this.startOrReloadPgbouncer(pgbouncer, names);
+        }
         return undefined;
       },
       () => lastProblem,
@@ -430,67 +448,23 @@ export class DockerRuntime implements Runtime {
     return found;
   }
 
-  /** The app-facing network's name, created when missing. */
+  /** The app-facing network's id, created when missing. */
   private async ensureAppNetwork(spec: DatabaseSpec, names: ProjectNames): Promise<string> {
     if (this.appNetwork === PER_PROJECT_NETWORK) {
-      const existing = await this.inspectOwned("network", names.projectAppNetwork, spec, "app-network", () =>
-        this.docker.getNetwork(names.projectAppNetwork).inspect(),
-      );
-      if (!existing) {
-        await this.createNetwork(names.projectAppNetwork, false, projectLabels(spec, "app-network", this.labels));
-      }
-      return names.projectAppNetwork;
-    }
-    const name = this.appNetwork;
-    // The shared network usually belongs to the platform (the seed's
-    // traefik-public): used as it is; created, unowned by any project, only
-    // when missing. Projects ensuring in parallel create it once.
-    await this.networkLocks.run(name, async () => {
-      const existing = await this.call(`inspecting network ${name}`, async () => {
-        try {
-          return await this.docker.getNetwork(name).inspect();
-        } catch (error) {
-          if (isNotFound(error)) return undefined;
-          throw error;
-        }
+      return this.networks.ensure({
+        name: names.projectAppNetwork,
+        internal: false,
+        labels: projectLabels(spec, "app-network", this.labels),
+        owner: { target: spec, role: "app-network" },
       });
-      if (!existing) await this.createNetwork(name, false, sharedLabels("app-network", this.labels));
-    });
-    return name;
-  }
-
-  private async createPrivateNetwork(spec: DatabaseSpec, names: ProjectNames): Promise<void> {
-    // Internal: no route out of the host, and only the project's two containers on it.
-    await this.createNetwork(names.privateNetwork, true, projectLabels(spec, "private-network", this.labels));
-  }
-
-  private async createNetwork(name: string, internal: boolean, labels: Record<string, string>): Promise<void> {
-    await this.call(`creating network ${name}`, async () => {
-      try {
-        await this.docker.createNetwork({ Name: name, Driver: "bridge", Internal: internal, CheckDuplicate: true, Labels: labels });
-        this.logger.info({ network: name, internal }, "network created");
-      } catch (error) {
-        // Created meanwhile by another service process: the next inspection judges it.
-        if (!isConflict(error)) throw error;
-      }
-    });
-  }
-
-  private async removeNetwork(name: string): Promise<void> {
-    await this.call(`removing network ${name}`, async () => {
-      try {
-        await this.docker.getNetwork(name).remove();
-      } catch (error) {
-        if (isNotFound(error)) return;
-        // Still joined by an app container: the deploy engine detaches it; the
-        // network stays until then rather than cutting the app off.
-        if (statusCodeOf(error) === 403 || isConflict(error)) {
-          this.logger.warn({ network: name, reason: engineMessage(error) }, "network still in use; left in place");
-          return;
-        }
-        throw error;
-      }
-    });
+    }
+    // The shared network usually belongs to the platform (the seed's
+    // traefik-public): used as it is; created, owned by no project, only when
+    // missing. Projects ensuring in parallel create it once.
+    const name = this.appNetwork;
+    return this.networkLocks.run(name, () =>
+      this.networks.ensure({ name, internal: false, labels: sharedLabels("app-network", this.labels) }),
+    );
   }
 
   private async createVolume(spec: DatabaseSpec, names: ProjectNames): Promise<void> {
@@ -507,6 +481,7 @@ export class DockerRuntime implements Runtime {
     spec: DatabaseSpec,
     names: ProjectNames,
     existing: Docker.ContainerInspectInfo | undefined,
+    privateNetworkId: string,
   ): Promise<Docker.Container> {
     if (existing && existing.Config.Image !== this.postgresImage) {
       // Data outlives images; switching PostgreSQL images is an operator's decision.
@@ -533,7 +508,7 @@ export class DockerRuntime implements Runtime {
           Runtime: "runc",
           RestartPolicy: { Name: "unless-stopped" },
           Mounts: [{ Type: "volume", Source: names.volume, Target: PGDATA }],
-          NetworkMode: names.privateNetwork,
+          NetworkMode: privateNetworkId,
         },
       }));
     const container = this.docker.getContainer(info.Id);
@@ -545,14 +520,21 @@ export class DockerRuntime implements Runtime {
     spec: DatabaseSpec,
     names: ProjectNames,
     existing: Docker.ContainerInspectInfo | undefined,
-    appNetwork: string,
+    appNetworkId: string,
+    privateNetworkId: string,
   ): Promise<Docker.Container> {
+    const appNetwork = this.appNetworkName(names);
+    // A container that never ran has its networks recorded by name, without ids yet.
+    const attachedTo = (info: Docker.ContainerInspectInfo, name: string, id: string): boolean =>
+      info.HostConfig.NetworkMode === id ||
+      Object.entries(info.NetworkSettings.Networks ?? {}).some(
+        ([key, network]) => network.NetworkID === id || (!network.NetworkID && key === name),
+      );
     const wantedBinding = this.publishHost;
     let info = existing;
     if (info) {
       const binding = info.HostConfig.PortBindings?.[PORT_KEY]?.[0]?.HostIp;
-      const onAppNetwork = Object.hasOwn(info.NetworkSettings.Networks ?? {}, appNetwork);
-      if (info.Config.Image !== this.pgbouncerImage || binding !== wantedBinding || !onAppNetwork) {
+      if (info.Config.Image !== this.pgbouncerImage || binding !== wantedBinding || !attachedTo(info, appNetwork, appNetworkId)) {
         // PgBouncer holds no state: a container made under other settings is replaced.
         this.logger.info({ container: names.pgbouncer }, "PgBouncer container differs from the configuration; re-creating it");
         await this.call(`removing container ${names.pgbouncer}`, () =>
@@ -569,14 +551,15 @@ export class DockerRuntime implements Runtime {
       HostConfig: {
         Runtime: "runc",
         RestartPolicy: { Name: "unless-stopped" },
-        NetworkMode: appNetwork,
+        NetworkMode: appNetworkId,
         ...(wantedBinding ? { PortBindings: { [PORT_KEY]: [{ HostIp: wantedBinding, HostPort: "" }] } } : {}),
       },
     });
-    if (!Object.hasOwn(info.NetworkSettings.Networks ?? {}, names.privateNetwork)) {
+    if (!attachedTo(info, names.privateNetwork, privateNetworkId)) {
+      const id = info.Id;
       await this.call(`connecting ${names.pgbouncer} to ${names.privateNetwork}`, async () => {
         try {
-          await this.docker.getNetwork(names.privateNetwork).connect({ Container: info.Id });
+          await this.docker.getNetwork(privateNetworkId).connect({ Container: id });
         } catch (error) {
           // Already connected by a run that stopped right after.
           if (statusCodeOf(error) !== 403 && !isConflict(error)) throw error;
@@ -600,21 +583,38 @@ export class DockerRuntime implements Runtime {
         if (!isConflict(error)) throw error;
       }
     });
-    // Whoever created it, it must be this project's now.
-    const info = await this.inspectContainer(name);
+    // Whoever created it, it must be this project's now. A creator racing us
+    // holds the name a moment before the container can be inspected.
+    let info = await this.inspectContainer(name);
+    for (let attempt = 0; !info && attempt < 20; attempt++) {
+      await sleep(250);
+      info = await this.inspectContainer(name);
+    }
     if (!info) throw new RuntimeError("failed", `container ${name} disappeared right after it was created`);
     const problem = ownershipProblem("container", name, info.Config.Labels, spec, role);
     if (problem) throw new RuntimeError("conflict", problem);
     return info;
   }
 
-  private async startContainer(container: Docker.Container, name: string): Promise<void> {
-    await this.call(`starting container ${name}`, async () => {
-      try {
-        await container.start();
-        this.logger.info({ container: name }, "container started");
-      } catch (error) {
-        if (statusCodeOf(error) !== 304) throw error;
+  /** Starts the container; false when it was already running (started meanwhile by another process). */
+  private async startContainer(container: Docker.Container, name: string): Promise<boolean> {
+    return this.call(`starting container ${name}`, async () => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await container.start();
+          this.logger.info({ container: name }, "container started");
+          return true;
+        } catch (error) {
+          if (statusCodeOf(error) === 304) return false;
+          // A twin network made by a racing service process, about to be
+          // removed by it (see docker-networks.ts): the engine resolves the
+          // container's networks by name at start.
+          if (attempt < 20 && /ambiguous/i.test(engineMessage(error))) {
+            await sleep(250);
+            continue;
+          }
+          throw error;
+        }
       }
     });
   }
@@ -632,7 +632,21 @@ export class DockerRuntime implements Runtime {
     return result?.exitCode === 0;
   }
 
+  /**
+   * Returns the verifier PostgreSQL holds for the role. A second try covers a
+   * database created meanwhile by another service process ensuring the same
+   * project: it then only has to be found.
+   */
   private async ensureAppRole(container: Docker.Container, names: ProjectNames, password: string): Promise<string> {
+    try {
+      return await this.ensureAppRoleOnce(container, names, password);
+    } catch (error) {
+      if (!(error instanceof RuntimeError) || error.reason !== "failed") throw error;
+      return this.ensureAppRoleOnce(container, names, password);
+    }
+  }
+
+  private async ensureAppRoleOnce(container: Docker.Container, names: ProjectNames, password: string): Promise<string> {
     const [state] = await this.superuserQuery(container, appStateQuery(names.role, names.database), "postgres");
     const plan = planAppRole(state, names.role, names.database, password);
     if (plan.statements.length > 0) {
@@ -739,17 +753,17 @@ export class DockerRuntime implements Runtime {
 
   private async startOrReloadPgbouncer(container: Docker.Container, names: ProjectNames): Promise<void> {
     const info = await this.inspectContainer(names.pgbouncer);
-    if (!isRunning(info)) {
-      await this.startContainer(container, names.pgbouncer);
-      return;
+    if (!isRunning(info) && (await this.startContainer(container, names.pgbouncer))) return;
+    // A PgBouncer started a moment ago (by a racing process) may not answer
+    // its console yet; one that never does cannot be trusted to have read the
+    // files, and is started afresh.
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const reload = await this.tryExec(container, this.consoleExec("RELOAD"));
+      if (reload?.exitCode === 0) return;
+      await sleep(300);
     }
-    const reload = await this.tryExec(container, this.consoleExec("RELOAD"));
-    if (reload?.exitCode !== 0) {
-      // A console that does not answer is a PgBouncer that cannot be trusted
-      // to have read the files: start it afresh.
-      this.logger.warn({ container: names.pgbouncer }, "PgBouncer did not reload; restarting it");
-      await this.call(`restarting container ${names.pgbouncer}`, () => container.restart());
-    }
+    this.logger.warn({ container: names.pgbouncer }, "PgBouncer did not reload; restarting it");
+    await this.call(`restarting container ${names.pgbouncer}`, () => container.restart());
   }
 
   /** A real query as the app role through PgBouncer, from inside its container. */
@@ -798,9 +812,13 @@ export class DockerRuntime implements Runtime {
     };
   }
 
+  private appNetworkName(names: ProjectNames): string {
+    return this.appNetwork === PER_PROJECT_NETWORK ? names.projectAppNetwork : this.appNetwork;
+  }
+
   private endpointOf(target: RuntimeTarget, pgbouncer: Docker.ContainerInspectInfo): Endpoint {
     const names = projectNames(target);
-    const network = this.appNetwork === PER_PROJECT_NETWORK ? names.projectAppNetwork : this.appNetwork;
+    const network = this.appNetworkName(names);
     const published = pgbouncer.NetworkSettings.Ports?.[PORT_KEY]?.find((binding) => binding.HostPort);
     const host = this.publishHost === "0.0.0.0" ? "127.0.0.1" : this.publishHost;
     const loopback =
