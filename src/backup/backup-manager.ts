@@ -14,6 +14,7 @@ import type { Store } from "../store/store.js";
 import { failureReason, loggableError } from "./backup-errors.js";
 import { writeBackupFile, type OpenOutput } from "./backup-file.js";
 import { backupFilePath, partialFilePath } from "./backup-paths.js";
+import { resumeInterruptedRestores } from "./pause-marker.js";
 import { BackupScheduler, type ScheduledDatabase } from "./backup-scheduler.js";
 import type { BackupDownload, Backups } from "./backups.js";
 import { restoreFromBackup, assertChecksum } from "./restore.js";
@@ -101,8 +102,12 @@ export class BackupManager implements Backups {
       : undefined;
   }
 
-  /** Starts the schedule and its start-up catch-up; call once the runtime has brought databases back. */
+  /**
+   * Resumes databases a killed restore left paused, then starts the schedule
+   * and its catch-up. Call once the runtime has brought the databases back.
+   */
   start(): void {
+    this.track(resumeInterruptedRestores(this.options.dir, this.options.runtime, this.logger));
     this.scheduler?.start();
   }
 
@@ -128,6 +133,7 @@ export class BackupManager implements Backups {
     const record = this.succeededBackup(target.projectId, backupId, "restored");
     const context = {
       runtime: this.options.runtime,
+      backupDir: this.options.dir,
       logger: this.logger,
       scratchInUse: this.scratchInUse,
       pauseGraceMs: this.options.pauseGraceMs ?? 5_000,

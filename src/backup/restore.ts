@@ -16,12 +16,15 @@ import type { BackupRecord } from "../store/records.js";
 import { failureReason, loggableError } from "./backup-errors.js";
 import { fileChecksum } from "./backup-file.js";
 import { ChecksumMismatchError, loadBackupFile } from "./backup-loader.js";
+import { clearPaused, notePaused } from "./pause-marker.js";
 import { withPausedDatabase, terminateSessions } from "./pooler-pause.js";
 import { createScratchLike, dropDatabase, dropLeftoverScratch, scratchName } from "./scratch-database.js";
 import { quoteIdent } from "./sql-text.js";
 
 export interface RestoreContext {
   readonly runtime: Runtime;
+  /** Where the pause is noted while it lasts (see pause-marker.ts). */
+  readonly backupDir: string;
   readonly logger: Logger;
   /** Scratch databases in use by this process; leftovers of a crash are the others. */
   readonly scratchInUse: Set<string>;
@@ -60,12 +63,15 @@ export async function restoreFromBackup(
       logger.warn({ ...log, err: loggableError(error) }, "could not drop leftover scratch databases"),
     );
     await loadIntoNewDatabase(context, target, record, path, incoming);
+    const marker = await notePaused(context.backupDir, target);
     await withPausedDatabase(runtime, target, { graceMs: context.pauseGraceMs, timeoutMs: context.pauseTimeoutMs, logger }, () =>
       swap(runtime, target, incoming, outgoing),
-    ).catch((error: unknown) => {
-      logger.error({ ...log, err: loggableError(error) }, "restore: swapping in the restored database failed");
-      throw new ConnectError(`restore failed while swapping databases (${failureReason(error)}); the database was not changed`, codeFor(error));
-    });
+    )
+      .catch((error: unknown) => {
+        logger.error({ ...log, err: loggableError(error) }, "restore: swapping in the restored database failed");
+        throw new ConnectError(`restore failed while swapping databases (${failureReason(error)}); the database was not changed`, codeFor(error));
+      })
+      .finally(() => clearPaused(marker));
     logger.info({ ...log, safetyBackupId: safety.id }, "database restored from backup");
     // The replaced database is not needed: the safety backup holds its content.
     await dropDatabase(runtime, target, outgoing).catch((error: unknown) =>

@@ -1,6 +1,11 @@
 // PAUSE/RESUME around a swap: RESUME runs whatever happens, and an open
 // transaction cannot hold the restore forever.
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { notePaused, resumeInterruptedRestores } from "../../src/backup/pause-marker.js";
 import { withPausedDatabase } from "../../src/backup/pooler-pause.js";
 import { createLogger } from "../../src/log.js";
 import type { RuntimeTarget } from "../../src/runtime/runtime.js";
@@ -64,5 +69,22 @@ describe("withPausedDatabase", () => {
     ).rejects.toThrow(/did not pause "my-app" within 200 ms/);
     expect(ran).toBe(false);
     expect(runtime.calls.at(-1)).toBe('RESUME "my-app"');
+  });
+});
+
+describe("a restore killed while the database is paused", () => {
+  it("is resumed on the next start from the note it left", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "sota-pause-"));
+    try {
+      const marker = await notePaused(dir, target);
+      const runtime = new PoolerFake("at-once");
+      await resumeInterruptedRestores(dir, runtime, logger);
+      expect(runtime.calls).toEqual(['RESUME "my-app"']);
+      expect(existsSync(marker)).toBe(false);
+      await resumeInterruptedRestores(dir, runtime, logger);
+      expect(runtime.calls).toHaveLength(1);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
