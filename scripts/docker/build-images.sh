@@ -146,6 +146,9 @@ common=(
   --change "EXPOSE 5432"
 )
 
+# Images these tags named before, removed once replaced (unless still in use).
+old_images="$(docker image inspect --format '{{.Id}}' "$postgres_tag" "$pgbouncer_tag" 2>/dev/null || true)"
+
 log "importing $postgres_tag"
 tar --numeric-owner --xattrs -C "$rootfs" -c . | docker import "${common[@]}" \
   --change "ENV PGDATA=/var/lib/postgresql/data" \
@@ -161,5 +164,10 @@ tar --numeric-owner --xattrs -C "$rootfs" -c . | docker import "${common[@]}" \
   --change 'ENTRYPOINT ["pgbouncer-entrypoint.sh"]' \
   --change 'CMD ["pgbouncer", "/etc/pgbouncer/pgbouncer.ini"]' \
   - "$pgbouncer_tag" >/dev/null
+
+current_images="$(docker image inspect --format '{{.Id}}' "$postgres_tag" "$pgbouncer_tag")"
+for image in $old_images; do
+  if ! grep -qx "$image" <<<"$current_images"; then docker rmi "$image" >/dev/null 2>&1 || true; fi
+done
 
 log "built $postgres_tag and $pgbouncer_tag in $((SECONDS - started))s"
