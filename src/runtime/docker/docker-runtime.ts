@@ -89,6 +89,8 @@ export interface DockerRuntimeOptions {
 }
 
 const PING_TIMEOUT_MS = 5_000;
+/** PostgreSQL's fast shutdown (SIGINT) normally takes a second; SIGKILL after this. */
+const STOP_TIMEOUT_SECONDS = 30;
 const CONNECT_TIMEOUT_ENV = "PGCONNECT_TIMEOUT=10";
 const PG_OS_USER = "postgres";
 
@@ -232,27 +234,22 @@ export class DockerRuntime implements Runtime {
     sql.on("error", (error) => {
       inputError = error;
       sql.unpipe(input);
-      void this.terminateSession(container, session).finally(() => input.destroy(error instanceof Error ? error : new Error(String(error))));
+      void this.terminateSession(container, session).finally(() => input.destroy(error));
     });
     sql.pipe(input);
-    const outcome = await this.exec(container, `restoring into ${dbName}`, {
-      cmd: [
-        "psql",
-        "-X",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "--single-transaction",
-        "--no-password",
-        "-f",
-        "-",
-        "--dbname",
-        superuserConninfo(dbName),
-      ],
-      user: PG_OS_USER,
-      env: [CONNECT_TIMEOUT_ENV, `PGAPPNAME=${session}`],
-      stdin: input,
-    }, { discardStdout: true });
+    // `-f -` reads stdin as a script, so --single-transaction wraps all of it.
+    const psql = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password", "-f", "-"];
+    const outcome = await this.exec(
+      container,
+      `restoring into ${dbName}`,
+      {
+        cmd: [...psql, "--dbname", superuserConninfo(dbName)],
+        user: PG_OS_USER,
+        env: [CONNECT_TIMEOUT_ENV, `PGAPPNAME=${session}`],
+        stdin: input,
+      },
+      { discardStdout: true },
+    );
     if (inputError !== undefined) {
       throw new RuntimeError("failed", `restore into ${dbName} failed: the SQL stream broke off; nothing was applied`, {
         cause: inputError,
@@ -293,11 +290,14 @@ export class DockerRuntime implements Runtime {
         ? undefined
         : await this.inspectOwned("volume", names.volume, target, "data", () => this.docker.getVolume(names.volume).inspect());
 
+      // The pooler first, then PostgreSQL with a clean shutdown (the data may be kept).
       for (const container of [survey.pgbouncer, survey.postgres]) {
         if (!container) continue;
+        const handle = this.docker.getContainer(container.Id);
         await this.call(`removing container ${container.Name.replace(/^\//, "")}`, async () => {
           try {
-            await this.docker.getContainer(container.Id).remove({ force: true, v: true });
+            if (isRunning(container)) await handle.stop({ t: STOP_TIMEOUT_SECONDS }).catch(() => undefined);
+            await handle.remove({ force: true, v: true });
           } catch (error) {
             if (!isNotFound(error)) throw error;
           }
@@ -831,7 +831,10 @@ export class DockerRuntime implements Runtime {
   private async superuserQuery(container: Docker.Container, sql: string, database: string): Promise<Rows> {
     const marker = nullMarker();
     const outcome = await this.exec(container, `running an admin query in ${database}`, {
-      cmd: ["psql", "-X", "-q", "--csv", "-v", "ON_ERROR_STOP=1", "-P", `null=${marker}`, "--no-password", "--dbname", superuserConninfo(database)],
+      cmd: [
+        ...["psql", "-X", "-q", "--csv", "-v", "ON_ERROR_STOP=1", "-P", `null=${marker}`, "--no-password"],
+        ...["--dbname", superuserConninfo(database)],
+      ],
       user: PG_OS_USER,
       env: [CONNECT_TIMEOUT_ENV],
       stdin: `${sql}\n`,
