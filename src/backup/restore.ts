@@ -8,6 +8,10 @@
 // one transaction, so there is no moment with no database under the name.
 // Role, password and pooler entry stay as they are: the same DATABASE_URL
 // works before and after.
+//
+// Order: checksum (refuse a changed file before doing anything), load into
+// the new database, safety backup of the live one, pause, swap, resume, drop
+// the replaced database (its content is in the safety backup).
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "../log.js";
@@ -47,14 +51,6 @@ export async function restoreFromBackup(
   const log = { projectId: target.projectId, slug: target.slug, backupId: record.id };
   await assertChecksum(path, record);
 
-  const safety = await context.takeSafetyBackup();
-  if (safety.state !== "succeeded") {
-    throw new ConnectError(
-      `restore refused: the safety backup of the current state failed (${safety.error ?? "unknown reason"}); the database was not changed`,
-      Code.FailedPrecondition,
-    );
-  }
-
   const incoming = scratchName("restore");
   const outgoing = scratchName("old");
   context.scratchInUse.add(incoming).add(outgoing);
@@ -63,6 +59,17 @@ export async function restoreFromBackup(
       logger.warn({ ...log, err: loggableError(error) }, "could not drop leftover scratch databases"),
     );
     await loadIntoNewDatabase(context, target, record, path, incoming);
+
+    // Taken after the (long) load and right before the pause: writes the app
+    // makes in between are in neither database, so that window is kept short.
+    const safety = await context.takeSafetyBackup();
+    if (safety.state !== "succeeded") {
+      throw new ConnectError(
+        `restore refused: the safety backup of the current state failed (${safety.error ?? "unknown reason"}); the database was not changed`,
+        Code.FailedPrecondition,
+      );
+    }
+
     const marker = await notePaused(context.backupDir, target);
     await withPausedDatabase(runtime, target, { graceMs: context.pauseGraceMs, timeoutMs: context.pauseTimeoutMs, logger }, () =>
       swap(runtime, target, incoming, outgoing),

@@ -12,10 +12,10 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { backupFilePath, partialFilePath } from "../../src/backup/backup-paths.js";
 import { INTERRUPTED } from "../../src/backup/startup-recovery.js";
-import { RuntimeError } from "../../src/runtime/runtime.js";
+import { RuntimeError, type RuntimeTarget } from "../../src/runtime/runtime.js";
 import { newBackupId } from "../../src/service/names.js";
 import type { BackupRecord } from "../../src/store/records.js";
-import { controlledDump, managerBed, metricValue, sqlText, type ManagerBed } from "../support/backup-fakes.js";
+import { controlledDump, FakeDumpRuntime, managerBed, metricValue, sqlText, type ManagerBed } from "../support/backup-fakes.js";
 
 let bed: ManagerBed;
 beforeEach(async () => {
@@ -178,16 +178,16 @@ describe("failed backups", () => {
 });
 
 describe("restore preconditions", () => {
-  it("refuses to restore when the safety backup fails, before touching the database", async () => {
-    const manager = await bed.open();
+  it("refuses to swap when the safety backup fails, and leaves the live database alone", async () => {
+    const runtime = new ScratchServerFake();
+    const manager = await bed.open({ runtime });
     const target = shop();
     const backup = await manager.create(target, "manual", { wait: true });
-    bed.runtime.dumpWith = () => {
+    runtime.dumpWith = () => {
       const dump = new PassThrough();
       setImmediate(() => dump.destroy(new RuntimeError("failed", "pg_dump of shop failed (exit code 1)")));
       return dump;
     };
-    // The fake runtime fails every other call: reaching one would fail differently.
     const error = await manager.restore(target, backup.id).catch((reason: unknown) => reason);
     expect(error).toMatchObject({ code: Code.FailedPrecondition });
     expect((error as ConnectError).rawMessage).toMatch(/safety backup of the current state failed \(pg_dump of shop failed.*database was not changed/);
@@ -196,6 +196,10 @@ describe("restore preconditions", () => {
       ["manual", "succeeded"],
     ]);
     expect(await metricValue(bed.metrics, "sota_backup_failures_total", { kind: "safety" })).toBe(1);
+    // Loaded into a scratch database, then dropped it; never paused the pooler, never renamed the live database.
+    expect(runtime.calls.some((call) => call.startsWith("restore into sota_restore_"))).toBe(true);
+    expect(runtime.calls.at(-1)).toMatch(/^DROP DATABASE IF EXISTS "sota_restore_[0-9a-f]{12}" WITH \(FORCE\)$/);
+    expect(runtime.calls.filter((call) => /PAUSE|RENAME/.test(call))).toEqual([]);
   });
 
   it("refuses to restore a failed or running backup", async () => {
@@ -282,6 +286,27 @@ describe("streaming", () => {
     expect(peak - before).toBeLessThan(64 * 1024 * 1024);
   });
 });
+
+/** A server that answers the scratch database queries and accepts any load, recording every call. */
+class ScratchServerFake extends FakeDumpRuntime {
+  readonly calls: string[] = [];
+  override async adminQuery(_target: RuntimeTarget, sql: string): Promise<Record<string, string | null>[]> {
+    this.calls.push(sql);
+    if (sql.includes("to_jsonb(d)")) {
+      return [{ owner: "app_shop", props: JSON.stringify({ encoding_name: "UTF8", datcollate: "C", datctype: "C", datconnlimit: -1 }) }];
+    }
+    if (sql.includes("datacl IS NULL")) return [{ is_default: "true" }];
+    return [];
+  }
+  override async restore(_target: RuntimeTarget, sql: Readable, database?: string): Promise<void> {
+    this.calls.push(`restore into ${database}`);
+    for await (const chunk of sql) void chunk;
+  }
+  override async poolerCommand(_target: RuntimeTarget, command: string): Promise<Record<string, string | null>[]> {
+    this.calls.push(command);
+    return [];
+  }
+}
 
 /** Mounts a 1 MiB tmpfs on dir when this process may (root with mount rights); false otherwise. */
 async function mountSmallTmpfs(dir: string): Promise<boolean> {

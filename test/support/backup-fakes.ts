@@ -28,7 +28,7 @@ export class FakeDumpRuntime implements Runtime {
   status(): Promise<RuntimeStatus> {
     return unsupported();
   }
-  restore(): Promise<void> {
+  restore(_target: RuntimeTarget, _sql: Readable, _database?: string): Promise<void> {
     return unsupported();
   }
   adminQuery(_target: RuntimeTarget, _sql: string, _database?: string): Promise<Record<string, string | null>[]> {
