@@ -2,7 +2,7 @@
 // state step by step so that a run cut short anywhere is finished by the next.
 import pg from "pg";
 import { queryRows } from "./pg-clients.js";
-import { createScramVerifier, scramVerifierMatches } from "./scram-secret.js";
+import { scramVerifierMatches } from "./scram-secret.js";
 
 /** Role and database in the template, renamed per project. Slugs cannot contain '_', so it never collides. */
 export const PLACEHOLDER_NAME = "sota_template_app";
@@ -18,10 +18,34 @@ export function quoteIdent(name: string): string {
 /**
  * Makes `app_{slug}` a plain LOGIN role owning database `{slug}` whose password
  * is `password`, and returns the role's SCRAM verifier. A verifier that already
- * matches the password is kept, so repeating this changes nothing.
- * `client` is a superuser session on another database than `{slug}`.
+ * matches the password is kept, so repeating this changes nothing; otherwise
+ * `verifier` (made for `password`) is set, so the caller may hand the same one
+ * to PgBouncer before this has finished. `client` is a superuser session on
+ * another database than `{slug}`.
  */
-export async function ensureAppDatabase(client: pg.Client, slug: string, password: string): Promise<string> {
+export async function ensureAppDatabase(client: pg.Client, slug: string, password: string, verifier: string): Promise<string> {
+  // One transaction, committed without waiting for its own WAL flush: every
+  // ensure checks and redoes all of this, and the app's first commit flushes
+  // the WAL these changes are in. A fresh copy thus costs one commit, not five fsyncs.
+  await queryRows(client, "SET synchronous_commit TO off");
+  await queryRows(client, "BEGIN");
+  let createDatabase: boolean;
+  let current: string;
+  try {
+    current = await ensureRole(client, slug, password, verifier);
+    createDatabase = await ensureOwnedDatabase(client, slug);
+    await queryRows(client, "COMMIT");
+  } catch (error) {
+    await queryRows(client, "ROLLBACK").catch(() => undefined);
+    throw error;
+  }
+  // CREATE DATABASE cannot run inside a transaction block; copies of the
+  // template only get here when its placeholder database has gone missing.
+  if (createDatabase) await queryRows(client, `CREATE DATABASE ${quoteIdent(slug)} OWNER ${quoteIdent(appRoleName(slug))}`);
+  return current;
+}
+
+async function ensureRole(client: pg.Client, slug: string, password: string, verifier: string): Promise<string> {
   const role = appRoleName(slug);
   const roles = await queryRows(
     client,
@@ -45,28 +69,27 @@ export async function ensureAppDatabase(client: pg.Client, slug: string, passwor
   if (privileged || current["rolcanlogin"] !== "true") {
     await queryRows(client, `ALTER ROLE ${quoteIdent(role)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS`);
   }
+  const recorded = current["rolpassword"];
+  if (recorded && scramVerifierMatches(password, recorded)) return recorded;
+  await queryRows(client, `ALTER ROLE ${quoteIdent(role)} PASSWORD ${pg.escapeLiteral(verifier)}`);
+  return verifier;
+}
 
-  let verifier = current["rolpassword"];
-  if (!verifier || !scramVerifierMatches(password, verifier)) {
-    verifier = createScramVerifier(password);
-    await queryRows(client, `ALTER ROLE ${quoteIdent(role)} PASSWORD ${pg.escapeLiteral(verifier)}`);
-  }
-
+/** Renames the placeholder database or fixes the owner; returns whether the database must still be created. */
+async function ensureOwnedDatabase(client: pg.Client, slug: string): Promise<boolean> {
+  const role = appRoleName(slug);
   const databases = await queryRows(
     client,
     "SELECT datname, pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = ANY($1)",
     [[slug, PLACEHOLDER_NAME]],
   );
   const database = databases.find((row) => row["datname"] === slug);
-  if (!database) {
-    if (databases.some((row) => row["datname"] === PLACEHOLDER_NAME)) {
-      await queryRows(client, `ALTER DATABASE ${quoteIdent(PLACEHOLDER_NAME)} RENAME TO ${quoteIdent(slug)}`);
-      await queryRows(client, `ALTER DATABASE ${quoteIdent(slug)} OWNER TO ${quoteIdent(role)}`);
-    } else {
-      await queryRows(client, `CREATE DATABASE ${quoteIdent(slug)} OWNER ${quoteIdent(role)}`);
-    }
-  } else if (database["owner"] !== role) {
-    await queryRows(client, `ALTER DATABASE ${quoteIdent(slug)} OWNER TO ${quoteIdent(role)}`);
+  if (database) {
+    if (database["owner"] !== role) await queryRows(client, `ALTER DATABASE ${quoteIdent(slug)} OWNER TO ${quoteIdent(role)}`);
+    return false;
   }
-  return verifier;
+  if (!databases.some((row) => row["datname"] === PLACEHOLDER_NAME)) return true;
+  await queryRows(client, `ALTER DATABASE ${quoteIdent(PLACEHOLDER_NAME)} RENAME TO ${quoteIdent(slug)}`);
+  await queryRows(client, `ALTER DATABASE ${quoteIdent(slug)} OWNER TO ${quoteIdent(role)}`);
+  return false;
 }

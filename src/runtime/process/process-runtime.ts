@@ -286,20 +286,17 @@ export class ProcessRuntime implements Runtime {
       instance.pgbouncer.port = port;
     }
 
-    if (!instance.postgres.running && !instance.postgres.process.supervising) await instance.postgres.start();
-    const admin = await instance.postgres.connect("postgres", deadline, signal);
-    let verifier: string;
-    try {
-      verifier = await ensureAppDatabase(admin, spec.slug, spec.password);
-    } finally {
-      await admin.end().catch(() => undefined);
-    }
-    instance.postgres.process.supervise();
-
     const adminPassword = await this.poolerAdminPassword(instance);
-    const changed = await this.writePoolerFiles(instance, verifier, adminPassword);
-    if (!instance.pgbouncer.running && !instance.pgbouncer.process.supervising) await instance.pgbouncer.start();
-    else if (changed && instance.pgbouncer.running) await instance.pgbouncer.reload(adminPassword);
+    const wanted = await this.appVerifier(instance, spec.password);
+    // PostgreSQL and PgBouncer come up side by side: PgBouncer only connects
+    // to the server once a client arrives, and the role gets the very verifier
+    // PgBouncer is given (SCRAM pass-through needs the same salt on both).
+    const [verifier] = await settleBoth(
+      this.startDatabase(instance, spec, wanted, deadline, signal),
+      this.startPooler(instance, wanted, adminPassword),
+    );
+    // The role kept an older verifier of the same password: PgBouncer must have that one.
+    if (verifier !== wanted) await this.startPooler(instance, verifier, adminPassword);
     const postgresVersion = await instance.pgbouncer.waitForAppQuery(appRoleName(spec.slug), spec.password, spec.slug, deadline, signal);
     instance.pgbouncer.process.supervise();
     const pooler = await instance.pgbouncer.poolerInfo(adminPassword);
@@ -310,6 +307,32 @@ export class ProcessRuntime implements Runtime {
     instance.healthy = true;
     instance.logger.info({ projectId: spec.projectId, port, created, warm: warm !== undefined, ms: Date.now() - started }, "database ready");
     return result;
+  }
+
+  /** PostgreSQL running, and the app role and database as `spec` wants them; returns the role's verifier. */
+  private async startDatabase(instance: Instance, spec: DatabaseSpec, verifier: string, deadline: number, signal: AbortSignal): Promise<string> {
+    if (!instance.postgres.running && !instance.postgres.process.supervising) await instance.postgres.start();
+    const admin = await instance.postgres.connect("postgres", deadline, signal);
+    try {
+      const current = await ensureAppDatabase(admin, spec.slug, spec.password, verifier);
+      instance.postgres.process.supervise();
+      return current;
+    } finally {
+      await admin.end().catch(() => undefined);
+    }
+  }
+
+  /** PgBouncer running with a config and userlist that give the app role `verifier`. */
+  private async startPooler(instance: Instance, verifier: string, adminPassword: string): Promise<void> {
+    const changed = await this.writePoolerFiles(instance, verifier, adminPassword);
+    if (!instance.pgbouncer.running && !instance.pgbouncer.process.supervising) await instance.pgbouncer.start();
+    else if (changed && instance.pgbouncer.running) await instance.pgbouncer.reload(adminPassword);
+  }
+
+  /** The app role's verifier in the userlist when it still matches the password, else a new one. */
+  private async appVerifier(instance: Instance, password: string): Promise<string> {
+    const recorded = userlistSecret(await readIfExists(instance.paths.pgbouncerUserlist), appRoleName(instance.slug));
+    return recorded && scramVerifierMatches(password, recorded) ? recorded : createScramVerifier(password);
   }
 
   /**
@@ -378,7 +401,7 @@ export class ProcessRuntime implements Runtime {
     }
     const copy = join(paths.dir, `pgdata.tmp-${randomBytes(6).toString("hex")}`);
     try {
-      await copyTemplate(template, copy, this.binaries.postgres, this.runAs);
+      await copyTemplate(template, copy, this.runAs);
     } catch (error) {
       throw new RuntimeError("failed", `copying the template cluster for ${spec.slug} failed: ${errorMessage(error)}`, { cause: error });
     }
@@ -523,6 +546,14 @@ export class ProcessRuntime implements Runtime {
   private assertOpen(): void {
     if (this.closing.signal.aborted) throw new RuntimeError("unavailable", "the process runtime has been closed");
   }
+}
+
+/** Waits for both, then fails with the first failure: neither is left running unawaited. */
+async function settleBoth<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
+  const [first, second] = await Promise.allSettled([a, b]);
+  if (first.status === "rejected") throw first.reason;
+  if (second.status === "rejected") throw second.reason;
+  return [first.value, second.value];
 }
 
 function errorMessage(error: unknown): string {

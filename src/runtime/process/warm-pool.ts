@@ -174,14 +174,14 @@ export class WarmPool implements WarmPoolState {
   }
 
   private async create(): Promise<void> {
-    const { root, binaries, runAs } = this.options;
+    const { root, runAs } = this.options;
     const template = await this.options.template();
     const id = `w-${randomBytes(6).toString("hex")}`;
     // Built under another name: recover() only reuses complete copies.
     const building = join(root, `${BUILDING_PREFIX}${id}`);
     await ensureOwnedDir(building, runAs, 0o700);
     try {
-      await copyTemplate(template, instanceLayout(building).pgdata, binaries, runAs);
+      await copyTemplate(template, instanceLayout(building).pgdata, runAs);
       await rename(building, join(root, id));
       await syncDir(root);
     } catch (error) {
