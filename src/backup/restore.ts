@@ -122,13 +122,21 @@ async function loadIntoNewDatabase(context: RestoreContext, target: RuntimeTarge
 }
 
 /**
- * Both renames in one statement string, which PostgreSQL runs as one
- * transaction. Renaming needs the databases free of sessions; PgBouncer's are
- * gone after PAUSE, others (a monitoring session, a straggler) are ended, and
- * the rename is retried briefly for any that connect in between.
+ * Both renames in one explicit transaction: a driver may run the string as
+ * one query (node-postgres) or statement by statement (psql), and either way
+ * a failure of the second rename must undo the first, never leave the name
+ * without a database. Renaming needs the databases free of sessions;
+ * PgBouncer's are gone after PAUSE, others (a monitoring session, a
+ * straggler) are ended, and the rename is retried briefly for any that
+ * connect in between.
  */
 async function swap(runtime: Runtime, target: RuntimeTarget, incoming: string, outgoing: string): Promise<void> {
-  const statement = `ALTER DATABASE ${quoteIdent(target.slug)} RENAME TO ${quoteIdent(outgoing)}; ALTER DATABASE ${quoteIdent(incoming)} RENAME TO ${quoteIdent(target.slug)}`;
+  const statement = [
+    "BEGIN",
+    `ALTER DATABASE ${quoteIdent(target.slug)} RENAME TO ${quoteIdent(outgoing)}`,
+    `ALTER DATABASE ${quoteIdent(incoming)} RENAME TO ${quoteIdent(target.slug)}`,
+    "COMMIT",
+  ].join(";\n");
   for (let attempt = 1; ; attempt++) {
     await terminateSessions(runtime, target, [target.slug, incoming]);
     try {

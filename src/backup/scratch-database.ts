@@ -105,8 +105,8 @@ async function copyPrivilegesAndSettings(runtime: Runtime, target: RuntimeTarget
          JOIN pg_database o ON o.oid = s.setdatabase AND o.datname = ${live}
          JOIN pg_database n ON n.datname = ${quoteLiteral(name)}`,
   );
-  // One string: the statements run as one implicit transaction.
-  await runtime.adminQuery(target, statements.join(";\n"));
+  // Explicitly one transaction, however the driver sends the string.
+  await runtime.adminQuery(target, ["BEGIN", ...statements, "COMMIT"].join(";\n"));
 }
 
 export async function dropDatabase(runtime: Runtime, target: RuntimeTarget, name: string): Promise<void> {
