@@ -5,6 +5,8 @@ import { join } from "node:path";
 import { loadKeyring } from "./secrets/key-file.js";
 import { Sealer } from "./secrets/sealer.js";
 import { SqliteStore } from "./store/sqlite-store.js";
+import { createBackupManager, type BackupManager } from "./backup/index.js";
+import { backupDownloadRoute } from "./server/backup-download-route.js";
 import type { Config } from "./config.js";
 import { createLogger, type Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
@@ -57,22 +59,36 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const store = new SqliteStore(join(config.dataDir, "state.db"));
   metrics.countDatabasesWith(() => store.countDatabasesByState());
   let runtime: Runtime | undefined;
+  let backups: BackupManager | undefined;
   try {
     runtime = await createRuntime(config, store, logger);
-    const service = new DatabaseService({ runtime, store, sealer: new Sealer(keyring), logger, metrics });
+    backups = await createBackupManager({
+      store,
+      runtime,
+      metrics,
+      logger: logger.child({ component: "backup" }),
+      dir: config.backup.dir,
+      retentionDays: config.backup.retentionDays,
+      schedule: { cron: config.backup.schedule, concurrency: config.backup.concurrency, verify: config.backup.verify },
+    });
+    const service = new DatabaseService({ runtime, store, sealer: new Sealer(keyring), logger, metrics, backups });
     const server = new ApiServer({
       routes: [databaseRoutes(service), healthRoutes(readiness(store, runtime))],
       interceptors: [metricsInterceptor(metrics), errorInterceptor(logger), authInterceptor(registry)],
       readiness: readiness(store, runtime),
       metrics,
       logger,
+      extraRoutes: backupDownloadRoute({ tokens: registry, service, logger, metrics }),
       ...(config.tls ? { tls: { cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) } } : {}),
     });
     if (options.resume ?? true) await service.resume();
+    // After resume: un-pauses what a killed restore left paused, starts the schedule and catch-up.
+    backups.start();
     const address = await server.listen(config.listen.host, config.listen.port);
     const host = address.host.includes(":") ? `[${address.host}]` : address.host;
     logger.info({ address: `${host}:${address.port}`, runtime: runtime.kind, ...(adminTokenFile ? { adminTokenFile } : {}) }, "sota-db listening");
     const started = runtime;
+    const startedBackups = backups;
     return {
       address,
       url: `${config.tls ? "https" : "http"}://${host}:${address.port}`,
@@ -84,12 +100,14 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       ...(adminTokenFile ? { adminTokenFile } : {}),
       async close() {
         await server.close();
+        await startedBackups.close();
         await started.close();
         store.close();
         logger.info("sota-db stopped");
       },
     };
   } catch (error) {
+    await backups?.close().catch(() => undefined);
     await runtime?.close().catch(() => undefined);
     store.close();
     throw error;

@@ -88,7 +88,7 @@ export interface Runtime {
    * Runs plain SQL (as produced by `dump`) against a database of the project's
    * server, streamed, stopping at the first error (ON_ERROR_STOP). `database`
    * defaults to the project's own database; other names are scratch databases
-   * created with `createScratchDatabase`.
+   * the caller created with `adminQuery` (restore-by-swap, verification).
    */
   restore(target: RuntimeTarget, sql: Readable, database?: string): Promise<void>;
 

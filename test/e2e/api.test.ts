@@ -89,16 +89,6 @@ describe("the seed's curl calls (REST)", () => {
     expect(got.status).toBe(200);
     expect(((await got.json()) as any).database.slug).toBe(body.database.slug);
   });
-
-  it("serves backups paths, answering Unimplemented until backups are enabled", async () => {
-    const list = await rest(`/v1/projects/${h.projectId}/database/backups`, { token: h.tokens.project });
-    const create = await rest(`/v1/projects/${h.projectId}/database/backups`, { method: "POST", token: h.tokens.project });
-    for (const response of [list, create]) {
-      if (response.status === 200) continue; // backups have landed: covered by the backup tests
-      expect(response.status).toBe(501);
-      expect(await response.json()).toMatchObject({ code: "unimplemented" });
-    }
-  });
 });
 
 describe("the deploy engine's calls (gRPC)", () => {

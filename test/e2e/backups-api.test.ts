@@ -1,82 +1,28 @@
-// Backups through the service's real front door: DatabaseService, the REST
-// paths and the download route on the one-port ApiServer, composed the way
-// app.ts composes them, over a real PostgreSQL + PgBouncer.
-import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+// Backups through the service's real front door, composed by app.ts exactly
+// as `npm start` runs it: the REST paths, gRPC and the download route, over a
+// real PostgreSQL + PgBouncer.
+import { createHash, randomUUID } from "node:crypto";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createBackupManager, type BackupManager } from "../../src/backup/index.js";
-import { Metrics } from "../../src/metrics.js";
-import { Keyring, masterKey } from "../../src/secrets/keyring.js";
-import { Sealer } from "../../src/secrets/sealer.js";
-import { backupDownloadRoute } from "../../src/server/backup-download-route.js";
-import { databaseRoutes } from "../../src/server/database-routes.js";
-import { ApiServer } from "../../src/server/http-server.js";
-import { authInterceptor, errorInterceptor, metricsInterceptor } from "../../src/server/interceptors.js";
-import { readiness } from "../../src/server/readiness.js";
-import { hashToken, TokenRegistry } from "../../src/server/tokens.js";
-import { DatabaseService } from "../../src/service/database-service.js";
-import type { ProcessRuntime } from "../../src/runtime/process/index.js";
-import { SqliteStore } from "../../src/store/sqlite-store.js";
-import { processTestBed, removeDataDir, type ProcessTestBed } from "../support/process-runtime-harness.js";
+import { startHarness, type Harness } from "../support/app-harness.js";
+import { grpcClients, type GrpcClients } from "../support/grpc-client.js";
 
-let bed: ProcessTestBed;
-let runtime: ProcessRuntime;
-let store: SqliteStore;
-let backups: BackupManager;
-let service: DatabaseService;
-let server: ApiServer;
+let h: Harness;
 let base: string;
-let workDir: string;
-const metrics = new Metrics({ defaultMetrics: false });
-const projectId = randomUUID();
-const otherProjectId = randomUUID();
-const tokens = { admin: `adm_${randomBytes(16).toString("hex")}`, project: `prj_${randomBytes(16).toString("hex")}` };
+let projectId: string;
+let otherProjectId: string;
+let tokens: { admin: string; project: string };
 
 beforeAll(async () => {
-  bed = await processTestBed(9);
-  runtime = await bed.open();
-  workDir = await mkdtemp(join(tmpdir(), "sota-backup-api-"));
-  store = new SqliteStore(join(workDir, "state.db"));
-  const logger = bed.logs.logger;
-  const registry = new TokenRegistry([
-    { name: "ops", role: "admin", sha256: hashToken(tokens.admin) },
-    { name: "customer", role: "project", projectId, sha256: hashToken(tokens.project) },
-  ]);
-  // The composition app.ts is asked to use.
-  backups = await createBackupManager({
-    store,
-    runtime,
-    metrics,
-    logger,
-    dir: join(workDir, "backups"),
-    retentionDays: 7,
-    schedule: { cron: "0 3 * * *", concurrency: 2, verify: false },
-  });
-  service = new DatabaseService({ runtime, store, sealer: new Sealer(new Keyring([masterKey(randomBytes(32))])), logger, metrics, backups });
-  server = new ApiServer({
-    routes: [databaseRoutes(service)],
-    interceptors: [metricsInterceptor(metrics), errorInterceptor(logger), authInterceptor(registry)],
-    readiness: readiness(store, runtime),
-    metrics,
-    logger,
-    extraRoutes: backupDownloadRoute({ tokens: registry, service, logger, metrics }),
-  });
-  await service.resume();
-  backups.start();
-  const address = await server.listen("127.0.0.1", 0);
-  base = `http://127.0.0.1:${address.port}`;
+  h = await startHarness();
+  base = h.app.url;
+  projectId = h.projectId;
+  otherProjectId = randomUUID();
+  tokens = { admin: h.tokens.admin, project: h.tokens.project };
 });
 
 afterAll(async () => {
-  await server?.close();
-  await backups?.close();
-  await runtime?.close();
-  store?.close();
-  if (workDir) await rm(workDir, { recursive: true, force: true });
-  if (bed) await removeDataDir(bed.dataDir);
+  await h?.stop();
 });
 
 async function rest(path: string, options: { method?: string; token?: string } = {}): Promise<{ status: number; json: any }> {
@@ -89,7 +35,7 @@ async function rest(path: string, options: { method?: string; token?: string } =
 }
 
 async function app<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: service.connection(projectId).url });
+  const client = new pg.Client({ connectionString: h.app.service.connection(projectId).url });
   await client.connect();
   try {
     return await work(client);
@@ -136,7 +82,7 @@ describe("backups over REST", () => {
 
   it("returns the running backup to a second create, and NotFound for another project's backup", async () => {
     // A lock the app holds keeps pg_dump waiting, so the first backup is surely still running.
-    const holder = new pg.Client({ connectionString: service.connection(projectId).url });
+    const holder = new pg.Client({ connectionString: h.app.service.connection(projectId).url });
     await holder.connect();
     await holder.query("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE");
     const first = await rest(`/v1/projects/${projectId}/database/backups`, { method: "POST" });
@@ -157,5 +103,27 @@ describe("backups over REST", () => {
       expect(response.status).toBe(404);
       expect(response.json.code).toBe("not_found");
     }
+  });
+});
+
+describe("backups over gRPC", () => {
+  let rpc: GrpcClients;
+  beforeAll(() => {
+    rpc = grpcClients(`127.0.0.1:${h.app.address.port}`);
+  });
+  afterAll(() => rpc?.close());
+
+  it("CreateBackup with wait and ListBackups, newest first, with no secret in them", async () => {
+    const id = randomUUID();
+    await rpc.database("ensure", { projectId: id, slug: "backed-up" }, h.tokens.deployer);
+    const { backup } = await rpc.database("createBackup", { projectId: id, wait: true }, h.tokens.deployer);
+    expect(backup).toMatchObject({ projectId: id, kind: "BACKUP_KIND_MANUAL", state: "BACKUP_STATE_SUCCEEDED" });
+    expect(Number(backup.sizeBytes)).toBeGreaterThan(0);
+    const second = (await rpc.database("createBackup", { projectId: id, wait: true }, h.tokens.deployer)).backup;
+    const { backups } = await rpc.database("listBackups", { projectId: id }, h.tokens.deployer);
+    expect(backups.map((b: { id: string }) => b.id)).toEqual([second.id, backup.id]);
+    const url = (await rpc.database("getConnection", { projectId: id }, h.tokens.deployer)).databaseUrl;
+    expect(JSON.stringify(backups)).not.toContain(new URL(url).password);
+    expect(h.logs.join("")).not.toContain(new URL(url).password);
   });
 });
