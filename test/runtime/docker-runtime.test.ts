@@ -9,9 +9,38 @@ import { Readable } from "node:stream";
 import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRuntime } from "../../src/runtime/docker/index.js";
+import { renderContainerPgbouncerIni, supportsPreparedStatements } from "../../src/runtime/docker/pgbouncer-container-config.js";
+import { parsePsqlCsv } from "../../src/runtime/docker/psql-csv.js";
 import { RuntimeError, type DatabaseSpec } from "../../src/runtime/runtime.js";
 import { DockerTestBed, ensureTestImages, probeDockerEngine, TEST_POSTGRES_IMAGE } from "../support/docker-test-bed.js";
 import { describeRuntimeContract } from "./runtime-contract.js";
+
+describe("Docker runtime: pure parts", () => {
+  it("reads psql's CSV back into rows, telling NULL from the empty string", () => {
+    const marker = "<null:0123>";
+    const text = `a,b\n,${marker}\n"x,""y""","multi\nline"\n`;
+    expect(parsePsqlCsv(text, marker)).toEqual([
+      { a: "", b: null },
+      { a: 'x,"y"', b: "multi\nline" },
+    ]);
+    expect(parsePsqlCsv(`v\n\n${marker}\nz\n`, marker)).toEqual([{ v: "" }, { v: null }, { v: "z" }]);
+    expect(parsePsqlCsv("", marker)).toEqual([]);
+  });
+
+  it("writes PgBouncer's container config with the seed's pool settings", () => {
+    const ini = renderContainerPgbouncerIni({ database: "my-app", postgresHost: "sota-db-my-app", preparedStatementsSupported: true });
+    expect(ini).toContain("my-app = host=sota-db-my-app port=5432 dbname=my-app");
+    for (const line of ["pool_mode = transaction", "default_pool_size = 20", "max_client_conn = 100", "auth_type = scram-sha-256"]) {
+      expect(ini).toContain(line);
+    }
+    expect(ini).toContain("max_prepared_statements = 100");
+    const old = renderContainerPgbouncerIni({ database: "a", postgresHost: "sota-db-a", preparedStatementsSupported: false });
+    expect(old).not.toContain("max_prepared_statements");
+    expect(supportsPreparedStatements("1.20.1")).toBe(false);
+    expect(supportsPreparedStatements("1.21.0")).toBe(true);
+    expect(supportsPreparedStatements("1.24.1")).toBe(true);
+  });
+});
 
 /** Names of the containers on a network. */
 function attached(network: Docker.NetworkInspectInfo): string[] {

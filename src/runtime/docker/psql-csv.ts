@@ -10,24 +10,19 @@ export function nullMarker(): string {
   return `<null:${randomBytes(8).toString("hex")}>`;
 }
 
-/** RFC 4180 records, as psql writes them (quotes doubled, newlines inside quotes). */
+/**
+ * RFC 4180 records, as psql writes them (quotes doubled, newlines inside
+ * quotes). Every line is a record: a one-column row holding '' is an empty line.
+ */
 function parseRecords(text: string): string[][] {
   const records: string[][] = [];
   let fields: string[] = [];
   let field = "";
   let inQuotes = false;
-  let started = false;
-  const endRecord = () => {
-    if (started) {
-      fields.push(field);
-      records.push(fields);
-    }
-    fields = [];
-    field = "";
-    started = false;
-  };
+  let atRecordStart = true;
   for (let i = 0; i < text.length; i++) {
     const ch = text[i];
+    atRecordStart = false;
     if (inQuotes) {
       if (ch !== '"') {
         field += ch;
@@ -37,24 +32,26 @@ function parseRecords(text: string): string[][] {
       } else {
         inQuotes = false;
       }
-      continue;
-    }
-    if (ch === '"') {
+    } else if (ch === '"') {
       inQuotes = true;
-      started = true;
     } else if (ch === ",") {
       fields.push(field);
       field = "";
-      started = true;
     } else if (ch === "\n" || ch === "\r") {
       if (ch === "\r" && text[i + 1] === "\n") i++;
-      endRecord();
+      fields.push(field);
+      records.push(fields);
+      fields = [];
+      field = "";
+      atRecordStart = true;
     } else {
       field += ch;
-      started = true;
     }
   }
-  endRecord();
+  if (!atRecordStart) {
+    fields.push(field);
+    records.push(fields);
+  }
   return records;
 }
 
