@@ -55,6 +55,9 @@ if ! pgrep -x dockerd >/dev/null 2>&1; then
     log "dockerd is not running and this is not root: start it first"
     exit 1
   fi
+  # A dockerd killed without warning leaves its pid file; a reused pid in it
+  # would stop the new one from starting.
+  rm -f /var/run/docker.pid
   log "starting dockerd (log: ${dockerd_log})"
   # setsid detaches it from this script's process group, so the engine outlives
   # the CI step that started it.
