@@ -30,6 +30,28 @@ install_packages() {
   fi
 }
 
+# Alive, not a zombie: a killed process stays listed until someone reaps it.
+alive() { [[ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" =~ ^[^ZX]$ ]]; }
+
+dockerd_alive() {
+  local pid
+  for pid in $(pgrep -x dockerd); do
+    alive "$pid" && return 0
+  done
+  return 1
+}
+
+# A dockerd killed without warning leaves pid files behind; one naming a dead
+# (or reused) pid makes the next dockerd wait for a containerd that is gone.
+clear_stale_pid_files() {
+  local file pid
+  for file in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+    [[ -f "$file" ]] || continue
+    pid="$(tr -dc '0-9' <"$file")"
+    if [[ "$file" == /var/run/docker.pid || -z "$pid" ]] || ! alive "$pid"; then rm -f "$file"; fi
+  done
+}
+
 if command -v docker >/dev/null 2>&1 && engine_answers; then
   log "engine already answers"
   exit 0
@@ -50,14 +72,12 @@ if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; 
   install_packages docker.io iptables
 fi
 
-if ! pgrep -x dockerd >/dev/null 2>&1; then
+if ! dockerd_alive; then
   if [[ "$(id -u)" != 0 ]]; then
     log "dockerd is not running and this is not root: start it first"
     exit 1
   fi
-  # A dockerd killed without warning leaves its pid file; a reused pid in it
-  # would stop the new one from starting.
-  rm -f /var/run/docker.pid
+  clear_stale_pid_files
   log "starting dockerd (log: ${dockerd_log})"
   # setsid detaches it from this script's process group, so the engine outlives
   # the CI step that started it.
