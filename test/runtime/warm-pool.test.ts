@@ -2,7 +2,7 @@
 // database comes from a started, unassigned instance, the pool refills, and
 // neither close nor a killed service leaves a process or a port behind.
 import { spawn } from "node:child_process";
-import { readdirSync, readlinkSync } from "node:fs";
+import { lstatSync, readdirSync, readlinkSync, symlinkSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -13,6 +13,7 @@ import { processTestBed, removeDataDir, type ProcessTestBed } from "../support/p
 import { appQuery, eventually, isAlive, newSpec, postmasterPid, processesUnder, withApp } from "./process-helpers.js";
 
 const FILL_TIMEOUT_MS = 90_000;
+let bedDir: string;
 
 describe("process runtime: warm pool", () => {
   let bed: ProcessTestBed;
@@ -23,6 +24,7 @@ describe("process runtime: warm pool", () => {
 
   beforeAll(async () => {
     bed = await processTestBed(8);
+    bedDir = bed.dataDir;
     runtime = await bed.open({ warmPool: 2 });
     await runtime.warmPool.whenFull(AbortSignal.timeout(FILL_TIMEOUT_MS));
   });
@@ -33,7 +35,9 @@ describe("process runtime: warm pool", () => {
   });
 
   const warmDir = () => join(bed.dataDir, "warm");
-  const warmEntries = async () => (await readdir(warmDir())).sort();
+  /** Warm copies: directories (a taken one leaves a symlink under its name while its postmaster runs). */
+  const warmEntries = async () => (await readdir(warmDir())).filter((id) => !isAlias(id)).sort();
+  const isAlias = (id: string) => lstatSync(join(warmDir(), id)).isSymbolicLink();
 
   it("keeps the configured number of started, unassigned instances", async () => {
     expect(runtime.warmPool.size).toBe(2);
@@ -62,13 +66,19 @@ describe("process runtime: warm pool", () => {
       "SELECT (SELECT count(*) FROM pg_database WHERE datname = 'sota_template_app') + (SELECT count(*) FROM pg_roles WHERE rolname = 'sota_template_app') AS n",
     );
     expect(placeholders).toEqual([{ n: "0" }]);
-    const taken = firstWarm.filter((id) => !existsIn(warmDir(), id));
+    const taken = firstWarm.filter((id) => isAlias(id));
     expect(taken).toHaveLength(1);
+    expect(readlinkSync(join(warmDir(), taken[0]!))).toBe(join(bed.dataDir, "instances", spec.slug));
     expect(await readFile(join(bed.dataDir, "instances", spec.slug, "project-id"), "utf8")).toBe(`${spec.projectId}\n`);
   });
 
   it("the fast path answers a second ensure of a warm-made database", async () => {
     expect((await runtime.ensure(spec)).endpoint).toEqual(ensured.endpoint);
+  });
+
+  it("the moved postmaster still checkpoints: its old path leads to the new directory until it exits", async () => {
+    await runtime.adminQuery(spec, "CHECKPOINT");
+    expect(await postgresLog(spec.slug)).not.toMatch(/PANIC|FATAL/);
   });
 
   it("refills the pool in the background", async () => {
@@ -77,10 +87,14 @@ describe("process runtime: warm pool", () => {
     expect(await warmEntries()).toHaveLength(2);
   });
 
-  it("close stops every process it started, warm ones included, and frees the pooler port", async () => {
+  it("close stops every process it started, warm ones included, cleanly, and frees the pooler port", async () => {
     await runtime.close();
     expect(processesUnder(bed.dataDir)).toEqual([]);
     expect(await canBind(ensured.endpoint.port)).toBe(true);
+    const log = await postgresLog(spec.slug);
+    expect(log).not.toMatch(/PANIC/);
+    expect(log.trim().split("\n").at(-1)).toMatch(/database system is shut down/);
+    expect(readdirSync(warmDir()).filter(isAlias)).toEqual([]);
   });
 
   it("after a restart, a warm-made database runs from its own directory with its data and endpoint, and warm copies are reused", async () => {
@@ -93,6 +107,7 @@ describe("process runtime: warm pool", () => {
     });
     const pgdata = join(bed.dataDir, "instances", spec.slug, "pgdata");
     expect(readlinkSync(`/proc/${await postmasterPid(pgdata)}/cwd`)).toBe(pgdata);
+    expect(await postgresLog(spec.slug)).not.toMatch(/not properly shut down/);
     await runtime.warmPool.whenFull(AbortSignal.timeout(FILL_TIMEOUT_MS));
     expect(await warmEntries()).toEqual(before);
   });
@@ -114,6 +129,23 @@ describe("process runtime: warm pool", () => {
     await appQuery(await runtime.ensure(other), other);
   });
 
+  it("stops cleanly a moved warm postmaster that a killed service left running through its symlink", async () => {
+    await runtime.close();
+    const instanceDir = join(bed.dataDir, "instances", spec.slug);
+    const alias = join(warmDir(), "w-0123456789ab");
+    symlinkSync(instanceDir, alias);
+    const user = runtime.runAs.switchUser ? { uid: runtime.runAs.uid, gid: runtime.runAs.gid } : {};
+    const orphan = spawn(runtime.binaries.postgres.postgres, ["-D", join(alias, "pgdata")], { ...user, cwd: join(instanceDir, "pgdata"), detached: true, stdio: "ignore" });
+    orphan.unref();
+    await eventually(async () => expect((await readFile(join(instanceDir, "pgdata", "postmaster.pid"), "utf8")).split("\n")[7]?.trim()).toBe("ready"));
+
+    runtime = await bed.open({ warmPool: 1 });
+    expect(isAlive(orphan.pid ?? 0)).toBe(false);
+    expect(existsIn(warmDir(), "w-0123456789ab")).toBe(false);
+    expect(await postgresLog(spec.slug)).not.toMatch(/PANIC/);
+    await appQuery(await runtime.ensure(spec), spec);
+  });
+
   it("with the pool turned off, the warm copies of an earlier run are removed", async () => {
     await runtime.close();
     runtime = await bed.open({ warmPool: 0 });
@@ -133,6 +165,10 @@ function readyLine(logs: string, slug: string): Record<string, unknown> | undefi
     .map((line) => JSON.parse(line) as Record<string, unknown>)
     .filter((line) => line["slug"] === slug && line["msg"] === "database ready")
     .at(-1);
+}
+
+async function postgresLog(slug: string): Promise<string> {
+  return readFile(join(bedDir, "instances", slug, "postgres.log"), "utf8");
 }
 
 function existsIn(dir: string, name: string): boolean {

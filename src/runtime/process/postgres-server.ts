@@ -52,8 +52,10 @@ export class PostgresServer extends ChildServer {
   /**
    * After the directory of a running server was renamed (a warm instance given
    * to a project): connect through the new paths, restart from them. The
-   * postmaster itself works on relative paths below its data directory, which
-   * it entered at start, so the rename does not disturb it.
+   * running postmaster keeps the absolute path it was started with (pg_control
+   * is written through it at every checkpoint, config files are re-read
+   * through it), so whoever renames must leave a symlink at the old path for
+   * as long as this process lives.
    */
   relocate(options: PostgresServerOptions): void {
     this.options = options;

@@ -1,7 +1,7 @@
 // The process driver: each project's PostgreSQL and PgBouncer run as
 // supervised child processes of the service, from the host's installation.
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import { mkdir, readdir, rename, rm } from "node:fs/promises";
+import { mkdir, readdir, rename, rm, symlink } from "node:fs/promises";
 import { dirname, join, resolve, sep } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import type { Logger } from "../../log.js";
@@ -32,7 +32,7 @@ import { createScramVerifier, scramVerifierMatches } from "./scram-secret.js";
 import { dumpStream, restoreFromStream } from "./sql-tools.js";
 import { stopStalePgbouncer, stopStalePostmaster } from "./stale-process.js";
 import { copyTemplate, ensureTemplateCluster } from "./template-cluster.js";
-import { WarmPool, type WarmInstance, type WarmPoolState } from "./warm-pool.js";
+import { WarmPool, type WarmPoolState } from "./warm-pool.js";
 
 export interface ProcessRuntimeOptions {
   /** Root of instances/ and templates/ (SOTA_DATA_DIR). */
@@ -64,11 +64,18 @@ const PROJECT_ID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 const PASSWORD = /^[\x21-\x7e]{1,1024}$/;
 const LOOPBACK = "127.0.0.1";
 
+/** A warm instance moved to a project's directory. */
+interface ClaimedWarmInstance {
+  readonly postgres: PostgresServer;
+  /** The symlink left at its old path for its running postmaster (see PostgresServer.relocate). */
+  readonly alias: string;
+}
+
 interface PreparedDir {
   /** Whether this ensure made the data directory. */
   readonly created: boolean;
-  /** The warm instance it came from, PostgreSQL already running in it. */
-  readonly warm?: WarmInstance;
+  /** The warm instance it came from, PostgreSQL running in it already. */
+  readonly warm?: ClaimedWarmInstance;
 }
 
 interface Instance {
@@ -85,6 +92,8 @@ interface Instance {
   /** HMAC of the password last verified end to end: the fast path compares without keeping the password. */
   passwordDigest: Buffer | undefined;
   result: EnsureResult | undefined;
+  /** Symlink at the old path of a warm instance's postmaster, until that process exits. */
+  alias: string | undefined;
 }
 
 /**
@@ -100,8 +109,7 @@ export async function createProcessRuntime(options: ProcessRuntimeOptions): Prom
   for (const dir of dirs) await ensureOwnedDir(dir, runAs, 0o700);
   await assertUserCanWrite(runAs, dataDir, dirs);
   const runtime = new ProcessRuntime({ ...options, dataDir }, binaries, runAs);
-  // Also when the pool is off: it removes warm instances an earlier run left.
-  runtime.fillWarmPool();
+  await runtime.openWarmPool();
   return runtime;
 }
 
@@ -136,6 +144,16 @@ export class ProcessRuntime implements Runtime {
 
   get warmPool(): WarmPoolState {
     return this.pool;
+  }
+
+  /**
+   * Cleans up what an earlier run left in the warm pool's directory (also when
+   * the pool is off), then starts filling it in the background. Before any
+   * ensure: the clean-up stops postmasters that ensure would otherwise find.
+   */
+  async openWarmPool(): Promise<void> {
+    await this.pool.cleanUp();
+    this.fillWarmPool();
   }
 
   /** Starts bringing the warm pool to its size, in the background. */
@@ -275,10 +293,10 @@ export class ProcessRuntime implements Runtime {
       port = this.allocatePort(spec.projectId);
     } catch (error) {
       // Not yet an instance that close() would stop.
-      await warm?.postgres.stop();
+      if (warm) await stopPostgres(warm.postgres, warm.alias);
       throw error;
     }
-    const instance = existing ?? this.createInstance(spec, paths, port, warm?.postgres);
+    const instance = existing ?? this.createInstance(spec, paths, port, warm);
     this.instances.set(spec.slug, instance);
     instance.healthy = false;
     if (instance.pgbouncer.port !== port) {
@@ -405,6 +423,8 @@ export class ProcessRuntime implements Runtime {
     } catch (error) {
       throw new RuntimeError("failed", `copying the template cluster for ${spec.slug} failed: ${errorMessage(error)}`, { cause: error });
     }
+    // PostgreSQL is started only on the final path: it keeps the absolute path
+    // it was started with (pg_control is written through it at every checkpoint).
     await rename(copy, paths.pgdata);
     await syncDir(paths.dir);
     return { created: true };
@@ -415,7 +435,7 @@ export class ProcessRuntime implements Runtime {
    * with the project's marker and renamed to the project's directory while its
    * PostgreSQL runs on. Undefined when none is ready or it cannot move there.
    */
-  private async claimWarmInstance(spec: DatabaseSpec, paths: InstancePaths): Promise<WarmInstance | undefined> {
+  private async claimWarmInstance(spec: DatabaseSpec, paths: InstancePaths): Promise<ClaimedWarmInstance | undefined> {
     // A socket dir outside the instance dir (long paths) would not move with it.
     if (this.pool.size === 0 || !isInside(paths.socketDir, paths.dir) || (await pathExists(paths.dir))) return undefined;
     const warm = this.pool.take();
@@ -428,13 +448,17 @@ export class ProcessRuntime implements Runtime {
       this.pool.discard(warm);
       return undefined;
     }
+    // Straight after the rename: the postmaster reaches its files through the
+    // path it was started with for as long as it runs.
+    const alias = warm.paths.dir;
     try {
+      await symlink(paths.dir, alias);
       await syncDir(dirname(paths.dir));
     } catch (error) {
-      await warm.postgres.stop();
+      await stopPostgres(warm.postgres, alias);
       throw error;
     }
-    return warm;
+    return { postgres: warm.postgres, alias };
   }
 
   private allocatePort(projectId: string): number {
@@ -452,20 +476,11 @@ export class ProcessRuntime implements Runtime {
   }
 
   /** `warm`: a running warm PostgreSQL whose directory is now the project's. */
-  private createInstance(spec: DatabaseSpec, paths: InstancePaths, port: number, warm?: PostgresServer): Instance {
-    const logger = this.logger.child({ slug: spec.slug });
-    const postgresOptions: PostgresServerOptions = {
-      name: spec.slug,
-      binaries: this.binaries.postgres,
-      runAs: this.runAs,
-      pgdata: paths.pgdata,
-      socketDir: paths.socketDir,
-      socketDirShared: !isInside(paths.socketDir, paths.dir),
-      logFile: paths.postgresLog,
-      logger,
-    };
-    warm?.relocate(postgresOptions);
-    const postgres = warm ?? new PostgresServer(postgresOptions);
+  private createInstance(spec: DatabaseSpec, paths: InstancePaths, port: number, warm?: ClaimedWarmInstance): Instance {
+    const postgresOptions = this.postgresOptions(spec.slug, paths);
+    const { logger } = postgresOptions;
+    warm?.postgres.relocate(postgresOptions);
+    const postgres = warm?.postgres ?? new PostgresServer(postgresOptions);
     const pgbouncer = new PgbouncerServer({
       slug: spec.slug,
       binary: this.binaries.pgbouncer,
@@ -489,13 +504,31 @@ export class ProcessRuntime implements Runtime {
       healthy: false,
       passwordDigest: undefined,
       result: undefined,
+      alias: warm?.alias,
     };
     const unhealthy = (): void => {
       instance.healthy = false;
     };
-    postgres.process.onExit(unhealthy);
+    postgres.process.onExit(() => {
+      unhealthy();
+      // Restarts use the instance's own path.
+      void dropAlias(instance);
+    });
     pgbouncer.process.onExit(unhealthy);
     return instance;
+  }
+
+  private postgresOptions(slug: string, paths: InstancePaths, pgdata = paths.pgdata): PostgresServerOptions {
+    return {
+      name: slug,
+      binaries: this.binaries.postgres,
+      runAs: this.runAs,
+      pgdata,
+      socketDir: paths.socketDir,
+      socketDirShared: !isInside(paths.socketDir, paths.dir),
+      logFile: paths.postgresLog,
+      logger: this.logger.child({ slug }),
+    };
   }
 
   /** Generated once per instance and kept 0600 in its directory; never logged. */
@@ -577,6 +610,20 @@ async function stopInstance(instance: Instance): Promise<void> {
   // The pooler first: its SIGINT lets transactions in flight finish against a live server.
   await instance.pgbouncer.stop();
   await instance.postgres.stop();
+  await dropAlias(instance);
+}
+
+/** Stops a postmaster started under `alias`, keeping the alias until it is down (its shutdown checkpoint goes through it). */
+async function stopPostgres(postgres: PostgresServer, alias: string): Promise<void> {
+  await postgres.stop();
+  await rm(alias, { force: true });
+}
+
+async function dropAlias(instance: Instance): Promise<void> {
+  const alias = instance.alias;
+  if (alias === undefined) return;
+  instance.alias = undefined;
+  await rm(alias, { force: true }).catch(() => undefined);
 }
 
 /** Slugs become paths and identifiers: the driver re-checks what the service validated. */

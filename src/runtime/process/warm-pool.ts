@@ -5,7 +5,7 @@
 // and PgBouncer. Warm instances live in {dataDir}/warm/{id} with an instance's
 // layout, so renaming the directory to instances/{slug} makes one a project's.
 import { randomBytes } from "node:crypto";
-import { readdir, rename, rm } from "node:fs/promises";
+import { lstat, readdir, rename, rm } from "node:fs/promises";
 import { join, sep } from "node:path";
 import type { Logger } from "../../log.js";
 import { instanceLayout, type InstancePaths } from "./instance-paths.js";
@@ -62,7 +62,8 @@ export class WarmPool implements WarmPoolState {
   /** Removals running in the background; close() waits for them. */
   private readonly chores = new Set<Promise<void>>();
   private filling: Promise<void> | undefined;
-  private recovered = false;
+  /** Complete copies a previous run left, started again before new ones are made. */
+  private reusable: string[] = [];
   private failures = 0;
 
   constructor(private readonly options: WarmPoolOptions) {
@@ -80,13 +81,11 @@ export class WarmPool implements WarmPoolState {
   }
 
   /**
-   * Brings the pool to its size in the background, the first time after
-   * reusing or removing what an earlier run left. Cheap when there is nothing
-   * to do, so callers may call it after every ensure.
+   * Brings the pool to its size in the background. Cheap when there is
+   * nothing to do, so callers may call it after every ensure.
    */
   fill(): void {
-    if (this.filling || this.closing.signal.aborted) return;
-    if (this.recovered && this.instances.length >= this.size) return;
+    if (this.filling || this.closing.signal.aborted || this.instances.length >= this.size) return;
     this.filling = this.fillLoop().finally(() => {
       this.filling = undefined;
     });
@@ -130,13 +129,11 @@ export class WarmPool implements WarmPoolState {
 
   private async fillLoop(): Promise<void> {
     const signal = this.closing.signal;
-    if (!this.recovered) {
-      await this.recover().catch((error: unknown) => this.options.logger.warn({ err: message(error) }, "warm pool: cleaning up the last run's instances failed"));
-      this.recovered = true;
-    }
     while (!signal.aborted && this.instances.length < this.size) {
+      const reused = this.reusable.shift();
       try {
-        await this.create();
+        if (reused) await this.start(reused);
+        else await this.create();
         this.failures = 0;
       } catch (error) {
         if (signal.aborted) return;
@@ -150,27 +147,33 @@ export class WarmPool implements WarmPoolState {
   }
 
   /**
-   * A killed run may have left warm postmasters running and copies half made.
-   * Complete copies of this PostgreSQL major are started again, up to the
-   * pool's size; everything else goes.
+   * Runs once, before the runtime starts any instance. A killed run may have
+   * left warm postmasters running, copies half made, and symlinks at the old
+   * paths of warm instances it gave to projects, whose postmasters may still
+   * run through them: those are stopped cleanly while the symlink still
+   * stands (their shutdown checkpoint goes through it), then it is removed.
+   * Complete copies of this PostgreSQL major are kept for fill() to start
+   * again, up to the pool's size; everything else goes.
    */
-  private async recover(): Promise<void> {
+  async cleanUp(): Promise<void> {
     const { root, logger, binaries } = this.options;
-    const reusable: string[] = [];
     for (const name of (await readdir(root)).sort()) {
       const paths = instanceLayout(join(root, name));
-      await stopStalePostmaster(paths.pgdata, logger);
-      const version = (await readIfExists(join(paths.pgdata, "PG_VERSION")))?.trim();
-      const keep =
-        ENTRY.test(name) && reusable.length < this.size && version === String(binaries.major) && !(await pathExists(paths.projectMarker));
-      if (keep) reusable.push(name);
-      else await rm(paths.dir, { recursive: true, force: true });
+      try {
+        await stopStalePostmaster(paths.pgdata, logger);
+        if ((await lstat(paths.dir)).isSymbolicLink()) {
+          await rm(paths.dir, { force: true });
+          continue;
+        }
+        const version = (await readIfExists(join(paths.pgdata, "PG_VERSION")))?.trim();
+        const keep =
+          ENTRY.test(name) && this.reusable.length < this.size && version === String(binaries.major) && !(await pathExists(paths.projectMarker));
+        if (keep) this.reusable.push(name);
+        else await rm(paths.dir, { recursive: true, force: true });
+      } catch (error) {
+        logger.warn({ entry: name, err: message(error) }, "warm pool: cleaning up an entry of the last run failed");
+      }
     }
-    for (const id of reusable) {
-      if (this.closing.signal.aborted) return;
-      await this.start(id).catch((error: unknown) => logger.warn({ warm: id, err: message(error) }, "warm pool: restarting a warm instance failed; removed it"));
-    }
-    if (reusable.length > 0) logger.info({ reused: this.instances.length }, "warm pool: reused the last run's warm instances");
   }
 
   private async create(): Promise<void> {
