@@ -689,39 +689,42 @@ export class DockerRuntime implements Runtime {
    */
   private async probePgbouncerImage(spec: DatabaseSpec): Promise<PgbouncerImageFacts> {
     return this.call(`reading PgBouncer's version from ${this.pgbouncerImage}`, async () => {
+      // AutoRemove: the engine removes it once it exits, even if this service does not live to.
       const container = await this.docker.createContainer({
         Image: this.pgbouncerImage,
         Entrypoint: ["/bin/sh", "-c", 'echo "ids $(id -u) $(id -g)"; exec pgbouncer --version'],
         Cmd: [],
         User: PGBOUNCER_OS_USER,
         Labels: projectLabels(spec, "probe", this.labels),
-        HostConfig: { Runtime: "runc", NetworkMode: "none" },
+        HostConfig: { Runtime: "runc", NetworkMode: "none", AutoRemove: true },
       });
+      const chunks: Buffer[] = [];
       try {
-        await container.start();
-        await container.wait();
         const output = new PassThrough();
-        const chunks: Buffer[] = [];
         output.on("data", (chunk: Buffer) => chunks.push(chunk));
-        const logs = await container.logs({ stdout: true, stderr: true, follow: true });
-        await new Promise<void>((resolve, reject) => {
-          logs.once("end", resolve);
-          logs.once("error", reject);
-          this.docker.modem.demuxStream(logs, output, output);
+        const stream = await container.attach({ stream: true, stdout: true, stderr: true });
+        const ended = new Promise<void>((resolve) => {
+          stream.once("end", resolve);
+          stream.once("close", resolve);
+          stream.once("error", () => resolve());
         });
-        const text = Buffer.concat(chunks).toString("utf8");
-        const version = /PgBouncer (\d+\.\d+(?:\.\d+)?)/i.exec(text)?.[1];
-        const ids = /^ids (\d+) (\d+)$/m.exec(text);
-        if (!version || !ids) {
-          throw new RuntimeError(
-            "failed",
-            `image ${this.pgbouncerImage} did not report a PgBouncer version and a "${PGBOUNCER_OS_USER}" user`,
-          );
-        }
-        return { version, uid: Number(ids[1]), gid: Number(ids[2]) };
-      } finally {
+        this.docker.modem.demuxStream(stream, output, output);
+        await container.start();
+        await Promise.race([ended, sleep(30_000)]);
+      } catch (error) {
         await container.remove({ force: true }).catch(() => undefined);
+        throw error;
       }
+      const text = Buffer.concat(chunks).toString("utf8");
+      const version = /PgBouncer (\d+\.\d+(?:\.\d+)?)/i.exec(text)?.[1];
+      const ids = /^ids (\d+) (\d+)$/m.exec(text);
+      if (!version || !ids) {
+        throw new RuntimeError(
+          "failed",
+          `image ${this.pgbouncerImage} did not report a PgBouncer version and a "${PGBOUNCER_OS_USER}" user`,
+        );
+      }
+      return { version, uid: Number(ids[1]), gid: Number(ids[2]) };
     });
   }
 
