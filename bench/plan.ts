@@ -1,0 +1,57 @@
+// How much each row measures: the full run (under 10 minutes on the 2-core
+// reference machine) or the --quick smoke run CI uses (about 2 minutes). Every
+// loop is bounded twice, by a count from here and by a time budget.
+
+export interface Plan {
+  readonly mode: "full" | "quick";
+  /** New databases per variant of row 1, after one unmeasured warm-up each. */
+  readonly ensureNewRuns: number;
+  readonly dockerRuns: number;
+  /** Sequential Ensure calls on an existing database (row 2). */
+  readonly ensureExistingCalls: number;
+  /** Rounds of GetConnection and of the no-op, alternating (row 3), and calls in each. */
+  readonly grpcRounds: number;
+  readonly grpcCallsPerRound: number;
+  readonly grpcConcurrency: number;
+  /** Databases provisioned for density (row 4), and how many at each end are compared. */
+  readonly densityDatabases: number;
+  readonly densityEdge: number;
+  /** Rounds of the 100-client pooling check (row 5). */
+  readonly poolingRounds: number;
+  /** Size of the backed-up database and rounds of each backup kind (row 6). */
+  readonly backupBytes: number;
+  readonly backupRounds: number;
+}
+
+export function planFor(argv: readonly string[]): Plan {
+  if (argv.includes("--quick")) {
+    return {
+      mode: "quick",
+      ensureNewRuns: 4,
+      dockerRuns: 2,
+      ensureExistingCalls: 100,
+      grpcRounds: 2,
+      grpcCallsPerRound: 600,
+      grpcConcurrency: 32,
+      densityDatabases: 10,
+      densityEdge: 3,
+      poolingRounds: 1,
+      backupBytes: 32 * 1024 * 1024,
+      backupRounds: 2,
+    };
+  }
+  return {
+    mode: "full",
+    ensureNewRuns: 15,
+    dockerRuns: 5,
+    ensureExistingCalls: 500,
+    grpcRounds: 5,
+    grpcCallsPerRound: 4000,
+    grpcConcurrency: 32,
+    densityDatabases: 100,
+    densityEdge: 5,
+    poolingRounds: 3,
+    backupBytes: 1024 * 1024 * 1024,
+    backupRounds: 2,
+  };
+}

@@ -1,0 +1,156 @@
+// Row 1: a new database, from the call until the app's first query through
+// PgBouncer has answered, for the process driver's variants side by side with
+// the floor. One loop takes one sample of each variant per turn, so whatever
+// the machine does meanwhile hits all of them alike, and every variant starts
+// with the warm pools full and nothing else running.
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { ensureOwnedDir } from "../../src/runtime/process/owned-files.js";
+import { templateDir } from "../../src/runtime/process/template-cluster.js";
+import { newDatabaseThroughApi } from "../api-calls.js";
+import { appUrl, firstAppQuery, newSpec, openDirectRuntime, type DirectRuntime } from "../direct-runtime.js";
+import { floorOnce, type FloorSetup } from "../floor.js";
+import type { Plan } from "../plan.js";
+import { descendants, pssBytes } from "../proc-memory.js";
+import { repeat } from "../repeat.js";
+import { startService, type ServiceProcess } from "../service-process.js";
+import { summarize, timed, type Summary } from "../stats.js";
+import { mb, ms, NONE, skippedRow, times, verdict, type Row } from "../table.js";
+
+const COLD_PORTS = { min: 31100, max: 31199 };
+const WARM_PORTS = { min: 31200, max: 31299 };
+const WARM_SERVICE_PORTS = "31300-31399";
+/** One is enough: each sample starts with a full pool. */
+const WARM_POOL = 1;
+const BUDGET_MS = 150_000;
+const FILL_TIMEOUT_MS = 60_000;
+
+export interface EnsureNewResult {
+  readonly rows: Row[];
+  /** The floor's median, for the Docker row's ratio. */
+  readonly floorMedianMs: number;
+}
+
+export async function ensureNewRows(plan: Plan, service: ServiceProcess): Promise<EnsureNewResult> {
+  const opened: DirectRuntime[] = [];
+  let warmService: ServiceProcess | undefined;
+  try {
+    const cold = await openDirectRuntime(COLD_PORTS);
+    opened.push(cold);
+    const warm = await openDirectRuntime(WARM_PORTS, WARM_POOL);
+    opened.push(warm);
+    warmService = await startService({ poolerPorts: WARM_SERVICE_PORTS, env: { SOTA_WARM_POOL: String(WARM_POOL) } });
+
+    // Unmeasured warm-ups: the first ensure of each builds its template cluster.
+    await newDirectDatabase(cold);
+    await newDirectDatabase(warm);
+    await newDatabaseThroughApi(service);
+    await newDatabaseThroughApi(warmService);
+    const floor = await floorSetup(cold);
+    await floorOnce(floor);
+    const serviceHasPool = await waitForServicePool(warmService);
+
+    const samples = { floor: [] as number[], cold: [] as number[], api: [] as number[], warm: [] as number[], warmApi: [] as number[] };
+    await repeat(plan.ensureNewRuns, BUDGET_MS, async () => {
+      await warm.runtime.warmPool.whenFull(AbortSignal.timeout(FILL_TIMEOUT_MS));
+      if (serviceHasPool) await waitForServicePool(warmService!);
+      samples.floor.push(await floorOnce(floor));
+      samples.cold.push(await newDirectDatabase(cold));
+      samples.api.push((await timed(() => newDatabaseThroughApi(service))).ms);
+      samples.warm.push(await newDirectDatabase(warm));
+      if (serviceHasPool) samples.warmApi.push((await timed(() => newDatabaseThroughApi(warmService!))).ms);
+    });
+    await warm.runtime.warmPool.whenFull(AbortSignal.timeout(FILL_TIMEOUT_MS));
+    const warmCost = warmInstancePss(warm) / WARM_POOL;
+
+    const floorStats = summarize(samples.floor);
+    const processGoal = (stats: Summary): [string, boolean] => [
+      "p50 ≤ 1.0 s and ≤ 1.5× floor",
+      stats.median <= 1000 && stats.median / floorStats.median <= 1.5,
+    ];
+    const warmGoal = (stats: Summary): [string, boolean] => [`p50 ≤ 150 ms (pool of ${WARM_POOL} costs ${mb(warmCost)} PSS per warm instance)`, stats.median <= 150];
+    const rows: Row[] = [
+      {
+        id: "1a",
+        name: `Ensure new DB: floor, bare script (copy template + start postgres + first query, no fsync, no PgBouncer, no service), n=${floorStats.n}`,
+        median: ms(floorStats.median),
+        p95: ms(floorStats.p95),
+        ratio: times(1),
+        goal: "reference",
+        met: NONE,
+      },
+      variantRow("1b", "Ensure new DB: process driver called directly (runtime.ensure + app's first query via PgBouncer)", samples.cold, floorStats, processGoal),
+      variantRow("1c", "Ensure new DB: process driver through the service over gRPC (Ensure + GetConnection + first query via PgBouncer)", samples.api, floorStats, processGoal),
+      variantRow("1d", "Ensure new DB: process driver with warm pool, called directly", samples.warm, floorStats, warmGoal),
+      serviceHasPool
+        ? variantRow("1e", "Ensure new DB: process driver with warm pool, through the service over gRPC", samples.warmApi, floorStats, warmGoal)
+        : skippedRow("1e", "Ensure new DB: process driver with warm pool, through the service over gRPC", "the service does not read SOTA_WARM_POOL yet (config/app wiring pending)"),
+    ];
+    return { rows, floorMedianMs: floorStats.median };
+  } finally {
+    await warmService?.stop();
+    for (const runtime of opened) await runtime.close();
+  }
+}
+
+function variantRow(id: string, name: string, values: number[], floor: Summary, goal: (stats: Summary) => [string, boolean]): Row {
+  const stats = summarize(values);
+  const [goalText, met] = goal(stats);
+  return {
+    id,
+    name: `${name}, n=${stats.n}`,
+    median: ms(stats.median),
+    p95: ms(stats.p95),
+    ratio: `${times(stats.median / floor.median)} floor`,
+    goal: goalText,
+    met: verdict(met),
+  };
+}
+
+/**
+ * Ms from ensure of a new database through the driver to the app's first
+ * query through its pooler. The database is removed afterwards, outside the
+ * timing, so every sample starts from the same state.
+ */
+async function newDirectDatabase(direct: DirectRuntime): Promise<number> {
+  const spec = newSpec("bench");
+  const { ms: elapsed } = await timed(async () => firstAppQuery(appUrl(spec, await direct.runtime.ensure(spec))));
+  await direct.runtime.remove(spec, { keepData: false });
+  return elapsed;
+}
+
+async function floorSetup(cold: DirectRuntime): Promise<FloorSetup> {
+  const { runtime, dataDir } = cold;
+  const workDir = join(dataDir, "floor");
+  await ensureOwnedDir(workDir, runtime.runAs, 0o700);
+  return { template: templateDir(join(dataDir, "templates"), runtime.binaries.postgres.major), workDir, binaries: runtime.binaries, runAs: runtime.runAs };
+}
+
+/**
+ * Whether the service keeps a warm instance, waiting until one is ready: its
+ * warm dir holds a copy whose postmaster reports "ready". Until SOTA_WARM_POOL
+ * reaches the driver through the config, none ever appears.
+ */
+async function waitForServicePool(service: ServiceProcess): Promise<boolean> {
+  const until = Date.now() + 15_000;
+  const warmDir = join(service.dataDir, "warm");
+  while (Date.now() < until) {
+    for (const name of await readdir(warmDir).catch(() => [] as string[])) {
+      const pid = await readFile(join(warmDir, name, "pgdata", "postmaster.pid"), "utf8").catch(() => "");
+      if (pid.split("\n")[7]?.trim() !== "ready") continue;
+      // The pool lists it once its first connection has answered, just after.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      return true;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  return false;
+}
+
+/** PSS of the warm pool's PostgreSQL processes (postmaster and its children). */
+function warmInstancePss(direct: DirectRuntime): number {
+  const warmDir = join(direct.dataDir, "warm");
+  return descendants(process.pid)
+    .filter((child) => child.cwd.startsWith(warmDir))
+    .reduce((sum, child) => sum + pssBytes(child.pid), 0);
+}
