@@ -190,9 +190,7 @@ export class DockerRuntime implements Runtime {
       return { state: "running", endpoint: this.endpointOf(target, survey.pgbouncer) };
     }
     if (survey.postgres || survey.pgbouncer) return { state: "stopped" };
-    const volume = await this.inspectOwned("volume", names.volume, target, "data", () =>
-      this.docker.getVolume(names.volume).inspect(),
-    );
+    const volume = await this.inspectVolume(target, names);
     return { state: volume ? "stopped" : "missing" };
   }
 
@@ -286,9 +284,7 @@ export class DockerRuntime implements Runtime {
       await this.networks.checkOwned(names.privateNetwork, privateOwner);
       const perProject = this.appNetwork === PER_PROJECT_NETWORK;
       if (perProject) await this.networks.checkOwned(names.projectAppNetwork, appOwner);
-      const volume = options.keepData
-        ? undefined
-        : await this.inspectOwned("volume", names.volume, target, "data", () => this.docker.getVolume(names.volume).inspect());
+      const volume = options.keepData ? undefined : await this.inspectVolume(target, names);
 
       // The pooler first, then PostgreSQL with a clean shutdown (the data may be kept).
       for (const container of [survey.pgbouncer, survey.postgres]) {
@@ -339,9 +335,7 @@ export class DockerRuntime implements Runtime {
     if (this.appNetwork === PER_PROJECT_NETWORK) {
       await this.networks.checkOwned(names.projectAppNetwork, { target: spec, role: "app-network" });
     }
-    const volume = await this.inspectOwned("volume", names.volume, spec, "data", () =>
-      this.docker.getVolume(names.volume).inspect(),
-    );
+    const volume = await this.inspectVolume(spec, names);
 
     const appNetworkId = await this.ensureAppNetwork(spec, names);
     // Internal: no route out of the host, and only the project's two containers on it.
@@ -426,24 +420,18 @@ export class DockerRuntime implements Runtime {
     });
   }
 
-  /** A volume or network under a managed name: undefined when missing, a conflict when foreign. */
-  private async inspectOwned<T extends { Labels?: Record<string, string> | null }>(
-    kind: "volume" | "network",
-    name: string,
-    target: RuntimeTarget,
-    role: ObjectRole,
-    inspect: () => Promise<T>,
-  ): Promise<T | undefined> {
-    const found = await this.call(`inspecting ${kind} ${name}`, async () => {
+  /** The project's data volume: undefined when missing, a conflict when foreign. */
+  private async inspectVolume(target: RuntimeTarget, names: ProjectNames): Promise<Docker.VolumeInspectInfo | undefined> {
+    const found = await this.call(`inspecting volume ${names.volume}`, async () => {
       try {
-        return await inspect();
+        return await this.docker.getVolume(names.volume).inspect();
       } catch (error) {
         if (isNotFound(error)) return undefined;
         throw error;
       }
     });
     if (!found) return undefined;
-    const problem = ownershipProblem(kind, name, found.Labels, target, role);
+    const problem = ownershipProblem("volume", names.volume, found.Labels, target, "data");
     if (problem) throw new RuntimeError("conflict", problem);
     return found;
   }
@@ -473,7 +461,7 @@ export class DockerRuntime implements Runtime {
     });
     // Volume creation is idempotent in the engine, so a racing creator's volume
     // comes back here too: check it is ours.
-    await this.inspectOwned("volume", names.volume, spec, "data", () => this.docker.getVolume(names.volume).inspect());
+    await this.inspectVolume(spec, names);
     this.logger.info({ volume: names.volume }, "volume created");
   }
 
