@@ -117,8 +117,13 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
 /** The configured Runtime driver; the Docker driver is loaded only when chosen. */
 async function createRuntime(config: Config, store: Store, logger: Logger): Promise<Runtime> {
   if (config.runtime === "docker") {
-    const { createDockerRuntime } = await import("./runtime/docker/index.js");
+    const [{ createDockerRuntime }, { dockerConnection }, { default: Docker }] = await Promise.all([
+      import("./runtime/docker/index.js"),
+      import("./runtime/docker/docker-host.js"),
+      import("dockerode"),
+    ]);
     return createDockerRuntime({
+      docker: new Docker(dockerConnection(config.docker.host)),
       postgresImage: config.docker.postgresImage,
       pgbouncerImage: config.docker.pgbouncerImage,
       appNetwork: config.docker.network,

@@ -26,6 +26,8 @@ export interface Config {
     readonly poolerPorts: { readonly min: number; readonly max: number };
   };
   readonly docker: {
+    /** DOCKER_HOST: unix:///path or tcp://host:port; default the local socket. */
+    readonly host?: string;
     readonly postgresImage: string;
     readonly pgbouncerImage: string;
     readonly network: string;
@@ -81,6 +83,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       poolerPorts: portRange(env, "SOTA_POOLER_PORTS", "16432-17431"),
     },
     docker: {
+      ...(dockerHost(text(env, "DOCKER_HOST")) ?? {}),
       postgresImage: text(env, "SOTA_POSTGRES_IMAGE") ?? "postgres:17",
       pgbouncerImage: text(env, "SOTA_PGBOUNCER_IMAGE") ?? "sota-db/pgbouncer:1.24-trixie",
       network: dockerNetwork(text(env, "SOTA_DOCKER_NETWORK") ?? "traefik-public"),
@@ -164,6 +167,14 @@ function dockerNetwork(value: string): string {
     throw new ConfigError("SOTA_DOCKER_NETWORK", 'must be a Docker network name, or "per-project"');
   }
   return value;
+}
+
+function dockerHost(value: string | undefined): { host: string } | undefined {
+  if (value === undefined) return undefined;
+  if (!/^(unix:\/\/\/\S+|tcp:\/\/[A-Za-z0-9.-]+:\d{1,5})$/.test(value)) {
+    throw new ConfigError("DOCKER_HOST", "must be unix:///path/to/docker.sock or tcp://host:port (TLS engines are not supported)");
+  }
+  return { host: value };
 }
 
 function publishAddress(value: string): string {

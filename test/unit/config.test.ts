@@ -25,6 +25,7 @@ describe("loadConfig", () => {
         SOTA_POOLER_PORTS: "20000-20010",
         SOTA_DOCKER_NETWORK: "per-project",
         SOTA_DOCKER_PUBLISH_HOST: "127.0.0.1",
+        DOCKER_HOST: "unix:///run/docker.sock",
         SOTA_BACKUP_SCHEDULE: "*/5 * * * *",
         SOTA_BACKUP_RETENTION_DAYS: "14",
         SOTA_BACKUP_VERIFY: "true",
@@ -35,7 +36,7 @@ describe("loadConfig", () => {
     expect(config.runtime).toBe("docker");
     expect(config.masterKeys).toEqual([key, key]);
     expect(config.process.poolerPorts).toEqual({ min: 20000, max: 20010 });
-    expect(config.docker).toMatchObject({ network: "per-project", publishHost: "127.0.0.1" });
+    expect(config.docker).toMatchObject({ network: "per-project", publishHost: "127.0.0.1", host: "unix:///run/docker.sock" });
     expect(config.backup).toMatchObject({ schedule: "*/5 * * * *", retentionDays: 14, verify: true });
   });
 
@@ -49,6 +50,8 @@ describe("loadConfig", () => {
       [{ SOTA_BACKUP_SCHEDULE: "every day" }, /^SOTA_BACKUP_SCHEDULE: must be a cron expression/],
       [{ SOTA_BACKUP_VERIFY: "maybe" }, /^SOTA_BACKUP_VERIFY: must be true or false/],
       [{ SOTA_DOCKER_PUBLISH_HOST: "localhost" }, /^SOTA_DOCKER_PUBLISH_HOST: /],
+      [{ DOCKER_HOST: "ssh://me@host" }, /^DOCKER_HOST: must be unix:/],
+      [{ SOTA_TLS_CERT_FILE: "/x.pem" }, /^SOTA_TLS_KEY_FILE: /],
     ];
     for (const [env, message] of cases) {
       expect(() => loadConfig(env, "/")).toThrow(ConfigError);

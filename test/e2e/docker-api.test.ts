@@ -1,0 +1,101 @@
+// The service as production runs it (SOTA_RUNTIME=docker), through its API:
+// the seed's DATABASE_URL, used by an app container on the app network, and
+// what callers see when the Docker engine is gone.
+import { randomUUID } from "node:crypto";
+import Docker from "dockerode";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startHarness, type Harness } from "../support/app-harness.js";
+import { grpcClients, type GrpcClients } from "../support/grpc-client.js";
+import { DockerTestBed, ensureTestImages, probeDockerEngine, TEST_PGBOUNCER_IMAGE, TEST_POSTGRES_IMAGE } from "../support/docker-test-bed.js";
+
+const engine = await probeDockerEngine();
+const required = process.env["SOTA_REQUIRE_DOCKER"] === "1";
+
+describe("Docker engine unreachable", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness({ SOTA_RUNTIME: "docker", DOCKER_HOST: "unix:///nonexistent/docker.sock" });
+  });
+  afterAll(async () => h?.stop());
+
+  it("stays up, says so in /readyz, and answers Ensure with Unavailable", async () => {
+    expect((await fetch(`${h.app.url}/healthz`)).status).toBe(200);
+    const ready = await fetch(`${h.app.url}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toMatchObject({ checks: { runtime: { ok: false } } });
+    const ensure = await fetch(`${h.app.url}/v1/projects/${randomUUID()}/database`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${h.tokens.admin}` },
+    });
+    expect(ensure.status).toBe(503);
+    expect(await ensure.json()).toMatchObject({ code: "unavailable" });
+    expect((await fetch(`${h.app.url}/healthz`)).status).toBe(200);
+  });
+});
+
+if (!engine.reachable && !required) {
+  console.warn(`Docker API tests skipped: ${engine.reason} (set SOTA_REQUIRE_DOCKER=1 to fail instead)`);
+}
+
+describe.skipIf(!engine.reachable && !required)("the service on the Docker runtime", () => {
+  const bed = new DockerTestBed();
+  const projectId = randomUUID();
+  const slug = `e2e-${bed.runId}`;
+  let h: Harness;
+  let rpc: GrpcClients;
+
+  beforeAll(async () => {
+    if (!engine.reachable) throw new Error(`SOTA_REQUIRE_DOCKER=1 but ${engine.reason}`);
+    await ensureTestImages();
+    h = await startHarness({
+      SOTA_RUNTIME: "docker",
+      SOTA_POSTGRES_IMAGE: TEST_POSTGRES_IMAGE,
+      SOTA_PGBOUNCER_IMAGE: TEST_PGBOUNCER_IMAGE,
+      SOTA_DOCKER_NETWORK: bed.appNetwork,
+    });
+    rpc = grpcClients(`127.0.0.1:${h.app.address.port}`);
+  });
+
+  afterAll(async () => {
+    rpc?.close();
+    await h?.stop();
+    // The service labels what it creates with the project id; remove by it.
+    const docker = new Docker();
+    const filters = { label: [`io.sota.project-id=${projectId}`] };
+    for (const container of await docker.listContainers({ all: true, filters })) {
+      await docker.getContainer(container.Id).remove({ force: true, v: true }).catch(() => undefined);
+    }
+    for (const network of await docker.listNetworks({ filters })) await docker.getNetwork(network.Id).remove().catch(() => undefined);
+    for (const volume of (await docker.listVolumes({ filters })).Volumes ?? []) await docker.getVolume(volume.Name).remove().catch(() => undefined);
+    const shared = await docker.listNetworks({ filters: { name: [bed.appNetwork] } });
+    for (const network of shared) await docker.getNetwork(network.Id).remove().catch(() => undefined);
+  });
+
+  it("Ensure gives the seed's DATABASE_URL, and an app container on the reported network uses it", async () => {
+    const ensured = await rpc.database("ensure", { projectId, slug }, h.tokens.deployer);
+    expect(ensured.database).toMatchObject({ state: "DATABASE_STATE_READY", runtime: "docker", host: `sota-pgbouncer-${slug}`, port: 5432, network: bed.appNetwork });
+    expect(ensured.database.postgresVersion).toMatch(/^17\./);
+    expect(ensured.database.pooler).toMatchObject({ poolMode: "transaction", defaultPoolSize: 20, maxClientConn: 100, preparedStatementsSupported: true });
+    const { databaseUrl } = await rpc.database("getConnection", { projectId }, h.tokens.deployer);
+    expect(databaseUrl).toMatch(new RegExp(`^postgresql://app_${slug}:[0-9a-f]{32}@sota-pgbouncer-${slug}:5432/${slug}\\?sslmode=disable$`));
+
+    const app = await bed.runClient(
+      ensured.database.network,
+      `psql "$DATABASE_URL" -X -A -t -c "CREATE TABLE t (v int); INSERT INTO t VALUES (7); SELECT current_user || ':' || sum(v) FROM t"`,
+      [`DATABASE_URL=${databaseUrl}`],
+    );
+    expect(app.exitCode, app.output).toBe(0);
+    expect(app.output).toContain(`app_${slug}:7`);
+
+    const again = await rpc.database("ensure", { projectId }, h.tokens.deployer);
+    expect(again.created).toBe(false);
+    expect((await rpc.database("getConnection", { projectId }, h.tokens.deployer)).databaseUrl).toBe(databaseUrl);
+    expect(h.logs.join("")).not.toContain(new URL(databaseUrl).password);
+  });
+
+  it("takes a backup through docker exec pg_dump", async () => {
+    const { backup } = await rpc.database("createBackup", { projectId, wait: true }, h.tokens.deployer);
+    expect(backup).toMatchObject({ state: "BACKUP_STATE_SUCCEEDED", kind: "BACKUP_KIND_MANUAL" });
+    expect(Number(backup.sizeBytes)).toBeGreaterThan(0);
+  });
+});
