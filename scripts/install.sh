@@ -23,5 +23,8 @@ fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "sota-db: installing node packages" >&2
-  npm ci --no-audit --no-fund
+  # npm install, not npm ci: npm 11 drops other platforms' optional packages
+  # (@bufbuild/buf-darwin-*, …) from the lock file and npm ci then refuses it.
+  # The lock file still pins every version installed here.
+  npm install --no-audit --no-fund
 fi
