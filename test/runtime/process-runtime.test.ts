@@ -204,6 +204,20 @@ describe("process runtime: driver behaviour", () => {
     expect(existsSync(dir)).toBe(false);
   });
 
+  it("copies again a data directory that a crash may have left before it reached the disk", async () => {
+    const torn = newSpec("proc-torn");
+    const dir = paths(torn.slug).dir;
+    await mkdir(join(dir, "pgdata", "global"), { recursive: true });
+    await writeFile(join(dir, "pgdata", "PG_VERSION"), `${runtime.binaries.postgres.major}\n`);
+    await writeFile(join(dir, "pgdata.unflushed"), "");
+    await writeFile(join(dir, "project-id"), `${torn.projectId}\n`);
+    const result = await runtime.ensure(torn);
+    await appQuery(result, torn);
+    expect(existsSync(join(dir, "pgdata.unflushed"))).toBe(false);
+    expect(existsSync(join(paths(spec.slug).dir, "pgdata.unflushed"))).toBe(false);
+    await runtime.remove(torn, { keepData: false });
+  });
+
   it("takes over from a postmaster and pgbouncer left running by a killed service", async () => {
     await runtime.close();
     const { pgdata, ini, dir } = paths(spec.slug);

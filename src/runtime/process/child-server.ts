@@ -7,7 +7,7 @@ import { RuntimeError } from "../runtime.js";
 import { pause } from "./pause.js";
 import { SupervisedProcess, type SupervisedProcessOptions } from "./supervised-process.js";
 
-const POLL_MS = 10;
+const POLL_MS = 5;
 
 export interface ChildIdentity {
   /** "PostgreSQL" or "PgBouncer". */

@@ -18,6 +18,8 @@ export interface InstancePaths {
   readonly poolerAdminPassword: string;
   /** The owning project's id: a slug never silently changes hands. */
   readonly projectMarker: string;
+  /** Present while a new copy of the template may not be on disk yet (see data-dir.ts). */
+  readonly unflushedMarker: string;
 }
 
 export function instancesRoot(dataDir: string): string {
@@ -44,6 +46,7 @@ export function instanceLayout(dir: string): InstancePaths {
     pgbouncerPid: join(dir, "pgbouncer.pid"),
     poolerAdminPassword: join(dir, "pooler-admin.password"),
     projectMarker: join(dir, "project-id"),
+    unflushedMarker: join(dir, "pgdata.unflushed"),
   };
 }
 

@@ -69,10 +69,10 @@ export class PgbouncerServer extends ChildServer {
     }
   }
 
-  async poolerInfo(adminPassword: string): Promise<PoolerInfo> {
-    const config = new Map(
-      (await this.console(adminPassword, "SHOW CONFIG")).map((row) => [row["key"] ?? "", row["value"] ?? ""]),
-    );
+  /** The settings as the running PgBouncer reports them, once its console answers. */
+  async poolerInfo(adminPassword: string, deadline: number, signal: AbortSignal): Promise<PoolerInfo> {
+    const rows = await this.waitUntil(() => this.console(adminPassword, "SHOW CONFIG"), "answered no console command", deadline, signal);
+    const config = new Map(rows.map((row) => [row["key"] ?? "", row["value"] ?? ""]));
     const preparedStatementsSupported = config.has("max_prepared_statements");
     return {
       version: this.options.binary.version,

@@ -1,7 +1,7 @@
 // The process driver: each project's PostgreSQL and PgBouncer run as
 // supervised child processes of the service, from the host's installation.
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import { mkdir, readdir, rename, rm, symlink } from "node:fs/promises";
+import { mkdir, rename, rm, symlink } from "node:fs/promises";
 import { dirname, join, resolve, sep } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import type { Logger } from "../../log.js";
@@ -17,21 +17,21 @@ import {
   type RuntimeTarget,
 } from "../runtime.js";
 import { appRoleName, ensureAppDatabase } from "./app-database.js";
+import { prepareDataDir, type PreparedDataDir } from "./data-dir.js";
 import { instancePaths, instancesRoot, type InstancePaths } from "./instance-paths.js";
 import { KeyedLock } from "./keyed-lock.js";
 import { assertUserCanWrite, resolveRunAs, type RunAs } from "./os-user.js";
-import { ensureOwnedDir, readIfExists, syncDir, writeOwnedFile, writeOwnedFileIfChanged } from "./owned-files.js";
+import { ensureOwnedDir, readIfExists, syncDir, writeOwnedFile } from "./owned-files.js";
 import { queryOnce, superuserClient, type Rows } from "./pg-clients.js";
-import { POOLER_ADMIN_USER, renderPgbouncerIni, renderUserlist, userlistSecret } from "./pgbouncer-config.js";
 import { PgbouncerServer } from "./pgbouncer-server.js";
+import { poolerSecrets, saveAdminPassword, writePoolerFiles, type PoolerAdmin } from "./pooler-setup.js";
 import { isExecutable, pathExists } from "./path-checks.js";
 import { listeningPorts } from "./port-probe.js";
 import { discoverBinaries, type Binaries } from "./postgres-binaries.js";
 import { PostgresServer, type PostgresServerOptions } from "./postgres-server.js";
-import { createScramVerifier, scramVerifierMatches } from "./scram-secret.js";
 import { dumpStream, restoreFromStream } from "./sql-tools.js";
 import { stopStalePgbouncer, stopStalePostmaster } from "./stale-process.js";
-import { copyTemplate, ensureTemplateCluster } from "./template-cluster.js";
+import { ensureTemplateCluster } from "./template-cluster.js";
 import { WarmPool, type WarmPoolState } from "./warm-pool.js";
 
 export interface ProcessRuntimeOptions {
@@ -71,9 +71,7 @@ interface ClaimedWarmInstance {
   readonly alias: string;
 }
 
-interface PreparedDir {
-  /** Whether this ensure made the data directory. */
-  readonly created: boolean;
+interface PreparedDir extends PreparedDataDir {
   /** The warm instance it came from, PostgreSQL running in it already. */
   readonly warm?: ClaimedWarmInstance;
 }
@@ -85,8 +83,8 @@ interface Instance {
   readonly logger: Logger;
   readonly postgres: PostgresServer;
   readonly pgbouncer: PgbouncerServer;
-  adminPassword: string | undefined;
-  adminVerifier: string | undefined;
+  /** PgBouncer's console credentials, once set up. */
+  admin: PoolerAdmin | undefined;
   /** Both processes answered a real query since their last unexpected exit. */
   healthy: boolean;
   /** HMAC of the password last verified end to end: the fast path compares without keeping the password. */
@@ -211,10 +209,10 @@ export class ProcessRuntime implements Runtime {
     this.assertOpen();
     checkTarget(target);
     const instance = this.runningInstance(target);
-    if (!instance.pgbouncer.running || instance.adminPassword === undefined) {
+    if (!instance.pgbouncer.running || instance.admin === undefined) {
       throw new RuntimeError("unavailable", `the pooler of ${target.slug} is not running; ensure it first`);
     }
-    return instance.pgbouncer.console(instance.adminPassword, command);
+    return instance.pgbouncer.console(instance.admin.password, command);
   }
 
   async remove(target: RuntimeTarget, options: RemoveOptions): Promise<void> {
@@ -286,7 +284,11 @@ export class ProcessRuntime implements Runtime {
     const template = await this.ensureTemplate();
     const deadline = Date.now() + this.options.readyTimeoutMs;
     const paths = instancePaths(this.options.dataDir, spec.slug);
-    const { created, warm } = await this.prepareInstanceDir(spec, paths, template);
+    const appRole = appRoleName(spec.slug);
+    // Worked out while the directory is prepared (see pooler-setup.ts).
+    const secrets = poolerSecrets(paths, appRole, spec.password, existing?.admin);
+    secrets.catch(() => undefined);
+    const { created, warm, flushed } = await this.prepareInstanceDir(spec, paths, template);
     let port: number;
     try {
       signal.throwIfAborted();
@@ -304,20 +306,28 @@ export class ProcessRuntime implements Runtime {
       instance.pgbouncer.port = port;
     }
 
-    const adminPassword = await this.poolerAdminPassword(instance);
-    const wanted = await this.appVerifier(instance, spec.password);
-    // PostgreSQL and PgBouncer come up side by side: PgBouncer only connects
-    // to the server once a client arrives, and the role gets the very verifier
-    // PgBouncer is given (SCRAM pass-through needs the same salt on both).
-    const [verifier] = await settleBoth(
-      this.startDatabase(instance, spec, wanted, deadline, signal),
-      this.startPooler(instance, wanted, adminPassword),
+    const { admin, adminSaved, appVerifier } = await secrets;
+    instance.admin = admin;
+    // PostgreSQL and PgBouncer come up side by side, while a new copy is still
+    // being flushed: PgBouncer only connects to the server once a client
+    // arrives, and the role gets the very verifier PgBouncer is given (SCRAM
+    // pass-through needs the same salt on both).
+    const [verifier] = await settleAll(
+      this.startDatabase(instance, spec, appVerifier, deadline, signal),
+      this.startPooler(instance, appVerifier, adminSaved),
+      // A copy that cannot be flushed must not serve: stopped, it is copied again next time.
+      (flushed ?? Promise.resolve()).catch(async (error: unknown) => {
+        await stopInstance(instance);
+        throw error;
+      }),
     );
     // The role kept an older verifier of the same password: PgBouncer must have that one.
-    if (verifier !== wanted) await this.startPooler(instance, verifier, adminPassword);
-    const postgresVersion = await instance.pgbouncer.waitForAppQuery(appRoleName(spec.slug), spec.password, spec.slug, deadline, signal);
+    if (verifier !== appVerifier) await this.startPooler(instance, verifier);
+    const [postgresVersion, pooler] = await settleAll(
+      instance.pgbouncer.waitForAppQuery(appRole, spec.password, spec.slug, deadline, signal),
+      instance.pgbouncer.poolerInfo(admin.password, deadline, signal),
+    );
     instance.pgbouncer.process.supervise();
-    const pooler = await instance.pgbouncer.poolerInfo(adminPassword);
 
     const result: EnsureResult = { endpoint: endpointFor(port), postgresVersion, pooler };
     instance.result = result;
@@ -340,17 +350,22 @@ export class ProcessRuntime implements Runtime {
     }
   }
 
-  /** PgBouncer running with a config and userlist that give the app role `verifier`. */
-  private async startPooler(instance: Instance, verifier: string, adminPassword: string): Promise<void> {
-    const changed = await this.writePoolerFiles(instance, verifier, adminPassword);
+  /** PgBouncer running with a config and userlist that give the app role `appVerifier`. */
+  private async startPooler(instance: Instance, appVerifier: string, adminSaved = true): Promise<void> {
+    const admin = instance.admin!;
+    if (!adminSaved) await saveAdminPassword(instance.paths, admin, this.runAs);
+    const changed = await writePoolerFiles({
+      paths: instance.paths,
+      slug: instance.slug,
+      appRole: appRoleName(instance.slug),
+      port: instance.pgbouncer.port,
+      admin,
+      appVerifier,
+      preparedStatementsSupported: this.binaries.pgbouncer.preparedStatementsSupported,
+      runAs: this.runAs,
+    });
     if (!instance.pgbouncer.running && !instance.pgbouncer.process.supervising) await instance.pgbouncer.start();
-    else if (changed && instance.pgbouncer.running) await instance.pgbouncer.reload(adminPassword);
-  }
-
-  /** The app role's verifier in the userlist when it still matches the password, else a new one. */
-  private async appVerifier(instance: Instance, password: string): Promise<string> {
-    const recorded = userlistSecret(await readIfExists(instance.paths.pgbouncerUserlist), appRoleName(instance.slug));
-    return recorded && scramVerifierMatches(password, recorded) ? recorded : createScramVerifier(password);
+    else if (changed && instance.pgbouncer.running) await instance.pgbouncer.reload(admin.password);
   }
 
   /**
@@ -387,11 +402,7 @@ export class ProcessRuntime implements Runtime {
     return this.template;
   }
 
-  /**
-   * The instance directory with its owner marker and a data directory: a warm
-   * instance's, or one copied from the template (through a temporary name, so a
-   * crash mid-copy leaves only a leftover that the next call removes).
-   */
+  /** The instance directory with its owner marker and a data directory: a warm instance's, or see prepareDataDir. */
   private async prepareInstanceDir(spec: DatabaseSpec, paths: InstancePaths, template: string): Promise<PreparedDir> {
     const warm = await this.claimWarmInstance(spec, paths);
     if (warm) return { created: true, warm };
@@ -399,35 +410,7 @@ export class ProcessRuntime implements Runtime {
     const marker = (await readIfExists(paths.projectMarker))?.trim();
     if (marker !== undefined && marker !== spec.projectId) throw slugTaken(spec.slug);
     if (marker === undefined) await writeOwnedFile(paths.projectMarker, `${spec.projectId}\n`, this.runAs, 0o600);
-
-    const version = await readIfExists(join(paths.pgdata, "PG_VERSION"));
-    if (version !== undefined) {
-      const major = this.binaries.postgres.major;
-      if (version.trim() !== String(major)) {
-        throw new RuntimeError(
-          "failed",
-          `the data of ${spec.slug} is PostgreSQL ${version.trim()} but the host runs PostgreSQL ${major}: upgrade it with pg_upgrade, or set SOTA_PG_BIN_DIR to that version's bin directory`,
-        );
-      }
-      return { created: false };
-    }
-    if (await pathExists(paths.pgdata)) {
-      throw new RuntimeError("failed", `the data directory of ${spec.slug} (${paths.pgdata}) is incomplete; move it away to recreate the database`);
-    }
-    for (const name of await readdir(paths.dir)) {
-      if (name.startsWith("pgdata.tmp-")) await rm(join(paths.dir, name), { recursive: true, force: true });
-    }
-    const copy = join(paths.dir, `pgdata.tmp-${randomBytes(6).toString("hex")}`);
-    try {
-      await copyTemplate(template, copy, this.runAs);
-    } catch (error) {
-      throw new RuntimeError("failed", `copying the template cluster for ${spec.slug} failed: ${errorMessage(error)}`, { cause: error });
-    }
-    // PostgreSQL is started only on the final path: it keeps the absolute path
-    // it was started with (pg_control is written through it at every checkpoint).
-    await rename(copy, paths.pgdata);
-    await syncDir(paths.dir);
-    return { created: true };
+    return prepareDataDir({ slug: spec.slug, paths, template, major: this.binaries.postgres.major, runAs: this.runAs, logger: this.logger });
   }
 
   /**
@@ -499,8 +482,7 @@ export class ProcessRuntime implements Runtime {
       logger,
       postgres,
       pgbouncer,
-      adminPassword: undefined,
-      adminVerifier: undefined,
+      admin: undefined,
       healthy: false,
       passwordDigest: undefined,
       result: undefined,
@@ -531,43 +513,6 @@ export class ProcessRuntime implements Runtime {
     };
   }
 
-  /** Generated once per instance and kept 0600 in its directory; never logged. */
-  private async poolerAdminPassword(instance: Instance): Promise<string> {
-    if (instance.adminPassword !== undefined) return instance.adminPassword;
-    let password = (await readIfExists(instance.paths.poolerAdminPassword))?.trim();
-    if (!password || !/^[0-9a-f]{32}$/.test(password)) {
-      password = randomBytes(16).toString("hex");
-      await writeOwnedFile(instance.paths.poolerAdminPassword, `${password}\n`, this.runAs, 0o600);
-    }
-    instance.adminPassword = password;
-    return password;
-  }
-
-  /** Writes pgbouncer.ini and the userlist when they differ; returns whether either changed. */
-  private async writePoolerFiles(instance: Instance, appVerifier: string, adminPassword: string): Promise<boolean> {
-    const { paths } = instance;
-    if (instance.adminVerifier === undefined) {
-      const recorded = userlistSecret(await readIfExists(paths.pgbouncerUserlist), POOLER_ADMIN_USER);
-      instance.adminVerifier = recorded && scramVerifierMatches(adminPassword, recorded) ? recorded : createScramVerifier(adminPassword);
-    }
-    const ini = renderPgbouncerIni({
-      slug: instance.slug,
-      port: instance.pgbouncer.port,
-      socketDir: paths.socketDir,
-      userlistFile: paths.pgbouncerUserlist,
-      logFile: paths.pgbouncerLog,
-      pidFile: paths.pgbouncerPid,
-      preparedStatementsSupported: this.binaries.pgbouncer.preparedStatementsSupported,
-    });
-    const userlist = renderUserlist([
-      [appRoleName(instance.slug), appVerifier],
-      [POOLER_ADMIN_USER, instance.adminVerifier],
-    ]);
-    const iniChanged = await writeOwnedFileIfChanged(paths.pgbouncerIni, ini, this.runAs, 0o600);
-    const userlistChanged = await writeOwnedFileIfChanged(paths.pgbouncerUserlist, userlist, this.runAs, 0o600);
-    return iniChanged || userlistChanged;
-  }
-
   private runningInstance(target: RuntimeTarget): Instance {
     const instance = this.instances.get(target.slug);
     if (!instance || instance.projectId !== target.projectId || !instance.postgres.running) {
@@ -581,12 +526,12 @@ export class ProcessRuntime implements Runtime {
   }
 }
 
-/** Waits for both, then fails with the first failure: neither is left running unawaited. */
-async function settleBoth<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
-  const [first, second] = await Promise.allSettled([a, b]);
-  if (first.status === "rejected") throw first.reason;
-  if (second.status === "rejected") throw second.reason;
-  return [first.value, second.value];
+/** Waits for all, then fails with the first failure: none is left running unawaited. */
+async function settleAll<T extends readonly unknown[]>(...work: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const outcomes = await Promise.allSettled(work);
+  const failed = outcomes.find((outcome) => outcome.status === "rejected");
+  if (failed) throw failed.reason;
+  return outcomes.map((outcome) => (outcome as PromiseFulfilledResult<unknown>).value) as unknown as T;
 }
 
 function errorMessage(error: unknown): string {

@@ -69,20 +69,21 @@ export async function ensureTemplateCluster(options: TemplateOptions): Promise<s
   return finalDir;
 }
 
-/**
- * Copies the template cluster to `dest` (which must not exist yet) and flushes
- * the copy to disk. Callers rename it into place only afterwards: after a power
- * cut the final name must not point at files whose contents never got written.
- */
+/** Copies the template cluster to `dest`, which must not exist yet. */
 export async function copyTemplate(template: string, dest: string, runAs: RunAs): Promise<void> {
-  const cwd = dirname(dest);
-  await runCommand("cp", ["-a", template, dest], { runAs, cwd });
-  // One syncfs(2) of the file system (coreutils `sync -f`) instead of an fsync
-  // per file (initdb --sync-only): a thousand journal commits cost several
-  // times the copy itself. PostgreSQL offers the same choice for its own
-  // start-up sync (recovery_init_sync_method = syncfs). It also writes out
-  // whatever else is dirty on that file system, which is due to be written anyway.
-  await runCommand("sync", ["-f", dest], { runAs, cwd });
+  await runCommand("cp", ["-a", template, dest], { runAs, cwd: dirname(dest) });
+}
+
+/**
+ * Flushes a copy to disk before its name may be trusted: one syncfs(2) of the
+ * file system (coreutils `sync -f`) instead of an fsync per file (initdb
+ * --sync-only), whose thousand journal commits cost several times the copy
+ * itself. PostgreSQL offers the same choice for its own start-up sync
+ * (recovery_init_sync_method = syncfs). It also writes out whatever else is
+ * dirty on that file system, which is due to be written anyway.
+ */
+export async function syncFileSystem(path: string, runAs: RunAs): Promise<void> {
+  await runCommand("sync", ["-f", path], { runAs, cwd: dirname(path) });
 }
 
 async function addPlaceholder(options: TemplateOptions, pgdata: string): Promise<void> {

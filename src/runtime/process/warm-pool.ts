@@ -16,7 +16,7 @@ import { pause } from "./pause.js";
 import type { PostgresBinaries } from "./postgres-binaries.js";
 import { PostgresServer } from "./postgres-server.js";
 import { stopStalePostmaster } from "./stale-process.js";
-import { copyTemplate } from "./template-cluster.js";
+import { copyTemplate, syncFileSystem } from "./template-cluster.js";
 
 export interface WarmInstance {
   readonly id: string;
@@ -185,6 +185,8 @@ export class WarmPool implements WarmPoolState {
     await ensureOwnedDir(building, runAs, 0o700);
     try {
       await copyTemplate(template, instanceLayout(building).pgdata, runAs);
+      // On disk before it is complete by name: a project may get it any moment.
+      await syncFileSystem(building, runAs);
       await rename(building, join(root, id));
       await syncDir(root);
     } catch (error) {

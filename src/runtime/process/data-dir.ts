@@ -1,0 +1,80 @@
+// A project's data directory: used as found, or made from the template
+// cluster. A new copy is renamed into place before it has reached the disk, so
+// that PostgreSQL starts on its final path (it keeps that absolute path for
+// life) while the copy is flushed. A marker, made durable before the rename,
+// says "not flushed yet" until the flush is done: should the machine stop in
+// between, the next ensure finds it and copies again. No ensure has returned
+// for such a copy, so no app has written to it.
+import { randomBytes } from "node:crypto";
+import { readdir, rename, rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { Logger } from "../../log.js";
+import { RuntimeError } from "../runtime.js";
+import type { InstancePaths } from "./instance-paths.js";
+import type { RunAs } from "./os-user.js";
+import { readIfExists, syncDir, writeOwnedFile } from "./owned-files.js";
+import { pathExists } from "./path-checks.js";
+import { stopStalePostmaster } from "./stale-process.js";
+import { copyTemplate, syncFileSystem } from "./template-cluster.js";
+
+export interface DataDirOptions {
+  readonly slug: string;
+  readonly paths: InstancePaths;
+  readonly template: string;
+  /** The host's PostgreSQL major: data of another one is refused. */
+  readonly major: number;
+  readonly runAs: RunAs;
+  readonly logger: Logger;
+}
+
+export interface PreparedDataDir {
+  /** Whether a new copy was made. */
+  readonly created: boolean;
+  /** For a new copy: settles once it is on disk. Ensure must not return before. */
+  readonly flushed?: Promise<void>;
+}
+
+export async function prepareDataDir(options: DataDirOptions): Promise<PreparedDataDir> {
+  const { paths, slug, runAs } = options;
+  if (await pathExists(paths.unflushedMarker)) {
+    await stopStalePostmaster(paths.pgdata, options.logger);
+    await rm(paths.pgdata, { recursive: true, force: true });
+  }
+  const version = (await readIfExists(join(paths.pgdata, "PG_VERSION")))?.trim();
+  if (version !== undefined) {
+    if (version !== String(options.major)) {
+      throw new RuntimeError(
+        "failed",
+        `the data of ${slug} is PostgreSQL ${version} but the host runs PostgreSQL ${options.major}: upgrade it with pg_upgrade, or set SOTA_PG_BIN_DIR to that version's bin directory`,
+      );
+    }
+    return { created: false };
+  }
+  if (await pathExists(paths.pgdata)) {
+    throw new RuntimeError("failed", `the data directory of ${slug} (${paths.pgdata}) is incomplete; move it away to recreate the database`);
+  }
+  // Copied under a temporary name: a crash mid-copy leaves only a leftover to remove.
+  for (const name of await readdir(paths.dir)) {
+    if (name.startsWith("pgdata.tmp-")) await rm(join(paths.dir, name), { recursive: true, force: true });
+  }
+  const copy = join(paths.dir, `pgdata.tmp-${randomBytes(6).toString("hex")}`);
+  try {
+    await copyTemplate(options.template, copy, runAs);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    throw new RuntimeError("failed", `copying the template cluster for ${slug} failed: ${message}`, { cause: error });
+  }
+  await writeOwnedFile(paths.unflushedMarker, "", runAs, 0o600);
+  await rename(copy, paths.pgdata);
+  const flushed = flush(paths, runAs);
+  // Awaited by the caller, later; this only keeps an early failure from counting as unhandled.
+  flushed.catch(() => undefined);
+  return { created: true, flushed };
+}
+
+async function flush(paths: InstancePaths, runAs: RunAs): Promise<void> {
+  // Also makes the rename durable.
+  await syncFileSystem(paths.pgdata, runAs);
+  await rm(paths.unflushedMarker, { force: true });
+  await syncDir(paths.dir);
+}

@@ -1,0 +1,75 @@
+// What PgBouncer needs for one instance: the console's admin password
+// (generated once, kept 0600 in the instance dir, never logged), the SCRAM
+// verifiers of the admin and the app role in its userlist, and its config.
+// The secrets are worked out before the instance's directory is ready, while
+// the template is still being copied: deriving a verifier is the costliest
+// computation of a new database, and a copy runs in another process.
+import { randomBytes } from "node:crypto";
+import type { InstancePaths } from "./instance-paths.js";
+import type { RunAs } from "./os-user.js";
+import { readIfExists, writeOwnedFile, writeOwnedFileIfChanged } from "./owned-files.js";
+import { POOLER_ADMIN_USER, renderPgbouncerIni, renderUserlist, userlistSecret } from "./pgbouncer-config.js";
+import { createScramVerifier, scramVerifierMatches } from "./scram-secret.js";
+
+export interface PoolerAdmin {
+  readonly password: string;
+  readonly verifier: string;
+}
+
+export interface PoolerSecrets {
+  readonly admin: PoolerAdmin;
+  /** False when the admin password is new and not written yet (the directory may not exist yet). */
+  readonly adminSaved: boolean;
+  /** The app role's verifier for the wanted password: the one PgBouncer and PostgreSQL should both hold. */
+  readonly appVerifier: string;
+}
+
+/** Reuses whatever on disk still matches; `known` is what a running instance already holds. */
+export async function poolerSecrets(paths: InstancePaths, appRole: string, password: string, known?: PoolerAdmin): Promise<PoolerSecrets> {
+  const userlist = await readIfExists(paths.pgbouncerUserlist);
+  const recordedApp = userlistSecret(userlist, appRole);
+  const appVerifier = recordedApp && scramVerifierMatches(password, recordedApp) ? recordedApp : createScramVerifier(password);
+  if (known) return { admin: known, adminSaved: true, appVerifier };
+  const saved = (await readIfExists(paths.poolerAdminPassword))?.trim();
+  const adminSaved = saved !== undefined && /^[0-9a-f]{32}$/.test(saved);
+  const adminPassword = adminSaved ? saved : randomBytes(16).toString("hex");
+  const recordedAdmin = userlistSecret(userlist, POOLER_ADMIN_USER);
+  const adminVerifier = recordedAdmin && scramVerifierMatches(adminPassword, recordedAdmin) ? recordedAdmin : createScramVerifier(adminPassword);
+  return { admin: { password: adminPassword, verifier: adminVerifier }, adminSaved, appVerifier };
+}
+
+export async function saveAdminPassword(paths: InstancePaths, admin: PoolerAdmin, runAs: RunAs): Promise<void> {
+  await writeOwnedFile(paths.poolerAdminPassword, `${admin.password}\n`, runAs, 0o600);
+}
+
+export interface PoolerFiles {
+  readonly paths: InstancePaths;
+  readonly slug: string;
+  readonly appRole: string;
+  readonly port: number;
+  readonly admin: PoolerAdmin;
+  readonly appVerifier: string;
+  readonly preparedStatementsSupported: boolean;
+  readonly runAs: RunAs;
+}
+
+/** Writes pgbouncer.ini and the userlist when they differ; returns whether either changed. */
+export async function writePoolerFiles(files: PoolerFiles): Promise<boolean> {
+  const { paths, runAs } = files;
+  const ini = renderPgbouncerIni({
+    slug: files.slug,
+    port: files.port,
+    socketDir: paths.socketDir,
+    userlistFile: paths.pgbouncerUserlist,
+    logFile: paths.pgbouncerLog,
+    pidFile: paths.pgbouncerPid,
+    preparedStatementsSupported: files.preparedStatementsSupported,
+  });
+  const userlist = renderUserlist([
+    [files.appRole, files.appVerifier],
+    [POOLER_ADMIN_USER, files.admin.verifier],
+  ]);
+  const iniChanged = await writeOwnedFileIfChanged(paths.pgbouncerIni, ini, runAs, 0o600);
+  const userlistChanged = await writeOwnedFileIfChanged(paths.pgbouncerUserlist, userlist, runAs, 0o600);
+  return iniChanged || userlistChanged;
+}
