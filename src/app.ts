@@ -139,6 +139,7 @@ async function createRuntime(config: Config, store: Store, logger: Logger): Prom
     ...(config.process.pgbouncerBin ? { pgbouncerBin: config.process.pgbouncerBin } : {}),
     ...(config.process.runAsUser ? { runAsUser: config.process.runAsUser } : {}),
     portRange: config.process.poolerPorts,
+    warmPool: config.process.warmPool,
     ports: store,
     readyTimeoutMs: config.readyTimeoutMs,
     logger: logger.child({ runtime: "process" }),

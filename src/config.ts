@@ -24,6 +24,8 @@ export interface Config {
     readonly pgbouncerBin?: string;
     readonly runAsUser?: string;
     readonly poolerPorts: { readonly min: number; readonly max: number };
+    /** Started, unassigned instances kept ready so a new database needs no cold start. */
+    readonly warmPool: number;
   };
   readonly docker: {
     /** DOCKER_HOST: unix:///path or tcp://host:port; default the local socket. */
@@ -81,6 +83,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       ...(pgbouncerBin ? { pgbouncerBin: resolve(cwd, pgbouncerBin) } : {}),
       ...(runAsUser ? { runAsUser: identifier(runAsUser, "SOTA_RUN_AS_USER") } : {}),
       poolerPorts: portRange(env, "SOTA_POOLER_PORTS", "16432-17431"),
+      warmPool: integer(env, "SOTA_WARM_POOL", 0, 0, 64),
     },
     docker: {
       ...(dockerHost(text(env, "DOCKER_HOST")) ?? {}),
