@@ -10,6 +10,7 @@ import { createDockerRuntime, type DockerRuntime } from "../../src/runtime/docke
 import { appUrl, firstAppQuery, newSpec } from "../direct-runtime.js";
 import type { Plan } from "../plan.js";
 import { repeat } from "../repeat.js";
+import { settleDisk } from "../settle-disk.js";
 import { summarize, timed } from "../stats.js";
 import { ms, skippedRow, times, verdict, type Row } from "../table.js";
 
@@ -41,6 +42,7 @@ export async function dockerEnsureRows(plan: Plan, floorMedianMs: number): Promi
     await newDockerDatabase(runtime);
     const samples: number[] = [];
     await repeat(plan.dockerRuns, BUDGET_MS, async () => {
+      await settleDisk();
       samples.push(await newDockerDatabase(runtime));
     });
     const stats = summarize(samples);

@@ -1,8 +1,10 @@
 // Row 1: a new database, from the call until the app's first query through
 // PgBouncer has answered, for the process driver's variants side by side with
 // the floor. One loop takes one sample of each variant per turn, so whatever
-// the machine does meanwhile hits all of them alike, and every variant starts
-// with the warm pools full and nothing else running.
+// the machine does meanwhile hits all of them alike, and every sample starts
+// with the warm pools full and nothing left to write back: the driver flushes
+// its copy with syncfs, which would otherwise also pay for the writes of the
+// sample before.
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ensureOwnedDir } from "../../src/runtime/process/owned-files.js";
@@ -13,6 +15,7 @@ import { floorOnce, type FloorSetup } from "../floor.js";
 import type { Plan } from "../plan.js";
 import { descendants, pssBytes } from "../proc-memory.js";
 import { repeat } from "../repeat.js";
+import { settleDisk } from "../settle-disk.js";
 import { startService, type ServiceProcess } from "../service-process.js";
 import { summarize, timed, type Summary } from "../stats.js";
 import { mb, ms, NONE, skippedRow, times, verdict, type Row } from "../table.js";
@@ -54,11 +57,18 @@ export async function ensureNewRows(plan: Plan, service: ServiceProcess): Promis
     await repeat(plan.ensureNewRuns, BUDGET_MS, async () => {
       await warm.runtime.warmPool.whenFull(AbortSignal.timeout(FILL_TIMEOUT_MS));
       if (serviceHasPool) await waitForServicePool(warmService!);
+      await settleDisk();
       samples.floor.push(await floorOnce(floor));
+      await settleDisk();
       samples.cold.push(await newDirectDatabase(cold));
+      await settleDisk();
       samples.api.push((await timed(() => newDatabaseThroughApi(service))).ms);
+      await settleDisk();
       samples.warm.push(await newDirectDatabase(warm));
-      if (serviceHasPool) samples.warmApi.push((await timed(() => newDatabaseThroughApi(warmService!))).ms);
+      if (serviceHasPool) {
+        await settleDisk();
+        samples.warmApi.push((await timed(() => newDatabaseThroughApi(warmService!))).ms);
+      }
     });
     await warm.runtime.warmPool.whenFull(AbortSignal.timeout(FILL_TIMEOUT_MS));
     const warmCost = warmInstancePss(warm) / WARM_POOL;
@@ -84,7 +94,7 @@ export async function ensureNewRows(plan: Plan, service: ServiceProcess): Promis
       variantRow("1d", "Ensure new DB: process driver with warm pool, called directly", samples.warm, floorStats, warmGoal),
       serviceHasPool
         ? variantRow("1e", "Ensure new DB: process driver with warm pool, through the service over gRPC", samples.warmApi, floorStats, warmGoal)
-        : skippedRow("1e", "Ensure new DB: process driver with warm pool, through the service over gRPC", "the service does not read SOTA_WARM_POOL yet (config/app wiring pending)"),
+        : skippedRow("1e", "Ensure new DB: process driver with warm pool, through the service over gRPC", "the service started with SOTA_WARM_POOL kept no warm instance ready"),
     ];
     return { rows, floorMedianMs: floorStats.median };
   } finally {
@@ -128,8 +138,7 @@ async function floorSetup(cold: DirectRuntime): Promise<FloorSetup> {
 
 /**
  * Whether the service keeps a warm instance, waiting until one is ready: its
- * warm dir holds a copy whose postmaster reports "ready". Until SOTA_WARM_POOL
- * reaches the driver through the config, none ever appears.
+ * warm dir holds a copy whose postmaster reports "ready".
  */
 async function waitForServicePool(service: ServiceProcess): Promise<boolean> {
   const until = Date.now() + 15_000;
