@@ -1,38 +1,51 @@
 // Row 4: density. A fresh service provisions many databases with the process
 // driver, one after the other over gRPC; then, once they idle, the kernel's
 // accounting says what each costs (PSS of its postmaster, backends and
-// PgBouncer) and what the service itself holds (RSS), and the Ensure times of
-// the last databases are compared with the first ones.
+// PgBouncer) and what the service itself holds (RSS). The last databases'
+// Ensure times are compared with those of a second service that holds only a
+// few, sample for sample in alternation: the 1st and the 100th database lie a
+// minute apart, long enough for this machine's load to change under them.
 import { join, sep } from "node:path";
 import { newDatabaseThroughApi } from "../api-calls.js";
 import type { Plan } from "../plan.js";
 import { descendants, pssBytes } from "../proc-memory.js";
 import { repeat } from "../repeat.js";
+import { settleDisk } from "../settle-disk.js";
 import { startService } from "../service-process.js";
 import { summarize, timed } from "../stats.js";
 import { mb, ms, NONE, times, verdict, type Row } from "../table.js";
 
 const POOLER_PORTS = "31400-31599";
+const BASELINE_POOLER_PORTS = "31800-31849";
 const BUDGET_MS = 240_000;
 /** Start-up work (first checkpoints, autovacuum's first look) done before memory is read. */
 const SETTLE_MS = 5_000;
 
 export async function densityRows(plan: Plan): Promise<Row[]> {
   const service = await startService({ poolerPorts: POOLER_PORTS });
+  const baseline = await startService({ poolerPorts: BASELINE_POOLER_PORTS }).catch(async (error: unknown) => {
+    await service.stop();
+    throw error;
+  });
   try {
-    const ensureMs: number[] = [];
-    const made = await repeat(plan.densityDatabases, BUDGET_MS, async () => {
-      ensureMs.push((await timed(() => newDatabaseThroughApi(service))).ms);
-    });
+    // Unmeasured: each service's first Ensure also builds its template cluster.
+    await newDatabaseThroughApi(baseline);
+    const k = plan.densityEdge;
+    const made = await repeat(plan.densityDatabases - k, BUDGET_MS, () => newDatabaseThroughApi(service).then(() => undefined));
+    const firstMs: number[] = [];
+    const lastMs: number[] = [];
+    for (let i = 0; i < k; i++) {
+      await settleDisk();
+      firstMs.push((await timed(() => newDatabaseThroughApi(baseline))).ms);
+      await settleDisk();
+      lastMs.push((await timed(() => newDatabaseThroughApi(service))).ms);
+    }
+    const total = made + k;
     await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
     const perDatabase = summarize([...pssByInstance(service.pid, join(service.dataDir, "instances")).values()]);
     const serviceRss = service.rssBytes();
-
-    // The very first Ensure also builds the template cluster (initdb, once per
-    // service), so "the first" are databases 2..k+1.
-    const k = Math.min(plan.densityEdge, Math.floor((made - 1) / 2));
-    const first = summarize(ensureMs.slice(1, 1 + k));
-    const last = summarize(ensureMs.slice(-k));
+    const first = summarize(firstMs);
+    const last = summarize(lastMs);
     const growth = last.median / first.median;
     return [
       {
@@ -46,7 +59,7 @@ export async function densityRows(plan: Plan): Promise<Row[]> {
       },
       {
         id: "4b",
-        name: `service RSS with ${made} databases`,
+        name: `service RSS with ${total} databases`,
         median: mb(serviceRss),
         p95: NONE,
         ratio: NONE,
@@ -55,7 +68,7 @@ export async function densityRows(plan: Plan): Promise<Row[]> {
       },
       {
         id: "4c",
-        name: `Ensure new DB over gRPC (+ first query), databases ${made - k + 1}..${made} vs 2..${k + 1}`,
+        name: `Ensure new DB over gRPC (+ first query): databases ${made + 1}..${total} vs 2..${k + 1} of a second service, alternating`,
         median: ms(last.median),
         p95: ms(last.p95),
         ratio: `${times(growth)} first (${ms(first.median)})`,
@@ -64,7 +77,7 @@ export async function densityRows(plan: Plan): Promise<Row[]> {
       },
     ];
   } finally {
-    await service.stop();
+    await Promise.all([service.stop(), baseline.stop()]);
   }
 }
 
