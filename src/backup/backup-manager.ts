@@ -7,7 +7,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { Runtime, RuntimeTarget } from "../runtime/runtime.js";
-import { KeyedMutex } from "../service/keyed-mutex.js";
+import { KeyedLock } from "../runtime/keyed-lock.js";
 import { isBackupId, newBackupId } from "../service/names.js";
 import type { BackupKind, BackupRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
@@ -72,7 +72,7 @@ export class BackupManager implements Backups {
   /** The backup running for each project: one per database at a time. */
   private readonly running = new Map<string, RunningBackup>();
   /** Dumps and restores of one database never overlap (a restore's swap would end a dump's session). */
-  private readonly exclusive = new KeyedMutex();
+  private readonly exclusive = new KeyedLock();
   /** Backups a restore, verification or download is reading: retention leaves them alone. */
   private readonly pinned = new Map<string, number>();
   private readonly verifying = new Map<string, Promise<BackupRecord>>();

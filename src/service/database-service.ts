@@ -10,7 +10,7 @@ import { RuntimeError, type EnsureResult, type Runtime, type RuntimeTarget } fro
 import { SealError, type Sealer } from "../secrets/sealer.js";
 import type { BackupKind, BackupRecord, DatabaseRecord } from "../store/records.js";
 import { SlugTakenError, type Store } from "../store/store.js";
-import { KeyedMutex } from "./keyed-mutex.js";
+import { KeyedLock } from "../runtime/keyed-lock.js";
 import { normalizeProjectId, slugForProject, slugProblem, isBackupId } from "./names.js";
 import { databaseUrl } from "./database-url.js";
 
@@ -30,7 +30,7 @@ export interface EnsureOutcome {
 }
 
 export class DatabaseService {
-  private readonly locks = new KeyedMutex();
+  private readonly locks = new KeyedLock();
   private readonly now: () => Date;
 
   constructor(private readonly deps: DatabaseServiceDeps) {

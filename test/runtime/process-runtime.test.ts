@@ -11,8 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ProcessRuntime } from "../../src/runtime/process/index.js";
 import { discoverBinaries } from "../../src/runtime/process/index.js";
 import { renderPgbouncerIni } from "../../src/runtime/process/pgbouncer-config.js";
-import { parsePgbouncerVersion, supportsPreparedStatements } from "../../src/runtime/process/postgres-binaries.js";
-import { createScramVerifier, scramVerifierMatches } from "../../src/runtime/process/scram-secret.js";
+import { parsePgbouncerVersion } from "../../src/runtime/process/postgres-binaries.js";
+import { supportsPreparedStatements } from "../../src/runtime/pgbouncer-settings.js";
+import { createScramVerifier, scramVerifierMatches } from "../../src/runtime/scram-secret.js";
 import { RuntimeError, type EnsureResult } from "../../src/runtime/runtime.js";
 import { processTestBed, removeDataDir, type ProcessTestBed } from "../support/process-runtime-harness.js";
 import { appQuery, eventually, isAlive, newSpec, postmasterPid } from "./process-helpers.js";
@@ -43,7 +44,7 @@ describe("process runtime: host binaries", () => {
     expect(found.postgres.version.startsWith(String(found.postgres.major))).toBe(true);
     expect(found.pgbouncer.version).toMatch(/^\d+\.\d+\.\d+$/);
     expect(found.pgbouncer.preparedStatementsSupported).toBe(
-      supportsPreparedStatements(parsePgbouncerVersion(`PgBouncer ${found.pgbouncer.version}`) ?? [0, 0, 0]),
+      supportsPreparedStatements((parsePgbouncerVersion(`PgBouncer ${found.pgbouncer.version}`) ?? [0, 0, 0]).join(".")),
     );
   });
 
@@ -67,10 +68,10 @@ describe("process runtime: host binaries", () => {
   it("enables max_prepared_statements only from PgBouncer 1.21", () => {
     expect(parsePgbouncerVersion("PgBouncer 1.18.0\nlibevent 2.1.12-stable")).toEqual([1, 18, 0]);
     expect(parsePgbouncerVersion("PgBouncer 1.24.1")).toEqual([1, 24, 1]);
-    expect(supportsPreparedStatements([1, 18, 0])).toBe(false);
-    expect(supportsPreparedStatements([1, 20, 9])).toBe(false);
-    expect(supportsPreparedStatements([1, 21, 0])).toBe(true);
-    expect(supportsPreparedStatements([2, 0, 0])).toBe(true);
+    expect(supportsPreparedStatements("1.18.0")).toBe(false);
+    expect(supportsPreparedStatements("1.20.9")).toBe(false);
+    expect(supportsPreparedStatements("1.21.0")).toBe(true);
+    expect(supportsPreparedStatements("2.0.0")).toBe(true);
     const input = {
       slug: "my-app",
       port: 16432,

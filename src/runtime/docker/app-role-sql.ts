@@ -3,7 +3,7 @@
 // SCRAM verifier computed here, database {slug} owned by it, and no password
 // on the superuser (it is reached only through the container's unix socket).
 import pg from "pg";
-import { createScramVerifier, scramVerifierMatches } from "../process/scram-secret.js";
+import { createScramVerifier, scramVerifierMatches } from "../scram-secret.js";
 import { socketConninfo } from "../process/sql-tools.js";
 
 /** The superuser the official image creates (POSTGRES_USER), reached over its unix socket. */

@@ -8,7 +8,7 @@ import { PassThrough, type Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import Docker from "dockerode";
 import type { Logger } from "../../log.js";
-import { KeyedLock } from "../process/keyed-lock.js";
+import { KeyedLock } from "../keyed-lock.js";
 import {
   RuntimeError,
   type DatabaseSpec,

@@ -2,7 +2,7 @@
 // state step by step so that a run cut short anywhere is finished by the next.
 import pg from "pg";
 import { queryRows } from "./pg-clients.js";
-import { scramVerifierMatches } from "./scram-secret.js";
+import { scramVerifierMatches } from "../scram-secret.js";
 
 /** Role and database in the template, renamed per project. Slugs cannot contain '_', so it never collides. */
 export const PLACEHOLDER_NAME = "sota_template_app";

@@ -9,7 +9,7 @@ import type { InstancePaths } from "./instance-paths.js";
 import type { RunAs } from "./os-user.js";
 import { readIfExists, writeOwnedFile, writeOwnedFileIfChanged } from "./owned-files.js";
 import { POOLER_ADMIN_USER, renderPgbouncerIni, renderUserlist, userlistSecret } from "./pgbouncer-config.js";
-import { createScramVerifier, scramVerifierMatches } from "./scram-secret.js";
+import { createScramVerifier, scramVerifierMatches } from "../scram-secret.js";
 
 export interface PoolerAdmin {
   readonly password: string;

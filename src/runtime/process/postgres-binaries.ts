@@ -2,14 +2,13 @@
 // without them, so every failure is one line that says what to install.
 import { readdir } from "node:fs/promises";
 import { delimiter, join } from "node:path";
+import { supportsPreparedStatements } from "../pgbouncer-settings.js";
 import { RuntimeError } from "../runtime.js";
 import { runCommand } from "./run-command.js";
 import { isExecutable } from "./path-checks.js";
 
 const POSTGRES_ROOT = "/usr/lib/postgresql";
 const PGBOUNCER_FALLBACK = "/usr/sbin/pgbouncer";
-/** The first PgBouncer with max_prepared_statements (protocol-level prepared statements in transaction mode). */
-const PREPARED_STATEMENTS_SINCE: Version = [1, 21, 0];
 const SERVER_PROGRAMS = ["postgres", "initdb", "pg_dump", "psql"] as const;
 
 export type Version = readonly [number, number, number];
@@ -144,7 +143,7 @@ async function describePgbouncer(path: string): Promise<PgbouncerBinary> {
   return {
     path,
     version: version.join("."),
-    preparedStatementsSupported: supportsPreparedStatements(version),
+    preparedStatementsSupported: supportsPreparedStatements(version.join(".")),
   };
 }
 
@@ -153,13 +152,4 @@ export function parsePgbouncerVersion(text: string): Version | undefined {
   const match = /PgBouncer\s+(\d+)\.(\d+)(?:\.(\d+))?/i.exec(text);
   if (!match) return undefined;
   return [Number(match[1]), Number(match[2]), Number(match[3] ?? 0)];
-}
-
-export function supportsPreparedStatements(version: Version): boolean {
-  for (let i = 0; i < 3; i++) {
-    const a = version[i] ?? 0;
-    const b = PREPARED_STATEMENTS_SINCE[i] ?? 0;
-    if (a !== b) return a > b;
-  }
-  return true;
 }

@@ -19,7 +19,7 @@ import {
 import { appRoleName, ensureAppDatabase } from "./app-database.js";
 import { prepareDataDir, type PreparedDataDir } from "./data-dir.js";
 import { instancePaths, instancesRoot, type InstancePaths } from "./instance-paths.js";
-import { KeyedLock } from "./keyed-lock.js";
+import { KeyedLock } from "../keyed-lock.js";
 import { assertUserCanWrite, resolveRunAs, type RunAs } from "./os-user.js";
 import { ensureOwnedDir, readIfExists, syncDir, writeOwnedFile } from "./owned-files.js";
 import { queryOnce, superuserClient, type Rows } from "./pg-clients.js";
