@@ -34,12 +34,17 @@ export interface AppPlan {
   readonly verifier: string;
 }
 
-/** What to change, given the state `appStateQuery` returned. Empty when nothing is to be done. */
+/**
+ * What to change, given the state `appStateQuery` returned. Empty when nothing
+ * is to be done. `proposed`, a verifier of the same password, is the one set
+ * when PostgreSQL holds none that matches: PgBouncer may already have it.
+ */
 export function planAppRole(
   state: Record<string, string | null> | undefined,
   role: string,
   database: string,
   password: string,
+  proposed?: string,
 ): AppPlan {
   const statements: string[] = [];
   const roleId = pg.escapeIdentifier(role);
@@ -53,7 +58,8 @@ export function planAppRole(
     statements.push(`ALTER ROLE ${roleId} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;`);
   }
   const current = state?.["role_password"] ?? null;
-  const verifier = current !== null && scramVerifierMatches(password, current) ? current : createScramVerifier(password);
+  const verifier =
+    current !== null && scramVerifierMatches(password, current) ? current : (proposed ?? createScramVerifier(password));
   if (verifier !== current) statements.push(`ALTER ROLE ${roleId} PASSWORD ${pg.escapeLiteral(verifier)};`);
   if (state?.["database_exists"] !== "1") {
     statements.push(`CREATE DATABASE ${databaseId} OWNER ${roleId};`);

@@ -8,7 +8,17 @@ export const LABEL_PROJECT_ID = "io.sota.project-id";
 export const LABEL_SLUG = "io.sota.slug";
 export const LABEL_ROLE = "io.sota.role";
 
-export type ObjectRole = "postgres" | "pgbouncer" | "data" | "private-network" | "app-network" | "probe";
+export type ObjectRole =
+  | "postgres"
+  | "pgbouncer"
+  | "data"
+  | "private-network"
+  | "app-network"
+  | "probe"
+  /** A pre-initialised cluster per PostgreSQL image, copied into new data volumes. */
+  | "template"
+  /** The short-lived container that copies the template into a project's volume. */
+  | "seed";
 
 /** PostgreSQL's data directory inside its container (the official image's PGDATA). */
 export const PGDATA = "/var/lib/postgresql/data";
@@ -28,6 +38,8 @@ export interface ProjectNames {
   readonly privateNetwork: string;
   /** The per-project app network's name (used only in "per-project" mode). */
   readonly projectAppNetwork: string;
+  /** The container that fills a new data volume from the template. */
+  readonly seed: string;
   readonly role: string;
   readonly database: string;
 }
@@ -46,6 +58,7 @@ export function projectNames(target: RuntimeTarget): ProjectNames {
     volume: `sota-db-${slug}-data`,
     privateNetwork: `sota-db-${slug}-net`,
     projectAppNetwork: `sota-app-${slug}`,
+    seed: `sota-db-${slug}-seed`,
     role: `app_${slug}`,
     database: slug,
   };

@@ -1,0 +1,161 @@
+// The project's PostgreSQL container: created on the private network only,
+// started, waited for, and brought to the wanted role and database with psql
+// run inside it as the superuser over its unix socket.
+import { randomBytes } from "node:crypto";
+import type Docker from "dockerode";
+import { RuntimeError, type DatabaseSpec } from "../runtime.js";
+import { appStateQuery, planAppRole, SUPERUSER, superuserConninfo } from "./app-role-sql.js";
+import type { DockerEngine } from "./docker-engine.js";
+import { CONTAINER_PORT, PGDATA, type ProjectNames } from "./docker-names.js";
+import { nullMarker, parsePsqlCsv, type Rows } from "./psql-csv.js";
+import { firstError } from "./psql-messages.js";
+import { waitFor } from "./wait-for.js";
+
+export const PG_OS_USER = "postgres";
+export const CONNECT_TIMEOUT_ENV = "PGCONNECT_TIMEOUT=10";
+
+/**
+ * Polls inside the container, so one exec covers many checks 20 ms apart
+ * instead of paying an engine round trip for each. TCP on 127.0.0.1: during
+ * a first start the image initialises behind a server on the unix socket
+ * only, and the real server is the one that listens on TCP.
+ */
+const ACCEPTS_WITHIN_SECONDS = [
+  "sh",
+  "-c",
+  `i=0; until pg_isready -q -h 127.0.0.1 -p ${CONTAINER_PORT}; do i=$((i+1)); [ "$i" -lt 100 ] || exit 1; sleep 0.02; done`,
+];
+
+/** The container, created when missing; starting it is the caller's next step. */
+export async function ensurePostgresContainer(
+  engine: DockerEngine,
+  spec: DatabaseSpec,
+  names: ProjectNames,
+  image: string,
+  existing: Docker.ContainerInspectInfo | undefined,
+  privateNetworkId: string,
+): Promise<Docker.ContainerInspectInfo> {
+  if (existing && existing.Config.Image !== image) {
+    // Data outlives images; switching PostgreSQL images is an operator's decision.
+    engine.logger.warn(
+      { container: names.postgres, image: existing.Config.Image, configured: image },
+      "PostgreSQL container runs another image than configured; keeping it",
+    );
+  }
+  return (
+    existing ??
+    (await engine.createContainer(spec, names.postgres, "postgres", {
+      Image: image,
+      Env: [
+        `POSTGRES_USER=${SUPERUSER}`,
+        // Required by the image's contract to initialise (a volume seeded from
+        // the template skips that); the superuser's password is removed right
+        // after (see app-role-sql.ts), so this value opens nothing.
+        `POSTGRES_PASSWORD=${randomBytes(16).toString("hex")}`,
+        `POSTGRES_DB=${names.database}`,
+        `PGDATA=${PGDATA}`,
+      ],
+      StopSignal: "SIGINT",
+      HostConfig: {
+        Runtime: "runc",
+        RestartPolicy: { Name: "unless-stopped" },
+        Mounts: [{ Type: "volume", Source: names.volume, Target: PGDATA }],
+        NetworkMode: privateNetworkId,
+      },
+    }))
+  );
+}
+
+export async function waitUntilAccepting(
+  engine: DockerEngine,
+  container: Docker.Container,
+  containerName: string,
+  deadline: { readonly at: number; readonly timeoutMs: number },
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  await waitFor(engine, {
+    deadline: deadline.at,
+    timeoutMs: deadline.timeoutMs,
+    signal,
+    what: `PostgreSQL in ${containerName} to accept connections`,
+    containerName,
+    attempt: async () => {
+      const result = await engine.tryExec(container, { cmd: ACCEPTS_WITHIN_SECONDS, user: PG_OS_USER });
+      return result?.exitCode === 0 ? true : undefined;
+    },
+  });
+}
+
+export async function superuserQuery(
+  engine: DockerEngine,
+  container: Docker.Container,
+  sql: string,
+  database: string,
+): Promise<Rows> {
+  const marker = nullMarker();
+  const outcome = await engine.exec(container, `running an admin query in ${database}`, {
+    cmd: [
+      ...["psql", "-X", "-q", "--csv", "-v", "ON_ERROR_STOP=1", "-P", `null=${marker}`, "--no-password"],
+      ...["--dbname", superuserConninfo(database)],
+    ],
+    user: PG_OS_USER,
+    env: [CONNECT_TIMEOUT_ENV],
+    stdin: `${sql}\n`,
+  });
+  if (outcome.exitCode !== 0) {
+    throw new RuntimeError(
+      "failed",
+      `admin query in ${database} failed (psql exit code ${outcome.exitCode})${firstError(outcome.stderr)}`,
+    );
+  }
+  return parsePsqlCsv(outcome.stdout, marker);
+}
+
+/** Statements on psql's stdin, never its command line (they may hold a verifier). */
+export async function runSuperuserScript(
+  engine: DockerEngine,
+  container: Docker.Container,
+  what: string,
+  statements: readonly string[],
+): Promise<void> {
+  const outcome = await engine.exec(container, what, {
+    cmd: ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "--dbname", superuserConninfo("postgres")],
+    user: PG_OS_USER,
+    env: [CONNECT_TIMEOUT_ENV],
+    stdin: `${statements.join("\n")}\n`,
+  });
+  if (outcome.exitCode !== 0) throw new RuntimeError("failed", `${what} failed${firstError(outcome.stderr)}`);
+}
+
+/**
+ * Returns the verifier PostgreSQL holds for the role. A second try covers a
+ * database created meanwhile by another service process ensuring the same
+ * project: it then only has to be found.
+ */
+export async function ensureAppRole(
+  engine: DockerEngine,
+  container: Docker.Container,
+  names: ProjectNames,
+  password: string,
+  proposedVerifier?: string,
+): Promise<string> {
+  const once = async (): Promise<string> => {
+    const [state] = await superuserQuery(engine, container, appStateQuery(names.role, names.database), "postgres");
+    const plan = planAppRole(state, names.role, names.database, password, proposedVerifier);
+    if (plan.statements.length > 0) {
+      await runSuperuserScript(
+        engine,
+        container,
+        `setting up role ${names.role} and database ${names.database} in ${names.postgres}`,
+        plan.statements,
+      );
+    }
+    return plan.verifier;
+  };
+  try {
+    return await once();
+  } catch (error) {
+    if (!(error instanceof RuntimeError) || error.reason !== "failed") throw error;
+    return once();
+  }
+}

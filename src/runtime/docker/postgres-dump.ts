@@ -1,0 +1,103 @@
+// Dumps and restores through `docker exec` in the PostgreSQL container: pg_dump
+// streamed out with backpressure, psql fed the SQL on stdin in one
+// transaction, so a restore either applies whole or not at all.
+import { randomBytes } from "node:crypto";
+import { PassThrough, type Readable } from "node:stream";
+import type Docker from "dockerode";
+import { RuntimeError, type RuntimeTarget } from "../runtime.js";
+import { superuserConninfo } from "./app-role-sql.js";
+import type { DockerEngine } from "./docker-engine.js";
+import { toRuntimeError } from "./docker-errors.js";
+import { execReadable } from "./docker-exec.js";
+import { projectNames, type ProjectNames } from "./docker-names.js";
+import { CONNECT_TIMEOUT_ENV, PG_OS_USER, superuserQuery } from "./postgres-container.js";
+import { firstError, lastLine } from "./psql-messages.js";
+
+export function dumpDatabase(engine: DockerEngine, target: RuntimeTarget): Readable {
+  let names: ProjectNames;
+  try {
+    names = projectNames(target);
+  } catch (error) {
+    return failedStream(error);
+  }
+  return execReadable(
+    engine.docker,
+    engine.runningContainer(target, names.postgres, "postgres"),
+    {
+      cmd: ["pg_dump", "--no-password", "--dbname", superuserConninfo(names.database)],
+      user: PG_OS_USER,
+      env: [CONNECT_TIMEOUT_ENV],
+    },
+    (outcome) =>
+      outcome.exitCode === 0
+        ? undefined
+        : new RuntimeError(
+            "failed",
+            `pg_dump of ${names.database} in ${names.postgres} failed (exit code ${outcome.exitCode})${lastLine(outcome.stderr)}`,
+          ),
+    (error) => toRuntimeError(error, `dumping ${names.database} from ${names.postgres}`, engine.endpoint),
+  );
+}
+
+export async function restoreDatabase(
+  engine: DockerEngine,
+  target: RuntimeTarget,
+  sql: Readable,
+  database: string | undefined,
+): Promise<void> {
+  const names = projectNames(target);
+  const dbName = database ?? names.database;
+  const container = await engine.runningContainer(target, names.postgres, "postgres");
+  // The session is found by this name if the input breaks: it is ended on the
+  // server before stdin closes, so psql can never COMMIT a partial restore.
+  const session = `sota-restore-${randomBytes(8).toString("hex")}`;
+  const input = new PassThrough();
+  let inputError: unknown;
+  sql.on("error", (error) => {
+    inputError = error;
+    sql.unpipe(input);
+    void terminateSession(engine, container, session).finally(() => input.destroy(error));
+  });
+  sql.pipe(input);
+  // `-f -` reads stdin as a script, so --single-transaction wraps all of it.
+  const psql = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password", "-f", "-"];
+  const outcome = await engine.exec(
+    container,
+    `restoring into ${dbName}`,
+    {
+      cmd: [...psql, "--dbname", superuserConninfo(dbName)],
+      user: PG_OS_USER,
+      env: [CONNECT_TIMEOUT_ENV, `PGAPPNAME=${session}`],
+      stdin: input,
+    },
+    { discardStdout: true },
+  );
+  if (inputError !== undefined) {
+    throw new RuntimeError("failed", `restore into ${dbName} failed: the SQL stream broke off; nothing was applied`, {
+      cause: inputError,
+    });
+  }
+  if (outcome.exitCode !== 0) {
+    throw new RuntimeError(
+      "failed",
+      `restore into ${dbName} failed (psql exit code ${outcome.exitCode})${firstError(outcome.stderr)}`,
+    );
+  }
+}
+
+async function terminateSession(engine: DockerEngine, container: Docker.Container, applicationName: string): Promise<void> {
+  await superuserQuery(
+    engine,
+    container,
+    `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '${applicationName}'`,
+    "postgres",
+  ).catch((error: unknown) => {
+    engine.logger.warn({ err: error }, "could not end a broken-off restore session");
+  });
+}
+
+function failedStream(error: unknown): Readable {
+  const stream = new PassThrough();
+  process.nextTick(() => stream.destroy(error instanceof Error ? error : new Error(String(error))));
+  return stream;
+}

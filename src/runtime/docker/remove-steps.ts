@@ -1,0 +1,41 @@
+// Removing a project: every object is checked before any is touched, so a
+// foreign one under a managed name stops the removal before anything is gone.
+import type { RuntimeTarget, RemoveOptions } from "../runtime.js";
+import { isRunning, type DockerEngine } from "./docker-engine.js";
+import { isNotFound } from "./docker-errors.js";
+import type { ProjectNames } from "./docker-names.js";
+import { projectVolumeExists, removeVolume } from "./docker-volumes.js";
+import type { ProjectNetworks } from "./project-networks.js";
+import { surveyContainers } from "./project-survey.js";
+
+/** PostgreSQL's fast shutdown (SIGINT) normally takes a second; SIGKILL after this. */
+const STOP_TIMEOUT_SECONDS = 30;
+
+export async function removeProject(
+  engine: DockerEngine,
+  networks: ProjectNetworks,
+  target: RuntimeTarget,
+  names: ProjectNames,
+  options: RemoveOptions,
+): Promise<void> {
+  const survey = await surveyContainers(engine, target, names);
+  await networks.checkOwned(target, names);
+  const volume = options.keepData ? false : await projectVolumeExists(engine, target, names);
+
+  // The pooler first, then PostgreSQL with a clean shutdown (the data may be kept).
+  for (const container of [survey.pgbouncer, survey.postgres]) {
+    if (!container) continue;
+    const handle = engine.docker.getContainer(container.Id);
+    await engine.call(`removing container ${container.Name.replace(/^\//, "")}`, async () => {
+      try {
+        if (isRunning(container)) await handle.stop({ t: STOP_TIMEOUT_SECONDS }).catch(() => undefined);
+        await handle.remove({ force: true, v: true });
+      } catch (error) {
+        if (!isNotFound(error)) throw error;
+      }
+    });
+  }
+  await networks.remove(target, names);
+  if (volume) await removeVolume(engine, names.volume);
+  engine.logger.info({ slug: target.slug, projectId: target.projectId, keepData: options.keepData }, "database removed");
+}
