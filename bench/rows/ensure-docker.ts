@@ -1,6 +1,8 @@
 // Row 1, Docker variant: the Docker driver called directly, measured like the
 // process driver (a new database until the app's first query through PgBouncer,
-// here published on 127.0.0.1), on the local images. Rows say "skipped" where
+// here published on 127.0.0.1), on the local images. Each new data volume is
+// copied from the image's template volume, which the unmeasured first ensure
+// makes, as the first database on an image does in production. Rows say "skipped" where
 // no engine answers or the images are missing; everything the row creates
 // carries a run label and is removed by it afterwards.
 import { randomBytes } from "node:crypto";
@@ -20,7 +22,8 @@ const PGBOUNCER_IMAGE = process.env["SOTA_PGBOUNCER_IMAGE"] || "sota-db/pgbounce
 const RUN_LABEL = "io.sota.bench-run";
 const PING_TIMEOUT_MS = 5_000;
 const BUDGET_MS = 120_000;
-const NAME = "Ensure new DB: Docker driver called directly (ensure + app's first query via published PgBouncer)";
+const NAME =
+  "Ensure new DB: Docker driver called directly (ensure + app's first query via published PgBouncer; data volume copied from the image's template volume)";
 
 export async function dockerEnsureRows(plan: Plan, floorMedianMs: number): Promise<Row[]> {
   const docker = new Docker();
@@ -38,7 +41,8 @@ export async function dockerEnsureRows(plan: Plan, floorMedianMs: number): Promi
     logger: createLogger({ level: "silent" }),
   });
   try {
-    // Unmeasured: the first ensure also creates the shared app network.
+    // Unmeasured: the first ensure also creates the shared app network and the
+    // template volume (both carry the run label, so they go with the run).
     await newDockerDatabase(runtime);
     const samples: number[] = [];
     await repeat(plan.dockerRuns, BUDGET_MS, async () => {

@@ -21,8 +21,8 @@ const TEMPLATE_MOUNT = "/var/lib/sota-template";
 const READY_MARKER = "ready";
 const TEMPLATE_NOT_READY = 3;
 const BUILD_TIMEOUT_MS = 120_000;
-/** A build container older than this was left by a service that died during the build. */
-const STALE_BUILD_MS = 10 * 60_000;
+/** A build takes seconds; one still there after this was left by a service that died during it. */
+const STALE_BUILD_MS = BUILD_TIMEOUT_MS + 60_000;
 
 /**
  * Copies the template's cluster into an empty data volume, PG_VERSION last:
@@ -147,6 +147,11 @@ export class PostgresTemplates {
         },
       );
       this.builds.set(template, build);
+      // Only a failure is remembered (the image then has no template for the
+      // runtime's life); a template removed after a success is made again.
+      void build.then((made) => {
+        if (made) this.builds.delete(template);
+      });
     }
     return build;
   }
@@ -212,14 +217,14 @@ export class PostgresTemplates {
   private async removeIfStale(name: string): Promise<boolean> {
     const info = await this.engine.inspectContainer(name);
     if (!info) return true;
-    if (Date.now() - Date.parse(info.Created) < STALE_BUILD_MS) return false;
+    if (info.State.Running && Date.now() - Date.parse(info.Created) < STALE_BUILD_MS) return false;
     await this.engine.docker.getContainer(name).remove({ force: true, v: true }).catch(() => undefined);
     return true;
   }
 
   /** Until no container is left under `name` (bounded: a stuck one is the operator's to see). */
   private async gone(name: string): Promise<void> {
-    const until = Date.now() + BUILD_TIMEOUT_MS;
+    const until = Date.now() + STALE_BUILD_MS;
     while (Date.now() < until) {
       try {
         await this.engine.docker.getContainer(name).wait({ condition: "removed" });
