@@ -196,6 +196,19 @@ if (!engine.reachable && required) {
         expect(superuser).toEqual([{ none: "true" }]);
       });
 
+      it("starts from the image's template volume, made once per image, so PostgreSQL skips initdb", async () => {
+        const templates = (await docker.listVolumes({ filters: { label: [`io.sota.test-run=${bed.runId}`, "io.sota.role=template"] } }))
+          .Volumes ?? [];
+        expect(templates).toHaveLength(1);
+        const image = await docker.getImage(TEST_POSTGRES_IMAGE).inspect();
+        expect(templates[0]?.Labels).toMatchObject({ "io.sota.managed": "true", "io.sota.image": image.Id });
+        expect(templates[0]?.Labels?.["io.sota.project-id"]).toBeUndefined();
+        const log = await docker.getContainer(`sota-db-${spec.slug}`).logs({ stdout: true, stderr: true, follow: false });
+        expect(log.toString("utf8")).not.toContain("init process complete");
+        expect((await project(spec)).containers.sort()).toEqual([`sota-db-${spec.slug}`, `sota-pgbouncer-${spec.slug}`]);
+        expect(bed.logs.text().match(/"msg":"PostgreSQL template ready"/g) ?? []).toHaveLength(1);
+      });
+
       it("starts stopped containers again and reuses them", async () => {
         const before = [(await inspect(`sota-db-${spec.slug}`)).Id, (await inspect(`sota-pgbouncer-${spec.slug}`)).Id];
         await docker.getContainer(`sota-pgbouncer-${spec.slug}`).stop();
@@ -380,6 +393,16 @@ if (!engine.reachable && required) {
       await plain.remove(spec, { keepData: false });
       expect(await project(spec)).toEqual({ containers: [], volumes: [], networks: [] });
       expect((await plain.status(spec)).state).toBe("missing");
+      await plain.remove(spec, { keepData: false });
+    });
+
+    it("never copies the template over the data a kept volume holds", async () => {
+      const spec = newSpec("kept");
+      await plain.ensure(spec);
+      await plain.adminQuery(spec, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)", spec.slug);
+      await plain.remove(spec, { keepData: true });
+      await plain.ensure(spec);
+      expect(await plain.adminQuery(spec, "SELECT v::text FROM kept", spec.slug)).toEqual([{ v: "42" }]);
       await plain.remove(spec, { keepData: false });
     });
 
