@@ -8,9 +8,17 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type Docker from "dockerode";
 import { RuntimeError, type DatabaseSpec } from "../runtime.js";
 import { SUPERUSER } from "./app-role-sql.js";
-import type { DockerEngine } from "./docker-engine.js";
+import { neverStarted, type DockerEngine } from "./docker-engine.js";
 import { isConflict, isNotFound, toRuntimeError } from "./docker-errors.js";
-import { LABEL_MANAGED, LABEL_ROLE, PGDATA, projectLabels, sharedLabels, type ProjectNames } from "./docker-names.js";
+import {
+  LABEL_MANAGED,
+  LABEL_ROLE,
+  ownershipProblem,
+  PGDATA,
+  projectLabels,
+  sharedLabels,
+  type ProjectNames,
+} from "./docker-names.js";
 import { createVolume, volumeLabels } from "./docker-volumes.js";
 import { runSuperuserScript, waitUntilAccepting } from "./postgres-container.js";
 import { tarArchive } from "./tar-archive.js";
@@ -23,6 +31,8 @@ const TEMPLATE_NOT_READY = 3;
 const BUILD_TIMEOUT_MS = 120_000;
 /** A build takes seconds; one still there after this was left by a service that died during it. */
 const STALE_BUILD_MS = BUILD_TIMEOUT_MS + 60_000;
+/** A seed container is started right after it is created; one never started after this was abandoned. */
+const ABANDONED_SEED_MS = 30_000;
 
 /**
  * Copies the template's cluster into an empty data volume, PG_VERSION last:
@@ -41,8 +51,10 @@ cp -a "${TEMPLATE_MOUNT}/$src/PG_VERSION" .`;
 type SeedOutcome = "seeded" | "template-not-ready";
 
 export class PostgresTemplates {
-  /** Builds in flight or done, per template volume; a failed one marks the image as having none. */
+  /** Builds in flight, per template volume, so concurrent ensures wait for one. */
   private readonly builds = new Map<string, Promise<boolean>>();
+  /** Templates that could not be made: their image initialises each database, for the runtime's life. */
+  private readonly failed = new Set<string>();
 
   constructor(
     private readonly engine: DockerEngine,
@@ -55,7 +67,7 @@ export class PostgresTemplates {
    */
   async seed(spec: DatabaseSpec, names: ProjectNames, signal: AbortSignal | undefined): Promise<void> {
     const template = await this.templateVolume();
-    if (!template) return;
+    if (!template || this.failed.has(template)) return;
     if ((await this.runSeed(spec, names, template)) === "seeded") return;
     signal?.throwIfAborted();
     if (!(await this.build(template))) return;
@@ -117,20 +129,44 @@ export class PostgresTemplates {
         if (!isConflict(error) || Date.now() > until) {
           throw toRuntimeError(error, `creating container ${names.seed}`, engine.endpoint);
         }
-        // The engine holds the name a moment longer than the container.
-        await this.gone(names.seed);
-        await sleep(50);
+        await this.settleSeed(spec, names);
         continue;
       }
       const exitCode = await engine.call(`seeding volume ${names.volume}`, async () => {
         const removed = container.wait({ condition: "removed" }) as Promise<{ StatusCode: number }>;
-        await container.start();
+        try {
+          await container.start();
+        } catch (error) {
+          removed.catch(() => undefined);
+          await container.remove({ force: true }).catch(() => undefined);
+          throw error;
+        }
         return (await removed).StatusCode;
       });
       if (exitCode === 0) return "seeded";
       if (exitCode === TEMPLATE_NOT_READY) return "template-not-ready";
       throw new RuntimeError("failed", `copying the PostgreSQL template into volume ${names.volume} failed (exit code ${exitCode})`);
     }
+  }
+
+  /**
+   * Another seed holds the name: one running (another process copying into
+   * this volume) is waited for; one that never started long after its
+   * creation was left by a service that died in between, and is removed.
+   */
+  private async settleSeed(spec: DatabaseSpec, names: ProjectNames): Promise<void> {
+    const info = await this.engine.inspectContainer(names.seed);
+    if (info) {
+      const problem = ownershipProblem("container", names.seed, info.Config.Labels, spec, "seed");
+      if (problem) throw new RuntimeError("conflict", problem);
+      if (neverStarted(info) && Date.now() - Date.parse(info.Created) > ABANDONED_SEED_MS) {
+        await this.engine.docker.getContainer(info.Id).remove({ force: true }).catch(() => undefined);
+      } else {
+        await this.gone(names.seed, ABANDONED_SEED_MS);
+      }
+    }
+    // The engine holds the name a moment longer than the container.
+    await sleep(50);
   }
 
   private build(template: string): Promise<boolean> {
@@ -143,15 +179,13 @@ export class PostgresTemplates {
             { volume: template, err: error },
             "could not make the PostgreSQL template; the image initialises each database",
           );
+          this.failed.add(template);
           return false;
         },
       );
       this.builds.set(template, build);
-      // Only a failure is remembered (the image then has no template for the
-      // runtime's life); a template removed after a success is made again.
-      void build.then((made) => {
-        if (made) this.builds.delete(template);
-      });
+      // A template removed after a success is made again by the next build.
+      void build.finally(() => this.builds.delete(template));
     }
     return build;
   }
@@ -192,7 +226,7 @@ export class PostgresTemplates {
       // Another process is building it: its marker will do. One left by a
       // service that died mid-build is removed and the build done afresh.
       if (!(await this.removeIfStale(name))) {
-        await this.gone(name);
+        await this.gone(name, STALE_BUILD_MS);
         return;
       }
       container = await create();
@@ -222,9 +256,9 @@ export class PostgresTemplates {
     return true;
   }
 
-  /** Until no container is left under `name` (bounded: a stuck one is the operator's to see). */
-  private async gone(name: string): Promise<void> {
-    const until = Date.now() + STALE_BUILD_MS;
+  /** Until no container is left under `name`, or `timeoutMs` has passed. */
+  private async gone(name: string, timeoutMs: number): Promise<void> {
+    const until = Date.now() + timeoutMs;
     while (Date.now() < until) {
       try {
         await this.engine.docker.getContainer(name).wait({ condition: "removed" });
