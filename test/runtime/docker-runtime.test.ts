@@ -10,6 +10,7 @@ import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRuntime } from "../../src/runtime/docker/index.js";
 import { renderContainerPgbouncerIni, supportsPreparedStatements } from "../../src/runtime/docker/pgbouncer-container-config.js";
+import { templateVolumeName } from "../../src/runtime/docker/postgres-template.js";
 import { parsePsqlCsv } from "../../src/runtime/docker/psql-csv.js";
 import { RuntimeError, type DatabaseSpec } from "../../src/runtime/runtime.js";
 import { DockerTestBed, ensureTestImages, probeDockerEngine, TEST_POSTGRES_IMAGE } from "../support/docker-test-bed.js";
@@ -404,6 +405,24 @@ if (!engine.reachable && required) {
       await plain.ensure(spec);
       expect(await plain.adminQuery(spec, "SELECT v::text FROM kept", spec.slug)).toEqual([{ v: "42" }]);
       await plain.remove(spec, { keepData: false });
+    });
+
+    it("initialises with the image itself when the template's name is taken by a volume it did not make", async () => {
+      const labels = { ...bed.label, "io.sota.test-case": "no-template" };
+      const image = await docker.getImage(TEST_POSTGRES_IMAGE).inspect();
+      const taken = templateVolumeName(image.Id, labels);
+      await docker.createVolume({ Name: taken, Labels: bed.label });
+      const runtime = bed.runtime({ labels });
+      const spec = newSpec("no-template");
+      const result = await runtime.ensure(spec);
+      expect(result.endpoint.host).toBe(`sota-pgbouncer-${spec.slug}`);
+      const log = await docker.getContainer(`sota-db-${spec.slug}`).logs({ stdout: true, stderr: true, follow: false });
+      expect(log.toString("utf8")).toContain("init process complete");
+      expect(bed.logs.text()).toContain("not created by sota-db; not using it");
+      expect((await docker.getVolume(taken).inspect()).Labels).toEqual(bed.label);
+      const superuser = await runtime.adminQuery(spec, "SELECT (rolpassword IS NULL)::text AS none FROM pg_authid WHERE rolname = 'postgres'");
+      expect(superuser).toEqual([{ none: "true" }]);
+      await runtime.remove(spec, { keepData: false });
     });
 
     it("reports an unreachable engine as unavailable, naming it", async () => {

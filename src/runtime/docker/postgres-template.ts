@@ -48,6 +48,17 @@ cd ${PGDATA}
 for f in "${TEMPLATE_MOUNT}/$src"/*; do [ "\${f##*/}" = PG_VERSION ] || cp -a "$f" .; done
 cp -a "${TEMPLATE_MOUNT}/$src/PG_VERSION" .`;
 
+/**
+ * One template per image and per set of extra labels: a cleanup by label
+ * (the tests') then never pulls a template from under another runtime.
+ */
+export function templateVolumeName(imageId: string, labels: Readonly<Record<string, string>>): string {
+  const imageKey = imageId.replace(/^sha256:/, "").slice(0, 12);
+  const extra = Object.entries(labels).sort();
+  const labelKey = extra.length ? `-${createHash("sha256").update(JSON.stringify(extra)).digest("hex").slice(0, 8)}` : "";
+  return `sota-db-template-${imageKey}${labelKey}`;
+}
+
 type SeedOutcome = "seeded" | "template-not-ready";
 
 export class PostgresTemplates {
@@ -67,34 +78,29 @@ export class PostgresTemplates {
    */
   async seed(spec: DatabaseSpec, names: ProjectNames, signal: AbortSignal | undefined): Promise<void> {
     const template = await this.templateVolume();
-    if (!template || this.failed.has(template)) return;
-    if ((await this.runSeed(spec, names, template)) === "seeded") return;
+    if (!template || this.failed.has(template.name)) return;
+    if (!template.created && (await this.runSeed(spec, names, template.name)) === "seeded") return;
     signal?.throwIfAborted();
-    if (!(await this.build(template))) return;
-    if ((await this.runSeed(spec, names, template)) === "seeded") return;
-    this.engine.logger.warn({ volume: template }, "PostgreSQL template not ready; the image initialises the database");
+    if (!(await this.build(template.name))) return;
+    if ((await this.runSeed(spec, names, template.name)) === "seeded") return;
+    this.engine.logger.warn({ volume: template.name }, "PostgreSQL template not ready; the image initialises the database");
   }
 
-  /**
-   * One template per image and per set of extra labels: a cleanup by label
-   * (the tests') then never pulls a template from under another runtime.
-   */
-  private async templateVolume(): Promise<string | undefined> {
+  /** The image's template volume, created (empty) when missing; undefined when its name is taken. */
+  private async templateVolume(): Promise<{ readonly name: string; readonly created: boolean } | undefined> {
     const image = await this.engine.call(`inspecting image ${this.image}`, () =>
       this.engine.docker.getImage(this.image).inspect(),
     );
-    const imageKey = image.Id.replace(/^sha256:/, "").slice(0, 12);
-    const extra = Object.entries(this.engine.labels).sort();
-    const labelKey = extra.length ? `-${createHash("sha256").update(JSON.stringify(extra)).digest("hex").slice(0, 8)}` : "";
-    const name = `sota-db-template-${imageKey}${labelKey}`;
+    const name = templateVolumeName(image.Id, this.engine.labels);
     const labels = await volumeLabels(this.engine, name);
     if (labels) {
-      if (labels[LABEL_MANAGED] === "true" && labels[LABEL_ROLE] === "template") return name;
+      if (labels[LABEL_MANAGED] === "true" && labels[LABEL_ROLE] === "template") return { name, created: false };
       this.engine.logger.warn({ volume: name }, "volume under the template's name was not created by sota-db; not using it");
       return undefined;
     }
     await createVolume(this.engine, name, { ...sharedLabels("template", this.engine.labels), [LABEL_IMAGE]: image.Id });
-    return name;
+    // Just made, so empty: no seed can use it before a build.
+    return { name, created: true };
   }
 
   /**
