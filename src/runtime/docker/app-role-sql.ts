@@ -27,6 +27,16 @@ export function appStateQuery(role: string, database: string): string {
 `;
 }
 
+/** What appStateQuery answers for a cluster fresh from the template (made without a password on the superuser). */
+export const TEMPLATE_STATE: Readonly<Record<string, string | null>> = {
+  role_exists: "0",
+  role_password: null,
+  role_needs_reset: null,
+  database_exists: "0",
+  database_owner: null,
+  superuser_has_password: "false",
+};
+
 export interface AppPlan {
   /** Statements to run, one per line, each on its own (CREATE DATABASE cannot run in a transaction). */
   readonly statements: readonly string[];

@@ -20,8 +20,8 @@ import {
   type NetworkIds,
 } from "./pgbouncer-container.js";
 import type { PgbouncerImageFacts, PgbouncerImageFactsCache } from "./pgbouncer-image-facts.js";
-import { ensureAppRole, ensurePostgresContainer, waitUntilAccepting } from "./postgres-container.js";
-import type { PostgresTemplates } from "./postgres-template.js";
+import { ensureAppRole, ensurePostgresContainer, setUpFromTemplate, waitUntilAccepting } from "./postgres-container.js";
+import type { PostgresTemplates, SeedOutcome } from "./postgres-template.js";
 import type { ProjectNetworks } from "./project-networks.js";
 import { surveyContainers, type Survey } from "./project-survey.js";
 import { lastLine } from "./psql-messages.js";
@@ -67,7 +67,7 @@ export async function ensureProject(
     projectVolumeExists(engine, spec, names),
   ]);
 
-  const [networks, facts] = await allSettled([
+  const [networks, facts, seed] = await allSettled([
     parts.networks.ensure(spec, names),
     parts.pgbouncerFacts.get(spec),
     prepareVolume(parts, spec, names, survey, volumeExists, signal),
@@ -91,6 +91,10 @@ export async function ensureProject(
   const [verifier, pgbouncer] = await allSettled([
     (async () => {
       if (!isRunning(postgresInfo)) await engine.startContainer(postgres, names.postgres);
+      if (seed === "copied") {
+        const verifier = await setUpFromTemplate(engine, postgres, names, spec.password, proposed);
+        if (verifier) return verifier;
+      }
       await waitUntilAccepting(engine, postgres, names.postgres, deadline, signal);
       return ensureAppRole(engine, postgres, names, spec.password, proposed);
     })(),
@@ -128,10 +132,11 @@ async function prepareVolume(
   survey: Survey,
   volumeExists: boolean,
   signal: AbortSignal | undefined,
-): Promise<void> {
+): Promise<SeedOutcome | undefined> {
   if (!volumeExists) await createProjectVolume(parts.engine, spec, names);
   signal?.throwIfAborted();
-  if (!survey.postgres || neverStarted(survey.postgres)) await parts.templates.seed(spec, names, signal);
+  if (!survey.postgres || neverStarted(survey.postgres)) return parts.templates.seed(spec, names, signal);
+  return undefined;
 }
 
 /** A new or stopped PgBouncer gets its files and starts; a running one is left for the caller to reload. */

@@ -4,7 +4,7 @@
 import { randomBytes } from "node:crypto";
 import type Docker from "dockerode";
 import { RuntimeError, type DatabaseSpec } from "../runtime.js";
-import { appStateQuery, planAppRole, SUPERUSER, superuserConninfo } from "./app-role-sql.js";
+import { appStateQuery, planAppRole, SUPERUSER, superuserConninfo, TEMPLATE_STATE } from "./app-role-sql.js";
 import type { DockerEngine } from "./docker-engine.js";
 import { CONTAINER_PORT, PGDATA, type ProjectNames } from "./docker-names.js";
 import { nullMarker, parsePsqlCsv, type Rows } from "./psql-csv.js";
@@ -20,11 +20,9 @@ export const CONNECT_TIMEOUT_ENV = "PGCONNECT_TIMEOUT=10";
  * a first start the image initialises behind a server on the unix socket
  * only, and the real server is the one that listens on TCP.
  */
-const ACCEPTS_WITHIN_SECONDS = [
-  "sh",
-  "-c",
-  `i=0; until pg_isready -q -h 127.0.0.1 -p ${CONTAINER_PORT}; do i=$((i+1)); [ "$i" -lt 100 ] || exit 1; sleep 0.02; done`,
-];
+const UNTIL_ACCEPTING = `i=0; until pg_isready -q -h 127.0.0.1 -p ${CONTAINER_PORT}; do i=$((i+1)); [ "$i" -lt 100 ] || exit 1; sleep 0.02; done`;
+const ACCEPTS_WITHIN_SECONDS = ["sh", "-c", UNTIL_ACCEPTING];
+const SUPERUSER_PSQL = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "--dbname", superuserConninfo("postgres")];
 
 /** The container, created when missing; starting it is the caller's next step. */
 export async function ensurePostgresContainer(
@@ -119,7 +117,7 @@ export async function runSuperuserScript(
   statements: readonly string[],
 ): Promise<void> {
   const outcome = await engine.exec(container, what, {
-    cmd: ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "--dbname", superuserConninfo("postgres")],
+    cmd: SUPERUSER_PSQL,
     user: PG_OS_USER,
     env: [CONNECT_TIMEOUT_ENV],
     stdin: `${statements.join("\n")}\n`,
@@ -158,4 +156,27 @@ export async function ensureAppRole(
     if (!(error instanceof RuntimeError) || error.reason !== "failed") throw error;
     return once();
   }
+}
+
+/**
+ * For a cluster this ensure has just copied from the template, whose state is
+ * known: one exec waits until it accepts and sets up the role and database.
+ * Undefined when that did not work out (a racing process got there first,
+ * the server is slow to start): the caller then takes the general way.
+ */
+export async function setUpFromTemplate(
+  engine: DockerEngine,
+  container: Docker.Container,
+  names: ProjectNames,
+  password: string,
+  proposedVerifier: string,
+): Promise<string | undefined> {
+  const plan = planAppRole(TEMPLATE_STATE, names.role, names.database, password, proposedVerifier);
+  const outcome = await engine.tryExec(container, {
+    cmd: ["sh", "-c", `${UNTIL_ACCEPTING}; exec "$@"`, "sh", ...SUPERUSER_PSQL],
+    user: PG_OS_USER,
+    env: [CONNECT_TIMEOUT_ENV],
+    stdin: `${plan.statements.join("\n")}\n`,
+  });
+  return outcome?.exitCode === 0 ? plan.verifier : undefined;
 }

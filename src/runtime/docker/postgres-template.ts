@@ -28,6 +28,7 @@ const TEMPLATE_MOUNT = "/var/lib/sota-template";
 /** Names the cluster directory inside the template volume once that cluster is complete. */
 const READY_MARKER = "ready";
 const TEMPLATE_NOT_READY = 3;
+const HOLDS_A_CLUSTER = 4;
 const BUILD_TIMEOUT_MS = 120_000;
 /** A build takes seconds; one still there after this was left by a service that died during it. */
 const STALE_BUILD_MS = BUILD_TIMEOUT_MS + 60_000;
@@ -44,7 +45,7 @@ const SEED_SCRIPT = `set -e
 src="$(cat ${TEMPLATE_MOUNT}/${READY_MARKER} 2>/dev/null)" || exit ${TEMPLATE_NOT_READY}
 [ -n "$src" ] && [ -s "${TEMPLATE_MOUNT}/$src/PG_VERSION" ] || exit ${TEMPLATE_NOT_READY}
 cd ${PGDATA}
-[ -s PG_VERSION ] && exit 0
+[ -s PG_VERSION ] && exit ${HOLDS_A_CLUSTER}
 for f in "${TEMPLATE_MOUNT}/$src"/*; do [ "\${f##*/}" = PG_VERSION ] || cp -a "$f" .; done
 cp -a "${TEMPLATE_MOUNT}/$src/PG_VERSION" .`;
 
@@ -59,7 +60,8 @@ export function templateVolumeName(imageId: string, labels: Readonly<Record<stri
   return `sota-db-template-${imageKey}${labelKey}`;
 }
 
-type SeedOutcome = "seeded" | "template-not-ready";
+/** What the seed found: "copied" means the volume now holds the template's cluster, untouched. */
+export type SeedOutcome = "copied" | "holds-a-cluster" | "template-not-ready";
 
 export class PostgresTemplates {
   /** Builds in flight, per template volume, so concurrent ensures wait for one. */
@@ -73,17 +75,24 @@ export class PostgresTemplates {
   ) {}
 
   /**
-   * Fills the project's new data volume from the template. Without a usable
-   * template the volume stays empty and the image initialises it as before.
+   * Fills the project's new data volume from the template, and says whether
+   * it did. Without a usable template the volume stays empty and the image
+   * initialises it as before.
    */
-  async seed(spec: DatabaseSpec, names: ProjectNames, signal: AbortSignal | undefined): Promise<void> {
+  async seed(spec: DatabaseSpec, names: ProjectNames, signal: AbortSignal | undefined): Promise<SeedOutcome> {
     const template = await this.templateVolume();
-    if (!template || this.failed.has(template.name)) return;
-    if (!template.created && (await this.runSeed(spec, names, template.name)) === "seeded") return;
+    if (!template || this.failed.has(template.name)) return "template-not-ready";
+    if (!template.created) {
+      const outcome = await this.runSeed(spec, names, template.name);
+      if (outcome !== "template-not-ready") return outcome;
+    }
     signal?.throwIfAborted();
-    if (!(await this.build(template.name))) return;
-    if ((await this.runSeed(spec, names, template.name)) === "seeded") return;
-    this.engine.logger.warn({ volume: template.name }, "PostgreSQL template not ready; the image initialises the database");
+    if (!(await this.build(template.name))) return "template-not-ready";
+    const outcome = await this.runSeed(spec, names, template.name);
+    if (outcome === "template-not-ready") {
+      this.engine.logger.warn({ volume: template.name }, "PostgreSQL template not ready; the image initialises the database");
+    }
+    return outcome;
   }
 
   /** The image's template volume, created (empty) when missing; undefined when its name is taken. */
@@ -149,7 +158,8 @@ export class PostgresTemplates {
         }
         return (await removed).StatusCode;
       });
-      if (exitCode === 0) return "seeded";
+      if (exitCode === 0) return "copied";
+      if (exitCode === HOLDS_A_CLUSTER) return "holds-a-cluster";
       if (exitCode === TEMPLATE_NOT_READY) return "template-not-ready";
       throw new RuntimeError("failed", `copying the PostgreSQL template into volume ${names.volume} failed (exit code ${exitCode})`);
     }
