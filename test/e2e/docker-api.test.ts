@@ -43,10 +43,14 @@ describe.skipIf(!engine.reachable && !required)("the service on the Docker runti
   const slug = `e2e-${bed.runId}`;
   let h: Harness;
   let rpc: GrpcClients;
+  /** Template volumes (one per PostgreSQL image) that existed before: kept; any this test made: removed. */
+  let templatesBefore = new Set<string>();
+  const templateFilter = { label: ["io.sota.managed=true", "io.sota.role=template"] };
 
   beforeAll(async () => {
     if (!engine.reachable) throw new Error(`SOTA_REQUIRE_DOCKER=1 but ${engine.reason}`);
     await ensureTestImages();
+    templatesBefore = new Set(((await new Docker().listVolumes({ filters: templateFilter })).Volumes ?? []).map((volume) => volume.Name));
     h = await startHarness({
       SOTA_RUNTIME: "docker",
       SOTA_POSTGRES_IMAGE: TEST_POSTGRES_IMAGE,
@@ -69,6 +73,9 @@ describe.skipIf(!engine.reachable && !required)("the service on the Docker runti
     for (const volume of (await docker.listVolumes({ filters })).Volumes ?? []) await docker.getVolume(volume.Name).remove().catch(() => undefined);
     const shared = await docker.listNetworks({ filters: { name: [bed.appNetwork] } });
     for (const network of shared) await docker.getNetwork(network.Id).remove().catch(() => undefined);
+    for (const volume of (await docker.listVolumes({ filters: templateFilter })).Volumes ?? []) {
+      if (!templatesBefore.has(volume.Name)) await docker.getVolume(volume.Name).remove().catch(() => undefined);
+    }
   });
 
   it("Ensure gives the seed's DATABASE_URL, and an app container on the reported network uses it", async () => {
