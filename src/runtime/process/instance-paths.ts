@@ -1,7 +1,7 @@
 // Where one project's files live under the data dir.
 import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, sep } from "node:path";
 import { POSTGRES_PORT } from "./postgres-settings.js";
 
 export interface InstancePaths {
@@ -24,6 +24,16 @@ export interface InstancePaths {
 
 export function instancesRoot(dataDir: string): string {
   return join(dataDir, "instances");
+}
+
+/** Template clusters, one per PostgreSQL major (see template-cluster.ts). */
+export function templatesRoot(dataDir: string): string {
+  return join(dataDir, "templates");
+}
+
+/** The warm pool's instances (see warm-pool.ts). */
+export function warmRoot(dataDir: string): string {
+  return join(dataDir, "warm");
 }
 
 export function instancePaths(dataDir: string, slug: string): InstancePaths {
@@ -63,4 +73,9 @@ export function socketDirFor(dir: string): string {
   if (Buffer.byteLength(join(inside, `.s.PGSQL.${POSTGRES_PORT}`)) <= MAX_SOCKET_PATH) return inside;
   const hash = createHash("sha256").update(dir).digest("hex").slice(0, 16);
   return join(tmpdir(), `sota-pg-${hash}`);
+}
+
+/** The socket travels with the instance's directory only when it lies inside it (see socketDirFor). */
+export function socketDirInside(paths: InstancePaths): boolean {
+  return paths.socketDir.startsWith(paths.dir + sep);
 }

@@ -52,6 +52,25 @@ export async function discoverBinaries(overrides: BinaryOverrides = {}): Promise
   return { postgres, pgbouncer };
 }
 
+/** For ping: the programs found at start are still there (a package upgrade or removal may take them away). */
+export async function assertBinariesPresent(binaries: Binaries): Promise<void> {
+  const { postgres, pgbouncer } = binaries;
+  for (const path of [postgres.postgres, postgres.initdb, postgres.pgDump, postgres.psql]) {
+    if (!(await isExecutable(path))) {
+      throw new RuntimeError(
+        "unavailable",
+        `PostgreSQL program ${path} is missing: reinstall the postgresql package (apt-get install postgresql) or set SOTA_PG_BIN_DIR`,
+      );
+    }
+  }
+  if (!(await isExecutable(pgbouncer.path))) {
+    throw new RuntimeError(
+      "unavailable",
+      `PgBouncer ${pgbouncer.path} is missing: reinstall the pgbouncer package (apt-get install pgbouncer) or set SOTA_PGBOUNCER_BIN`,
+    );
+  }
+}
+
 async function findPostgres(pgBinDir: string | undefined): Promise<PostgresBinaries> {
   if (pgBinDir !== undefined) {
     if (!(await hasServerPrograms(pgBinDir))) {

@@ -15,6 +15,13 @@ export function socketConninfo(socketDir: string, database: string): string {
   return `host=${value(socketDir)} port=${POSTGRES_PORT} user=${SUPERUSER} dbname=${value(database)}`;
 }
 
+/** Runtime.dump returns a stream, not a promise: a dump that cannot begin fails through it. */
+export function failedStream(error: unknown): Readable {
+  const stream = new PassThrough();
+  process.nextTick(() => stream.destroy(error instanceof Error ? error : new Error(String(error))));
+  return stream;
+}
+
 /** pg_dump's plain SQL on stdout; the stream errors when pg_dump does not exit 0. */
 export function dumpStream(pgDump: string, socketDir: string, database: string): Readable {
   const output = new PassThrough();

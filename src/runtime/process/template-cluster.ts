@@ -69,6 +69,22 @@ export async function ensureTemplateCluster(options: TemplateOptions): Promise<s
   return finalDir;
 }
 
+/**
+ * ensureTemplateCluster, built once and shared by all who ask meanwhile (the
+ * warm pool and concurrent ensures). A failed build is not kept: the next call
+ * tries again.
+ */
+export function sharedTemplateCluster(options: TemplateOptions): () => Promise<string> {
+  let template: Promise<string> | undefined;
+  return () => {
+    template ??= ensureTemplateCluster(options).catch((error: unknown) => {
+      template = undefined;
+      throw error;
+    });
+    return template;
+  };
+}
+
 /** Copies the template cluster to `dest`, which must not exist yet. */
 export async function copyTemplate(template: string, dest: string, runAs: RunAs): Promise<void> {
   await runCommand("cp", ["-a", template, dest], { runAs, cwd: dirname(dest) });

@@ -6,9 +6,9 @@
 // layout, so renaming the directory to instances/{slug} makes one a project's.
 import { randomBytes } from "node:crypto";
 import { lstat, readdir, rename, rm } from "node:fs/promises";
-import { join, sep } from "node:path";
+import { join } from "node:path";
 import type { Logger } from "../../log.js";
-import { instanceLayout, type InstancePaths } from "./instance-paths.js";
+import { instanceLayout, socketDirInside, type InstancePaths } from "./instance-paths.js";
 import type { RunAs } from "./os-user.js";
 import { ensureOwnedDir, readIfExists, syncDir } from "./owned-files.js";
 import { pathExists } from "./path-checks.js";
@@ -68,8 +68,7 @@ export class WarmPool implements WarmPoolState {
 
   constructor(private readonly options: WarmPoolOptions) {
     const probe = instanceLayout(join(options.root, "w-000000000000"));
-    // The socket travels with the directory only when it lies inside it (see socketDirFor).
-    const socketInside = probe.socketDir.startsWith(probe.dir + sep);
+    const socketInside = socketDirInside(probe);
     if (options.size > 0 && !socketInside) {
       options.logger.warn({ dir: options.root }, "warm pool disabled: the data dir's path is too long for unix sockets inside it");
     }

@@ -1,0 +1,22 @@
+// What the process driver's steps share: the host's programs and user, the
+// running instances, the warm pool and the template, and the runtime's settings.
+import type { PortRange, PortRegistry } from "../port-registry.js";
+import type { InstanceHost, Instance } from "./project-instance.js";
+import type { PasswordDigests } from "./password-digest.js";
+import type { WarmPool } from "./warm-pool.js";
+
+export interface DriverParts extends InstanceHost {
+  /** Absolute root of instances/, templates/ and warm/. */
+  readonly dataDir: string;
+  readonly ports: PortRegistry;
+  readonly portRange: PortRange;
+  readonly readyTimeoutMs: number;
+  /** By slug; only ever changed under that slug's lock. */
+  readonly instances: Map<string, Instance>;
+  readonly pool: WarmPool;
+  readonly digests: PasswordDigests;
+  /** Aborted when the runtime closes: ends every ensure in flight. */
+  readonly closing: AbortSignal;
+  /** The template cluster's path, built on first use. */
+  template(): Promise<string>;
+}

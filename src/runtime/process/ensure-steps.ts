@@ -1,0 +1,131 @@
+// Ensure, step by step, under the project's lock: the instance directory
+// (a warm instance's, or a copy of the template), a pooler port, then
+// PostgreSQL and PgBouncer brought up side by side and checked end to end.
+import type { DatabaseSpec, EnsureResult } from "../runtime.js";
+import { appRoleName, ensureAppDatabase } from "./app-database.js";
+import type { DriverParts } from "./driver-parts.js";
+import { prepareInstanceDir } from "./instance-dir.js";
+import { instancePaths } from "./instance-paths.js";
+import { allocatePoolerPort, endpointFor } from "./pooler-endpoint.js";
+import { poolerSecrets, saveAdminPassword, writePoolerFiles } from "./pooler-setup.js";
+import { createInstance, stopInstance, type Instance } from "./project-instance.js";
+import { slugTaken } from "./target-checks.js";
+import { stopClaimed } from "./warm-claim.js";
+
+export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, callerSignal: AbortSignal | undefined): Promise<EnsureResult> {
+  callerSignal?.throwIfAborted();
+  const existing = parts.instances.get(spec.slug);
+  if (existing && existing.projectId !== spec.projectId) throw slugTaken(spec.slug);
+  if (existing?.result && isHealthy(parts, existing, spec.password)) return existing.result;
+
+  const signal = callerSignal ? AbortSignal.any([parts.closing, callerSignal]) : parts.closing;
+
+  const started = Date.now();
+  const template = await parts.template();
+  const deadline = Date.now() + parts.readyTimeoutMs;
+  const paths = instancePaths(parts.dataDir, spec.slug);
+  const appRole = appRoleName(spec.slug);
+  // Worked out while the directory is prepared (see pooler-setup.ts).
+  const secrets = poolerSecrets(paths, appRole, spec.password, existing?.admin);
+  secrets.catch(() => undefined);
+  const { created, warm, flushed } = await prepareInstanceDir(parts, spec, paths, template);
+  let port: number;
+  try {
+    signal.throwIfAborted();
+    port = allocatePoolerPort(parts.ports, parts.portRange, spec.projectId);
+  } catch (error) {
+    // Not yet an instance that close() would stop.
+    if (warm) await stopClaimed(warm);
+    throw error;
+  }
+  const instance = existing ?? createInstance(parts, spec, paths, port, warm);
+  parts.instances.set(spec.slug, instance);
+  instance.healthy = false;
+  if (instance.pgbouncer.port !== port) {
+    await instance.pgbouncer.stop();
+    instance.pgbouncer.port = port;
+  }
+
+  const { admin, adminSaved, appVerifier } = await secrets;
+  instance.admin = admin;
+  // PostgreSQL and PgBouncer come up side by side, while a new copy is still
+  // being flushed: PgBouncer only connects to the server once a client
+  // arrives, and the role gets the very verifier PgBouncer is given (SCRAM
+  // pass-through needs the same salt on both).
+  const [verifier] = await settleAll(
+    startDatabase(instance, spec, appVerifier, deadline, signal),
+    startPooler(parts, instance, appVerifier, adminSaved),
+    // A copy that cannot be flushed must not serve: stopped, it is copied again next time.
+    (flushed ?? Promise.resolve()).catch(async (error: unknown) => {
+      await stopInstance(instance);
+      throw error;
+    }),
+  );
+  // The role kept an older verifier of the same password: PgBouncer must have that one.
+  if (verifier !== appVerifier) await startPooler(parts, instance, verifier);
+  const [postgresVersion, pooler] = await settleAll(
+    instance.pgbouncer.waitForAppQuery(appRole, spec.password, spec.slug, deadline, signal),
+    instance.pgbouncer.poolerInfo(admin.password, deadline, signal),
+  );
+  instance.pgbouncer.process.supervise();
+
+  const result: EnsureResult = { endpoint: endpointFor(port), postgresVersion, pooler };
+  instance.result = result;
+  instance.passwordDigest = parts.digests.of(spec.password);
+  instance.healthy = true;
+  instance.logger.info({ projectId: spec.projectId, port, created, warm: warm !== undefined, ms: Date.now() - started }, "database ready");
+  return result;
+}
+
+/**
+ * The deploy engine calls ensure on every deploy: when nothing has died since
+ * the last end-to-end check and the password is the one verified then, there
+ * is nothing to redo.
+ */
+function isHealthy(parts: DriverParts, instance: Instance, password: string): boolean {
+  return (
+    instance.healthy &&
+    instance.postgres.running &&
+    instance.pgbouncer.running &&
+    parts.digests.matches(instance.passwordDigest, password)
+  );
+}
+
+/** PostgreSQL running, and the app role and database as `spec` wants them; returns the role's verifier. */
+async function startDatabase(instance: Instance, spec: DatabaseSpec, verifier: string, deadline: number, signal: AbortSignal): Promise<string> {
+  if (!instance.postgres.running && !instance.postgres.process.supervising) await instance.postgres.start();
+  const admin = await instance.postgres.connect("postgres", deadline, signal);
+  try {
+    const current = await ensureAppDatabase(admin, spec.slug, spec.password, verifier);
+    instance.postgres.process.supervise();
+    return current;
+  } finally {
+    await admin.end().catch(() => undefined);
+  }
+}
+
+/** PgBouncer running with a config and userlist that give the app role `appVerifier`. */
+async function startPooler(parts: DriverParts, instance: Instance, appVerifier: string, adminSaved = true): Promise<void> {
+  const admin = instance.admin!;
+  if (!adminSaved) await saveAdminPassword(instance.paths, admin, parts.runAs);
+  const changed = await writePoolerFiles({
+    paths: instance.paths,
+    slug: instance.slug,
+    appRole: appRoleName(instance.slug),
+    port: instance.pgbouncer.port,
+    admin,
+    appVerifier,
+    preparedStatementsSupported: parts.binaries.pgbouncer.preparedStatementsSupported,
+    runAs: parts.runAs,
+  });
+  if (!instance.pgbouncer.running && !instance.pgbouncer.process.supervising) await instance.pgbouncer.start();
+  else if (changed && instance.pgbouncer.running) await instance.pgbouncer.reload(admin.password);
+}
+
+/** Waits for all, then fails with the first failure: none is left running unawaited. */
+async function settleAll<T extends readonly unknown[]>(...work: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const outcomes = await Promise.allSettled(work);
+  const failed = outcomes.find((outcome) => outcome.status === "rejected");
+  if (failed) throw failed.reason;
+  return outcomes.map((outcome) => (outcome as PromiseFulfilledResult<unknown>).value) as unknown as T;
+}

@@ -1,0 +1,107 @@
+// One project's running pair, PostgreSQL and PgBouncer, and what the driver
+// remembers of it between ensures.
+import { rm } from "node:fs/promises";
+import type { Logger } from "../../log.js";
+import type { DatabaseSpec, EnsureResult } from "../runtime.js";
+import { socketDirInside, type InstancePaths } from "./instance-paths.js";
+import type { RunAs } from "./os-user.js";
+import { PgbouncerServer } from "./pgbouncer-server.js";
+import type { PoolerAdmin } from "./pooler-setup.js";
+import type { Binaries } from "./postgres-binaries.js";
+import { PostgresServer, type PostgresServerOptions } from "./postgres-server.js";
+import type { ClaimedWarmInstance } from "./warm-claim.js";
+
+export interface Instance {
+  readonly slug: string;
+  readonly projectId: string;
+  readonly paths: InstancePaths;
+  readonly logger: Logger;
+  readonly postgres: PostgresServer;
+  readonly pgbouncer: PgbouncerServer;
+  /** PgBouncer's console credentials, once set up. */
+  admin: PoolerAdmin | undefined;
+  /** Both processes answered a real query since their last unexpected exit. */
+  healthy: boolean;
+  /** HMAC of the password last verified end to end: the fast path compares without keeping the password. */
+  passwordDigest: Buffer | undefined;
+  result: EnsureResult | undefined;
+  /** Symlink at the old path of a warm instance's postmaster, until that process exits. */
+  alias: string | undefined;
+}
+
+/** What every instance is run with. */
+export interface InstanceHost {
+  readonly binaries: Binaries;
+  readonly runAs: RunAs;
+  readonly logger: Logger;
+}
+
+/** `warm`: a running warm PostgreSQL whose directory is now the project's. */
+export function createInstance(host: InstanceHost, spec: DatabaseSpec, paths: InstancePaths, port: number, warm?: ClaimedWarmInstance): Instance {
+  const postgresOptions = postgresOptionsFor(host, spec.slug, paths);
+  const { logger } = postgresOptions;
+  warm?.postgres.relocate(postgresOptions);
+  const postgres = warm?.postgres ?? new PostgresServer(postgresOptions);
+  const pgbouncer = new PgbouncerServer({
+    slug: spec.slug,
+    binary: host.binaries.pgbouncer,
+    runAs: host.runAs,
+    dir: paths.dir,
+    iniFile: paths.pgbouncerIni,
+    pidFile: paths.pgbouncerPid,
+    logFile: paths.pgbouncerLog,
+    logger,
+    port,
+  });
+  const instance: Instance = {
+    slug: spec.slug,
+    projectId: spec.projectId,
+    paths,
+    logger,
+    postgres,
+    pgbouncer,
+    admin: undefined,
+    healthy: false,
+    passwordDigest: undefined,
+    result: undefined,
+    alias: warm?.alias,
+  };
+  const unhealthy = (): void => {
+    instance.healthy = false;
+  };
+  postgres.process.onExit(() => {
+    unhealthy();
+    // Restarts use the instance's own path.
+    void dropAlias(instance);
+  });
+  pgbouncer.process.onExit(unhealthy);
+  return instance;
+}
+
+function postgresOptionsFor(host: InstanceHost, slug: string, paths: InstancePaths): PostgresServerOptions {
+  return {
+    name: slug,
+    binaries: host.binaries.postgres,
+    runAs: host.runAs,
+    pgdata: paths.pgdata,
+    socketDir: paths.socketDir,
+    socketDirShared: !socketDirInside(paths),
+    logFile: paths.postgresLog,
+    logger: host.logger.child({ slug }),
+  };
+}
+
+export async function stopInstance(instance: Instance): Promise<void> {
+  instance.healthy = false;
+  // The pooler first: its SIGINT lets transactions in flight finish against a live server.
+  await instance.pgbouncer.stop();
+  await instance.postgres.stop();
+  await dropAlias(instance);
+}
+
+async function dropAlias(instance: Instance): Promise<void> {
+  const alias = instance.alias;
+  if (alias === undefined) return;
+  instance.alias = undefined;
+  await rm(alias, { force: true }).catch(() => undefined);
+}
