@@ -8,7 +8,7 @@ import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { Runtime, RuntimeTarget } from "../runtime/runtime.js";
 import { KeyedLock } from "../runtime/keyed-lock.js";
-import { isBackupId, newBackupId } from "../service/names.js";
+import { isBackupId, newBackupId } from "../names.js";
 import type { BackupKind, BackupRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
 import { failureReason, loggableError } from "./backup-errors.js";

@@ -3,7 +3,7 @@
 // Slugs and backup ids are checked again here, not only at the edge, because
 // these strings become file system paths.
 import { join } from "node:path";
-import { isBackupId, slugProblem } from "../service/names.js";
+import { isBackupId, slugProblem } from "../names.js";
 
 export const BACKUP_SUFFIX = ".sql.gz";
 /** A backup still being written; never served, listed or restored. */

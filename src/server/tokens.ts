@@ -4,7 +4,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
-import { normalizeProjectId } from "../service/names.js";
+import { normalizeProjectId } from "../names.js";
 
 export type Role = "admin" | "deployer" | "project";
 

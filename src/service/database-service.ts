@@ -11,7 +11,7 @@ import { SealError, type Sealer } from "../secrets/sealer.js";
 import type { BackupKind, BackupRecord, DatabaseRecord } from "../store/records.js";
 import { SlugTakenError, type Store } from "../store/store.js";
 import { KeyedLock } from "../runtime/keyed-lock.js";
-import { normalizeProjectId, slugForProject, slugProblem, isBackupId } from "./names.js";
+import { normalizeProjectId, slugForProject, slugProblem, isBackupId } from "../names.js";
 import { databaseUrl } from "./database-url.js";
 
 export interface DatabaseServiceDeps {
@@ -129,8 +129,10 @@ export class DatabaseService {
   }
 
   async downloadBackup(rawProjectId: string, rawBackupId: string) {
+    // The id is checked before anything is looked up: nothing that could name another file goes further.
+    const backupId = validBackupId(rawBackupId);
     const database = this.get(rawProjectId);
-    return this.backups().download(database.projectId, validBackupId(rawBackupId));
+    return this.backups().download(database.projectId, backupId);
   }
 
   private create(projectId: string, slug: string): DatabaseRecord {

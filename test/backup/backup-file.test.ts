@@ -8,7 +8,7 @@ import { gunzipSync } from "node:zlib";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { fileChecksum, writeBackupFile } from "../../src/backup/backup-file.js";
 import { backupFilePath, partialFilePath } from "../../src/backup/backup-paths.js";
-import { newBackupId } from "../../src/service/names.js";
+import { newBackupId } from "../../src/names.js";
 import { sqlText } from "../support/backup-fakes.js";
 
 let dir: string;

@@ -13,7 +13,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { backupFilePath, partialFilePath } from "../../src/backup/backup-paths.js";
 import { INTERRUPTED } from "../../src/backup/startup-recovery.js";
 import { RuntimeError, type RuntimeTarget } from "../../src/runtime/runtime.js";
-import { newBackupId } from "../../src/service/names.js";
+import { newBackupId } from "../../src/names.js";
 import type { BackupRecord } from "../../src/store/records.js";
 import { controlledDump, FakeDumpRuntime, managerBed, metricValue, sqlText, type ManagerBed } from "../support/backup-fakes.js";
 

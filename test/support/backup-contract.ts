@@ -23,7 +23,7 @@ import { Metrics } from "../../src/metrics.js";
 import type { Runtime, RuntimeTarget } from "../../src/runtime/runtime.js";
 import { backupDownloadRoute } from "../../src/server/backup-download-route.js";
 import { hashToken, TokenRegistry } from "../../src/server/tokens.js";
-import { newBackupId } from "../../src/service/names.js";
+import { newBackupId } from "../../src/names.js";
 import type { BackupRecord } from "../../src/store/records.js";
 import { SqliteStore } from "../../src/store/sqlite-store.js";
 import { createLogger, type Logger } from "../../src/log.js";

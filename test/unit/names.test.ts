@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { isBackupId, newBackupId, normalizeProjectId, slugForProject, slugProblem } from "../../src/service/names.js";
+import { isBackupId, newBackupId, normalizeProjectId, slugForProject, slugProblem } from "../../src/names.js";
 import { databaseUrl } from "../../src/service/database-url.js";
 
 describe("names", () => {

@@ -1,6 +1,7 @@
 // Names and labels of everything the Docker driver creates for a project. The
 // container names are the seed's; the labels are how the driver recognises its
 // own objects (and refuses to touch anyone else's).
+import { isProjectId, slugProblem } from "../../names.js";
 import { RuntimeError, type RuntimeTarget } from "../runtime.js";
 
 export const LABEL_MANAGED = "io.sota.managed";
@@ -26,10 +27,6 @@ export const PGDATA = "/var/lib/postgresql/data";
 export const CONTAINER_PORT = 5432;
 export const PORT_KEY = `${CONTAINER_PORT}/tcp`;
 
-// Guards the names built below: the service validates slugs at the edge, but a
-// bad one here would address another object, so the driver checks again.
-const SLUG = /^[a-z](?:[a-z0-9]|-(?!-))*$/;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export interface ProjectNames {
   readonly postgres: string;
@@ -46,10 +43,12 @@ export interface ProjectNames {
 
 export function projectNames(target: RuntimeTarget): ProjectNames {
   const { slug, projectId } = target;
-  if (!SLUG.test(slug) || slug.endsWith("-") || slug.length > 40) {
+  // The service validates names at the edge, but a bad one here would address
+  // another object, so the driver checks again, by the same rules.
+  if (slugProblem(slug) !== undefined) {
     throw new RuntimeError("failed", `invalid slug for a Docker database: ${JSON.stringify(slug)}`);
   }
-  if (!UUID.test(projectId)) {
+  if (!isProjectId(projectId)) {
     throw new RuntimeError("failed", "invalid project id for a Docker database");
   }
   return {

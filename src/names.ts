@@ -1,4 +1,5 @@
-// Names a user may send, validated at the edge (DESIGN.md, "Names and limits").
+// Names a user may send, validated at the edge (DESIGN.md, "Names and limits"),
+// and checked again by the runtimes before a name becomes a path or an object.
 // Slugs become SQL identifiers, OS paths and container names, so the rules are strict.
 import { randomBytes } from "node:crypto";
 
@@ -16,6 +17,11 @@ export function slugProblem(slug: string): string | undefined {
   if (!SLUG.test(slug)) return "slug may contain only lowercase letters, digits and single '-'";
   if (slug.endsWith("-")) return "slug must not end with '-'";
   return undefined;
+}
+
+/** Whether the id is a project id in canonical form (a lowercase UUID), as the service passes it on. */
+export function isProjectId(projectId: string): boolean {
+  return UUID.test(projectId);
 }
 
 /** The canonical (lowercase) project id, or undefined when it is not a UUID. */
