@@ -19,6 +19,18 @@ const REDACTED_PATHS = [
   "req.headers.authorization",
 ];
 
+/**
+ * What may be logged of an error: its name, message and errno code, never its
+ * cause chain or raw fields (a library error can carry a request or output).
+ */
+export function loggableError(error: unknown): { name: string; message: string; code?: string } {
+  if (error instanceof Error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    return { name: error.name, message: error.message, ...(typeof code === "string" ? { code } : {}) };
+  }
+  return { name: "Error", message: String(error) };
+}
+
 export function createLogger(options: { level?: string; destination?: DestinationStream } = {}): Logger {
   return pino(
     {

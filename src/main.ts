@@ -1,7 +1,7 @@
 // The process entry point: read the environment, start the app, stop cleanly
 // on SIGTERM/SIGINT. A bad configuration stops the service with one line.
 import { loadConfig, ConfigError } from "./config.js";
-import { createLogger } from "./log.js";
+import { createLogger, loggableError } from "./log.js";
 import { startApp } from "./app.js";
 
 async function main(): Promise<void> {
@@ -20,7 +20,7 @@ async function main(): Promise<void> {
   try {
     app = await startApp(config, { logger });
   } catch (error) {
-    logger.fatal({ err: { name: (error as Error).name, message: (error as Error).message } }, "sota-db could not start");
+    logger.fatal({ err: loggableError(error) }, "sota-db could not start");
     process.stderr.write(`sota-db: could not start: ${(error as Error).message}\n`);
     process.exit(1);
   }
@@ -36,7 +36,7 @@ async function main(): Promise<void> {
       .close()
       .then(() => process.exit(0))
       .catch((error: unknown) => {
-        logger.error({ err: { message: (error as Error).message } }, "unclean stop");
+        logger.error({ err: loggableError(error) }, "unclean stop");
         process.exit(1);
       });
   };

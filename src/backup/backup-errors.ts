@@ -33,12 +33,3 @@ export function failureReason(error: unknown): string {
 export class BackupError extends Error {
   override readonly name: string = "BackupError";
 }
-
-/** What may be logged of an error: name, message and code, never a cause chain's raw output. */
-export function loggableError(error: unknown): { name: string; message: string; code?: string } {
-  if (error instanceof Error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    return { name: error.name, message: error.message, ...(typeof code === "string" ? { code } : {}) };
-  }
-  return { name: "Error", message: String(error) };
-}

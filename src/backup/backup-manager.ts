@@ -4,14 +4,14 @@
 // this class decides what runs when, and keeps records and metrics true.
 import { mkdir, open, type FileHandle } from "node:fs/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Logger } from "../log.js";
+import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { Runtime, RuntimeTarget } from "../runtime/runtime.js";
 import { KeyedLock } from "../runtime/keyed-lock.js";
 import { isBackupId, newBackupId } from "../names.js";
 import type { BackupKind, BackupRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
-import { failureReason, loggableError } from "./backup-errors.js";
+import { failureReason } from "./backup-errors.js";
 import { writeBackupFile, type OpenOutput } from "./backup-file.js";
 import { backupFilePath, partialFilePath } from "./backup-paths.js";
 import { resumeInterruptedRestores } from "./pause-marker.js";

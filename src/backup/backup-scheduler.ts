@@ -4,10 +4,9 @@
 // than one schedule interval (the service was down at 03:00, or for days)
 // are backed up soon instead of at the next tick.
 import { Cron } from "croner";
-import type { Logger } from "../log.js";
+import { loggableError, type Logger } from "../log.js";
 import type { RuntimeTarget } from "../runtime/runtime.js";
 import type { BackupRecord } from "../store/records.js";
-import { loggableError } from "./backup-errors.js";
 import { ConcurrencyLimit, LimitClosedError } from "./concurrency-limit.js";
 
 export interface ScheduledDatabase extends RuntimeTarget {

@@ -4,10 +4,9 @@
 // next start resumes every database such a note names.
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { Logger } from "../log.js";
+import { loggableError, type Logger } from "../log.js";
 import type { Runtime, RuntimeTarget } from "../runtime/runtime.js";
 import { normalizeProjectId, slugProblem } from "../names.js";
-import { loggableError } from "./backup-errors.js";
 import { projectBackupDir } from "./backup-paths.js";
 import { quoteIdent } from "./sql-text.js";
 

@@ -4,9 +4,9 @@
 // database now carries the name. Apps see a short wait, never a
 // half-restored database and never a refused connection.
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Logger } from "../log.js";
+import { loggableError, type Logger } from "../log.js";
 import type { Runtime, RuntimeTarget } from "../runtime/runtime.js";
-import { BackupError, loggableError } from "./backup-errors.js";
+import { BackupError } from "./backup-errors.js";
 import { quoteIdent, quoteLiteral } from "./sql-text.js";
 
 export interface PauseOptions {

@@ -14,10 +14,10 @@
 // the replaced database (its content is in the safety backup).
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Logger } from "../log.js";
+import { loggableError, type Logger } from "../log.js";
 import { RuntimeError, type Runtime, type RuntimeTarget } from "../runtime/runtime.js";
 import type { BackupRecord } from "../store/records.js";
-import { failureReason, loggableError } from "./backup-errors.js";
+import { failureReason } from "./backup-errors.js";
 import { fileChecksum } from "./backup-file.js";
 import { ChecksumMismatchError, loadBackupFile } from "./backup-loader.js";
 import { clearPaused, notePaused } from "./pause-marker.js";

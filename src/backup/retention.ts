@@ -4,10 +4,9 @@
 // backups have been failing for a week) and any backup still running or in
 // use by a restore, verification or download.
 import { rm } from "node:fs/promises";
-import type { Logger } from "../log.js";
+import { loggableError, type Logger } from "../log.js";
 import type { BackupRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
-import { loggableError } from "./backup-errors.js";
 import { backupFilePath, partialFilePath } from "./backup-paths.js";
 
 const DAY_MS = 24 * 60 * 60 * 1000;

@@ -4,11 +4,10 @@
 // once at start, before anything can begin a new backup.
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import type { Logger } from "../log.js";
+import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { BackupRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
-import { loggableError } from "./backup-errors.js";
 import { backupFilePath, PARTIAL_SUFFIX, partialFilePath } from "./backup-paths.js";
 
 export const INTERRUPTED = "interrupted: the service stopped before the backup finished";

@@ -2,10 +2,10 @@
 // scratch database on the project's own server (same PostgreSQL version,
 // same roles, same database properties), check that it loaded, drop it, and
 // keep the outcome on the backup record.
-import type { Logger } from "../log.js";
+import { loggableError, type Logger } from "../log.js";
 import type { Runtime, RuntimeTarget } from "../runtime/runtime.js";
 import type { BackupRecord } from "../store/records.js";
-import { failureReason, loggableError } from "./backup-errors.js";
+import { failureReason } from "./backup-errors.js";
 import { loadBackupFile } from "./backup-loader.js";
 import { createScratchLike, dropDatabase, dropLeftoverScratch, scratchName } from "./scratch-database.js";
 

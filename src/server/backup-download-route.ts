@@ -9,7 +9,7 @@ import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { pipeline } from "node:stream/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { BackupDownload } from "../backup/backups.js";
-import type { Logger } from "../log.js";
+import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import { authenticate, authorize } from "./authorization.js";
 import { codeName, errorJson, httpStatus } from "./error-codes.js";
@@ -46,7 +46,7 @@ export function backupDownloadRoute(options: BackupDownloadRouteOptions): ExtraR
       code = codeName(problem.code);
       if (res.headersSent) {
         // Mid-body: the only honest signal left is a cut connection (the length will not match).
-        options.logger.error({ method: METHOD, err: { name: (error as Error)?.name, message: (error as Error)?.message } }, "backup download interrupted");
+        options.logger.error({ method: METHOD, err: loggableError(error) }, "backup download interrupted");
         res.destroy();
       } else {
         sendError(res, problem, (error as { httpStatus?: number }).httpStatus);
@@ -94,7 +94,7 @@ function sendError(res: Response, error: ConnectError, status = httpStatus(error
 }
 
 function internal(logger: Logger, error: unknown): ConnectError {
-  logger.error({ method: METHOD, err: { name: (error as Error)?.name, message: (error as Error)?.message } }, "unexpected error");
+  logger.error({ method: METHOD, err: loggableError(error) }, "unexpected error");
   return new ConnectError("internal error", Code.Internal);
 }
 

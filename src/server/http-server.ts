@@ -11,7 +11,7 @@ import * as net from "node:net";
 import { Code, ConnectError, createConnectRouter, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
-import type { Logger } from "../log.js";
+import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import { errorJson, httpStatus } from "./error-codes.js";
 import type { Readiness } from "./readiness.js";
@@ -66,7 +66,7 @@ export class ApiServer {
 
     const onRequest = (req: NodeRequest, res: NodeResponse): void => {
       this.dispatch(req, res).catch((error: unknown) => {
-        options.logger.error({ err: { name: (error as Error)?.name, message: (error as Error)?.message } }, "request failed");
+        options.logger.error({ err: loggableError(error) }, "request failed");
         if (!res.headersSent) sendJson(res, 500, errorJson(new ConnectError("internal error", Code.Internal)));
         else res.destroy?.();
       });

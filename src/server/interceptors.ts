@@ -1,7 +1,7 @@
 // The RPC interceptors, outermost first: metrics see the final code, errors
 // are made safe before they leave, and auth runs before any handler.
 import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
-import type { Logger } from "../log.js";
+import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import { authenticate, authorize } from "./authorization.js";
 import { codeName } from "./error-codes.js";
@@ -43,7 +43,7 @@ export function errorInterceptor(logger: Logger): Interceptor {
       return await next(req);
     } catch (error) {
       if (error instanceof ConnectError) throw error;
-      logger.error({ method: req.method.name, err: { name: (error as Error)?.name, message: (error as Error)?.message } }, "unexpected error");
+      logger.error({ method: req.method.name, err: loggableError(error) }, "unexpected error");
       throw new ConnectError("internal error", Code.Internal);
     }
   };

@@ -4,7 +4,7 @@
 import { randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Backups } from "../backup/backups.js";
-import type { Logger } from "../log.js";
+import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import { RuntimeError, type EnsureResult, type Runtime, type RuntimeTarget } from "../runtime/runtime.js";
 import { SealError, type Sealer } from "../secrets/sealer.js";
@@ -86,7 +86,7 @@ export class DatabaseService {
       return this.deps.sealer.open(sealed, projectId);
     } catch (error) {
       if (!(error instanceof SealError)) throw error;
-      this.deps.logger.error({ projectId, err: safeError(error) }, "sealed secret did not open");
+      this.deps.logger.error({ projectId, err: loggableError(error) }, "sealed secret did not open");
       throw new ConnectError(`the stored connection secret of project ${projectId} cannot be opened: ${error.message}`, Code.DataLoss);
     }
   }
@@ -100,7 +100,7 @@ export class DatabaseService {
         await this.locks
           .run(target.projectId, () => this.provision(this.deps.store.getDatabase(target.projectId) ?? target))
           .catch((error: unknown) =>
-            this.deps.logger.error({ projectId: target.projectId, slug: target.slug, err: safeError(error) }, "database did not come back"),
+            this.deps.logger.error({ projectId: target.projectId, slug: target.slug, err: loggableError(error) }, "database did not come back"),
           );
       }
     };
@@ -175,7 +175,7 @@ export class DatabaseService {
       this.observeEnsure(started, "error");
       const problem = toConnectError(error);
       this.deps.store.updateDatabase(record.projectId, { state: record.state === "ready" ? "ready" : "failed", error: problem.rawMessage });
-      this.deps.logger.error({ projectId: record.projectId, slug: record.slug, err: safeError(error) }, "ensure failed");
+      this.deps.logger.error({ projectId: record.projectId, slug: record.slug, err: loggableError(error) }, "ensure failed");
       throw problem;
     }
     this.observeEnsure(started, "ok");
@@ -266,11 +266,4 @@ function toConnectError(error: unknown): ConnectError {
     return new ConnectError(error.message, code);
   }
   return new ConnectError("provisioning failed; see the service log", Code.Internal);
-}
-
-/** What may be logged of an error: its name and message, never its cause chain's raw output. */
-export function safeError(error: unknown): { name: string; message: string } {
-  if (error instanceof RuntimeError || error instanceof ConnectError) return { name: error.name, message: error.message };
-  if (error instanceof Error) return { name: error.name, message: error.message };
-  return { name: "Error", message: String(error) };
 }

@@ -4,6 +4,7 @@
 import { randomBytes } from "node:crypto";
 import { PassThrough, type Readable } from "node:stream";
 import type Docker from "dockerode";
+import { loggableError } from "../../log.js";
 import { RuntimeError, type RuntimeTarget } from "../runtime.js";
 import { superuserConninfo } from "./app-role-sql.js";
 import type { DockerEngine } from "./docker-engine.js";
@@ -92,7 +93,7 @@ async function terminateSession(engine: DockerEngine, container: Docker.Containe
     `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '${applicationName}'`,
     "postgres",
   ).catch((error: unknown) => {
-    engine.logger.warn({ err: error }, "could not end a broken-off restore session");
+    engine.logger.warn({ err: loggableError(error) }, "could not end a broken-off restore session");
   });
 }
 

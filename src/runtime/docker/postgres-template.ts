@@ -6,6 +6,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type Docker from "dockerode";
+import { loggableError } from "../../log.js";
 import { RuntimeError, type DatabaseSpec } from "../runtime.js";
 import { SUPERUSER } from "./app-role-sql.js";
 import { neverStarted, type DockerEngine } from "./docker-engine.js";
@@ -192,7 +193,7 @@ export class PostgresTemplates {
         () => true,
         (error: unknown) => {
           this.engine.logger.warn(
-            { volume: template, err: error },
+            { volume: template, err: loggableError(error) },
             "could not make the PostgreSQL template; the image initialises each database",
           );
           this.failed.add(template);

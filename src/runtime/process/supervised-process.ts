@@ -2,7 +2,7 @@
 // backoff when it dies, and stopped with an escalating series of signals.
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, fchownSync, openSync } from "node:fs";
-import type { Logger } from "../../log.js";
+import { loggableError, type Logger } from "../../log.js";
 import type { RunAs } from "./os-user.js";
 import { childEnv, userSpawnOptions } from "./run-command.js";
 
@@ -125,7 +125,7 @@ export class SupervisedProcess {
     return new Promise((resolve, reject) => {
       child.once("spawn", () => resolve());
       child.on("error", (error) => {
-        options.logger.warn({ process: options.name, err: errorSummary(error) }, "child process error");
+        options.logger.warn({ process: options.name, err: loggableError(error) }, "child process error");
         reject(error);
       });
     });
@@ -146,7 +146,7 @@ export class SupervisedProcess {
       {
         process: this.options.name,
         ...(exit ? { exitCode: exit.code, signal: exit.signal } : {}),
-        ...(error ? { err: errorSummary(error) } : {}),
+        ...(error ? { err: loggableError(error) } : {}),
         restartInMs: delayMs,
       },
       exit ? "child exited unexpectedly; restarting" : "child restart failed; retrying",
@@ -196,8 +196,4 @@ function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
     };
     child.once("exit", onExit);
   });
-}
-
-function errorSummary(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -2,7 +2,7 @@
 // and renamed to the project's directory while its PostgreSQL runs on.
 import { rename, rm, symlink } from "node:fs/promises";
 import { dirname } from "node:path";
-import type { Logger } from "../../log.js";
+import { loggableError, type Logger } from "../../log.js";
 import type { DatabaseSpec } from "../runtime.js";
 import { socketDirInside, type InstancePaths } from "./instance-paths.js";
 import type { RunAs } from "./os-user.js";
@@ -39,8 +39,7 @@ export async function claimWarmInstance(parts: WarmClaimParts, spec: DatabaseSpe
     await writeOwnedFile(warm.paths.projectMarker, `${spec.projectId}\n`, parts.runAs, 0o600);
     await rename(warm.paths.dir, paths.dir);
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    parts.logger.warn({ slug: spec.slug, err: message }, "could not use a warm instance; copying the template instead");
+    parts.logger.warn({ slug: spec.slug, err: loggableError(error) }, "could not use a warm instance; copying the template instead");
     pool.discard(warm);
     return undefined;
   }

@@ -7,7 +7,7 @@
 import { randomBytes } from "node:crypto";
 import { lstat, readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import type { Logger } from "../../log.js";
+import { loggableError, type Logger } from "../../log.js";
 import { instanceLayout, socketDirInside, type InstancePaths } from "./instance-paths.js";
 import type { RunAs } from "./os-user.js";
 import { ensureOwnedDir, readIfExists, syncDir } from "./owned-files.js";
@@ -103,7 +103,7 @@ export class WarmPool implements WarmPoolState {
   /** Stops and deletes a taken instance that could not be used. */
   discard(instance: WarmInstance): void {
     const chore = this.remove(instance)
-      .catch((error: unknown) => this.options.logger.warn({ warm: instance.id, err: message(error) }, "removing a warm instance failed"))
+      .catch((error: unknown) => this.options.logger.warn({ warm: instance.id, err: loggableError(error) }, "removing a warm instance failed"))
       .finally(() => this.chores.delete(chore));
     this.chores.add(chore);
   }
@@ -139,7 +139,7 @@ export class WarmPool implements WarmPoolState {
         // A broken host (full disk, missing binaries) must not turn into a busy loop.
         const retryInMs = Math.min(FIRST_RETRY_MS * 2 ** this.failures, MAX_RETRY_MS);
         this.failures += 1;
-        this.options.logger.warn({ err: message(error), retryInMs }, "warm pool: starting a warm instance failed");
+        this.options.logger.warn({ err: loggableError(error), retryInMs }, "warm pool: starting a warm instance failed");
         await pause(retryInMs, signal).catch(() => undefined);
       }
     }
@@ -170,7 +170,7 @@ export class WarmPool implements WarmPoolState {
         if (keep) this.reusable.push(name);
         else await rm(paths.dir, { recursive: true, force: true });
       } catch (error) {
-        logger.warn({ entry: name, err: message(error) }, "warm pool: cleaning up an entry of the last run failed");
+        logger.warn({ entry: name, err: loggableError(error) }, "warm pool: cleaning up an entry of the last run failed");
       }
     }
   }
@@ -244,8 +244,4 @@ export class WarmPool implements WarmPoolState {
     await instance.postgres.stop();
     await rm(instance.paths.dir, { recursive: true, force: true });
   }
-}
-
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
