@@ -72,10 +72,11 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       schedule: { cron: config.backup.schedule, concurrency: config.backup.concurrency, verify: config.backup.verify },
     });
     const service = new DatabaseService({ runtime, store, sealer: new Sealer(keyring), logger, metrics, backups });
+    const ready = readiness(store, runtime);
     const server = new ApiServer({
-      routes: [databaseRoutes(service), healthRoutes(readiness(store, runtime))],
+      routes: [databaseRoutes(service), healthRoutes(ready)],
       interceptors: [metricsInterceptor(metrics), errorInterceptor(logger), authInterceptor(registry)],
-      readiness: readiness(store, runtime),
+      readiness: ready,
       metrics,
       logger,
       extraRoutes: backupDownloadRoute({ tokens: registry, service, logger, metrics }),

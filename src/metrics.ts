@@ -61,6 +61,12 @@ export class Metrics {
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
 
+  /** Counts one request and its latency: RPCs and the plain-HTTP download alike. */
+  observeRequest(method: string, code: string, startedAt: number): void {
+    this.requests.inc({ method, code });
+    this.requestDuration.observe({ method, code }, (performance.now() - startedAt) / 1000);
+  }
+
   /** Where the databases gauge reads its counts from (the store). */
   countDatabasesWith(source: () => Record<string, number>): void {
     this.countDatabases = source;

@@ -52,8 +52,7 @@ export function backupDownloadRoute(options: BackupDownloadRouteOptions): ExtraR
         sendError(res, problem, (error as { httpStatus?: number }).httpStatus);
       }
     } finally {
-      options.metrics?.requests.inc({ method: METHOD, code });
-      options.metrics?.requestDuration.observe({ method: METHOD, code }, (performance.now() - started) / 1000);
+      options.metrics?.observeRequest(METHOD, code, started);
     }
     return true;
   };

@@ -17,16 +17,12 @@ export function metricsInterceptor(metrics: Metrics): Interceptor {
   return (next) => async (req) => {
     const method = req.method.name;
     const started = performance.now();
-    const observe = (code: string): void => {
-      metrics.requests.inc({ method, code });
-      metrics.requestDuration.observe({ method, code }, (performance.now() - started) / 1000);
-    };
     try {
       const res = await next(req);
-      observe("ok");
+      metrics.observeRequest(method, "ok", started);
       return res;
     } catch (error) {
-      observe(codeName(ConnectError.from(error).code));
+      metrics.observeRequest(method, codeName(ConnectError.from(error).code), started);
       throw error;
     }
   };
