@@ -1,10 +1,11 @@
 // A project's data directory: used as found, or made from the template
 // cluster. A new copy is renamed into place before it has reached the disk, so
 // that PostgreSQL starts on its final path (it keeps that absolute path for
-// life) while the copy is flushed. A marker, made durable before the rename,
-// says "not flushed yet" until the flush is done: should the machine stop in
-// between, the next ensure finds it and copies again. No ensure has returned
-// for such a copy, so no app has written to it.
+// life), and the caller flushes it (flushCopy) while the app's role and
+// database are set up. A marker, made durable before the rename, says "not
+// flushed yet" until the flush is done: should the machine stop in between,
+// the next ensure finds it and copies again. No ensure has returned for such a
+// copy, so no app has written to it.
 import { randomBytes } from "node:crypto";
 import { readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
@@ -30,8 +31,8 @@ export interface DataDirOptions {
 export interface PreparedDataDir {
   /** Whether a new copy was made. */
   readonly created: boolean;
-  /** For a new copy: settles once it is on disk. Ensure must not return before. */
-  readonly flushed?: Promise<void>;
+  /** A new copy not on disk yet: flushCopy must be through before ensure returns. */
+  readonly unflushed: boolean;
 }
 
 export async function prepareDataDir(options: DataDirOptions): Promise<PreparedDataDir> {
@@ -48,7 +49,7 @@ export async function prepareDataDir(options: DataDirOptions): Promise<PreparedD
         `the data of ${slug} is PostgreSQL ${version} but the host runs PostgreSQL ${options.major}: upgrade it with pg_upgrade, or set SOTA_PG_BIN_DIR to that version's bin directory`,
       );
     }
-    return { created: false };
+    return { created: false, unflushed: false };
   }
   if (await pathExists(paths.pgdata)) {
     throw new RuntimeError("failed", `the data directory of ${slug} (${paths.pgdata}) is incomplete; move it away to recreate the database`);
@@ -66,13 +67,17 @@ export async function prepareDataDir(options: DataDirOptions): Promise<PreparedD
   }
   await writeOwnedFile(paths.unflushedMarker, "", runAs, 0o600);
   await rename(copy, paths.pgdata);
-  const flushed = flush(paths, runAs);
-  // Awaited by the caller, later; this only keeps an early failure from counting as unhandled.
-  flushed.catch(() => undefined);
-  return { created: true, flushed };
+  return { created: true, unflushed: true };
 }
 
-async function flush(paths: InstancePaths, runAs: RunAs): Promise<void> {
+/**
+ * Puts a new copy on disk and clears its marker. One syncfs makes ext4 commit
+ * its journal, and until that commit is through, every file created or changed
+ * on the file system waits (PostgreSQL fsyncs postmaster.pid as it starts): so
+ * the caller starts this once the server is up, and sets up the app's role and
+ * database meanwhile.
+ */
+export async function flushCopy(paths: InstancePaths, runAs: RunAs): Promise<void> {
   // Also makes the rename durable.
   await syncFileSystem(paths.pgdata, runAs);
   await rm(paths.unflushedMarker, { force: true });

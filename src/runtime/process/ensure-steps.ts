@@ -1,8 +1,11 @@
 // Ensure, step by step, under the project's lock: the instance directory
 // (a warm instance's, or a copy of the template), a pooler port, then
-// PostgreSQL and PgBouncer brought up side by side and checked end to end.
-import type { DatabaseSpec, EnsureResult } from "../runtime.js";
+// PostgreSQL and PgBouncer brought up side by side, a new copy flushed, and
+// the whole checked end to end.
+import type pg from "pg";
+import type { DatabaseSpec, EnsureResult, PoolerInfo } from "../runtime.js";
 import { appRoleName, ensureAppDatabase } from "./app-database.js";
+import { flushCopy } from "./data-dir.js";
 import type { DriverParts } from "./driver-parts.js";
 import { prepareInstanceDir } from "./instance-dir.js";
 import { instancePaths } from "./instance-paths.js";
@@ -28,7 +31,7 @@ export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, cal
   // Worked out while the directory is prepared (see pooler-setup.ts).
   const secrets = poolerSecrets(paths, appRole, spec.password, existing?.admin);
   secrets.catch(() => undefined);
-  const { created, warm, flushed } = await prepareInstanceDir(parts, spec, paths, template);
+  const { created, unflushed, warm } = await prepareInstanceDir(parts, spec, paths, template);
   let port: number;
   try {
     signal.throwIfAborted();
@@ -48,28 +51,37 @@ export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, cal
 
   const { admin, adminSaved, appVerifier } = await secrets;
   instance.admin = admin;
-  // PostgreSQL and PgBouncer come up side by side, while a new copy is still
-  // being flushed: PgBouncer only connects to the server once a client
-  // arrives, and the role gets the very verifier PgBouncer is given (SCRAM
-  // pass-through needs the same salt on both).
-  const [verifier] = await settleAll(
-    startDatabase(instance, spec, appVerifier, deadline, signal),
-    startPooler(parts, instance, appVerifier, adminSaved),
-    // A copy that cannot be flushed must not serve: stopped, it is copied again next time.
-    (flushed ?? Promise.resolve()).catch(async (error: unknown) => {
-      await stopInstance(instance);
-      throw error;
-    }),
-  );
-  // The role kept an older verifier of the same password: PgBouncer must have that one.
-  if (verifier !== appVerifier) await startPooler(parts, instance, verifier);
-  const [postgresVersion, pooler] = await settleAll(
-    instance.pgbouncer.waitForAppQuery(appRole, spec.password, spec.slug, deadline, signal),
-    instance.pgbouncer.poolerInfo(admin.password, deadline, signal),
-  );
+  // PostgreSQL and PgBouncer come up side by side: PgBouncer only connects to
+  // the server once a client arrives, and the role gets the very verifier
+  // PgBouncer is given (SCRAM pass-through needs the same salt on both). A new
+  // copy is flushed once PostgreSQL is up (see flushCopy), while the role and
+  // database are set up and checked through PgBouncer.
+  const pooler = startPooler(parts, instance, appVerifier, adminSaved);
+  const postgresUp = startPostgres(instance, deadline, signal);
+  const flushed = unflushed ? postgresUp.then(() => flushOrStop(instance, parts)) : Promise.resolve();
+  // Awaited in `finally`; this only keeps a failure meanwhile from counting as unhandled.
+  flushed.catch(() => undefined);
+  let postgresVersion: string;
+  let poolerInfo: PoolerInfo;
+  try {
+    const [verifier] = await settleAll(
+      postgresUp.then((admin) => setUpAppDatabase(instance, admin, spec, appVerifier)),
+      pooler,
+    );
+    // The role kept an older verifier of the same password: PgBouncer must have that one.
+    if (verifier !== appVerifier) await startPooler(parts, instance, verifier);
+    [postgresVersion, poolerInfo] = await settleAll(
+      instance.pgbouncer.waitForAppQuery(appRole, spec.password, spec.slug, deadline, signal),
+      instance.pgbouncer.poolerInfo(admin.password, deadline, signal),
+    );
+  } finally {
+    // Ensure never returns before a new copy is on disk, and a failed flush
+    // (which stopped the instance) is the cause of whatever failed after it.
+    await flushed;
+  }
   instance.pgbouncer.process.supervise();
 
-  const result: EnsureResult = { endpoint: endpointFor(port), postgresVersion, pooler };
+  const result: EnsureResult = { endpoint: endpointFor(port), postgresVersion, pooler: poolerInfo };
   instance.result = result;
   instance.passwordDigest = parts.digests.of(spec.password);
   instance.healthy = true;
@@ -91,16 +103,30 @@ function isHealthy(parts: DriverParts, instance: Instance, password: string): bo
   );
 }
 
-/** PostgreSQL running, and the app role and database as `spec` wants them; returns the role's verifier. */
-async function startDatabase(instance: Instance, spec: DatabaseSpec, verifier: string, deadline: number, signal: AbortSignal): Promise<string> {
+/** PostgreSQL running and accepting a superuser session, which is returned. */
+async function startPostgres(instance: Instance, deadline: number, signal: AbortSignal): Promise<pg.Client> {
   if (!instance.postgres.running && !instance.postgres.process.supervising) await instance.postgres.start();
-  const admin = await instance.postgres.connect("postgres", deadline, signal);
+  return instance.postgres.connect("postgres", deadline, signal);
+}
+
+/** The app role and database as `spec` wants them, through `admin` (ended after); returns the role's verifier. */
+async function setUpAppDatabase(instance: Instance, admin: pg.Client, spec: DatabaseSpec, verifier: string): Promise<string> {
   try {
     const current = await ensureAppDatabase(admin, spec.slug, spec.password, verifier);
     instance.postgres.process.supervise();
     return current;
   } finally {
     await admin.end().catch(() => undefined);
+  }
+}
+
+/** A copy that cannot be flushed must not serve: stopped, it is copied again by the next ensure. */
+async function flushOrStop(instance: Instance, parts: DriverParts): Promise<void> {
+  try {
+    await flushCopy(instance.paths, parts.runAs);
+  } catch (error) {
+    await stopInstance(instance);
+    throw error;
   }
 }
 
@@ -123,7 +149,7 @@ async function startPooler(parts: DriverParts, instance: Instance, appVerifier: 
 }
 
 /** Waits for all, then fails with the first failure: none is left running unawaited. */
-async function settleAll<T extends readonly unknown[]>(...work: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+async function settleAll<T extends readonly unknown[]>(...work: { [K in keyof T]: Promise<T[K]> | undefined }): Promise<T> {
   const outcomes = await Promise.allSettled(work);
   const failed = outcomes.find((outcome) => outcome.status === "rejected");
   if (failed) throw failed.reason;

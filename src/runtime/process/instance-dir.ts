@@ -16,7 +16,8 @@ export interface PreparedDir extends PreparedDataDir {
 export async function prepareInstanceDir(parts: DriverParts, spec: DatabaseSpec, paths: InstancePaths, template: string): Promise<PreparedDir> {
   const { runAs } = parts;
   const warm = await claimWarmInstance(parts, spec, paths);
-  if (warm) return { created: true, warm };
+  // A warm instance's copy was flushed before it joined the pool.
+  if (warm) return { created: true, unflushed: false, warm };
   await ensureOwnedDir(paths.dir, runAs, 0o700);
   const marker = (await readIfExists(paths.projectMarker))?.trim();
   if (marker !== undefined && marker !== spec.projectId) throw slugTaken(spec.slug);

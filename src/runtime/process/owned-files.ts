@@ -44,29 +44,47 @@ export async function readIfExists(path: string): Promise<string | undefined> {
   }
 }
 
+export interface WriteOptions {
+  /**
+   * False for files rendered afresh before every start of their server (its
+   * settings, PgBouncer's config and userlist): they need to be whole, not to
+   * outlive a crash, and an fsync would wait behind a new copy's syncfs, on
+   * the path to a new database's first query.
+   */
+  readonly durable?: boolean;
+}
+
 /**
- * Writes through a temporary name, fsync and rename, so a crash leaves either
- * the old or the new content, never half of one.
+ * Writes through a temporary name and rename, so a crash leaves either the old
+ * or the new content, never half of one; durable (the default) also fsyncs
+ * the file and its directory.
  */
-export async function writeOwnedFile(path: string, content: string, runAs: RunAs, mode: number): Promise<void> {
+export async function writeOwnedFile(path: string, content: string, runAs: RunAs, mode: number, options: WriteOptions = {}): Promise<void> {
+  const durable = options.durable ?? true;
   const temporary = `${path}.tmp-${randomBytes(6).toString("hex")}`;
   const handle = await open(temporary, "wx", mode);
   try {
     await handle.writeFile(content, "utf8");
     await handle.chown(runAs.uid, runAs.gid);
     await handle.chmod(mode);
-    await handle.sync();
+    if (durable) await handle.sync();
   } finally {
     await handle.close();
   }
   await rename(temporary, path);
-  await syncDir(dirname(path));
+  if (durable) await syncDir(dirname(path));
 }
 
 /** Writes only when the content differs; returns whether it did. */
-export async function writeOwnedFileIfChanged(path: string, content: string, runAs: RunAs, mode: number): Promise<boolean> {
+export async function writeOwnedFileIfChanged(
+  path: string,
+  content: string,
+  runAs: RunAs,
+  mode: number,
+  options: WriteOptions = {},
+): Promise<boolean> {
   if ((await readIfExists(path)) === content) return false;
-  await writeOwnedFile(path, content, runAs, mode);
+  await writeOwnedFile(path, content, runAs, mode, options);
   return true;
 }
 

@@ -69,7 +69,9 @@ export async function writePoolerFiles(files: PoolerFiles): Promise<boolean> {
     [files.appRole, files.appVerifier],
     [POOLER_ADMIN_USER, files.admin.verifier],
   ]);
-  const iniChanged = await writeOwnedFileIfChanged(paths.pgbouncerIni, ini, runAs, 0o600);
-  const userlistChanged = await writeOwnedFileIfChanged(paths.pgbouncerUserlist, userlist, runAs, 0o600);
+  // Rendered afresh by every ensure before PgBouncer (re)starts.
+  const generated = { durable: false };
+  const iniChanged = await writeOwnedFileIfChanged(paths.pgbouncerIni, ini, runAs, 0o600, generated);
+  const userlistChanged = await writeOwnedFileIfChanged(paths.pgbouncerUserlist, userlist, runAs, 0o600, generated);
   return iniChanged || userlistChanged;
 }

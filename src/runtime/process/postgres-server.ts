@@ -90,8 +90,9 @@ export class PostgresServer extends ChildServer {
     const conf = join(pgdata, "postgresql.conf");
     const current = (await readIfExists(conf)) ?? "";
     if (!current.split("\n").includes(INCLUDE_LINE)) await appendFile(conf, `\n${INCLUDE_LINE}\n`);
-    await writeOwnedFileIfChanged(join(pgdata, SETTINGS_FILE), renderPostgresSettings(socketDir), runAs, 0o600);
-    await writeOwnedFileIfChanged(join(pgdata, "pg_hba.conf"), renderHba(), runAs, 0o600);
+    const generated = { durable: false };
+    await writeOwnedFileIfChanged(join(pgdata, SETTINGS_FILE), renderPostgresSettings(socketDir), runAs, 0o600, generated);
+    await writeOwnedFileIfChanged(join(pgdata, "pg_hba.conf"), renderHba(), runAs, 0o600, generated);
     await stopStalePostmaster(pgdata, this.options.logger);
     // No postmaster runs on this data dir now, and the socket dir is this
     // instance's alone: a socket lock file left here belongs to a dead one (a
