@@ -141,6 +141,7 @@ async function createRuntime(config: Config, store: Store, logger: Logger): Prom
     ...(config.process.runAsUser ? { runAsUser: config.process.runAsUser } : {}),
     portRange: config.process.poolerPorts,
     warmPool: config.process.warmPool,
+    spareCopies: config.process.spareCopies,
     ports: store,
     readyTimeoutMs: config.readyTimeoutMs,
     logger: logger.child({ runtime: "process" }),

@@ -26,6 +26,8 @@ export interface Config {
     readonly poolerPorts: { readonly min: number; readonly max: number };
     /** Started, unassigned instances kept ready so a new database needs no cold start. */
     readonly warmPool: number;
+    /** Flushed copies of the template kept on disk so a new database needs no copy. */
+    readonly spareCopies: number;
   };
   readonly docker: {
     /** DOCKER_HOST: unix:///path or tcp://host:port; default the local socket. */
@@ -84,6 +86,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       ...(runAsUser ? { runAsUser: identifier(runAsUser, "SOTA_RUN_AS_USER") } : {}),
       poolerPorts: portRange(env, "SOTA_POOLER_PORTS", "16432-17431"),
       warmPool: integer(env, "SOTA_WARM_POOL", 0, 0, 64),
+      spareCopies: integer(env, "SOTA_SPARE_COPIES", 1, 0, 64),
     },
     docker: {
       ...(dockerHost(text(env, "DOCKER_HOST")) ?? {}),

@@ -59,3 +59,13 @@ export async function eventually(check: () => Promise<unknown>): Promise<void> {
     }
   }
 }
+
+/** The driver's "database ready" log line for `slug`. */
+export function readyLine(logs: string, slug: string): Record<string, unknown> | undefined {
+  return logs
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as Record<string, unknown>)
+    .filter((line) => line["slug"] === slug && line["msg"] === "database ready")
+    .at(-1);
+}

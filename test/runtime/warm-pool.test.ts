@@ -10,7 +10,7 @@ import type { ProcessRuntime } from "../../src/runtime/process/index.js";
 import { canBind } from "../../src/runtime/process/port-probe.js";
 import type { EnsureResult } from "../../src/runtime/runtime.js";
 import { processTestBed, removeDataDir, type ProcessTestBed } from "../support/process-runtime-harness.js";
-import { appQuery, eventually, isAlive, newSpec, postmasterPid, processesUnder, withApp } from "./process-helpers.js";
+import { appQuery, eventually, isAlive, newSpec, postmasterPid, processesUnder, readyLine, withApp } from "./process-helpers.js";
 
 const FILL_TIMEOUT_MS = 90_000;
 let bedDir: string;
@@ -160,16 +160,6 @@ describe("process runtime: warm pool", () => {
     expect(readyLine(bed.logs.text(), cold.slug)?.["warm"]).toBe(false);
   });
 });
-
-/** The driver's "database ready" log line for `slug`. */
-function readyLine(logs: string, slug: string): Record<string, unknown> | undefined {
-  return logs
-    .split("\n")
-    .filter(Boolean)
-    .map((line) => JSON.parse(line) as Record<string, unknown>)
-    .filter((line) => line["slug"] === slug && line["msg"] === "database ready")
-    .at(-1);
-}
 
 async function postgresLog(slug: string): Promise<string> {
   return readFile(join(bedDir, "instances", slug, "postgres.log"), "utf8");

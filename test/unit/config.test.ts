@@ -11,6 +11,7 @@ describe("loadConfig", () => {
     expect(config.masterKeyFile).toBe("/srv/sota/data/master.key");
     expect(config.masterKeyFileIsDefault).toBe(true);
     expect(config.process.poolerPorts).toEqual({ min: 16432, max: 17431 });
+    expect(config.process).toMatchObject({ warmPool: 0, spareCopies: 1 });
     expect(config.backup).toMatchObject({ dir: "/srv/sota/data/backups", retentionDays: 7, concurrency: 2, verify: false });
   });
 
@@ -24,6 +25,7 @@ describe("loadConfig", () => {
         SOTA_MASTER_KEY: `${key}, ${key}`,
         SOTA_POOLER_PORTS: "20000-20010",
         SOTA_WARM_POOL: "2",
+        SOTA_SPARE_COPIES: "3",
         SOTA_DOCKER_NETWORK: "per-project",
         SOTA_DOCKER_PUBLISH_HOST: "127.0.0.1",
         DOCKER_HOST: "unix:///run/docker.sock",
@@ -36,7 +38,7 @@ describe("loadConfig", () => {
     expect(config.listen).toEqual({ host: "::1", port: 9090 });
     expect(config.runtime).toBe("docker");
     expect(config.masterKeys).toEqual([key, key]);
-    expect(config.process).toMatchObject({ poolerPorts: { min: 20000, max: 20010 }, warmPool: 2 });
+    expect(config.process).toMatchObject({ poolerPorts: { min: 20000, max: 20010 }, warmPool: 2, spareCopies: 3 });
     expect(config.docker).toMatchObject({ network: "per-project", publishHost: "127.0.0.1", host: "unix:///run/docker.sock" });
     expect(config.backup).toMatchObject({ schedule: "*/5 * * * *", retentionDays: 14, verify: true });
   });
@@ -51,6 +53,7 @@ describe("loadConfig", () => {
       [{ SOTA_BACKUP_SCHEDULE: "every day" }, /^SOTA_BACKUP_SCHEDULE: must be a cron expression/],
       [{ SOTA_BACKUP_VERIFY: "maybe" }, /^SOTA_BACKUP_VERIFY: must be true or false/],
       [{ SOTA_WARM_POOL: "-1" }, /^SOTA_WARM_POOL: must be a whole number from 0 to 64/],
+      [{ SOTA_SPARE_COPIES: "2.5" }, /^SOTA_SPARE_COPIES: must be a whole number from 0 to 64/],
       [{ SOTA_DOCKER_PUBLISH_HOST: "localhost" }, /^SOTA_DOCKER_PUBLISH_HOST: /],
       [{ DOCKER_HOST: "ssh://me@host" }, /^DOCKER_HOST: must be unix:/],
       [{ SOTA_TLS_CERT_FILE: "/x.pem" }, /^SOTA_TLS_KEY_FILE: /],

@@ -5,11 +5,12 @@
 // database are set up. A marker, made durable before the rename, says "not
 // flushed yet" until the flush is done: should the machine stop in between,
 // the next ensure finds it and copies again. No ensure has returned for such a
-// copy, so no app has written to it.
+// copy, so no app has written to it. A spare copy (spare-copies.ts), made and
+// flushed ahead of time, is renamed into place instead when one is ready.
 import { randomBytes } from "node:crypto";
 import { readdir, rename, rm } from "node:fs/promises";
-import { join } from "node:path";
-import type { Logger } from "../../log.js";
+import { dirname, join } from "node:path";
+import { loggableError, type Logger } from "../../log.js";
 import { RuntimeError } from "../runtime.js";
 import type { InstancePaths } from "./instance-paths.js";
 import type { RunAs } from "./os-user.js";
@@ -26,13 +27,17 @@ export interface DataDirOptions {
   readonly major: number;
   readonly runAs: RunAs;
   readonly logger: Logger;
+  /** A spare copy (spare-copies.ts) to rename into place instead of copying, if one is ready. */
+  readonly takeSpare: () => string | undefined;
 }
 
 export interface PreparedDataDir {
-  /** Whether a new copy was made. */
-  readonly created: boolean;
-  /** A new copy not on disk yet: flushCopy must be through before ensure returns. */
-  readonly unflushed: boolean;
+  /**
+   * Where the data directory came from: found in place, a spare renamed into
+   * place, or a new copy, which is not on disk yet: flushCopy must be through
+   * before ensure returns.
+   */
+  readonly source: "existing" | "spare" | "copy";
 }
 
 export async function prepareDataDir(options: DataDirOptions): Promise<PreparedDataDir> {
@@ -49,7 +54,7 @@ export async function prepareDataDir(options: DataDirOptions): Promise<PreparedD
         `the data of ${slug} is PostgreSQL ${version} but the host runs PostgreSQL ${options.major}: upgrade it with pg_upgrade, or set SOTA_PG_BIN_DIR to that version's bin directory`,
       );
     }
-    return { created: false, unflushed: false };
+    return { source: "existing" };
   }
   if (await pathExists(paths.pgdata)) {
     throw new RuntimeError("failed", `the data directory of ${slug} (${paths.pgdata}) is incomplete; move it away to recreate the database`);
@@ -58,6 +63,7 @@ export async function prepareDataDir(options: DataDirOptions): Promise<PreparedD
   for (const name of await readdir(paths.dir)) {
     if (name.startsWith("pgdata.tmp-")) await rm(join(paths.dir, name), { recursive: true, force: true });
   }
+  if (await claimSpare(options)) return { source: "spare" };
   const copy = join(paths.dir, `pgdata.tmp-${randomBytes(6).toString("hex")}`);
   try {
     await copyTemplate(options.template, copy, runAs);
@@ -67,7 +73,27 @@ export async function prepareDataDir(options: DataDirOptions): Promise<PreparedD
   }
   await writeOwnedFile(paths.unflushedMarker, "", runAs, 0o600);
   await rename(copy, paths.pgdata);
-  return { created: true, unflushed: true };
+  return { source: "copy" };
+}
+
+/**
+ * Renames a spare copy, flushed when it was made, into place; false when none
+ * is ready or it cannot be moved (then it is dropped and the caller copies).
+ */
+async function claimSpare(options: DataDirOptions): Promise<boolean> {
+  const spare = options.takeSpare();
+  if (spare === undefined) return false;
+  try {
+    await rename(spare, options.paths.pgdata);
+  } catch (error) {
+    options.logger.warn({ slug: options.slug, err: loggableError(error) }, "could not use a spare copy; copying the template instead");
+    await rm(spare, { recursive: true, force: true }).catch(() => undefined);
+    return false;
+  }
+  // Durable in both directories before ensure may return: after a crash the
+  // copy is the project's, or still a spare, never in neither.
+  await Promise.all([syncDir(options.paths.dir), syncDir(dirname(spare))]);
+  return true;
 }
 
 /**

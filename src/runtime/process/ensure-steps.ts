@@ -31,7 +31,7 @@ export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, cal
   // Worked out while the directory is prepared (see pooler-setup.ts).
   const secrets = poolerSecrets(paths, appRole, spec.password, existing?.admin);
   secrets.catch(() => undefined);
-  const { created, unflushed, warm } = await prepareInstanceDir(parts, spec, paths, template);
+  const { source, warm } = await prepareInstanceDir(parts, spec, paths, template);
   let port: number;
   try {
     signal.throwIfAborted();
@@ -58,7 +58,7 @@ export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, cal
   // database are set up and checked through PgBouncer.
   const pooler = startPooler(parts, instance, appVerifier, adminSaved);
   const postgresUp = startPostgres(instance, deadline, signal);
-  const flushed = unflushed ? postgresUp.then(() => flushOrStop(instance, parts)) : Promise.resolve();
+  const flushed = source === "copy" ? postgresUp.then(() => flushOrStop(instance, parts)) : Promise.resolve();
   // Awaited in `finally`; this only keeps a failure meanwhile from counting as unhandled.
   flushed.catch(() => undefined);
   let postgresVersion: string;
@@ -85,7 +85,10 @@ export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, cal
   instance.result = result;
   instance.passwordDigest = parts.digests.of(spec.password);
   instance.healthy = true;
-  instance.logger.info({ projectId: spec.projectId, port, created, warm: warm !== undefined, ms: Date.now() - started }, "database ready");
+  instance.logger.info(
+    { projectId: spec.projectId, port, created: source !== "existing", source, warm: warm !== undefined, ms: Date.now() - started },
+    "database ready",
+  );
   return result;
 }
 

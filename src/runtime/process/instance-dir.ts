@@ -8,7 +8,8 @@ import { ensureOwnedDir, readIfExists, writeOwnedFile } from "./owned-files.js";
 import { slugTaken } from "./target-checks.js";
 import { claimWarmInstance, type ClaimedWarmInstance } from "./warm-claim.js";
 
-export interface PreparedDir extends PreparedDataDir {
+export interface PreparedDir {
+  readonly source: PreparedDataDir["source"] | "warm";
   /** The warm instance it came from, PostgreSQL running in it already. */
   readonly warm?: ClaimedWarmInstance;
 }
@@ -17,10 +18,18 @@ export async function prepareInstanceDir(parts: DriverParts, spec: DatabaseSpec,
   const { runAs } = parts;
   const warm = await claimWarmInstance(parts, spec, paths);
   // A warm instance's copy was flushed before it joined the pool.
-  if (warm) return { created: true, unflushed: false, warm };
+  if (warm) return { source: "warm", warm };
   await ensureOwnedDir(paths.dir, runAs, 0o700);
   const marker = (await readIfExists(paths.projectMarker))?.trim();
   if (marker !== undefined && marker !== spec.projectId) throw slugTaken(spec.slug);
   if (marker === undefined) await writeOwnedFile(paths.projectMarker, `${spec.projectId}\n`, runAs, 0o600);
-  return prepareDataDir({ slug: spec.slug, paths, template, major: parts.binaries.postgres.major, runAs, logger: parts.logger });
+  return prepareDataDir({
+    slug: spec.slug,
+    paths,
+    template,
+    major: parts.binaries.postgres.major,
+    runAs,
+    logger: parts.logger,
+    takeSpare: () => parts.spares.take(),
+  });
 }

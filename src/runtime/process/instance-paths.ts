@@ -31,6 +31,11 @@ export function templatesRoot(dataDir: string): string {
   return join(dataDir, "templates");
 }
 
+/** Spare copies of the template, made ahead of time (see spare-copies.ts). */
+export function sparesRoot(dataDir: string): string {
+  return join(dataDir, "spares");
+}
+
 /** The warm pool's instances (see warm-pool.ts). */
 export function warmRoot(dataDir: string): string {
   return join(dataDir, "warm");

@@ -19,7 +19,7 @@ import {
 } from "../runtime.js";
 import type { DriverParts } from "./driver-parts.js";
 import { ensureInstance } from "./ensure-steps.js";
-import { instancePaths, instancesRoot, templatesRoot, warmRoot } from "./instance-paths.js";
+import { instancePaths, instancesRoot, sparesRoot, templatesRoot, warmRoot } from "./instance-paths.js";
 import { assertUserCanWrite, resolveRunAs, type RunAs } from "./os-user.js";
 import { ensureOwnedDir, readIfExists } from "./owned-files.js";
 import { PasswordDigests } from "./password-digest.js";
@@ -30,6 +30,7 @@ import { stopInstance, type Instance } from "./project-instance.js";
 import { removeInstance } from "./remove-steps.js";
 import { dumpStream, failedStream, restoreFromStream } from "./sql-tools.js";
 import { checkPassword, checkTarget } from "./target-checks.js";
+import { SpareCopies, type SpareCopiesState } from "./spare-copies.js";
 import { sharedTemplateCluster } from "./template-cluster.js";
 import { WarmPool, type WarmPoolState } from "./warm-pool.js";
 
@@ -53,6 +54,12 @@ export interface ProcessRuntimeOptions {
    * default 0, none). Each costs one idle PostgreSQL's memory.
    */
   readonly warmPool?: number | undefined;
+  /**
+   * Flushed copies of the template kept on disk, not started, for new
+   * databases (SOTA_SPARE_COPIES; default here 0, the service's 1). Each costs
+   * the template's size on disk and no memory.
+   */
+  readonly spareCopies?: number | undefined;
   readonly logger: Logger;
 }
 
@@ -65,11 +72,11 @@ export async function createProcessRuntime(options: ProcessRuntimeOptions): Prom
   const runAs = await resolveRunAs(options.runAsUser);
   const dataDir = resolve(options.dataDir);
   await mkdir(dataDir, { recursive: true });
-  const dirs = [instancesRoot(dataDir), templatesRoot(dataDir), warmRoot(dataDir)];
+  const dirs = [instancesRoot(dataDir), templatesRoot(dataDir), warmRoot(dataDir), sparesRoot(dataDir)];
   for (const dir of dirs) await ensureOwnedDir(dir, runAs, 0o700);
   await assertUserCanWrite(runAs, dataDir, dirs);
   const runtime = new ProcessRuntime({ ...options, dataDir }, binaries, runAs);
-  await runtime.openWarmPool();
+  await runtime.openReserves();
   return runtime;
 }
 
@@ -79,6 +86,7 @@ export class ProcessRuntime implements Runtime {
   private readonly locks = new KeyedLock();
   private readonly closing = new AbortController();
   private readonly pool: WarmPool;
+  private readonly spares: SpareCopies;
   private readonly parts: DriverParts;
   private closed: Promise<void> | undefined;
 
@@ -104,6 +112,14 @@ export class ProcessRuntime implements Runtime {
       template,
       startTimeoutMs: Math.max(options.readyTimeoutMs, 30_000),
     });
+    this.spares = new SpareCopies({
+      size: options.spareCopies ?? 0,
+      root: sparesRoot(options.dataDir),
+      major: binaries.postgres.major,
+      runAs,
+      logger: options.logger,
+      template,
+    });
     this.parts = {
       binaries,
       runAs,
@@ -114,6 +130,7 @@ export class ProcessRuntime implements Runtime {
       readyTimeoutMs: options.readyTimeoutMs,
       instances: this.instances,
       pool: this.pool,
+      spares: this.spares,
       digests: new PasswordDigests(),
       closing: this.closing.signal,
       template,
@@ -124,19 +141,27 @@ export class ProcessRuntime implements Runtime {
     return this.pool;
   }
 
-  /**
-   * Cleans up what an earlier run left in the warm pool's directory (also when
-   * the pool is off), then starts filling it in the background. Before any
-   * ensure: the clean-up stops postmasters that ensure would otherwise find.
-   */
-  async openWarmPool(): Promise<void> {
-    await this.pool.cleanUp();
-    this.fillWarmPool();
+  get spareCopies(): SpareCopiesState {
+    return this.spares;
   }
 
-  /** Starts bringing the warm pool to its size, in the background. */
-  fillWarmPool(): void {
-    if (!this.closing.signal.aborted) this.pool.fill();
+  /**
+   * Cleans up what an earlier run left in the warm pool's and the spares'
+   * directories (also when they are off), then starts filling them in the
+   * background. Before any ensure: the clean-up stops postmasters that ensure
+   * would otherwise find.
+   */
+  async openReserves(): Promise<void> {
+    await this.pool.cleanUp();
+    await this.spares.cleanUp();
+    this.refillReserves();
+  }
+
+  /** Starts bringing the warm pool and the spares to their sizes, in the background. */
+  refillReserves(): void {
+    if (this.closing.signal.aborted) return;
+    this.pool.fill();
+    this.spares.fill();
   }
 
   async ensure(spec: DatabaseSpec, signal?: AbortSignal): Promise<EnsureResult> {
@@ -147,9 +172,9 @@ export class ProcessRuntime implements Runtime {
       this.assertOpen();
       return ensureInstance(this.parts, spec, signal);
     };
-    // A warm instance taken by this ensure is replaced once it is done, so the
-    // copy does not compete with it for the CPU.
-    return this.locks.run(spec.slug, ensureLocked).finally(() => this.fillWarmPool());
+    // A warm instance or spare taken by this ensure is replaced once it is
+    // done, so the copy does not compete with it for the CPU and the disk.
+    return this.locks.run(spec.slug, ensureLocked).finally(() => this.refillReserves());
   }
 
   async status(target: RuntimeTarget): Promise<RuntimeStatus> {
@@ -208,7 +233,7 @@ export class ProcessRuntime implements Runtime {
   private async shutDown(): Promise<void> {
     this.closing.abort(new RuntimeError("unavailable", "the process runtime is shutting down"));
     await this.locks.settled();
-    await Promise.all([this.pool.close(), ...[...this.instances.values()].map((instance) => stopInstance(instance))]);
+    await Promise.all([this.pool.close(), this.spares.close(), ...[...this.instances.values()].map((instance) => stopInstance(instance))]);
     this.instances.clear();
     this.options.logger.info("process runtime stopped");
   }

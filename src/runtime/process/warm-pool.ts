@@ -13,6 +13,7 @@ import type { RunAs } from "./os-user.js";
 import { ensureOwnedDir, readIfExists, syncDir } from "./owned-files.js";
 import { pathExists } from "./path-checks.js";
 import { pause } from "./pause.js";
+import { RefillLoop } from "./refill-loop.js";
 import type { PostgresBinaries } from "./postgres-binaries.js";
 import { PostgresServer } from "./postgres-server.js";
 import { stopStalePostmaster } from "./stale-process.js";
@@ -49,8 +50,6 @@ export interface WarmPoolOptions {
 
 const ENTRY = /^w-[0-9a-f]{12}$/;
 const BUILDING_PREFIX = "tmp-";
-const FIRST_RETRY_MS = 1_000;
-const MAX_RETRY_MS = 60_000;
 const FULL_POLL_MS = 25;
 
 export class WarmPool implements WarmPoolState {
@@ -61,10 +60,9 @@ export class WarmPool implements WarmPoolState {
   private readonly closing = new AbortController();
   /** Removals running in the background; close() waits for them. */
   private readonly chores = new Set<Promise<void>>();
-  private filling: Promise<void> | undefined;
+  private readonly refill: RefillLoop;
   /** Complete copies a previous run left, started again before new ones are made. */
   private reusable: string[] = [];
-  private failures = 0;
 
   constructor(private readonly options: WarmPoolOptions) {
     const probe = instanceLayout(join(options.root, "w-000000000000"));
@@ -73,6 +71,16 @@ export class WarmPool implements WarmPoolState {
       options.logger.warn({ dir: options.root }, "warm pool disabled: the data dir's path is too long for unix sockets inside it");
     }
     this.size = socketInside ? options.size : 0;
+    this.refill = new RefillLoop({
+      signal: this.closing.signal,
+      wanted: () => this.instances.length < this.size,
+      makeOne: () => {
+        const reused = this.reusable.shift();
+        return reused ? this.start(reused) : this.create();
+      },
+      logger: options.logger,
+      failure: "warm pool: starting a warm instance failed",
+    });
   }
 
   get ready(): number {
@@ -84,10 +92,7 @@ export class WarmPool implements WarmPoolState {
    * nothing to do, so callers may call it after every ensure.
    */
   fill(): void {
-    if (this.filling || this.closing.signal.aborted || this.instances.length >= this.size) return;
-    this.filling = this.fillLoop().finally(() => {
-      this.filling = undefined;
-    });
+    this.refill.start();
   }
 
   /** A started, unassigned instance, or undefined when none is ready. The pool forgets it. */
@@ -115,7 +120,7 @@ export class WarmPool implements WarmPoolState {
   /** Stops the warm instances and keeps their directories for the next start. */
   async close(): Promise<void> {
     this.closing.abort();
-    await this.filling;
+    await this.refill.settled();
     await Promise.all(this.chores);
     const instances = this.instances.splice(0);
     await Promise.all(
@@ -124,25 +129,6 @@ export class WarmPool implements WarmPoolState {
         return instance.postgres.stop();
       }),
     );
-  }
-
-  private async fillLoop(): Promise<void> {
-    const signal = this.closing.signal;
-    while (!signal.aborted && this.instances.length < this.size) {
-      const reused = this.reusable.shift();
-      try {
-        if (reused) await this.start(reused);
-        else await this.create();
-        this.failures = 0;
-      } catch (error) {
-        if (signal.aborted) return;
-        // A broken host (full disk, missing binaries) must not turn into a busy loop.
-        const retryInMs = Math.min(FIRST_RETRY_MS * 2 ** this.failures, MAX_RETRY_MS);
-        this.failures += 1;
-        this.options.logger.warn({ err: loggableError(error), retryInMs }, "warm pool: starting a warm instance failed");
-        await pause(retryInMs, signal).catch(() => undefined);
-      }
-    }
   }
 
   /**
