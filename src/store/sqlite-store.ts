@@ -110,6 +110,8 @@ const BACKUP_COLUMNS: Record<keyof BackupPatch, keyof BackupRow> = {
 
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
+  /** Prepared once per SQL text: Ensure reads its record on every deploy, and preparing costs more than the read. */
+  private readonly statements = new Map<string, Database.Statement>();
 
   constructor(path: string, private readonly now: () => Date = () => new Date()) {
     if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
@@ -121,18 +123,27 @@ export class SqliteStore implements Store {
     this.db.exec(SCHEMA);
   }
 
+  private statement(sql: string): Database.Statement {
+    let statement = this.statements.get(sql);
+    if (!statement) {
+      statement = this.db.prepare(sql);
+      this.statements.set(sql, statement);
+    }
+    return statement;
+  }
+
   getDatabase(projectId: string): DatabaseRecord | undefined {
-    const row = this.db.prepare("SELECT * FROM databases WHERE project_id = ?").get(projectId) as DatabaseRow | undefined;
+    const row = this.statement("SELECT * FROM databases WHERE project_id = ?").get(projectId) as DatabaseRow | undefined;
     return row && toDatabase(row);
   }
 
   getDatabaseBySlug(slug: string): DatabaseRecord | undefined {
-    const row = this.db.prepare("SELECT * FROM databases WHERE slug = ?").get(slug) as DatabaseRow | undefined;
+    const row = this.statement("SELECT * FROM databases WHERE slug = ?").get(slug) as DatabaseRow | undefined;
     return row && toDatabase(row);
   }
 
   listDatabases(): DatabaseRecord[] {
-    const rows = this.db.prepare("SELECT * FROM databases ORDER BY created_at, project_id").all() as DatabaseRow[];
+    const rows = this.statement("SELECT * FROM databases ORDER BY created_at, project_id").all() as DatabaseRow[];
     return rows.map(toDatabase);
   }
 
@@ -163,32 +174,32 @@ export class SqliteStore implements Store {
       values[column] = field === "pooler" ? (value == null ? null : JSON.stringify(value)) : value;
       sets.push(`${column} = @${column}`);
     }
-    const result = this.db.prepare(`UPDATE databases SET ${sets.join(", ")} WHERE project_id = @project_id`).run(values);
+    const result = this.statement(`UPDATE databases SET ${sets.join(", ")} WHERE project_id = @project_id`).run(values);
     if (result.changes === 0) throw new Error(`no database recorded for project ${projectId}`);
     return this.getDatabase(projectId)!;
   }
 
   deleteDatabase(projectId: string): void {
-    this.db.prepare("DELETE FROM databases WHERE project_id = ?").run(projectId);
+    this.statement("DELETE FROM databases WHERE project_id = ?").run(projectId);
   }
 
   countDatabasesByState(): Record<string, number> {
-    const rows = this.db.prepare("SELECT state, COUNT(*) AS n FROM databases GROUP BY state").all() as { state: string; n: number }[];
+    const rows = this.statement("SELECT state, COUNT(*) AS n FROM databases GROUP BY state").all() as { state: string; n: number }[];
     return Object.fromEntries(rows.map((row) => [row.state, row.n]));
   }
 
   allocate(projectId: string, range: PortRange, isUsable: (port: number) => boolean = () => true): number {
     return this.db.transaction(() => {
-      const existing = this.db.prepare("SELECT port FROM pooler_ports WHERE project_id = ?").get(projectId) as { port: number } | undefined;
+      const existing = this.statement("SELECT port FROM pooler_ports WHERE project_id = ?").get(projectId) as { port: number } | undefined;
       if (existing) return existing.port;
       const taken = new Set(
-        (this.db.prepare("SELECT port FROM pooler_ports WHERE port BETWEEN ? AND ?").all(range.min, range.max) as { port: number }[]).map(
+        (this.statement("SELECT port FROM pooler_ports WHERE port BETWEEN ? AND ?").all(range.min, range.max) as { port: number }[]).map(
           (row) => row.port,
         ),
       );
       for (let port = range.min; port <= range.max; port++) {
         if (taken.has(port) || !isUsable(port)) continue;
-        this.db.prepare("INSERT INTO pooler_ports (port, project_id) VALUES (?, ?)").run(port, projectId);
+        this.statement("INSERT INTO pooler_ports (port, project_id) VALUES (?, ?)").run(port, projectId);
         return port;
       }
       throw new Error(`no free pooler port left in ${range.min}-${range.max}`);
@@ -196,7 +207,7 @@ export class SqliteStore implements Store {
   }
 
   release(projectId: string): void {
-    this.db.prepare("DELETE FROM pooler_ports WHERE project_id = ?").run(projectId);
+    this.statement("DELETE FROM pooler_ports WHERE project_id = ?").run(projectId);
   }
 
   insertBackup(record: BackupRecord): void {
@@ -220,16 +231,16 @@ export class SqliteStore implements Store {
       sets.push(`${column} = @${column}`);
     }
     if (sets.length > 0) {
-      const result = this.db.prepare(`UPDATE backups SET ${sets.join(", ")} WHERE id = @id`).run(values);
+      const result = this.statement(`UPDATE backups SET ${sets.join(", ")} WHERE id = @id`).run(values);
       if (result.changes === 0) throw new Error(`no backup ${id}`);
     }
-    const row = this.db.prepare("SELECT * FROM backups WHERE id = ?").get(id) as BackupRow | undefined;
+    const row = this.statement("SELECT * FROM backups WHERE id = ?").get(id) as BackupRow | undefined;
     if (!row) throw new Error(`no backup ${id}`);
     return toBackup(row);
   }
 
   getBackup(projectId: string, id: string): BackupRecord | undefined {
-    const row = this.db.prepare("SELECT * FROM backups WHERE project_id = ? AND id = ?").get(projectId, id) as BackupRow | undefined;
+    const row = this.statement("SELECT * FROM backups WHERE project_id = ? AND id = ?").get(projectId, id) as BackupRow | undefined;
     return row && toBackup(row);
   }
 
@@ -241,16 +252,16 @@ export class SqliteStore implements Store {
   }
 
   listBackupsByState(state: BackupRecord["state"]): BackupRecord[] {
-    const rows = this.db.prepare("SELECT * FROM backups WHERE state = ? ORDER BY started_at, id").all(state) as BackupRow[];
+    const rows = this.statement("SELECT * FROM backups WHERE state = ? ORDER BY started_at, id").all(state) as BackupRow[];
     return rows.map(toBackup);
   }
 
   deleteBackup(id: string): void {
-    this.db.prepare("DELETE FROM backups WHERE id = ?").run(id);
+    this.statement("DELETE FROM backups WHERE id = ?").run(id);
   }
 
   ping(): void {
-    this.db.prepare("SELECT 1").get();
+    this.statement("SELECT 1").get();
   }
 
   close(): void {
