@@ -75,7 +75,9 @@ export class ApiServer {
     this.h2 = http2.createServer({}, onRequest);
     this.listener = options.tls
       ? http2.createSecureServer({ cert: options.tls.cert, key: options.tls.key, allowHTTP1: true }, onRequest)
-      : net.createServer((socket) => this.route(socket));
+      : // Small responses go out at once: Nagle's algorithm would hold a
+        // response's last frame back until the client acknowledged the first.
+        net.createServer({ noDelay: true }, (socket) => this.route(socket));
     if (options.tls) {
       this.listener.on("connection", (socket: net.Socket) => {
         this.sockets.add(socket);

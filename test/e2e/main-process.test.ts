@@ -1,16 +1,16 @@
-// The service as an operator runs it: `npm start` (tsx src/main.ts) with only
-// environment variables, zero configuration otherwise, stopped by SIGTERM.
+// The service as an operator runs it: `npm start`'s command (see
+// service-command.ts) with only environment variables, zero configuration
+// otherwise, stopped by SIGTERM.
 import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
-import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
+import { REPO_ROOT, serviceCommand } from "../support/service-command.js";
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const TSX = join(ROOT, "node_modules/.bin/tsx");
+const { command: NODE, args: START_ARGS } = serviceCommand();
 const dirs: string[] = [];
 
 afterAll(() => {
@@ -31,7 +31,7 @@ interface Running {
 }
 
 function run(env: Record<string, string>): Running {
-  const child = spawn(TSX, ["src/main.ts"], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(NODE, START_ARGS, { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout!.on("data", (chunk) => (output += chunk));
   child.stderr!.on("data", (chunk) => (output += chunk));
