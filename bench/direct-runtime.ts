@@ -16,7 +16,14 @@ export interface DirectRuntime {
   close(): Promise<void>;
 }
 
-export async function openDirectRuntime(ports: { min: number; max: number }, warmPool = 0): Promise<DirectRuntime> {
+export interface DirectRuntimeReserves {
+  /** SOTA_WARM_POOL's equivalent (default 0). */
+  readonly warmPool?: number;
+  /** SOTA_SPARE_COPIES's equivalent (default 0 here; the service's default is 1). */
+  readonly spareCopies?: number;
+}
+
+export async function openDirectRuntime(ports: { min: number; max: number }, reserves: DirectRuntimeReserves = {}): Promise<DirectRuntime> {
   const dataDir = await mkdtemp(join(tmpdir(), "sota-bench-driver-"));
   await chmod(dataDir, 0o711);
   const runtime = await createProcessRuntime({
@@ -24,7 +31,8 @@ export async function openDirectRuntime(ports: { min: number; max: number }, war
     ports: new MemoryPortRegistry(),
     portRange: ports,
     readyTimeoutMs: 60_000,
-    warmPool,
+    warmPool: reserves.warmPool ?? 0,
+    spareCopies: reserves.spareCopies ?? 0,
     logger: createLogger({ level: "silent" }),
   });
   return {

@@ -44,7 +44,7 @@ export function planFor(argv: readonly string[]): Plan {
     mode: "full",
     ensureNewRuns: 15,
     dockerRuns: 5,
-    ensureExistingCalls: 500,
+    ensureExistingCalls: 2000,
     grpcRounds: 5,
     grpcCallsPerRound: 4000,
     grpcConcurrency: 32,

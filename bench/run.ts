@@ -57,7 +57,7 @@ await section("1-5", "the main service", async () => {
     await service.stop();
   }
 });
-await section("1f", "Ensure new database, Docker driver", () => dockerEnsureRows(plan, floorMedianMs));
+await section("1g", "Ensure new database, Docker driver", () => dockerEnsureRows(plan, floorMedianMs));
 await section("4", "Density", () => densityRows(plan));
 await section("6", "Backups", () => backupRows(plan, binaries));
 

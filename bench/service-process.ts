@@ -1,20 +1,19 @@
-// The whole service as its own OS process (src/main.ts, exactly as `npm start`
-// runs it, minus the tsx wrapper process), on a throwaway data dir and a free
+// The whole service as its own OS process (exactly the command `npm start`
+// runs, see test/support/service-command.ts), on a throwaway data dir and a free
 // loopback port: the benchmark talks to it the way the deploy engine does, and
 // the service's RSS is its own, not the benchmark's.
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { randomBytes } from "node:crypto";
-import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { hashToken } from "../src/server/tokens.js";
 import { grpcClients, type GrpcCall } from "../test/support/grpc-client.js";
+import { REPO_ROOT, serviceCommand } from "../test/support/service-command.js";
 import { rssBytes } from "./proc-memory.js";
 
-const REPO = fileURLToPath(new URL("..", import.meta.url));
 const START_TIMEOUT_MS = 120_000;
 const STOP_TIMEOUT_MS = 120_000;
 
@@ -50,8 +49,9 @@ export async function startService(options: ServiceOptions): Promise<ServiceProc
   const log = openSync(logFile, "a");
   let child: ChildProcess;
   try {
-    child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
-      cwd: REPO,
+    const { command, args } = serviceCommand();
+    child = spawn(command, args, {
+      cwd: REPO_ROOT,
       env: {
         PATH: process.env["PATH"] ?? "/usr/bin:/bin",
         SOTA_DATA_DIR: dataDir,
@@ -97,6 +97,22 @@ export async function startService(options: ServiceOptions): Promise<ServiceProc
     rssBytes: () => rssBytes(child.pid!),
     stop,
   };
+}
+
+/**
+ * Waits until the service has a spare copy of the template ready
+ * (SOTA_SPARE_COPIES, 1 by default): a complete one is named s-{id} once it is
+ * on disk. Samples of a new database start from that steady state.
+ */
+export async function waitForSpareCopy(service: ServiceProcess, timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  const sparesDir = join(service.dataDir, "spares");
+  while (Date.now() < until) {
+    const names = await readdir(sparesDir).catch(() => [] as string[]);
+    if (names.some((name) => name.startsWith("s-"))) return;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error("the service made no spare copy in time");
 }
 
 async function waitUntilAlive(url: string, child: ChildProcess, logFile: string): Promise<void> {

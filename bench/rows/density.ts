@@ -11,7 +11,7 @@ import type { Plan } from "../plan.js";
 import { descendants, pssBytes } from "../proc-memory.js";
 import { repeat } from "../repeat.js";
 import { settleDisk } from "../settle-disk.js";
-import { startService } from "../service-process.js";
+import { startService, waitForSpareCopy } from "../service-process.js";
 import { summarize, timed } from "../stats.js";
 import { mb, ms, NONE, times, verdict, type Row } from "../table.js";
 
@@ -20,6 +20,7 @@ const BASELINE_POOLER_PORTS = "31800-31849";
 const BUDGET_MS = 240_000;
 /** Start-up work (first checkpoints, autovacuum's first look) done before memory is read. */
 const SETTLE_MS = 5_000;
+const SPARE_TIMEOUT_MS = 60_000;
 
 export async function densityRows(plan: Plan): Promise<Row[]> {
   const service = await startService({ poolerPorts: POOLER_PORTS });
@@ -34,9 +35,12 @@ export async function densityRows(plan: Plan): Promise<Row[]> {
     const made = await repeat(plan.densityDatabases - k, BUDGET_MS, () => newDatabaseThroughApi(service).then(() => undefined));
     const firstMs: number[] = [];
     const lastMs: number[] = [];
+    // Each from the steady state a deploy meets: the service's spare copy made.
     for (let i = 0; i < k; i++) {
+      await waitForSpareCopy(baseline, SPARE_TIMEOUT_MS);
       await settleDisk();
       firstMs.push((await timed(() => newDatabaseThroughApi(baseline))).ms);
+      await waitForSpareCopy(service, SPARE_TIMEOUT_MS);
       await settleDisk();
       lastMs.push((await timed(() => newDatabaseThroughApi(service))).ms);
     }

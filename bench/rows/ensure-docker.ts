@@ -28,7 +28,7 @@ const NAME =
 export async function dockerEnsureRows(plan: Plan, floorMedianMs: number): Promise<Row[]> {
   const docker = new Docker();
   const unavailable = await whyUnavailable(docker);
-  if (unavailable) return [skippedRow("1f", NAME, unavailable)];
+  if (unavailable) return [skippedRow("1g", NAME, unavailable)];
   const runId = randomBytes(4).toString("hex");
   const runtime = createDockerRuntime({
     docker,
@@ -52,7 +52,7 @@ export async function dockerEnsureRows(plan: Plan, floorMedianMs: number): Promi
     const stats = summarize(samples);
     return [
       {
-        id: "1f",
+        id: "1g",
         name: `${NAME}, n=${stats.n}`,
         median: ms(stats.median),
         p95: ms(stats.p95),
