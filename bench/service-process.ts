@@ -104,7 +104,7 @@ export async function startService(options: ServiceOptions): Promise<ServiceProc
  * (SOTA_SPARE_COPIES, 1 by default): a complete one is named s-{id} once it is
  * on disk. Samples of a new database start from that steady state.
  */
-export async function waitForSpareCopy(service: ServiceProcess, timeoutMs: number): Promise<void> {
+export async function waitForSpareCopy(service: ServiceProcess, timeoutMs = 60_000): Promise<void> {
   const until = Date.now() + timeoutMs;
   const sparesDir = join(service.dataDir, "spares");
   while (Date.now() < until) {

@@ -20,7 +20,6 @@ const BASELINE_POOLER_PORTS = "31800-31849";
 const BUDGET_MS = 240_000;
 /** Start-up work (first checkpoints, autovacuum's first look) done before memory is read. */
 const SETTLE_MS = 5_000;
-const SPARE_TIMEOUT_MS = 60_000;
 
 export async function densityRows(plan: Plan): Promise<Row[]> {
   const service = await startService({ poolerPorts: POOLER_PORTS });
@@ -37,10 +36,10 @@ export async function densityRows(plan: Plan): Promise<Row[]> {
     const lastMs: number[] = [];
     // Each from the steady state a deploy meets: the service's spare copy made.
     for (let i = 0; i < k; i++) {
-      await waitForSpareCopy(baseline, SPARE_TIMEOUT_MS);
+      await waitForSpareCopy(baseline);
       await settleDisk();
       firstMs.push((await timed(() => newDatabaseThroughApi(baseline))).ms);
-      await waitForSpareCopy(service, SPARE_TIMEOUT_MS);
+      await waitForSpareCopy(service);
       await settleDisk();
       lastMs.push((await timed(() => newDatabaseThroughApi(service))).ms);
     }

@@ -12,12 +12,11 @@ import { ms, times, verdict, type Row } from "../table.js";
 /** JIT warm-up: the measured calls meet a service that has been up a while, as a deploy does. */
 const WARM_UP_CALLS = 300;
 const BUDGET_MS = 60_000;
-const SPARE_TIMEOUT_MS = 60_000;
 
 export async function ensureExistingRows(plan: Plan, service: ServiceProcess, projectId: string): Promise<Row[]> {
   const noop = (): Promise<unknown> => service.health("check", { service: "" });
   // Not while the spare copy that the last new database used is being made again.
-  await waitForSpareCopy(service, SPARE_TIMEOUT_MS);
+  await waitForSpareCopy(service);
   for (let i = 0; i < WARM_UP_CALLS; i++) await Promise.all([ensure(service, projectId), noop()]);
   const ensureMs: number[] = [];
   const noopMs: number[] = [];

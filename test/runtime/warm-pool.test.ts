@@ -60,7 +60,7 @@ describe("process runtime: warm pool", () => {
       await client.query("INSERT INTO notes VALUES ('kept')");
     });
     const ready = readyLine(bed.logs.text(), spec.slug);
-    expect(ready?.["warm"]).toBe(true);
+    expect(ready?.["source"]).toBe("warm");
     const placeholders = await runtime.adminQuery(
       spec,
       "SELECT (SELECT count(*) FROM pg_database WHERE datname = 'sota_template_app') + (SELECT count(*) FROM pg_roles WHERE rolname = 'sota_template_app') AS n",
@@ -157,7 +157,7 @@ describe("process runtime: warm pool", () => {
     expect(processesUnder(warmDir())).toEqual([]);
     const cold = newSpec("warm-cold");
     await appQuery(await runtime.ensure(cold), cold);
-    expect(readyLine(bed.logs.text(), cold.slug)?.["warm"]).toBe(false);
+    expect(readyLine(bed.logs.text(), cold.slug)?.["source"]).toBe("copy");
   });
 });
 

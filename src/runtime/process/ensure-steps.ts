@@ -85,10 +85,7 @@ export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, cal
   instance.result = result;
   instance.passwordDigest = parts.digests.of(spec.password);
   instance.healthy = true;
-  instance.logger.info(
-    { projectId: spec.projectId, port, created: source !== "existing", source, warm: warm !== undefined, ms: Date.now() - started },
-    "database ready",
-  );
+  instance.logger.info({ projectId: spec.projectId, port, source, ms: Date.now() - started }, "database ready");
   return result;
 }
 
@@ -152,7 +149,7 @@ async function startPooler(parts: DriverParts, instance: Instance, appVerifier: 
 }
 
 /** Waits for all, then fails with the first failure: none is left running unawaited. */
-async function settleAll<T extends readonly unknown[]>(...work: { [K in keyof T]: Promise<T[K]> | undefined }): Promise<T> {
+async function settleAll<T extends readonly unknown[]>(...work: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
   const outcomes = await Promise.allSettled(work);
   const failed = outcomes.find((outcome) => outcome.status === "rejected");
   if (failed) throw failed.reason;

@@ -6,6 +6,7 @@ import { pause } from "./pause.js";
 
 const FIRST_RETRY_MS = 1_000;
 const MAX_RETRY_MS = 60_000;
+const DONE_POLL_MS = 25;
 
 export interface RefillOptions {
   /** Ends the loop (between two items). */
@@ -31,6 +32,11 @@ export class RefillLoop {
     this.running = this.loop().finally(() => {
       this.running = undefined;
     });
+  }
+
+  /** Resolves once nothing more is wanted (for callers that need the reserve full). */
+  async whenDone(signal: AbortSignal = this.options.signal): Promise<void> {
+    while (this.options.wanted()) await pause(DONE_POLL_MS, signal);
   }
 
   /** Resolves once the loop in progress, if any, has ended. */

@@ -14,7 +14,6 @@ import { join } from "node:path";
 import { loggableError, type Logger } from "../../log.js";
 import type { RunAs } from "./os-user.js";
 import { readIfExists, syncDir } from "./owned-files.js";
-import { pause } from "./pause.js";
 import { RefillLoop } from "./refill-loop.js";
 import { copyTemplate, syncFileSystem } from "./template-cluster.js";
 
@@ -42,7 +41,6 @@ export interface SpareCopiesState {
 
 const ENTRY = /^s-[0-9a-f]{12}$/;
 const BUILDING_PREFIX = "tmp-";
-const FULL_POLL_MS = 25;
 
 export class SpareCopies implements SpareCopiesState {
   /** Paths of complete, unclaimed spares, oldest first. */
@@ -100,8 +98,8 @@ export class SpareCopies implements SpareCopiesState {
     return this.spares.shift();
   }
 
-  async whenFull(signal: AbortSignal = this.closing.signal): Promise<void> {
-    while (this.spares.length < this.size) await pause(FULL_POLL_MS, signal);
+  whenFull(signal?: AbortSignal): Promise<void> {
+    return this.refill.whenDone(signal);
   }
 
   /** Waits for a copy in progress; the spares stay on disk for the next start. */

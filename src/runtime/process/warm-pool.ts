@@ -12,7 +12,6 @@ import { instanceLayout, socketDirInside, type InstancePaths } from "./instance-
 import type { RunAs } from "./os-user.js";
 import { ensureOwnedDir, readIfExists, syncDir } from "./owned-files.js";
 import { pathExists } from "./path-checks.js";
-import { pause } from "./pause.js";
 import { RefillLoop } from "./refill-loop.js";
 import type { PostgresBinaries } from "./postgres-binaries.js";
 import { PostgresServer } from "./postgres-server.js";
@@ -50,7 +49,6 @@ export interface WarmPoolOptions {
 
 const ENTRY = /^w-[0-9a-f]{12}$/;
 const BUILDING_PREFIX = "tmp-";
-const FULL_POLL_MS = 25;
 
 export class WarmPool implements WarmPoolState {
   readonly size: number;
@@ -113,8 +111,8 @@ export class WarmPool implements WarmPoolState {
     this.chores.add(chore);
   }
 
-  async whenFull(signal: AbortSignal = this.closing.signal): Promise<void> {
-    while (this.instances.length < this.size) await pause(FULL_POLL_MS, signal);
+  whenFull(signal?: AbortSignal): Promise<void> {
+    return this.refill.whenDone(signal);
   }
 
   /** Stops the warm instances and keeps their directories for the next start. */
