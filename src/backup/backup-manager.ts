@@ -9,7 +9,7 @@ import type { Metrics } from "../metrics.js";
 import type { Runtime, RuntimeTarget } from "../runtime/runtime.js";
 import { KeyedLock } from "../runtime/keyed-lock.js";
 import { isBackupId, newBackupId } from "../names.js";
-import type { BackupKind, BackupRecord } from "../store/records.js";
+import { newBackupRecord, type BackupKind, type BackupRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
 import { failureReason } from "./backup-errors.js";
 import { writeBackupFile, type OpenOutput } from "./backup-file.js";
@@ -194,22 +194,7 @@ export class BackupManager implements Backups {
 
   private startBackup(target: RuntimeTarget, kind: BackupKind, holdingExclusive: boolean): RunningBackup {
     const startedAt = this.now();
-    const record: BackupRecord = {
-      id: newBackupId(startedAt),
-      projectId: target.projectId,
-      slug: target.slug,
-      kind,
-      state: "running",
-      sizeBytes: null,
-      sha256: null,
-      startedAt,
-      finishedAt: null,
-      expiresAt: null,
-      error: null,
-      verification: null,
-      verifiedAt: null,
-      verificationError: null,
-    };
+    const record = newBackupRecord({ id: newBackupId(startedAt), projectId: target.projectId, slug: target.slug, kind, startedAt });
     // Recorded before any byte is written: startup recovery finds every partial file through its record.
     this.options.store.insertBackup(record);
     const run = (): Promise<BackupRecord> => this.runBackup(target, record);

@@ -8,7 +8,7 @@ import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import { RuntimeError, type EnsureResult, type Runtime, type RuntimeTarget } from "../runtime/runtime.js";
 import { SealError, type Sealer } from "../secrets/sealer.js";
-import type { BackupKind, BackupRecord, DatabaseRecord } from "../store/records.js";
+import { newDatabaseRecord, type BackupKind, type BackupRecord, type DatabaseRecord } from "../store/records.js";
 import { SlugTakenError, type Store } from "../store/store.js";
 import { KeyedLock } from "../runtime/keyed-lock.js";
 import { normalizeProjectId, slugForProject, slugProblem, isBackupId } from "../names.js";
@@ -139,22 +139,10 @@ export class DatabaseService {
     // 16 bytes from the CSPRNG, hex: the seed's 32 hex characters.
     const password = randomBytes(16).toString("hex");
     const now = this.now();
-    const record: DatabaseRecord = {
-      projectId,
-      slug,
-      state: "provisioning",
-      runtime: this.deps.runtime.kind,
-      sealedPassword: this.deps.sealer.seal(password, projectId),
-      sealedUrl: null,
-      host: null,
-      port: null,
-      network: null,
-      postgresVersion: null,
-      pooler: null,
-      error: null,
-      createdAt: now,
-      updatedAt: now,
-    };
+    const record = newDatabaseRecord(
+      { projectId, slug, runtime: this.deps.runtime.kind, sealedPassword: this.deps.sealer.seal(password, projectId) },
+      now,
+    );
     try {
       this.deps.store.insertDatabase(record);
     } catch (error) {

@@ -43,3 +43,39 @@ export interface BackupRecord {
   readonly verifiedAt: Date | null;
   readonly verificationError: string | null;
 }
+
+/** A database as Ensure first records it: provisioning, nothing reported by a runtime yet. */
+export function newDatabaseRecord(
+  fields: Pick<DatabaseRecord, "projectId" | "slug" | "runtime" | "sealedPassword">,
+  now: Date,
+): DatabaseRecord {
+  return {
+    ...fields,
+    state: "provisioning",
+    sealedUrl: null,
+    host: null,
+    port: null,
+    network: null,
+    postgresVersion: null,
+    pooler: null,
+    error: null,
+    createdAt: now,
+    updatedAt: now,
+  };
+}
+
+/** A backup as it starts: running, nothing measured or verified yet. */
+export function newBackupRecord(fields: Pick<BackupRecord, "id" | "projectId" | "slug" | "kind" | "startedAt">): BackupRecord {
+  return {
+    ...fields,
+    state: "running",
+    sizeBytes: null,
+    sha256: null,
+    finishedAt: null,
+    expiresAt: null,
+    error: null,
+    verification: null,
+    verifiedAt: null,
+    verificationError: null,
+  };
+}

@@ -14,7 +14,7 @@ import { backupFilePath, partialFilePath } from "../../src/backup/backup-paths.j
 import { INTERRUPTED } from "../../src/backup/startup-recovery.js";
 import { RuntimeError, type RuntimeTarget } from "../../src/runtime/runtime.js";
 import { newBackupId } from "../../src/names.js";
-import type { BackupRecord } from "../../src/store/records.js";
+import { newBackupRecord } from "../../src/store/records.js";
 import { controlledDump, FakeDumpRuntime, managerBed, metricValue, sqlText, type ManagerBed } from "../support/backup-fakes.js";
 
 let bed: ManagerBed;
@@ -116,22 +116,7 @@ describe("failed backups", () => {
   it("startup recovery marks backups a killed process left running as failed and removes their files", async () => {
     const target = shop();
     const startedAt = new Date(Date.now() - 60_000);
-    const killed: BackupRecord = {
-      id: newBackupId(startedAt),
-      projectId: target.projectId,
-      slug: target.slug,
-      kind: "scheduled",
-      state: "running",
-      sizeBytes: null,
-      sha256: null,
-      startedAt,
-      finishedAt: null,
-      expiresAt: null,
-      error: null,
-      verification: null,
-      verifiedAt: null,
-      verificationError: null,
-    };
+    const killed = newBackupRecord({ id: newBackupId(startedAt), projectId: target.projectId, slug: target.slug, kind: "scheduled", startedAt });
     bed.store.insertBackup(killed);
     await mkdir(join(bed.backupDir, "shop"), { recursive: true });
     await writeFile(partialFilePath(bed.backupDir, "shop", killed.id), randomBytes(4096));

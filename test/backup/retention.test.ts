@@ -6,29 +6,15 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { backupFilePath } from "../../src/backup/backup-paths.js";
 import { expiredBackups } from "../../src/backup/retention.js";
 import { RuntimeError } from "../../src/runtime/runtime.js";
-import type { BackupRecord } from "../../src/store/records.js";
+import { newBackupRecord, type BackupRecord } from "../../src/store/records.js";
 import { controlledDump, managerBed, TestClock, type ManagerBed } from "../support/backup-fakes.js";
 
 const DAY = 24 * 60 * 60 * 1000;
 const START = new Date("2026-11-01T03:00:00Z");
 
 function record(id: string, daysAgo: number, state: BackupRecord["state"], now = START): BackupRecord {
-  return {
-    id,
-    projectId: "p",
-    slug: "shop",
-    kind: "scheduled",
-    state,
-    sizeBytes: null,
-    sha256: null,
-    startedAt: new Date(now.getTime() - daysAgo * DAY),
-    finishedAt: null,
-    expiresAt: null,
-    error: null,
-    verification: null,
-    verifiedAt: null,
-    verificationError: null,
-  };
+  const startedAt = new Date(now.getTime() - daysAgo * DAY);
+  return { ...newBackupRecord({ id, projectId: "p", slug: "shop", kind: "scheduled", startedAt }), state };
 }
 
 describe("expiredBackups", () => {

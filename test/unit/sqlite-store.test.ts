@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import type { DatabaseRecord } from "../../src/store/records.js";
+import { newDatabaseRecord, type DatabaseRecord } from "../../src/store/records.js";
 import { SqliteStore } from "../../src/store/sqlite-store.js";
 import { SlugTakenError } from "../../src/store/store.js";
 
@@ -17,23 +17,7 @@ afterEach(() => {
 });
 
 function record(projectId: string, slug: string): DatabaseRecord {
-  const now = new Date("2026-11-26T00:00:00Z");
-  return {
-    projectId,
-    slug,
-    state: "provisioning",
-    runtime: "process",
-    sealedPassword: "v1.x.y",
-    sealedUrl: null,
-    host: null,
-    port: null,
-    network: null,
-    postgresVersion: null,
-    pooler: null,
-    error: null,
-    createdAt: now,
-    updatedAt: now,
-  };
+  return newDatabaseRecord({ projectId, slug, runtime: "process", sealedPassword: "v1.x.y" }, new Date("2026-11-26T00:00:00Z"));
 }
 
 const A = "550e8400-e29b-41d4-a716-446655440000";
