@@ -70,6 +70,11 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       dir: config.backup.dir,
       retentionDays: config.backup.retentionDays,
       schedule: { cron: config.backup.schedule, concurrency: config.backup.concurrency, verify: config.backup.verify },
+      ...(config.backup.manualLimit ? { manualLimit: config.backup.manualLimit } : {}),
+      loadConcurrency: config.backup.loadConcurrency,
+      minFree: config.backup.minFree,
+      // Docker keeps databases in volumes the service cannot see; the process runtime keeps them here.
+      ...(config.runtime === "process" ? { scratchDir: config.dataDir } : {}),
     });
     const service = new DatabaseService({ runtime, store, sealer: new Sealer(keyring), logger, metrics, backups });
     const ready = readiness(store, runtime);

@@ -2,6 +2,8 @@
 // with one line that names the variable and what it allows.
 import { resolve, join } from "node:path";
 import { Cron } from "croner";
+import type { FreeSpaceReserve } from "./backup/free-space.js";
+import type { RollingLimit } from "./backup/manual-backup-limit.js";
 
 export type RuntimeKind = "process" | "docker";
 
@@ -43,8 +45,16 @@ export interface Config {
     readonly retentionDays: number;
     readonly concurrency: number;
     readonly verify: boolean;
+    /** Manual backups (and restores, each of which writes a safety backup) a project token may start per window; absent: no limit. */
+    readonly manualLimit?: RollingLimit;
+    /** Verifications and restores loading a scratch copy at once, over all projects. */
+    readonly loadConcurrency: number;
+    /** Free space every backup, verification and restore leaves on its file system. */
+    readonly minFree: FreeSpaceReserve;
   };
 }
+
+
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
@@ -101,6 +111,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       retentionDays: integer(env, "SOTA_BACKUP_RETENTION_DAYS", 7, 1, 3650),
       concurrency: integer(env, "SOTA_BACKUP_CONCURRENCY", 2, 1, 64),
       verify: boolean(env, "SOTA_BACKUP_VERIFY", false),
+      ...manualBackupLimit(env, "SOTA_BACKUP_MANUAL_LIMIT", "6/1h"),
+      loadConcurrency: integer(env, "SOTA_BACKUP_LOAD_CONCURRENCY", 2, 1, 64),
+      minFree: freeSpaceReserve(env, "SOTA_BACKUP_MIN_FREE", "5%"),
     },
   };
 }
@@ -199,4 +212,34 @@ function cron(env: Env, name: string, fallback: string): string {
     throw new ConfigError(name, 'must be a cron expression with 5 or 6 fields, e.g. "0 3 * * *"');
   }
   return value;
+}
+
+const WINDOW_UNIT_MS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** "N/DURATION" (e.g. "6/1h": six per rolling hour), or "off". */
+function manualBackupLimit(env: Env, name: string, fallback: string): { manualLimit?: RollingLimit } {
+  const value = text(env, name) ?? fallback;
+  if (value.toLowerCase() === "off") return {};
+  const match = /^(\d{1,4})\s*\/\s*(\d{1,4})\s*([smhd])$/.exec(value);
+  const count = Number(match?.[1]);
+  const windowMs = Number(match?.[2]) * (WINDOW_UNIT_MS[match?.[3] ?? ""] ?? Number.NaN);
+  if (!match || count < 1 || !(windowMs >= 1_000 && windowMs <= 30 * WINDOW_UNIT_MS["d"]!)) {
+    throw new ConfigError(name, 'must be COUNT/DURATION with a unit s, m, h or d (e.g. "6/1h", up to 30d), or "off"');
+  }
+  return { manualLimit: { count, windowMs } };
+}
+
+const SIZE_UNIT_BYTES: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
+
+/** A percentage of the file system ("5%") or a size in bytes with an optional binary unit ("2G", "512M"). */
+function freeSpaceReserve(env: Env, name: string, fallback: string): FreeSpaceReserve {
+  const value = text(env, name) ?? fallback;
+  const percent = /^(\d{1,2}(?:\.\d+)?)\s*%$/.exec(value);
+  if (percent) return { percent: Number(percent[1]) };
+  const size = /^(\d{1,16})\s*([kmgt]?)(?:i?b)?$/i.exec(value);
+  const bytes = Number(size?.[1]) * (SIZE_UNIT_BYTES[size?.[2]?.toLowerCase() ?? ""] ?? Number.NaN);
+  if (!size || !Number.isSafeInteger(bytes)) {
+    throw new ConfigError(name, 'must be a percentage below 100 (e.g. "5%") or a size in bytes with an optional unit K, M, G or T (e.g. "2G")');
+  }
+  return { bytes };
 }

@@ -4,6 +4,7 @@
 // contract), a file system error code, or a generic line. Raw output of
 // pg_dump or psql, paths and anything else that could carry a secret stays in
 // the service log.
+import { Code, ConnectError } from "@connectrpc/connect";
 import { RuntimeError } from "../runtime/runtime.js";
 
 const FILE_SYSTEM_REASONS: Record<string, string> = {
@@ -32,4 +33,43 @@ export function failureReason(error: unknown): string {
 /** A failure whose message we wrote ourselves and which is therefore safe to show. */
 export class BackupError extends Error {
   override readonly name: string = "BackupError";
+}
+
+// Refusals before any work starts: RESOURCE_EXHAUSTED (HTTP 429), the code
+// gRPC names for a per-user quota and for a file system out of space alike.
+// Retrying later can succeed; nothing was recorded or written.
+
+/** The project token has used its manual backups (restores included) for the window. */
+export function manualBackupLimitReached(count: number, windowMs: number, waitMs: number): ConnectError {
+  return new ConnectError(
+    `this project has started ${count} manual backups in the last ${duration(windowMs)} (each restore counts: it takes a safety backup); ` +
+      `try again in ${Math.max(1, Math.ceil(waitMs / 1000))} s`,
+    Code.ResourceExhausted,
+  );
+}
+
+/** A file system would drop below its reserve. Says nothing of sizes or paths: those are the host's, and go to the log. */
+export function notEnoughDiskSpace(action: "backup" | "verification" | "restore"): ConnectError {
+  return new ConnectError(
+    `not enough free disk space to start this ${action}: the service keeps a reserve free for every project; ` +
+      "try again once older backups have expired or an operator has freed space",
+    Code.ResourceExhausted,
+  );
+}
+
+/** Every verification/restore slot of the service is taken. */
+export function loadSlotsBusy(): ConnectError {
+  return new ConnectError("the service is already running as many backup verifications and restores as it allows; try again in a moment", Code.ResourceExhausted);
+}
+
+/** This project already has a verification or restore running: one at a time, so no project takes every slot. */
+export function projectLoadBusy(): ConnectError {
+  return new ConnectError("a verification or restore of this project is already running; try again once it has finished", Code.ResourceExhausted);
+}
+
+function duration(ms: number): string {
+  for (const [unit, size] of [["d", 86_400_000], ["h", 3_600_000], ["m", 60_000]] as const) {
+    if (ms % size === 0) return `${ms / size} ${unit}`;
+  }
+  return `${Math.round(ms / 1000)} s`;
 }

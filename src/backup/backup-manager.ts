@@ -11,12 +11,16 @@ import { KeyedLock } from "../runtime/keyed-lock.js";
 import { isBackupId, newBackupId } from "../names.js";
 import { newBackupRecord, type BackupKind, type BackupRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
-import { failureReason } from "./backup-errors.js";
+import { failureReason, manualBackupLimitReached, notEnoughDiskSpace } from "./backup-errors.js";
 import { writeBackupFile, type OpenOutput } from "./backup-file.js";
 import { backupFilePath, partialFilePath } from "./backup-paths.js";
 import { resumeInterruptedRestores } from "./pause-marker.js";
 import { BackupScheduler, type ScheduledDatabase } from "./backup-scheduler.js";
 import type { BackupDownload, Backups } from "./backups.js";
+import { findShortage, type FreeSpaceReserve, type SpaceNeed } from "./free-space.js";
+import { LoadSlots } from "./load-slots.js";
+import { ManualBackupLimit, type RollingLimit } from "./manual-backup-limit.js";
+import { quoteLiteral } from "./sql-text.js";
 import { restoreFromBackup, assertChecksum } from "./restore.js";
 import { expiryOf, newestSucceeded, pruneBackups } from "./retention.js";
 import { recoverInterruptedBackups } from "./startup-recovery.js";
@@ -48,6 +52,14 @@ export interface BackupManagerOptions {
   readonly pauseGraceMs?: number;
   /** How long a restore waits for PgBouncer to pause in all; default 30 s. */
   readonly pauseTimeoutMs?: number;
+  /** Manual backups and restores one project token may start per rolling window (SOTA_BACKUP_MANUAL_LIMIT); unset: no limit. */
+  readonly manualLimit?: RollingLimit;
+  /** Verifications and restores loading a scratch copy at once, over all projects (SOTA_BACKUP_LOAD_CONCURRENCY); default 2. */
+  readonly loadConcurrency?: number;
+  /** Free space kept on each file system a backup, verification or restore writes to (SOTA_BACKUP_MIN_FREE); default none. */
+  readonly minFree?: FreeSpaceReserve;
+  /** Where the runtime keeps databases, and so scratch copies (the process runtime's data dir); unset where the service cannot see it. */
+  readonly scratchDir?: string;
   /** Test seam: where compressed bytes are written (a disk that fails). */
   readonly openOutput?: OpenOutput;
 }
@@ -78,11 +90,15 @@ export class BackupManager implements Backups {
   private readonly verifying = new Map<string, Promise<BackupRecord>>();
   private readonly scratchInUse = new Set<string>();
   private readonly work = new Set<Promise<unknown>>();
+  private readonly loads: LoadSlots;
+  private readonly manualLimit: ManualBackupLimit | undefined;
   private closed = false;
 
   constructor(private readonly options: BackupManagerOptions) {
     this.now = options.now ?? (() => new Date());
     this.logger = options.logger;
+    this.loads = new LoadSlots(options.loadConcurrency ?? 2);
+    this.manualLimit = options.manualLimit ? new ManualBackupLimit(options.manualLimit, () => this.now().getTime()) : undefined;
     this.publishLastSuccess();
     const schedule = options.schedule;
     this.scheduler = schedule
@@ -94,7 +110,8 @@ export class BackupManager implements Backups {
           databases: () => this.scheduledDatabases(),
           lastSuccess: (projectId) => newestSucceeded(options.store.listBackups(projectId))?.finishedAt ?? undefined,
           backup: (target) => this.create(target, "scheduled", { wait: true }),
-          verifyBackup: (target, backupId) => this.verify(target, backupId),
+          // The schedule's verifications wait for a load slot; the API's are refused when none is free.
+          verifyBackup: (target, backupId) => this.startVerification(target, backupId, (task) => this.loads.runQueued(task)),
           prune: () => this.pruneAll(),
           now: this.now,
           logger: this.logger,
@@ -114,10 +131,24 @@ export class BackupManager implements Backups {
   /**
    * One backup per database at a time: while one runs (of any kind), a new
    * request gets that one, at once or, with wait, once it has finished.
+   * Before a new one starts: a tenant's request must be within the project's
+   * manual limit, and the backup directory must have room for it above the
+   * reserve; a refusal leaves no record and no file.
    */
-  async create(target: RuntimeTarget, kind: BackupKind, options: { wait: boolean }): Promise<BackupRecord> {
+  async create(target: RuntimeTarget, kind: BackupKind, options: { wait: boolean; byTenant?: boolean }): Promise<BackupRecord> {
     this.assertOpen();
-    const job = this.running.get(target.projectId) ?? this.startBackup(target, kind, false);
+    let job = this.running.get(target.projectId);
+    if (!job) {
+      if (options.byTenant) this.assertManualAllowed(target.projectId);
+      await this.assertSpace("backup", kind, target, [{ dir: this.options.dir, bytes: await this.backupEstimate(target) }]);
+      this.assertOpen();
+      // Another request may have started one while the disk was looked at: join it, it costs nothing.
+      job = this.running.get(target.projectId);
+      if (!job) {
+        if (options.byTenant) this.takeManual(target.projectId);
+        job = this.startBackup(target, kind, false);
+      }
+    }
     return options.wait ? job.done : job.record;
   }
 
@@ -128,9 +159,32 @@ export class BackupManager implements Backups {
       .map((record) => (record.state === "running" ? record : { ...record, expiresAt: expiryOf(record.startedAt, this.options.retentionDays) }));
   }
 
-  async restore(target: RuntimeTarget, backupId: string): Promise<{ restored: BackupRecord; safety: BackupRecord }> {
+  /**
+   * A tenant's restore counts against the manual limit (it writes a safety
+   * backup); every restore needs a load slot, and room for the safety backup
+   * and the scratch copy above the reserve, before anything starts.
+   */
+  async restore(target: RuntimeTarget, backupId: string, options: { byTenant?: boolean } = {}): Promise<{ restored: BackupRecord; safety: BackupRecord }> {
     this.assertOpen();
     const record = this.succeededBackup(target.projectId, backupId, "restored");
+    if (options.byTenant) this.assertManualAllowed(target.projectId);
+    return this.track(
+      this.loads.runNow(target.projectId, () =>
+        this.withPinned(record.id, async () => {
+          const [safetyBytes, loadBytes] = await Promise.all([this.backupEstimate(target), this.loadEstimate(target, record)]);
+          await this.assertSpace("restore", "safety", target, [
+            { dir: this.options.dir, bytes: safetyBytes },
+            ...(this.options.scratchDir ? [{ dir: this.options.scratchDir, bytes: loadBytes }] : []),
+          ]);
+          this.assertOpen();
+          if (options.byTenant) this.takeManual(target.projectId);
+          return this.runRestore(target, record);
+        }),
+      ),
+    );
+  }
+
+  private async runRestore(target: RuntimeTarget, record: BackupRecord): Promise<{ restored: BackupRecord; safety: BackupRecord }> {
     const context = {
       runtime: this.options.runtime,
       backupDir: this.options.dir,
@@ -142,16 +196,37 @@ export class BackupManager implements Backups {
       takeSafetyBackup: () => this.startBackup(target, "safety", true).done,
     };
     const path = backupFilePath(this.options.dir, record.slug, record.id);
-    return this.track(this.withPinned(record.id, () => this.exclusive.run(target.projectId, () => restoreFromBackup(context, target, record, path))));
+    return this.exclusive.run(target.projectId, () => restoreFromBackup(context, target, record, path));
   }
 
-  /** Restores into a scratch database and records the outcome; a second call while one runs joins it. */
+  /**
+   * Restores into a scratch database and records the outcome; a second call
+   * while one runs joins it. Refused up front when no load slot is free or the
+   * scratch copy would not fit above the reserve.
+   */
   async verify(target: RuntimeTarget, backupId: string): Promise<BackupRecord> {
+    return this.startVerification(target, backupId, (task) => this.loads.runNow(target.projectId, task));
+  }
+
+  private async startVerification(
+    target: RuntimeTarget,
+    backupId: string,
+    inSlot: (task: () => Promise<BackupRecord>) => Promise<BackupRecord>,
+  ): Promise<BackupRecord> {
     this.assertOpen();
     const record = this.succeededBackup(target.projectId, backupId, "verified");
     const existing = this.verifying.get(record.id);
     if (existing) return existing;
-    const verification = this.track(this.withPinned(record.id, () => this.runVerification(target, record)));
+    const verification = this.track(
+      inSlot(() =>
+        this.withPinned(record.id, async () => {
+          if (this.options.scratchDir) {
+            await this.assertSpace("verification", "verify", target, [{ dir: this.options.scratchDir, bytes: await this.loadEstimate(target, record) }]);
+          }
+          return this.runVerification(target, record);
+        }),
+      ),
+    );
     this.verifying.set(record.id, verification);
     void verification.finally(() => this.verifying.delete(record.id)).catch(() => undefined);
     return verification;
@@ -180,6 +255,7 @@ export class BackupManager implements Backups {
   /** Stops the schedule, refuses new work, waits for running backups, restores and verifications. */
   async close(): Promise<void> {
     this.closed = true;
+    this.loads.close();
     await this.scheduler?.stop();
     await Promise.allSettled([...this.work]);
   }
@@ -277,6 +353,54 @@ export class BackupManager implements Backups {
       inUse: new Set(this.pinned.keys()),
       logger: this.logger,
     }).catch((error: unknown) => this.logger.error({ projectId, err: loggableError(error) }, "backup retention failed"));
+  }
+
+  private assertManualAllowed(projectId: string): void {
+    const waitMs = this.manualLimit?.waitMs(projectId) ?? 0;
+    if (waitMs > 0) throw manualBackupLimitReached(this.manualLimit!.limit.count, this.manualLimit!.limit.windowMs, waitMs);
+  }
+
+  /** Counts a tenant's start; checked again here because the disk check awaited since the first look. */
+  private takeManual(projectId: string): void {
+    this.assertManualAllowed(projectId);
+    this.manualLimit?.take(projectId);
+  }
+
+  /**
+   * Refuses the work when a file system it writes to would drop below the
+   * reserve. The caller hears only that space is short; sizes and paths are
+   * the host's business and go to the log, at error level: an operator must act.
+   */
+  private async assertSpace(action: "backup" | "verification" | "restore", kind: string, target: RuntimeTarget, needs: SpaceNeed[]): Promise<void> {
+    const shortage = await findShortage(needs, this.options.minFree ?? { bytes: 0 });
+    if (!shortage) return;
+    this.logger.error({ projectId: target.projectId, slug: target.slug, action, ...shortage }, `${action} refused: not enough free disk space`);
+    // A scheduled backup refused here must alert like one that failed.
+    if (action !== "restore") this.options.metrics.backupFailures.inc({ kind });
+    throw notEnoughDiskSpace(action);
+  }
+
+  /** A new backup of the project will be about as big as its last good one; the first, at most its database's size. */
+  private async backupEstimate(target: RuntimeTarget): Promise<number> {
+    return newestSucceeded(this.options.store.listBackups(target.projectId))?.sizeBytes ?? (await this.databaseBytes(target));
+  }
+
+  /** A scratch copy takes about what the live database takes, and never less than the compressed file. */
+  private async loadEstimate(target: RuntimeTarget, record: BackupRecord): Promise<number> {
+    return Math.max(await this.databaseBytes(target), record.sizeBytes ?? 0);
+  }
+
+  /** The live database's size on disk; 0 when the server cannot say (the work itself will then fail with its own error). */
+  private async databaseBytes(target: RuntimeTarget): Promise<number> {
+    try {
+      const [row] = await this.options.runtime.adminQuery(
+        target,
+        `SELECT pg_catalog.pg_database_size(d.oid)::text AS bytes FROM pg_catalog.pg_database d WHERE d.datname = ${quoteLiteral(target.slug)}`,
+      );
+      return Number(row?.["bytes"] ?? 0) || 0;
+    } catch {
+      return 0;
+    }
   }
 
   /** A backup of this project (another project's id is NotFound, never a hint that it exists) that has succeeded. */

@@ -15,12 +15,14 @@ export interface Backups {
   /**
    * Starts a backup and resolves with its record: at once (state running) or,
    * with `wait`, once it has finished. While one runs for the database, a new
-   * request returns the running one.
+   * request returns the running one. `byTenant`: asked for with a project
+   * token, so it counts against the project's manual-backup limit.
    */
-  create(target: RuntimeTarget, kind: BackupKind, options: { wait: boolean }): Promise<BackupRecord>;
+  create(target: RuntimeTarget, kind: BackupKind, options: { wait: boolean; byTenant?: boolean }): Promise<BackupRecord>;
   /** Newest first. */
   list(projectId: string): BackupRecord[];
-  restore(target: RuntimeTarget, backupId: string): Promise<{ restored: BackupRecord; safety: BackupRecord }>;
+  /** `byTenant`: as for create (a restore writes a safety backup). */
+  restore(target: RuntimeTarget, backupId: string, options?: { byTenant?: boolean }): Promise<{ restored: BackupRecord; safety: BackupRecord }>;
   verify(target: RuntimeTarget, backupId: string): Promise<BackupRecord>;
   download(projectId: string, backupId: string): Promise<BackupDownload>;
   /** Stops the scheduler and waits for running backups to settle. */

@@ -31,6 +31,13 @@ export class ConcurrencyLimit {
     }
   }
 
+  /** Runs `task` now when a slot is free; otherwise returns undefined and never runs it. */
+  tryRun<T>(task: () => Promise<T>): Promise<T> | undefined {
+    // A free slot means nobody waits, so this does not jump a queue; run() takes the slot synchronously.
+    if (this.closed || this.active >= this.limit) return undefined;
+    return this.run(task);
+  }
+
   /** Tasks not yet started will not start. */
   close(): void {
     this.closed = true;

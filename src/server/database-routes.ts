@@ -1,8 +1,9 @@
 // DatabaseService RPCs → the service's use-cases. Transport only: no logic
 // beyond converting messages.
-import type { ConnectRouter } from "@connectrpc/connect";
+import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
 import { DatabaseService as DatabaseServiceDesc } from "../../gen/sota/database/v1/database_pb.js";
 import type { DatabaseService } from "../service/database-service.js";
+import { principalKey } from "./interceptors.js";
 import { backupMessage, databaseMessage } from "./proto-convert.js";
 
 export function databaseRoutes(service: DatabaseService) {
@@ -19,14 +20,14 @@ export function databaseRoutes(service: DatabaseService) {
         const { url, database } = service.connection(req.projectId);
         return { databaseUrl: url, database: databaseMessage(database) };
       },
-      async createBackup(req) {
-        return { backup: backupMessage(await service.createBackup(req.projectId, req.wait)) };
+      async createBackup(req, ctx) {
+        return { backup: backupMessage(await service.createBackup(req.projectId, req.wait, { byTenant: byTenant(ctx) })) };
       },
       listBackups(req) {
         return { backups: service.listBackups(req.projectId).map(backupMessage) };
       },
-      async restoreBackup(req) {
-        const { restored, safety } = await service.restoreBackup(req.projectId, req.backupId);
+      async restoreBackup(req, ctx) {
+        const { restored, safety } = await service.restoreBackup(req.projectId, req.backupId, { byTenant: byTenant(ctx) });
         return { restored: backupMessage(restored), safetyBackup: backupMessage(safety) };
       },
       async verifyBackup(req) {
@@ -34,4 +35,16 @@ export function databaseRoutes(service: DatabaseService) {
       },
     });
   };
+}
+
+/**
+ * A project token's manual backups and restores count against its project's
+ * limit. Admin and deployer tokens are trusted (the operator, the deploy
+ * engine): a tenant that spent its budget must not block the deploy engine's
+ * pre-deploy backup. The free-space reserve still holds for them.
+ */
+function byTenant(ctx: HandlerContext): boolean {
+  // Anything but a trusted role counts, so a caller the interceptor did not name is limited too.
+  const role = ctx.values.get(principalKey)?.role;
+  return role !== "admin" && role !== "deployer";
 }

@@ -8,7 +8,7 @@ import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import { RuntimeError, type EnsureResult, type Runtime, type RuntimeTarget } from "../runtime/runtime.js";
 import { SealError, type Sealer } from "../secrets/sealer.js";
-import { newDatabaseRecord, type BackupKind, type BackupRecord, type DatabaseRecord } from "../store/records.js";
+import { newDatabaseRecord, type BackupRecord, type DatabaseRecord } from "../store/records.js";
 import { SlugTakenError, type Store } from "../store/store.js";
 import { KeyedLock } from "../runtime/keyed-lock.js";
 import { normalizeProjectId, slugForProject, slugProblem, isBackupId } from "../names.js";
@@ -107,9 +107,10 @@ export class DatabaseService {
     await Promise.all(Array.from({ length: concurrency }, worker));
   }
 
-  async createBackup(rawProjectId: string, wait: boolean, kind: BackupKind = "manual"): Promise<BackupRecord> {
+  /** `byTenant`: the caller holds a project token, so the project's manual-backup limit applies. */
+  async createBackup(rawProjectId: string, wait: boolean, options: { byTenant?: boolean } = {}): Promise<BackupRecord> {
     const database = this.readyDatabase(rawProjectId);
-    return this.backups().create(target(database), kind, { wait });
+    return this.backups().create(target(database), "manual", { wait, ...options });
   }
 
   listBackups(rawProjectId: string): BackupRecord[] {
@@ -117,10 +118,10 @@ export class DatabaseService {
     return this.backups().list(database.projectId);
   }
 
-  async restoreBackup(rawProjectId: string, rawBackupId: string): Promise<{ restored: BackupRecord; safety: BackupRecord }> {
+  async restoreBackup(rawProjectId: string, rawBackupId: string, options: { byTenant?: boolean } = {}): Promise<{ restored: BackupRecord; safety: BackupRecord }> {
     const database = this.readyDatabase(rawProjectId);
     const backupId = validBackupId(rawBackupId);
-    return this.locks.run(database.projectId, () => this.backups().restore(target(database), backupId));
+    return this.locks.run(database.projectId, () => this.backups().restore(target(database), backupId, options));
   }
 
   async verifyBackup(rawProjectId: string, rawBackupId: string): Promise<BackupRecord> {

@@ -15,7 +15,7 @@ import { INTERRUPTED } from "../../src/backup/startup-recovery.js";
 import { RuntimeError, type RuntimeTarget } from "../../src/runtime/runtime.js";
 import { newBackupId } from "../../src/names.js";
 import { newBackupRecord } from "../../src/store/records.js";
-import { controlledDump, FakeDumpRuntime, managerBed, metricValue, sqlText, type ManagerBed } from "../support/backup-fakes.js";
+import { controlledDump, FakeDumpRuntime, managerBed, metricValue, sqlText, TestClock, type ManagerBed } from "../support/backup-fakes.js";
 
 let bed: ManagerBed;
 beforeEach(async () => {
@@ -318,3 +318,58 @@ function diskFullAfter(limit: number): PassThrough {
 function* chunks(total: number): Generator<Buffer> {
   for (let sent = 0; sent < total; sent += 64 * 1024) yield randomBytes(64 * 1024);
 }
+
+describe("limits against flooding", () => {
+  it("a tenant's manual backups stop at the limit until the window rolls on; scheduled and trusted ones do not", async () => {
+    const clock = new TestClock(new Date("2026-11-20T12:00:00Z"));
+    const manager = await bed.open({ now: clock.now, manualLimit: { count: 2, windowMs: 3_600_000 } });
+    const target = shop();
+    for (let i = 0; i < 2; i++) expect((await manager.create(target, "manual", { wait: true, byTenant: true })).state).toBe("succeeded");
+    const files = await filesOf("shop");
+    const refused = await manager.create(target, "manual", { wait: true, byTenant: true }).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(ConnectError);
+    expect((refused as ConnectError).code).toBe(Code.ResourceExhausted);
+    expect((refused as ConnectError).rawMessage).toMatch(/started 2 manual backups in the last 1 h.*try again in 3600 s/);
+    expect(await filesOf("shop")).toEqual(files);
+    expect(manager.list(target.projectId)).toHaveLength(2);
+    // The schedule and the deploy engine are not the tenant: the limit is not theirs.
+    expect((await manager.create(target, "scheduled", { wait: true })).state).toBe("succeeded");
+    expect((await manager.create(target, "manual", { wait: true })).state).toBe("succeeded");
+    // Nor does one project's budget touch another's.
+    expect((await manager.create({ projectId: randomUUID(), slug: "blog" }, "manual", { wait: true, byTenant: true })).state).toBe("succeeded");
+    clock.set(new Date("2026-11-20T13:00:01Z"));
+    expect((await manager.create(target, "manual", { wait: true, byTenant: true })).state).toBe("succeeded");
+  });
+
+  it("joining a running backup costs nothing against the limit", async () => {
+    const manager = await bed.open({ manualLimit: { count: 1, windowMs: 3_600_000 } });
+    const target = shop();
+    const dump = controlledDump();
+    bed.runtime.dumpWith = () => dump;
+    const first = await manager.create(target, "manual", { wait: false, byTenant: true });
+    expect((await manager.create(target, "manual", { wait: false, byTenant: true })).id).toBe(first.id);
+    const joined = manager.create(target, "manual", { wait: true, byTenant: true });
+    dump.end(sqlText(10));
+    expect(await joined).toMatchObject({ id: first.id, state: "succeeded" });
+    expect((await manager.create(target, "manual", { wait: true, byTenant: true }).catch((error: ConnectError) => error.code))).toBe(Code.ResourceExhausted);
+  });
+
+  it("below the free-space reserve no backup starts, of any kind: no record, no file, counted and logged", async () => {
+    const target = shop();
+    const manager = await bed.open();
+    const old = await manager.create(target, "scheduled", { wait: true });
+    await manager.close();
+    const low = await bed.open({ minFree: { bytes: Number.MAX_SAFE_INTEGER } });
+    for (const kind of ["scheduled", "manual"] as const) {
+      const refused = await low.create(target, kind, { wait: true }).catch((error: unknown) => error);
+      expect((refused as ConnectError).code).toBe(Code.ResourceExhausted);
+      expect((refused as ConnectError).rawMessage).toMatch(/^not enough free disk space to start this backup/);
+      // The host's sizes and paths stay in the log.
+      expect((refused as ConnectError).rawMessage).not.toContain(bed.backupDir);
+    }
+    expect(low.list(target.projectId).map((record) => record.id)).toEqual([old.id]);
+    expect(await filesOf("shop")).toEqual([`${old.id}.sql.gz`]);
+    expect(await metricValue(bed.metrics, "sota_backup_failures_total", { kind: "scheduled" })).toBe(1);
+    expect(bed.logLines.join("")).toMatch(/"availableBytes":\d+.*backup refused: not enough free disk space/);
+  });
+});

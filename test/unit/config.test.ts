@@ -13,6 +13,7 @@ describe("loadConfig", () => {
     expect(config.process.poolerPorts).toEqual({ min: 16432, max: 17431 });
     expect(config.process).toMatchObject({ warmPool: 0, spareCopies: 1 });
     expect(config.backup).toMatchObject({ dir: "/srv/sota/data/backups", retentionDays: 7, concurrency: 2, verify: false });
+    expect(config.backup).toMatchObject({ manualLimit: { count: 6, windowMs: 3_600_000 }, loadConcurrency: 2, minFree: { percent: 5 } });
   });
 
   it("reads every variable", () => {
@@ -32,6 +33,9 @@ describe("loadConfig", () => {
         SOTA_BACKUP_SCHEDULE: "*/5 * * * *",
         SOTA_BACKUP_RETENTION_DAYS: "14",
         SOTA_BACKUP_VERIFY: "true",
+        SOTA_BACKUP_MANUAL_LIMIT: "3 / 30m",
+        SOTA_BACKUP_LOAD_CONCURRENCY: "1",
+        SOTA_BACKUP_MIN_FREE: "2GiB",
       },
       "/",
     );
@@ -41,6 +45,17 @@ describe("loadConfig", () => {
     expect(config.process).toMatchObject({ poolerPorts: { min: 20000, max: 20010 }, warmPool: 2, spareCopies: 3 });
     expect(config.docker).toMatchObject({ network: "per-project", publishHost: "127.0.0.1", host: "unix:///run/docker.sock" });
     expect(config.backup).toMatchObject({ schedule: "*/5 * * * *", retentionDays: 14, verify: true });
+    expect(config.backup).toMatchObject({ manualLimit: { count: 3, windowMs: 1_800_000 }, loadConcurrency: 1, minFree: { bytes: 2 * 1024 ** 3 } });
+  });
+
+  it("reads the backup limits' other forms", () => {
+    const backup = (env: Record<string, string>) => loadConfig(env, "/").backup;
+    expect(backup({ SOTA_BACKUP_MANUAL_LIMIT: "off" }).manualLimit).toBeUndefined();
+    expect(backup({ SOTA_BACKUP_MANUAL_LIMIT: "10/1d" }).manualLimit).toEqual({ count: 10, windowMs: 86_400_000 });
+    expect(backup({ SOTA_BACKUP_MIN_FREE: "12.5%" }).minFree).toEqual({ percent: 12.5 });
+    expect(backup({ SOTA_BACKUP_MIN_FREE: "0" }).minFree).toEqual({ bytes: 0 });
+    expect(backup({ SOTA_BACKUP_MIN_FREE: "512M" }).minFree).toEqual({ bytes: 512 * 1024 ** 2 });
+    expect(backup({ SOTA_BACKUP_MIN_FREE: "1048576" }).minFree).toEqual({ bytes: 1048576 });
   });
 
   it("names the variable and what it allows", () => {
@@ -57,6 +72,16 @@ describe("loadConfig", () => {
       [{ SOTA_DOCKER_PUBLISH_HOST: "localhost" }, /^SOTA_DOCKER_PUBLISH_HOST: /],
       [{ DOCKER_HOST: "ssh://me@host" }, /^DOCKER_HOST: must be unix:/],
       [{ SOTA_TLS_CERT_FILE: "/x.pem" }, /^SOTA_TLS_KEY_FILE: /],
+      [{ SOTA_BACKUP_MANUAL_LIMIT: "6" }, /^SOTA_BACKUP_MANUAL_LIMIT: must be COUNT\/DURATION/],
+      [{ SOTA_BACKUP_MANUAL_LIMIT: "0/1h" }, /^SOTA_BACKUP_MANUAL_LIMIT: /],
+      [{ SOTA_BACKUP_MANUAL_LIMIT: "6/1w" }, /^SOTA_BACKUP_MANUAL_LIMIT: /],
+      [{ SOTA_BACKUP_MANUAL_LIMIT: "6/0s" }, /^SOTA_BACKUP_MANUAL_LIMIT: /],
+      [{ SOTA_BACKUP_MANUAL_LIMIT: "6/31d" }, /^SOTA_BACKUP_MANUAL_LIMIT: /],
+      [{ SOTA_BACKUP_LOAD_CONCURRENCY: "0" }, /^SOTA_BACKUP_LOAD_CONCURRENCY: must be a whole number from 1 to 64/],
+      [{ SOTA_BACKUP_MIN_FREE: "100%" }, /^SOTA_BACKUP_MIN_FREE: must be a percentage below 100/],
+      [{ SOTA_BACKUP_MIN_FREE: "-5%" }, /^SOTA_BACKUP_MIN_FREE: /],
+      [{ SOTA_BACKUP_MIN_FREE: "lots" }, /^SOTA_BACKUP_MIN_FREE: /],
+      [{ SOTA_BACKUP_MIN_FREE: "5P" }, /^SOTA_BACKUP_MIN_FREE: /],
     ];
     for (const [env, message] of cases) {
       expect(() => loadConfig(env, "/")).toThrow(ConfigError);
