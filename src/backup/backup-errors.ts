@@ -41,10 +41,13 @@ export class BackupError extends Error {
 
 /** The project token has used its manual backups (restores included) for the window. */
 export function manualBackupLimitReached(count: number, windowMs: number, waitMs: number): ConnectError {
+  const seconds = Math.max(1, Math.ceil(waitMs / 1000));
   return new ConnectError(
     `this project has started ${count} manual backups in the last ${duration(windowMs)} (each restore counts: it takes a safety backup); ` +
-      `try again in ${Math.max(1, Math.ceil(waitMs / 1000))} s`,
+      `try again in ${seconds} s`,
     Code.ResourceExhausted,
+    // Connect sends error metadata as response headers: REST clients get the standard header with their 429.
+    { "retry-after": String(seconds) },
   );
 }
 

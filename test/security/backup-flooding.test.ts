@@ -56,14 +56,18 @@ afterAll(async () => {
   await h?.stop();
 });
 
-async function rest(method: string, path: string, token: string, body?: object): Promise<{ status: number; json: any }> {
+async function rest(method: string, path: string, token: string, body?: object): Promise<{ status: number; json: any; headers: Headers }> {
   const response = await fetch(`${h.app.url}${path}`, {
     method,
     headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
     ...(body ? { body: JSON.stringify(body) } : {}),
   });
   const text = await response.text();
-  return { status: response.status, json: text && response.headers.get("content-type")?.includes("json") ? JSON.parse(text) : text };
+  return {
+    status: response.status,
+    json: text && response.headers.get("content-type")?.includes("json") ? JSON.parse(text) : text,
+    headers: response.headers,
+  };
 }
 
 /** The operator's view of a tenant's server (its superuser, through the runtime): what really exists there. */
@@ -104,6 +108,7 @@ describe("manual backups back to back with a project token", () => {
       expect(refused.status).toBe(429);
       expect(refused.json.code).toBe("resource_exhausted");
       expect(refused.json.message).toMatch(/manual backups/i);
+      expect(Number(refused.headers.get("retry-after"))).toBeGreaterThan(0);
     }
     const grpcRefusal = await rpc.database("createBackup", { projectId: a.projectId, wait: true }, a.token).then(
       () => undefined,
