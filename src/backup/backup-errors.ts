@@ -62,7 +62,10 @@ export function notEnoughDiskSpace(action: "backup" | "verification" | "restore"
 
 /** Every verification/restore slot of the service is taken. */
 export function loadSlotsBusy(): ConnectError {
-  return new ConnectError("the service is already running as many backup verifications and restores as it allows; try again in a moment", Code.ResourceExhausted);
+  return new ConnectError(
+    "the service is already running as many backup verifications and restores as it allows; try again in a moment",
+    Code.ResourceExhausted,
+  );
 }
 
 /** This project already has a verification or restore running: one at a time, so no project takes every slot. */

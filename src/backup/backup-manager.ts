@@ -20,7 +20,7 @@ import type { BackupDownload, Backups } from "./backups.js";
 import { findShortage, type FreeSpaceReserve, type SpaceNeed } from "./free-space.js";
 import { LoadSlots } from "./load-slots.js";
 import { ManualBackupLimit, type RollingLimit } from "./manual-backup-limit.js";
-import { quoteLiteral } from "./sql-text.js";
+import { backupBytes, scratchCopyBytes } from "./space-estimate.js";
 import { restoreFromBackup, assertChecksum } from "./restore.js";
 import { expiryOf, newestSucceeded, pruneBackups } from "./retention.js";
 import { recoverInterruptedBackups } from "./startup-recovery.js";
@@ -140,7 +140,8 @@ export class BackupManager implements Backups {
     let job = this.running.get(target.projectId);
     if (!job) {
       if (options.byTenant) this.assertManualAllowed(target.projectId);
-      await this.assertSpace("backup", kind, target, [{ dir: this.options.dir, bytes: await this.backupEstimate(target) }]);
+      const bytes = await backupBytes(this.options.store, this.options.runtime, target);
+      await this.assertSpace("backup", kind, target, [{ dir: this.options.dir, bytes }]);
       this.assertOpen();
       // Another request may have started one while the disk was looked at: join it, it costs nothing.
       job = this.running.get(target.projectId);
@@ -171,7 +172,10 @@ export class BackupManager implements Backups {
     return this.track(
       this.loads.runNow(target.projectId, () =>
         this.withPinned(record.id, async () => {
-          const [safetyBytes, loadBytes] = await Promise.all([this.backupEstimate(target), this.loadEstimate(target, record)]);
+          const [safetyBytes, loadBytes] = await Promise.all([
+            backupBytes(this.options.store, this.options.runtime, target),
+            scratchCopyBytes(this.options.runtime, target, record),
+          ]);
           await this.assertSpace("restore", "safety", target, [
             { dir: this.options.dir, bytes: safetyBytes },
             ...(this.options.scratchDir ? [{ dir: this.options.scratchDir, bytes: loadBytes }] : []),
@@ -221,7 +225,8 @@ export class BackupManager implements Backups {
       inSlot(() =>
         this.withPinned(record.id, async () => {
           if (this.options.scratchDir) {
-            await this.assertSpace("verification", "verify", target, [{ dir: this.options.scratchDir, bytes: await this.loadEstimate(target, record) }]);
+            const bytes = await scratchCopyBytes(this.options.runtime, target, record);
+            await this.assertSpace("verification", "verify", target, [{ dir: this.options.scratchDir, bytes }]);
           }
           return this.runVerification(target, record);
         }),
@@ -378,29 +383,6 @@ export class BackupManager implements Backups {
     // A scheduled backup refused here must alert like one that failed.
     if (action !== "restore") this.options.metrics.backupFailures.inc({ kind });
     throw notEnoughDiskSpace(action);
-  }
-
-  /** A new backup of the project will be about as big as its last good one; the first, at most its database's size. */
-  private async backupEstimate(target: RuntimeTarget): Promise<number> {
-    return newestSucceeded(this.options.store.listBackups(target.projectId))?.sizeBytes ?? (await this.databaseBytes(target));
-  }
-
-  /** A scratch copy takes about what the live database takes, and never less than the compressed file. */
-  private async loadEstimate(target: RuntimeTarget, record: BackupRecord): Promise<number> {
-    return Math.max(await this.databaseBytes(target), record.sizeBytes ?? 0);
-  }
-
-  /** The live database's size on disk; 0 when the server cannot say (the work itself will then fail with its own error). */
-  private async databaseBytes(target: RuntimeTarget): Promise<number> {
-    try {
-      const [row] = await this.options.runtime.adminQuery(
-        target,
-        `SELECT pg_catalog.pg_database_size(d.oid)::text AS bytes FROM pg_catalog.pg_database d WHERE d.datname = ${quoteLiteral(target.slug)}`,
-      );
-      return Number(row?.["bytes"] ?? 0) || 0;
-    } catch {
-      return 0;
-    }
   }
 
   /** A backup of this project (another project's id is NotFound, never a hint that it exists) that has succeeded. */

@@ -118,7 +118,11 @@ export class DatabaseService {
     return this.backups().list(database.projectId);
   }
 
-  async restoreBackup(rawProjectId: string, rawBackupId: string, options: { byTenant?: boolean } = {}): Promise<{ restored: BackupRecord; safety: BackupRecord }> {
+  async restoreBackup(
+    rawProjectId: string,
+    rawBackupId: string,
+    options: { byTenant?: boolean } = {},
+  ): Promise<{ restored: BackupRecord; safety: BackupRecord }> {
     const database = this.readyDatabase(rawProjectId);
     const backupId = validBackupId(rawBackupId);
     return this.locks.run(database.projectId, () => this.backups().restore(target(database), backupId, options));
