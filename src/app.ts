@@ -79,6 +79,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       readiness: ready,
       metrics,
       logger,
+      tokens: registry,
+      limits: config.http,
       extraRoutes: backupDownloadRoute({ tokens: registry, service, logger, metrics }),
       ...(config.tls ? { tls: { cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) } } : {}),
     });

@@ -18,10 +18,22 @@ export function authenticate(tokens: TokenRegistry, authorization: string | null
 /** Throws PermissionDenied unless the principal may call `method` for `projectId`. */
 export function authorize(principal: Principal, method: string, projectId: string): void {
   if (principal.role === "admin" || principal.role === "deployer") return;
+  if (principal.role === "metrics") {
+    throw new ConnectError(`token "${principal.name}" may only read /metrics`, Code.PermissionDenied);
+  }
   if (SECRET_METHODS.has(method)) {
     throw new ConnectError(`token "${principal.name}" may not call ${method}: it returns secrets`, Code.PermissionDenied);
   }
   if (principal.projectId !== projectId.trim().toLowerCase()) {
     throw new ConnectError(`token "${principal.name}" is not allowed for this project`, Code.PermissionDenied);
   }
+}
+
+/**
+ * /metrics names every project in its labels: the operator's scraper (a
+ * metrics token) and admins may read it, a project token may not.
+ */
+export function authorizeMetrics(principal: Principal): void {
+  if (principal.role === "admin" || principal.role === "metrics") return;
+  throw new ConnectError(`token "${principal.name}" may not read /metrics: use an admin token or a token with role "metrics"`, Code.PermissionDenied);
 }
