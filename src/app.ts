@@ -19,6 +19,7 @@ import { healthRoutes } from "./server/health-routes.js";
 import { authInterceptor, errorInterceptor, metricsInterceptor } from "./server/interceptors.js";
 import { readiness } from "./server/readiness.js";
 import { TokenRegistry, adminTokenEntry, readTokensFile } from "./server/tokens.js";
+import { openToOthers, securePrivateFiles, securePrivateTree } from "./store/private-files.js";
 
 export interface App {
   readonly address: { host: string; port: number };
@@ -43,6 +44,11 @@ export interface AppOptions {
 
 export async function startApp(config: Config, options: AppOptions = {}): Promise<App> {
   const logger = options.logger ?? createLogger({ level: config.logLevel });
+  securePrivateFiles(config.dataDir);
+  securePrivateTree(config.backup.dir);
+  for (const file of [config.masterKeyFile, config.tokensFile, config.tls?.keyFile]) {
+    if (file && openToOthers(file)) logger.warn({ file }, "other OS users may read this file: chmod 600 it");
+  }
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
 
   const { keyring, createdFile } = loadKeyring({
