@@ -19,6 +19,7 @@ import { healthRoutes } from "./server/health-routes.js";
 import { authInterceptor, errorInterceptor, metricsInterceptor } from "./server/interceptors.js";
 import { readiness } from "./server/readiness.js";
 import { TokenRegistry, adminTokenEntry, readTokensFile } from "./server/tokens.js";
+import { lockDataDir } from "./store/data-dir-lock.js";
 import { openToOthers, securePrivateFiles, securePrivateTree } from "./store/private-files.js";
 
 export interface App {
@@ -42,7 +43,28 @@ export interface AppOptions {
   readonly defaultMetrics?: boolean;
 }
 
+/**
+ * Holds the data dir's lock for the app's life: a second service on the same
+ * data dir fails here (DataDirInUseError) before it touches anything.
+ */
 export async function startApp(config: Config, options: AppOptions = {}): Promise<App> {
+  const lock = lockDataDir(config.dataDir);
+  try {
+    const app = await startLocked(config, options);
+    return {
+      ...app,
+      async close() {
+        await app.close();
+        lock.release();
+      },
+    };
+  } catch (error) {
+    lock.release();
+    throw error;
+  }
+}
+
+async function startLocked(config: Config, options: AppOptions): Promise<App> {
   const logger = options.logger ?? createLogger({ level: config.logLevel });
   securePrivateFiles(config.dataDir);
   securePrivateTree(config.backup.dir);
