@@ -95,11 +95,6 @@ function boundRequestBody(stream: http2.ServerHttp2Stream, ms: number): void {
   }, ms);
   timer.unref();
   stream.once("close", () => clearTimeout(timer));
-  // Answered before the request was complete (a 401 before the body): the
-  // rest of the body is not wanted, and HTTP/2 says so with NO_ERROR.
-  stream.once("finish", () => {
-    if (!stream.destroyed && !stream.closed && !stream.state.remoteClose) stream.close(http2.constants.NGHTTP2_NO_ERROR);
-  });
 }
 
 /**

@@ -181,7 +181,8 @@ function decodeSegment(segment: string): string {
 /**
  * A refusal sent while the request body may still be arriving. HTTP/1.1 closes
  * the connection after it (else Node would read the unwanted body to reuse
- * it); HTTP/2 resets the stream (connection-limits.ts).
+ * it); an HTTP/2 stream the client never ends is cancelled after the request
+ * timeout (connection-limits.ts), the session itself stays usable.
  */
 function refusedBeforeBody(error: ConnectError, httpVersion: string): UniversalServerResponse {
   const response = errorResponse(error);
