@@ -4,8 +4,13 @@
 // closed within the configured bound; connections beyond the cap are refused
 // while a normal client is served once they are gone; a REST call without a
 // valid token gets its 401 before its body (which never finishes) is read.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import * as http2 from "node:http2";
 import * as net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as tls from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startHarness, type Harness } from "../support/app-harness.js";
 
@@ -167,3 +172,74 @@ async function firstStatusLine(raw: RawSocket, ms: number): Promise<string> {
   }
   return "";
 }
+
+describe("API port over TLS bounds the handshake and what follows", () => {
+  let t: Harness;
+  let certDir: string;
+  let ca: Buffer;
+
+  beforeAll(async () => {
+    certDir = mkdtempSync(join(tmpdir(), "sota-tls-limits-"));
+    execFileSync(
+      "openssl",
+      ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+        "-keyout", join(certDir, "key.pem"), "-out", join(certDir, "cert.pem")],
+      { stdio: "ignore" },
+    );
+    ca = readFileSync(join(certDir, "cert.pem"));
+    t = await startHarness({
+      SOTA_TLS_CERT_FILE: join(certDir, "cert.pem"),
+      SOTA_TLS_KEY_FILE: join(certDir, "key.pem"),
+      SOTA_HTTP_HEADER_TIMEOUT_MS: String(HEADER_TIMEOUT_MS),
+    });
+  });
+
+  afterAll(async () => {
+    await t?.stop();
+    if (certDir) rmSync(certDir, { recursive: true, force: true });
+  });
+
+  async function tlsSocket(alpn: string): Promise<tls.TLSSocket> {
+    const socket = tls.connect({ host: "127.0.0.1", port: t.app.address.port, ca, ALPNProtocols: [alpn] });
+    socket.on("error", () => undefined);
+    // Read what comes (a 408, a GOAWAY): a paused socket would never see the close.
+    socket.resume();
+    await new Promise<void>((resolve, reject) => {
+      socket.once("secureConnect", resolve);
+      socket.once("error", reject);
+    });
+    return socket;
+  }
+
+  function closedWithin(socket: net.Socket, ms: number): Promise<boolean> {
+    if (socket.destroyed) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      socket.once("close", () => (clearTimeout(timer), resolve(true)));
+    });
+  }
+
+  it("closes a connection that never starts its handshake", async () => {
+    const socket = net.connect(t.app.address.port, "127.0.0.1");
+    socket.on("error", () => undefined);
+    socket.resume();
+    try {
+      expect(await closedWithin(socket, WAIT_MS)).toBe(true);
+    } finally {
+      socket.destroy();
+    }
+  });
+
+  it.each([
+    ["http/1.1", Buffer.from("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", "latin1")],
+    ["h2", Buffer.concat([http2Preface(), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])])],
+  ])("closes a %s connection whose request never comes", async (alpn, payload) => {
+    const socket = await tlsSocket(alpn);
+    try {
+      socket.write(payload);
+      expect(await closedWithin(socket, WAIT_MS)).toBe(true);
+    } finally {
+      socket.destroy();
+    }
+  });
+});
