@@ -3,6 +3,13 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Principal, TokenRegistry } from "./tokens.js";
 
+/** Services open to anyone who can reach the port: probes must not need a token. */
+const PUBLIC_SERVICES = new Set(["grpc.health.v1.Health"]);
+
+export function isPublicService(typeName: string): boolean {
+  return PUBLIC_SERVICES.has(typeName);
+}
+
 /** Methods that return a secret; project tokens never may call them. */
 const SECRET_METHODS = new Set(["GetConnection"]);
 

@@ -13,11 +13,12 @@ import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, un
 import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
-import { authenticate, authorizeMetrics } from "./authorization.js";
+import { authenticate, authorizeMetrics, isPublicService } from "./authorization.js";
 import { boundHttp1, boundHttp2Sessions, DEFAULT_CONNECTION_LIMITS, HTTP2_SETTINGS, sniffDeadline, type ConnectionLimits } from "./connection-limits.js";
 import { errorJson, httpStatus } from "./error-codes.js";
 import type { Readiness } from "./readiness.js";
 import { matchRest, RestGateway, errorResponse } from "./rest-gateway.js";
+import { tokenBeforeBody } from "./token-before-body.js";
 import type { TokenRegistry } from "./tokens.js";
 
 const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0");
@@ -70,7 +71,7 @@ export class ApiServer {
     });
     for (const routes of options.routes) routes(router);
     this.rpc = new Map(router.handlers.map((handler) => [handler.requestPath, handler]));
-    this.rest = new RestGateway(router.handlers, options.tokens);
+    this.rest = new RestGateway(router.handlers, options.tokens, options.metrics);
     const limits = (this.limits = options.limits ?? DEFAULT_CONNECTION_LIMITS);
 
     const onRequest = (req: NodeRequest, res: NodeResponse): void => {
@@ -165,7 +166,16 @@ export class ApiServer {
     const url = new URL(req.url ?? "/", "http://localhost");
     const rpc = this.rpc.get(url.pathname);
     if (rpc) {
-      const uReq = universalRequestFromNodeRequest(req, res, undefined, undefined);
+      let uReq = universalRequestFromNodeRequest(req, res, undefined, undefined);
+      if (!isPublicService(rpc.service.typeName)) {
+        // HTTP/1.1: close after the refusal, else Node would read the unwanted body to reuse the connection.
+        const started = performance.now();
+        uReq = tokenBeforeBody(uReq, this.options.tokens, () => {
+          // The interceptors never see this call: count it here.
+          this.options.metrics.observeRequest(rpc.method.name, "unauthenticated", started);
+          if (req.httpVersionMajor === 1 && !res.headersSent) res.setHeader("connection", "close");
+        });
+      }
       await universalResponseToNodeResponse(await rpc(uReq), res);
       return;
     }

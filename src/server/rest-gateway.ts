@@ -10,7 +10,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { DatabaseService } from "../../gen/sota/database/v1/database_pb.js";
 import { authenticate, authorize } from "./authorization.js";
-import { errorJson, httpStatus } from "./error-codes.js";
+import { codeName, errorJson, httpStatus } from "./error-codes.js";
+import type { Metrics } from "../metrics.js";
 import type { TokenRegistry } from "./tokens.js";
 
 export const MAX_REST_BODY_BYTES = 64 * 1024;
@@ -97,6 +98,7 @@ export class RestGateway {
   constructor(
     handlers: readonly UniversalHandler[],
     private readonly tokens: TokenRegistry,
+    private readonly metrics?: Metrics,
   ) {
     this.handlers = new Map(
       handlers.filter((handler) => handler.service.typeName === DatabaseService.typeName).map((handler) => [handler.method.name, handler]),
@@ -114,10 +116,14 @@ export class RestGateway {
     // The token and the project come in the head: a caller who may not make
     // this call is answered before a byte of its body is read (the RPC's own
     // interceptor checks again, on the request it then gets).
+    const started = performance.now();
     try {
       authorize(authenticate(this.tokens, req.headers.authorization), match.route.rpc, match.params[0] ?? "");
     } catch (error) {
-      return refusedBeforeBody(ConnectError.from(error), req.httpVersion);
+      const refusal = ConnectError.from(error);
+      // The RPC's interceptors never see this call: count it here.
+      this.metrics?.observeRequest(match.route.rpc, codeName(refusal.code), started);
+      return refusedBeforeBody(refusal, req.httpVersion);
     }
     let body: JsonObject;
     try {

@@ -110,21 +110,26 @@ describe("API port bounds every phase of a connection", () => {
     expect(status).toBe(200);
   });
 
+  const ENSURE_RPC = "/sota.database.v1.DatabaseService/Ensure";
+
   it.each([
-    ["no token", undefined],
-    ["an unknown token", "Bearer not-a-token-of-this-service"],
-  ])("answers 401 to a REST POST with %s without waiting for its body (HTTP/1.1)", async (_name, authorization) => {
+    ["a REST POST", "rest", undefined],
+    ["a REST POST", "rest", "Bearer not-a-token-of-this-service"],
+    ["a Connect call", "rpc", undefined],
+    ["a Connect call", "rpc", "Bearer not-a-token-of-this-service"],
+  ])("answers 401 to %s (%s) with token %s without waiting for its body (HTTP/1.1)", async (_name, kind, authorization) => {
     const raw = await connect();
     try {
       raw.socket.write(
         [
-          `POST /v1/projects/${h.projectId}/database HTTP/1.1`,
+          `POST ${kind === "rest" ? `/v1/projects/${h.projectId}/database` : ENSURE_RPC} HTTP/1.1`,
           "Host: 127.0.0.1",
           "Content-Type: application/json",
+          "Connect-Protocol-Version: 1",
           "Content-Length: 100000",
           ...(authorization ? [`Authorization: ${authorization}`] : []),
           "",
-          '{"slug": "a',
+          `{"projectId": "${h.projectId}", "slug": "a`,
         ].join("\r\n"),
       );
       const status = await firstStatusLine(raw, WAIT_MS);
@@ -134,23 +139,43 @@ describe("API port bounds every phase of a connection", () => {
     }
   });
 
-  it("answers 401 to a REST POST without a token whose HTTP/2 body never ends", async () => {
+  it("still counts the refused calls in the metrics", async () => {
+    const metrics = await (await fetch(`${h.app.url}/metrics`, { headers: { authorization: `Bearer ${h.tokens.admin}` } })).text();
+    expect(metrics).toMatch(/sota_rpc_requests_total\{method="Ensure",code="unauthenticated"\} [1-9]/);
+  });
+
+  it.each([
+    ["a REST POST", `/v1/projects/{id}/database`, "application/json", 401, undefined],
+    ["a gRPC call", ENSURE_RPC, "application/grpc", 200, "16"],
+  ])("answers %s without a token whose HTTP/2 body never ends with unauthenticated", async (_name, path, contentType, status, grpcStatus) => {
     const session = http2.connect(`http://127.0.0.1:${port}`);
     session.on("error", () => undefined);
     try {
       const stream = session.request({
         ":method": "POST",
-        ":path": `/v1/projects/${h.projectId}/database`,
-        "content-type": "application/json",
+        ":path": path.replace("{id}", h.projectId),
+        "content-type": contentType,
+        ...(contentType === "application/grpc" ? { te: "trailers" } : {}),
       });
       stream.on("error", () => undefined);
-      stream.write('{"slug": "a');
-      const status = await new Promise<number | undefined>((resolve) => {
-        const timer = setTimeout(() => resolve(undefined), WAIT_MS);
-        stream.once("response", (headers) => (clearTimeout(timer), resolve(Number(headers[":status"]))));
-        stream.once("close", () => (clearTimeout(timer), resolve(undefined)));
+      // Half a message: a gRPC frame header announcing 100 bytes, or half a JSON object.
+      stream.write(contentType === "application/grpc" ? Buffer.from([0, 0, 0, 0, 100, 10]) : '{"slug": "a');
+      const answer = new Promise<{ headers?: http2.IncomingHttpHeaders; trailers?: http2.IncomingHttpHeaders }>((resolve) => {
+        const seen: { headers?: http2.IncomingHttpHeaders; trailers?: http2.IncomingHttpHeaders } = {};
+        const timer = setTimeout(() => resolve(seen), WAIT_MS);
+        const done = (): void => (clearTimeout(timer), resolve(seen));
+        stream.once("response", (headers) => {
+          seen.headers = headers;
+          if (!grpcStatus || headers["grpc-status"] !== undefined) done();
+        });
+        stream.once("trailers", (trailers) => ((seen.trailers = trailers), done()));
+        stream.once("close", done);
+        stream.resume();
       });
-      expect(status).toBe(401);
+      const { headers, trailers } = await answer;
+      expect(Number(headers?.[":status"])).toBe(status);
+      // gRPC carries the code in the trailers (or, trailers-only, in the headers).
+      if (grpcStatus) expect(trailers?.["grpc-status"] ?? headers?.["grpc-status"]).toBe(grpcStatus);
     } finally {
       session.destroy();
     }
