@@ -137,13 +137,13 @@ export class ApiServer {
   private route(socket: net.Socket): void {
     this.sockets.add(socket);
     socket.once("close", () => this.sockets.delete(socket));
-    // From here on the chosen server's own deadlines apply.
     const sniffed = sniffDeadline(socket, this.limits);
     let head = Buffer.alloc(0);
     const onData = (chunk: Buffer): void => {
       head = Buffer.concat([head, chunk]);
       const decided = head.length >= HTTP2_PREFACE.length || !HTTP2_PREFACE.subarray(0, head.length).equals(head);
       if (!decided) return;
+      // From here on the chosen server's own deadlines apply.
       sniffed();
       socket.off("data", onData);
       socket.pause();
@@ -168,11 +168,11 @@ export class ApiServer {
     if (rpc) {
       let uReq = universalRequestFromNodeRequest(req, res, undefined, undefined);
       if (!isPublicService(rpc.service.typeName)) {
-        // HTTP/1.1: close after the refusal, else Node would read the unwanted body to reuse the connection.
         const started = performance.now();
         uReq = tokenBeforeBody(uReq, this.options.tokens, () => {
           // The interceptors never see this call: count it here.
           this.options.metrics.observeRequest(rpc.method.name, "unauthenticated", started);
+          // HTTP/1.1: close after the refusal, else Node would read the unwanted body to reuse the connection.
           if (req.httpVersionMajor === 1 && !res.headersSent) res.setHeader("connection", "close");
         });
       }
@@ -223,7 +223,7 @@ function sendJson(res: NodeResponse, status: number, body: string): void {
 }
 
 function sendError(res: NodeResponse, error: ConnectError): void {
-  if (error.code === Code.Unauthenticated) res.setHeader("www-authenticate", 'Bearer realm="sota-db"');
+  if (error.code === Code.Unauthenticated) res.setHeader("www-authenticate", "Bearer");
   sendJson(res, httpStatus(error.code), errorJson(error));
 }
 

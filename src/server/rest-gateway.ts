@@ -192,7 +192,7 @@ function decodeSegment(segment: string): string {
  */
 function refusedBeforeBody(error: ConnectError, httpVersion: string): UniversalServerResponse {
   const response = errorResponse(error);
-  if (error.code === Code.Unauthenticated) response.header?.set("www-authenticate", 'Bearer realm="sota-db"');
+  if (error.code === Code.Unauthenticated) response.header?.set("www-authenticate", "Bearer");
   if (httpVersion.startsWith("1.")) response.header?.set("connection", "close");
   return response;
 }
