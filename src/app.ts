@@ -19,6 +19,8 @@ import { healthRoutes } from "./server/health-routes.js";
 import { authInterceptor, errorInterceptor, metricsInterceptor } from "./server/interceptors.js";
 import { readiness } from "./server/readiness.js";
 import { TokenRegistry, adminTokenEntry, readTokensFile } from "./server/tokens.js";
+import { lockDataDir } from "./store/data-dir-lock.js";
+import { openToOthers, securePrivateFiles, securePrivateTree } from "./store/private-files.js";
 
 export interface App {
   readonly address: { host: string; port: number };
@@ -41,8 +43,34 @@ export interface AppOptions {
   readonly defaultMetrics?: boolean;
 }
 
+/**
+ * Holds the data dir's lock for the app's life: a second service on the same
+ * data dir fails here (DataDirInUseError) before it touches anything.
+ */
 export async function startApp(config: Config, options: AppOptions = {}): Promise<App> {
+  const lock = lockDataDir(config.dataDir);
+  try {
+    const app = await startLocked(config, options);
+    return {
+      ...app,
+      async close() {
+        await app.close();
+        lock.release();
+      },
+    };
+  } catch (error) {
+    lock.release();
+    throw error;
+  }
+}
+
+async function startLocked(config: Config, options: AppOptions): Promise<App> {
   const logger = options.logger ?? createLogger({ level: config.logLevel });
+  securePrivateFiles(config.dataDir);
+  securePrivateTree(config.backup.dir);
+  for (const file of [config.masterKeyFile, config.tokensFile, config.tls?.keyFile]) {
+    if (file && openToOthers(file)) logger.warn({ file }, "other OS users may read this file: chmod 600 it");
+  }
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
 
   const { keyring, createdFile } = loadKeyring({
@@ -84,6 +112,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       readiness: ready,
       metrics,
       logger,
+      tokens: registry,
+      limits: config.http,
       extraRoutes: backupDownloadRoute({ tokens: registry, service, logger, metrics }),
       ...(config.tls ? { tls: { cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) } } : {}),
     });

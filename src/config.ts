@@ -9,6 +9,15 @@ export type RuntimeKind = "process" | "docker";
 
 export interface Config {
   readonly listen: { readonly host: string; readonly port: number };
+  /** Bounds on the API port's connections (see src/server/connection-limits.ts). */
+  readonly http: {
+    /** Connections open at once; more are closed as they arrive. */
+    readonly maxConnections: number;
+    /** Time a new connection has to send a complete request head (TLS handshake, HTTP/1 headers, HTTP/2 preface and first request). */
+    readonly headerTimeoutMs: number;
+    /** Time a connection with no request in flight is kept open (HTTP/1 keep-alive, HTTP/2 session without a stream). */
+    readonly idleTimeoutMs: number;
+  };
   readonly dataDir: string;
   readonly logLevel: string;
   readonly runtime: RuntimeKind;
@@ -81,6 +90,11 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   }
   return {
     listen: hostPort(env, "SOTA_LISTEN", "127.0.0.1:8080"),
+    http: {
+      maxConnections: integer(env, "SOTA_MAX_CONNECTIONS", 256, 1, 65_535),
+      headerTimeoutMs: integer(env, "SOTA_HTTP_HEADER_TIMEOUT_MS", 10_000, 1_000, 300_000),
+      idleTimeoutMs: integer(env, "SOTA_HTTP_IDLE_TIMEOUT_MS", 30_000, 1_000, 3_600_000),
+    },
     dataDir,
     logLevel: oneOf(env, "SOTA_LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "fatal", "silent"], "info"),
     runtime: oneOf(env, "SOTA_RUNTIME", ["process", "docker"], "process"),

@@ -3,6 +3,7 @@
 import { loadConfig, ConfigError } from "./config.js";
 import { createLogger, loggableError } from "./log.js";
 import { startApp } from "./app.js";
+import { DataDirInUseError } from "./store/data-dir-lock.js";
 
 async function main(): Promise<void> {
   let config;
@@ -20,6 +21,11 @@ async function main(): Promise<void> {
   try {
     app = await startApp(config, { logger });
   } catch (error) {
+    if (error instanceof DataDirInUseError) {
+      // Another service runs on this data dir: nothing was touched, one line says why.
+      process.stderr.write(`sota-db: could not start: ${error.message}\n`);
+      process.exit(1);
+    }
     logger.fatal({ err: loggableError(error) }, "sota-db could not start");
     process.stderr.write(`sota-db: could not start: ${(error as Error).message}\n`);
     process.exit(1);

@@ -3,6 +3,13 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Principal, TokenRegistry } from "./tokens.js";
 
+/** Services open to anyone who can reach the port: probes must not need a token. */
+const PUBLIC_SERVICES = new Set(["grpc.health.v1.Health"]);
+
+export function isPublicService(typeName: string): boolean {
+  return PUBLIC_SERVICES.has(typeName);
+}
+
 /** Methods that return a secret; project tokens never may call them. */
 const SECRET_METHODS = new Set(["GetConnection"]);
 
@@ -18,10 +25,22 @@ export function authenticate(tokens: TokenRegistry, authorization: string | null
 /** Throws PermissionDenied unless the principal may call `method` for `projectId`. */
 export function authorize(principal: Principal, method: string, projectId: string): void {
   if (principal.role === "admin" || principal.role === "deployer") return;
+  if (principal.role === "metrics") {
+    throw new ConnectError(`token "${principal.name}" may only read /metrics`, Code.PermissionDenied);
+  }
   if (SECRET_METHODS.has(method)) {
     throw new ConnectError(`token "${principal.name}" may not call ${method}: it returns secrets`, Code.PermissionDenied);
   }
   if (principal.projectId !== projectId.trim().toLowerCase()) {
     throw new ConnectError(`token "${principal.name}" is not allowed for this project`, Code.PermissionDenied);
   }
+}
+
+/**
+ * /metrics names every project in its labels: the operator's scraper (a
+ * metrics token) and admins may read it, a project token may not.
+ */
+export function authorizeMetrics(principal: Principal): void {
+  if (principal.role === "admin" || principal.role === "metrics") return;
+  throw new ConnectError(`token "${principal.name}" may not read /metrics: use an admin token or a token with role "metrics"`, Code.PermissionDenied);
 }

@@ -13,9 +13,13 @@ import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, un
 import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
+import { authenticate, authorizeMetrics, isPublicService } from "./authorization.js";
+import { boundHttp1, boundHttp2Sessions, DEFAULT_CONNECTION_LIMITS, HTTP2_SETTINGS, sniffDeadline, type ConnectionLimits } from "./connection-limits.js";
 import { errorJson, httpStatus } from "./error-codes.js";
 import type { Readiness } from "./readiness.js";
 import { matchRest, RestGateway, errorResponse } from "./rest-gateway.js";
+import { tokenBeforeBody } from "./token-before-body.js";
+import type { TokenRegistry } from "./tokens.js";
 
 const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0");
 /** Largest RPC message accepted; requests here are a few fields. */
@@ -27,6 +31,10 @@ export interface ApiServerOptions {
   readonly readiness: Readiness;
   readonly metrics: Metrics;
   readonly logger: Logger;
+  /** Who may call: REST routes check the token before reading a body, /metrics needs one. */
+  readonly tokens: TokenRegistry;
+  /** Connection cap and timeouts; defaults in connection-limits.ts. */
+  readonly limits?: ConnectionLimits;
   /** Extra plain-HTTP routes (e.g. backup download); return false when not handled. */
   readonly extraRoutes?: ExtraRoute;
   /** PEM certificate chain and key: serve TLS (h2 and http/1.1 by ALPN) instead of cleartext. */
@@ -50,6 +58,7 @@ export class ApiServer {
   private readonly listener: net.Server | http2.Http2SecureServer;
   private readonly sockets = new Set<net.Socket>();
   private readonly shutdown = new AbortController();
+  private readonly limits: ConnectionLimits;
 
   constructor(private readonly options: ApiServerOptions) {
     const router = createConnectRouter({
@@ -62,7 +71,8 @@ export class ApiServer {
     });
     for (const routes of options.routes) routes(router);
     this.rpc = new Map(router.handlers.map((handler) => [handler.requestPath, handler]));
-    this.rest = new RestGateway(router.handlers);
+    this.rest = new RestGateway(router.handlers, options.tokens, options.metrics);
+    const limits = (this.limits = options.limits ?? DEFAULT_CONNECTION_LIMITS);
 
     const onRequest = (req: NodeRequest, res: NodeResponse): void => {
       this.dispatch(req, res).catch((error: unknown) => {
@@ -72,13 +82,23 @@ export class ApiServer {
       });
     };
     this.h1 = http.createServer(onRequest);
-    this.h2 = http2.createServer({}, onRequest);
+    boundHttp1(this.h1, limits, true);
+    this.h2 = http2.createServer({ settings: HTTP2_SETTINGS }, onRequest);
+    boundHttp2Sessions(this.h2, limits);
     this.listener = options.tls
-      ? http2.createSecureServer({ cert: options.tls.cert, key: options.tls.key, allowHTTP1: true }, onRequest)
+      ? http2.createSecureServer(
+          { cert: options.tls.cert, key: options.tls.key, allowHTTP1: true, settings: HTTP2_SETTINGS, handshakeTimeout: limits.headerTimeoutMs },
+          onRequest,
+        )
       : // Small responses go out at once: Nagle's algorithm would hold a
         // response's last frame back until the client acknowledged the first.
         net.createServer({ noDelay: true }, (socket) => this.route(socket));
+    // Node closes connections beyond this as they are accepted.
+    this.listener.maxConnections = limits.maxConnections;
     if (options.tls) {
+      const secure = this.listener as http2.Http2SecureServer;
+      boundHttp1(secure, limits, false);
+      boundHttp2Sessions(secure, limits);
       this.listener.on("connection", (socket: net.Socket) => {
         this.sockets.add(socket);
         socket.once("close", () => this.sockets.delete(socket));
@@ -117,11 +137,14 @@ export class ApiServer {
   private route(socket: net.Socket): void {
     this.sockets.add(socket);
     socket.once("close", () => this.sockets.delete(socket));
+    const sniffed = sniffDeadline(socket, this.limits);
     let head = Buffer.alloc(0);
     const onData = (chunk: Buffer): void => {
       head = Buffer.concat([head, chunk]);
       const decided = head.length >= HTTP2_PREFACE.length || !HTTP2_PREFACE.subarray(0, head.length).equals(head);
       if (!decided) return;
+      // From here on the chosen server's own deadlines apply.
+      sniffed();
       socket.off("data", onData);
       socket.pause();
       socket.unshift(head);
@@ -143,7 +166,16 @@ export class ApiServer {
     const url = new URL(req.url ?? "/", "http://localhost");
     const rpc = this.rpc.get(url.pathname);
     if (rpc) {
-      const uReq = universalRequestFromNodeRequest(req, res, undefined, undefined);
+      let uReq = universalRequestFromNodeRequest(req, res, undefined, undefined);
+      if (!isPublicService(rpc.service.typeName)) {
+        const started = performance.now();
+        uReq = tokenBeforeBody(uReq, this.options.tokens, () => {
+          // The interceptors never see this call: count it here.
+          this.options.metrics.observeRequest(rpc.method.name, "unauthenticated", started);
+          // HTTP/1.1: close after the refusal, else Node would read the unwanted body to reuse the connection.
+          if (req.httpVersionMajor === 1 && !res.headersSent) res.setHeader("connection", "close");
+        });
+      }
       await universalResponseToNodeResponse(await rpc(uReq), res);
       return;
     }
@@ -168,6 +200,13 @@ export class ApiServer {
       return;
     }
     if (req.method === "GET" && url.pathname === "/metrics") {
+      // Project ids are in the labels: only the operator's scraper and admins read them.
+      try {
+        authorizeMetrics(authenticate(this.options.tokens, req.headers.authorization));
+      } catch (error) {
+        sendError(res, ConnectError.from(error));
+        return;
+      }
       const body = await this.options.metrics.registry.metrics();
       res.writeHead(200, { "content-type": this.options.metrics.registry.contentType });
       res.end(body);
@@ -181,6 +220,11 @@ export class ApiServer {
 function sendJson(res: NodeResponse, status: number, body: string): void {
   res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
   res.end(body);
+}
+
+function sendError(res: NodeResponse, error: ConnectError): void {
+  if (error.code === Code.Unauthenticated) res.setHeader("www-authenticate", "Bearer");
+  sendJson(res, httpStatus(error.code), errorJson(error));
 }
 
 async function send(res: NodeResponse, response: UniversalServerResponse): Promise<void> {

@@ -3,15 +3,12 @@
 import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
 import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
-import { authenticate, authorize } from "./authorization.js";
+import { authenticate, authorize, isPublicService } from "./authorization.js";
 import { codeName } from "./error-codes.js";
 import type { Principal, TokenRegistry } from "./tokens.js";
 
 /** The authenticated caller, for handlers that need it. */
 export const principalKey = createContextKey<Principal | undefined>(undefined, { description: "authenticated principal" });
-
-/** Services open to anyone who can reach the port: probes must not need a token. */
-const PUBLIC_SERVICES = new Set(["grpc.health.v1.Health"]);
 
 export function metricsInterceptor(metrics: Metrics): Interceptor {
   return (next) => async (req) => {
@@ -47,7 +44,7 @@ export function errorInterceptor(logger: Logger): Interceptor {
 
 export function authInterceptor(tokens: TokenRegistry): Interceptor {
   return (next) => async (req) => {
-    if (PUBLIC_SERVICES.has(req.service.typeName)) return next(req);
+    if (isPublicService(req.service.typeName)) return next(req);
     const principal = authenticate(tokens, req.header.get("authorization"));
     if (req.stream) throw new ConnectError("streaming calls are not offered", Code.Unimplemented);
     const projectId = (req.message as { projectId?: unknown }).projectId;

@@ -9,7 +9,10 @@ import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { DatabaseService } from "../../gen/sota/database/v1/database_pb.js";
-import { errorJson, httpStatus } from "./error-codes.js";
+import { authenticate, authorize } from "./authorization.js";
+import { codeName, errorJson, httpStatus } from "./error-codes.js";
+import type { Metrics } from "../metrics.js";
+import type { TokenRegistry } from "./tokens.js";
 
 export const MAX_REST_BODY_BYTES = 64 * 1024;
 
@@ -92,7 +95,11 @@ export function matchRest(method: string, pathname: string): RestMatch | undefin
 export class RestGateway {
   private readonly handlers: ReadonlyMap<string, UniversalHandler>;
 
-  constructor(handlers: readonly UniversalHandler[]) {
+  constructor(
+    handlers: readonly UniversalHandler[],
+    private readonly tokens: TokenRegistry,
+    private readonly metrics?: Metrics,
+  ) {
     this.handlers = new Map(
       handlers.filter((handler) => handler.service.typeName === DatabaseService.typeName).map((handler) => [handler.method.name, handler]),
     );
@@ -106,6 +113,18 @@ export class RestGateway {
   ): Promise<UniversalServerResponse> {
     const handler = this.handlers.get(match.route.rpc);
     if (!handler) return errorResponse(new ConnectError(`${match.route.rpc} is not served`, Code.Unimplemented));
+    // The token and the project come in the head: a caller who may not make
+    // this call is answered before a byte of its body is read (the RPC's own
+    // interceptor checks again, on the request it then gets).
+    const started = performance.now();
+    try {
+      authorize(authenticate(this.tokens, req.headers.authorization), match.route.rpc, match.params[0] ?? "");
+    } catch (error) {
+      const refusal = ConnectError.from(error);
+      // The RPC's interceptors never see this call: count it here.
+      this.metrics?.observeRequest(match.route.rpc, codeName(refusal.code), started);
+      return refusedBeforeBody(refusal, req.httpVersion);
+    }
     let body: JsonObject;
     try {
       body = await readJsonObject(req);
@@ -163,6 +182,19 @@ function decodeSegment(segment: string): string {
   } catch {
     return segment;
   }
+}
+
+/**
+ * A refusal sent while the request body may still be arriving. HTTP/1.1 closes
+ * the connection after it (else Node would read the unwanted body to reuse
+ * it); an HTTP/2 stream the client never ends is cancelled after the request
+ * timeout (connection-limits.ts), the session itself stays usable.
+ */
+function refusedBeforeBody(error: ConnectError, httpVersion: string): UniversalServerResponse {
+  const response = errorResponse(error);
+  if (error.code === Code.Unauthenticated) response.header?.set("www-authenticate", "Bearer");
+  if (httpVersion.startsWith("1.")) response.header?.set("connection", "close");
+  return response;
 }
 
 /** An error answer in the Connect JSON shape; `status` overrides the code's usual one (413 for a large body). */

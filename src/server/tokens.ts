@@ -1,12 +1,13 @@
 // Bearer tokens, kept only as sha256 hashes. A token has a role:
-// admin (everything), deployer (may read connection strings), or project
-// (bound to one project: ensure, describe and back up that project only).
+// admin (everything), deployer (may read connection strings), project
+// (bound to one project: ensure, describe and back up that project only), or
+// metrics (may read /metrics and nothing else: for Prometheus).
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { normalizeProjectId } from "../names.js";
 
-export type Role = "admin" | "deployer" | "project";
+export type Role = "admin" | "deployer" | "project" | "metrics";
 
 export interface Principal {
   readonly name: string;
@@ -58,8 +59,8 @@ function tokenEntry(item: unknown, where: string): TokenEntry {
   const { name, sha256, role, projectId } = item as Record<string, unknown>;
   if (typeof name !== "string" || name.length === 0) throw new Error(`${where}: "name" must be a non-empty string`);
   if (typeof sha256 !== "string" || !/^[0-9a-f]{64}$/i.test(sha256)) throw new Error(`${where}: "sha256" must be 64 hex digits`);
-  if (role !== "admin" && role !== "deployer" && role !== "project") {
-    throw new Error(`${where}: "role" must be admin, deployer or project`);
+  if (role !== "admin" && role !== "deployer" && role !== "project" && role !== "metrics") {
+    throw new Error(`${where}: "role" must be admin, deployer, project or metrics`);
   }
   if (role === "project") {
     const id = typeof projectId === "string" ? normalizeProjectId(projectId) : undefined;

@@ -2,10 +2,11 @@
 // connection make every method atomic within this process; WAL keeps readers
 // (metrics, readiness) from waiting on writers.
 import Database from "better-sqlite3";
-import { mkdirSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import type { PortRange } from "../runtime/port-registry.js";
 import type { BackupRecord, DatabaseRecord } from "./records.js";
+import { createPrivateFile } from "./private-files.js";
 import { SlugTakenError, type BackupPatch, type DatabasePatch, type Store } from "./store.js";
 
 const SCHEMA = `
@@ -114,7 +115,14 @@ export class SqliteStore implements Store {
   private readonly statements = new Map<string, Database.Statement>();
 
   constructor(path: string, private readonly now: () => Date = () => new Date()) {
-    if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+    if (path !== ":memory:") {
+      mkdirSync(dirname(path), { recursive: true });
+      // Sealed secrets, ids, ports: 0600. SQLite gives -wal and -shm the
+      // database file's mode, so a private file before the first open makes
+      // all three private; older ones are made so here.
+      createPrivateFile(path);
+      for (const suffix of ["-wal", "-shm"]) if (existsSync(path + suffix)) chmodSync(path + suffix, 0o600);
+    }
     this.db = new Database(path);
     this.db.pragma("journal_mode = WAL");
     // FULL: a database record must survive a power cut once Ensure has answered.

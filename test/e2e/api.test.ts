@@ -235,12 +235,13 @@ describe("bad input changes nothing", () => {
 });
 
 describe("operations", () => {
-  it("serves /healthz, /readyz and Prometheus /metrics without secrets", async () => {
+  it("serves /healthz, /readyz and Prometheus /metrics (admin token) without secrets", async () => {
     expect((await rest("/healthz")).status).toBe(200);
     const ready = await rest("/readyz");
     expect(ready.status).toBe(200);
     expect(await ready.json()).toMatchObject({ status: "ready", checks: { store: { ok: true }, runtime: { ok: true } } });
-    const metrics = await (await rest("/metrics")).text();
+    expect((await rest("/metrics")).status).toBe(401);
+    const metrics = await (await rest("/metrics", { token: h.tokens.admin })).text();
     expect(metrics).toMatch(/sota_rpc_requests_total\{method="Ensure",code="ok"\} \d+/);
     expect(metrics).toMatch(/sota_rpc_requests_total\{method="GetConnection",code="permission_denied"\} \d+/);
     expect(metrics).toMatch(/sota_databases\{state="ready"\} [1-9]/);

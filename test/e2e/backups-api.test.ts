@@ -76,7 +76,7 @@ describe("backups over REST", () => {
     expect(download.status).toBe(200);
     expect(createHash("sha256").update(body).digest("hex")).toBe(listed.json.backups[1].sha256);
 
-    const metricsText = await (await fetch(`${base}/metrics`)).text();
+    const metricsText = await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${tokens.admin}` } })).text();
     expect(metricsText).toContain(`sota_backup_last_success_timestamp_seconds{project_id="${projectId}"}`);
   });
 

@@ -13,6 +13,7 @@ describe("loadConfig", () => {
     expect(config.process.poolerPorts).toEqual({ min: 16432, max: 17431 });
     expect(config.process).toMatchObject({ warmPool: 0, spareCopies: 1 });
     expect(config.backup).toMatchObject({ dir: "/srv/sota/data/backups", retentionDays: 7, concurrency: 2, verify: false });
+    expect(config.http).toEqual({ maxConnections: 256, headerTimeoutMs: 10_000, idleTimeoutMs: 30_000 });
     expect(config.backup).toMatchObject({ manualLimit: { count: 6, windowMs: 3_600_000 }, loadConcurrency: 2, minFree: { percent: 5 } });
   });
 
@@ -33,6 +34,9 @@ describe("loadConfig", () => {
         SOTA_BACKUP_SCHEDULE: "*/5 * * * *",
         SOTA_BACKUP_RETENTION_DAYS: "14",
         SOTA_BACKUP_VERIFY: "true",
+        SOTA_MAX_CONNECTIONS: "50",
+        SOTA_HTTP_HEADER_TIMEOUT_MS: "5000",
+        SOTA_HTTP_IDLE_TIMEOUT_MS: "120000",
         SOTA_BACKUP_MANUAL_LIMIT: "3 / 30m",
         SOTA_BACKUP_LOAD_CONCURRENCY: "1",
         SOTA_BACKUP_MIN_FREE: "2GiB",
@@ -45,6 +49,7 @@ describe("loadConfig", () => {
     expect(config.process).toMatchObject({ poolerPorts: { min: 20000, max: 20010 }, warmPool: 2, spareCopies: 3 });
     expect(config.docker).toMatchObject({ network: "per-project", publishHost: "127.0.0.1", host: "unix:///run/docker.sock" });
     expect(config.backup).toMatchObject({ schedule: "*/5 * * * *", retentionDays: 14, verify: true });
+    expect(config.http).toEqual({ maxConnections: 50, headerTimeoutMs: 5000, idleTimeoutMs: 120_000 });
     expect(config.backup).toMatchObject({ manualLimit: { count: 3, windowMs: 1_800_000 }, loadConcurrency: 1, minFree: { bytes: 2 * 1024 ** 3 } });
   });
 
@@ -72,6 +77,9 @@ describe("loadConfig", () => {
       [{ SOTA_DOCKER_PUBLISH_HOST: "localhost" }, /^SOTA_DOCKER_PUBLISH_HOST: /],
       [{ DOCKER_HOST: "ssh://me@host" }, /^DOCKER_HOST: must be unix:/],
       [{ SOTA_TLS_CERT_FILE: "/x.pem" }, /^SOTA_TLS_KEY_FILE: /],
+      [{ SOTA_MAX_CONNECTIONS: "0" }, /^SOTA_MAX_CONNECTIONS: must be a whole number from 1 to 65535/],
+      [{ SOTA_HTTP_HEADER_TIMEOUT_MS: "100" }, /^SOTA_HTTP_HEADER_TIMEOUT_MS: must be a whole number from 1000 to 300000/],
+      [{ SOTA_HTTP_IDLE_TIMEOUT_MS: "forever" }, /^SOTA_HTTP_IDLE_TIMEOUT_MS: must be a whole number/],
       [{ SOTA_BACKUP_MANUAL_LIMIT: "6" }, /^SOTA_BACKUP_MANUAL_LIMIT: must be COUNT\/DURATION/],
       [{ SOTA_BACKUP_MANUAL_LIMIT: "0/1h" }, /^SOTA_BACKUP_MANUAL_LIMIT: /],
       [{ SOTA_BACKUP_MANUAL_LIMIT: "6/1w" }, /^SOTA_BACKUP_MANUAL_LIMIT: /],

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
-import { authenticate, authorize } from "../../src/server/authorization.js";
+import { authenticate, authorize, authorizeMetrics } from "../../src/server/authorization.js";
 import { TokenRegistry, adminTokenEntry, hashToken, readTokensFile } from "../../src/server/tokens.js";
 
 const dirs: string[] = [];
@@ -64,6 +64,19 @@ describe("tokens", () => {
     expect(codeOf(() => authorize(project, "GetConnection", PROJECT))).toBe(Code.PermissionDenied);
     expect(codeOf(() => authorize({ name: "d", role: "deployer" }, "GetConnection", OTHER))).toBeUndefined();
     expect(codeOf(() => authorize({ name: "a", role: "admin" }, "GetConnection", PROJECT))).toBeUndefined();
+  });
+
+  it("lets a metrics token read /metrics and call nothing, and keeps /metrics from project tokens", () => {
+    const file = join(dir(), "tokens.json");
+    writeFileSync(file, JSON.stringify([{ name: "prometheus", sha256: hashToken("scrape-secret"), role: "metrics" }]));
+    const metrics = authenticate(new TokenRegistry(readTokensFile(file)), "Bearer scrape-secret");
+    expect(metrics).toEqual({ name: "prometheus", role: "metrics" });
+    expect(codeOf(() => authorizeMetrics(metrics))).toBeUndefined();
+    expect(codeOf(() => authorizeMetrics({ name: "a", role: "admin" }))).toBeUndefined();
+    expect(codeOf(() => authorizeMetrics({ name: "c", role: "project", projectId: PROJECT }))).toBe(Code.PermissionDenied);
+    expect(codeOf(() => authorizeMetrics({ name: "d", role: "deployer" }))).toBe(Code.PermissionDenied);
+    for (const method of ["Ensure", "GetDatabase", "ListBackups"]) expect(codeOf(() => authorize(metrics, method, PROJECT))).toBe(Code.PermissionDenied);
+    expect(codeOf(() => authorize(metrics, "Ensure", ""))).toBe(Code.PermissionDenied);
   });
 
   it("generates the embedded admin token once, mode 0600", () => {
