@@ -1,18 +1,43 @@
-// pg_dump and psql against an instance's unix socket, as streams. Both connect
-// as the superuser with `trust` and are handed no password, so nothing they
-// print can contain one; the last line of their stderr goes into errors.
+// pg_dump and psql against an instance's unix socket, as streams. Neither
+// connects as the superuser (see socket-sessions.ts): what they read and
+// replay is the tenant's SQL. psql loads as the app role, pg_dump reads as
+// the dump role (see dump-role.ts). They are handed no password
+// (`trust` on the private socket, see renderHba), so nothing they print can
+// contain one; the last line of their stderr goes into errors.
 import { spawn } from "node:child_process";
-import { PassThrough, type Readable } from "node:stream";
+import { PassThrough, pipeline, type Readable } from "node:stream";
 import { RuntimeError } from "../runtime.js";
-import { POSTGRES_PORT, SUPERUSER } from "./postgres-settings.js";
+import { PG_DUMP_OPTIONS, socketConninfo } from "../socket-sessions.js";
+import { POSTGRES_PORT } from "./postgres-settings.js";
 import { childEnv } from "./run-command.js";
 
 const STDERR_KEEP = 4096;
 
-/** A libpq connection string: values single-quoted, so any database name is taken literally. */
-export function socketConninfo(socketDir: string, database: string): string {
-  const value = (text: string): string => `'${text.replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`;
-  return `host=${value(socketDir)} port=${POSTGRES_PORT} user=${SUPERUSER} dbname=${value(database)}`;
+/** Who connects where: the app role (or the dump role), over the instance's socket, to one of its databases. */
+export interface AppRoleSession {
+  readonly socketDir: string;
+  readonly role: string;
+  readonly database: string;
+}
+
+function conninfo(session: AppRoleSession): string {
+  return socketConninfo(session.socketDir, POSTGRES_PORT, session.role, session.database);
+}
+
+/**
+ * A stream of what `start` returns once `ready` has settled: for a dump that
+ * needs a step first. A failed step, or the started stream's error, ends it
+ * with that error; a consumer that gives up first stops the started stream.
+ */
+export function streamAfter(ready: Promise<unknown>, start: () => Readable): Readable {
+  const output = new PassThrough();
+  ready.then(
+    () => {
+      if (!output.destroyed) pipeline(start(), output, () => undefined);
+    },
+    (error: unknown) => output.destroy(error instanceof Error ? error : new Error(String(error))),
+  );
+  return output;
 }
 
 /** Runtime.dump returns a stream, not a promise: a dump that cannot begin fails through it. */
@@ -23,9 +48,10 @@ export function failedStream(error: unknown): Readable {
 }
 
 /** pg_dump's plain SQL on stdout; the stream errors when pg_dump does not exit 0. */
-export function dumpStream(pgDump: string, socketDir: string, database: string): Readable {
+export function dumpStream(pgDump: string, session: AppRoleSession): Readable {
+  const { database } = session;
   const output = new PassThrough();
-  const child = spawn(pgDump, ["--no-password", "--dbname", socketConninfo(socketDir, database)], {
+  const child = spawn(pgDump, [...PG_DUMP_OPTIONS, "--no-password", "--dbname", conninfo(session)], {
     cwd: "/",
     env: childEnv(),
     stdio: ["ignore", "pipe", "pipe"],
@@ -50,10 +76,11 @@ export function dumpStream(pgDump: string, socketDir: string, database: string):
  * Feeds `sql` to psql in one transaction that stops at the first error, so a
  * failed or interrupted restore leaves the database as it was.
  */
-export async function restoreFromStream(psql: string, socketDir: string, database: string, sql: Readable): Promise<void> {
+export async function restoreFromStream(psql: string, session: AppRoleSession, sql: Readable): Promise<void> {
+  const { database } = session;
   const child = spawn(
     psql,
-    ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password", "--dbname", socketConninfo(socketDir, database)],
+    ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password", "--dbname", conninfo(session)],
     { cwd: "/", env: childEnv(), stdio: ["pipe", "ignore", "pipe"] },
   );
   const stderr = new StderrTail();
