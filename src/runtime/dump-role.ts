@@ -12,6 +12,14 @@
 // the service alone reaches (and never through PgBouncer, whose userlist has
 // the app role only). Loads need no such role: pg_dump enables row security
 // after the data is in, so they run as the app role itself.
+//
+// pg_dump needs no special option for the app role to replay its output:
+// every object in the database is the app role's (the only role a tenant
+// has), the extensions it may create are the trusted ones it then owns, and
+// what belongs to the cluster (roles, database properties) is not in a plain
+// dump (createScratchLike copies the database's). Owners and grants are kept,
+// so a restore gives back the same privileges. test/security/tenant-sql.test.ts
+// round-trips extensions, comments, grants, row security and large objects.
 import pg from "pg";
 
 export const DUMP_ROLE = "sota_dump";

@@ -25,6 +25,3 @@ export function socketConninfo(socketDir: string, port: number, user: string, da
   if (options !== undefined) parts.push(`options=${value(options)}`);
   return parts.join(" ");
 }
-
-/** pg_dump's options in both drivers (the dump runs as the app role and is replayed as it). */
-export const PG_DUMP_OPTIONS: readonly string[] = [];

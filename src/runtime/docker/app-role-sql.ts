@@ -95,11 +95,12 @@ export function superuserConninfo(database: string): string {
 }
 
 /**
- * libpq conninfo for the project's app role over the container's socket, for
- * dumps, loads and checks of what the tenant wrote. No password: the images
- * trust every local connection (the official image's `local all all trust`),
- * and only `docker exec` reaches that socket.
+ * libpq conninfo for a role other than the superuser (the project's app role,
+ * the dump role) over the container's socket, for dumps, loads and checks of
+ * what the tenant wrote. No password: the images trust every local connection
+ * (the official image's `local all all trust`), and only `docker exec` reaches
+ * that socket.
  */
-export function appRoleConninfo(role: string, database: string): string {
+export function roleConninfo(role: string, database: string): string {
   return socketConninfo(POSTGRES_SOCKET_DIR, CONTAINER_PORT, role, database);
 }

@@ -10,14 +10,13 @@ import type Docker from "dockerode";
 import { loggableError } from "../../log.js";
 import { RuntimeError, type RuntimeTarget } from "../runtime.js";
 import { DUMP_ROLE, dumpRoleSql } from "../dump-role.js";
-import { PG_DUMP_OPTIONS } from "../socket-sessions.js";
-import { appRoleConninfo } from "./app-role-sql.js";
+import { roleConninfo } from "./app-role-sql.js";
 import type { DockerEngine } from "./docker-engine.js";
 import { toRuntimeError } from "./docker-errors.js";
 import { execReadable } from "./docker-exec.js";
 import { projectNames, type ProjectNames } from "./docker-names.js";
 import { CONNECT_TIMEOUT_ENV, PG_OS_USER, superuserQuery } from "./postgres-container.js";
-import { firstError, lastLine } from "./psql-messages.js";
+import { firstError } from "./psql-messages.js";
 
 export function dumpDatabase(engine: DockerEngine, target: RuntimeTarget): Readable {
   let names: ProjectNames;
@@ -35,7 +34,7 @@ export function dumpDatabase(engine: DockerEngine, target: RuntimeTarget): Reada
     engine.docker,
     ready,
     {
-      cmd: ["pg_dump", ...PG_DUMP_OPTIONS, "--no-password", "--dbname", appRoleConninfo(DUMP_ROLE, names.database)],
+      cmd: ["pg_dump", "--no-password", "--dbname", roleConninfo(DUMP_ROLE, names.database)],
       user: PG_OS_USER,
       env: [CONNECT_TIMEOUT_ENV],
     },
@@ -44,7 +43,7 @@ export function dumpDatabase(engine: DockerEngine, target: RuntimeTarget): Reada
         ? undefined
         : new RuntimeError(
             "failed",
-            `pg_dump of ${names.database} in ${names.postgres} failed (exit code ${outcome.exitCode})${lastLine(outcome.stderr)}`,
+            `pg_dump of ${names.database} in ${names.postgres} failed (exit code ${outcome.exitCode})${firstError(outcome.stderr)}`,
           ),
     (error) => toRuntimeError(error, `dumping ${names.database} from ${names.postgres}`, engine.endpoint),
   );
@@ -76,7 +75,7 @@ export async function restoreDatabase(
     container,
     `restoring into ${dbName}`,
     {
-      cmd: [...psql, "--dbname", appRoleConninfo(names.role, dbName)],
+      cmd: [...psql, "--dbname", roleConninfo(names.role, dbName)],
       user: PG_OS_USER,
       env: [CONNECT_TIMEOUT_ENV, `PGAPPNAME=${session}`],
       stdin: input,

@@ -7,7 +7,7 @@
 import { spawn } from "node:child_process";
 import { PassThrough, pipeline, type Readable } from "node:stream";
 import { RuntimeError } from "../runtime.js";
-import { PG_DUMP_OPTIONS, socketConninfo } from "../socket-sessions.js";
+import { socketConninfo } from "../socket-sessions.js";
 import { POSTGRES_PORT } from "./postgres-settings.js";
 import { childEnv } from "./run-command.js";
 
@@ -51,7 +51,7 @@ export function failedStream(error: unknown): Readable {
 export function dumpStream(pgDump: string, session: AppRoleSession): Readable {
   const { database } = session;
   const output = new PassThrough();
-  const child = spawn(pgDump, [...PG_DUMP_OPTIONS, "--no-password", "--dbname", conninfo(session)], {
+  const child = spawn(pgDump, ["--no-password", "--dbname", conninfo(session)], {
     cwd: "/",
     env: childEnv(),
     stdio: ["ignore", "pipe", "pipe"],
@@ -63,7 +63,7 @@ export function dumpStream(pgDump: string, session: AppRoleSession): Readable {
   child.on("error", (error) => output.destroy(new RuntimeError("failed", `pg_dump could not start: ${error.message}`)));
   child.on("close", (code, signal) => {
     if (code === 0) output.end();
-    else output.destroy(new RuntimeError("failed", `pg_dump of ${database} failed (${exitText(code, signal)})${stderr.lastLine()}`));
+    else output.destroy(new RuntimeError("failed", `pg_dump of ${database} failed (${exitText(code, signal)})${stderr.firstError()}`));
   });
   // A consumer that gives up early must not leave pg_dump holding a snapshot.
   output.on("close", () => {
@@ -128,7 +128,7 @@ class StderrTail {
     return line ? `: ${line.slice(0, 300)}` : "";
   }
 
-  /** psql prints the failing statement's text after the ERROR line; only the ERROR line is kept. */
+  /** psql and pg_dump print the failing statement's text after the ERROR line; only the ERROR line is kept. */
   firstError(): string {
     const line = this.text.split("\n").find((candidate) => candidate.includes("ERROR:"))?.trim();
     return line ? `: ${line.slice(0, 300)}` : this.lastLine();
