@@ -80,9 +80,10 @@ export interface Runtime {
 
   /**
    * `pg_dump` of the project's database as plain SQL, streamed (never buffered
-   * whole), in a session of the app role app_{slug}: nothing in the database
-   * runs with more privilege than the tenant's. The stream errors if pg_dump
-   * exits non-zero.
+   * whole), never as the superuser: as the dump role (see dump-role.ts), which
+   * has the app role's privileges and reads past its row security, so nothing
+   * in the database runs with more privilege than the tenant's. The stream
+   * errors if pg_dump exits non-zero.
    */
   dump(target: RuntimeTarget): Readable;
 

@@ -2,18 +2,19 @@
 // unix socket, in both drivers (the process driver from the host, the Docker
 // driver with `docker exec` inside the container).
 //
-// Two kinds, and only two:
+// Two kinds:
 // - the superuser, for the service's maintenance (roles, scratch databases,
 //   renames, ending sessions), always in the maintenance database `postgres`,
 //   which no tenant owns (slugs cannot name it). Its search_path is pinned in
 //   the startup packet: options sent by the client beat every ALTER DATABASE /
 //   ALTER ROLE ... SET, so no object a tenant created, anywhere, can be found
 //   by an unqualified name in a superuser session;
-// - the project's app role, for everything that reads or runs what a tenant
-//   wrote (pg_dump, loading a dump, checks inside a loaded copy): the session
+// - the project's app role, for everything that runs or looks at what a
+//   tenant wrote (loading a dump, checks inside a loaded copy): the session
 //   user is the tenant's own role, so nothing in its SQL can do more than the
 //   tenant could through its DATABASE_URL. A SET ROLE would not do: the SQL
-//   being loaded could RESET ROLE.
+//   being loaded could RESET ROLE. pg_dump reads as the dump role, which has
+//   the app role's privileges and nothing of the superuser's (dump-role.ts).
 
 /** Startup options of every superuser session: search only the system catalogs (then temp, for relations only). */
 export const SUPERUSER_STARTUP_OPTIONS = "-c search_path=pg_catalog,pg_temp";

@@ -1,9 +1,9 @@
 // pg_dump and psql against an instance's unix socket, as streams. Neither
 // connects as the superuser (see socket-sessions.ts): what they read and
 // replay is the tenant's SQL. psql loads as the app role, pg_dump reads as
-// the dump role (see dump-role.ts). They are handed no password
-// (`trust` on the private socket, see renderHba), so nothing they print can
-// contain one; the last line of their stderr goes into errors.
+// the dump role (see dump-role.ts). They are handed no password (`trust` on
+// the private socket, see renderHba), so nothing they print can contain one;
+// the server's ERROR line of their stderr (else its last line) goes into errors.
 import { spawn } from "node:child_process";
 import { PassThrough, pipeline, type Readable } from "node:stream";
 import { RuntimeError } from "../runtime.js";
@@ -14,13 +14,13 @@ import { childEnv } from "./run-command.js";
 const STDERR_KEEP = 4096;
 
 /** Who connects where: the app role (or the dump role), over the instance's socket, to one of its databases. */
-export interface AppRoleSession {
+export interface RoleSession {
   readonly socketDir: string;
   readonly role: string;
   readonly database: string;
 }
 
-function conninfo(session: AppRoleSession): string {
+function conninfo(session: RoleSession): string {
   return socketConninfo(session.socketDir, POSTGRES_PORT, session.role, session.database);
 }
 
@@ -48,7 +48,7 @@ export function failedStream(error: unknown): Readable {
 }
 
 /** pg_dump's plain SQL on stdout; the stream errors when pg_dump does not exit 0. */
-export function dumpStream(pgDump: string, session: AppRoleSession): Readable {
+export function dumpStream(pgDump: string, session: RoleSession): Readable {
   const { database } = session;
   const output = new PassThrough();
   const child = spawn(pgDump, ["--no-password", "--dbname", conninfo(session)], {
@@ -76,7 +76,7 @@ export function dumpStream(pgDump: string, session: AppRoleSession): Readable {
  * Feeds `sql` to psql in one transaction that stops at the first error, so a
  * failed or interrupted restore leaves the database as it was.
  */
-export async function restoreFromStream(psql: string, session: AppRoleSession, sql: Readable): Promise<void> {
+export async function restoreFromStream(psql: string, session: RoleSession, sql: Readable): Promise<void> {
   const { database } = session;
   const child = spawn(
     psql,
