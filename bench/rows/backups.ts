@@ -10,7 +10,9 @@ import { promisify } from "node:util";
 import pg from "pg";
 import type { Binaries } from "../../src/runtime/process/index.js";
 import { instancePaths } from "../../src/runtime/process/instance-paths.js";
-import { socketConninfo } from "../../src/runtime/process/sql-tools.js";
+import { appRoleName } from "../../src/runtime/process/app-database.js";
+import { POSTGRES_PORT } from "../../src/runtime/process/postgres-settings.js";
+import { socketConninfo } from "../../src/runtime/socket-sessions.js";
 import { databaseUrl, newDatabaseThroughApi } from "../api-calls.js";
 import type { Plan } from "../plan.js";
 import { repeat } from "../repeat.js";
@@ -122,7 +124,8 @@ async function serviceSubject(): Promise<BackupSubject> {
 
 /** Fills the database with about `bytes` of rows; returns its real size. */
 async function load(subject: BackupSubject, bytes: number): Promise<number> {
-  const client = new pg.Client({ host: subject.socketDir, user: "postgres", database: subject.database });
+  // As the app role, as an app would: the table is the tenant's, which the service's dump (as the app role) can read.
+  const client = new pg.Client({ host: subject.socketDir, user: appRoleName(subject.database), database: subject.database });
   client.on("error", () => undefined);
   await client.connect();
   try {
@@ -150,7 +153,7 @@ async function load(subject: BackupSubject, bytes: number): Promise<number> {
 async function shellPipeline(subject: BackupSubject, binaries: Binaries): Promise<void> {
   const file = join(subject.scratchDir, "shell-backup.sql.gz");
   try {
-    await run("bash", ["-o", "pipefail", "-c", 'pg_dump --no-password --dbname "$1" | gzip > "$2" && sync "$2"', "bash", socketConninfo(subject.socketDir, subject.database), file], {
+    await run("bash", ["-o", "pipefail", "-c", 'pg_dump --no-password --dbname "$1" | gzip > "$2" && sync "$2"', "bash", socketConninfo(subject.socketDir, POSTGRES_PORT, appRoleName(subject.database), subject.database), file], {
       env: { PATH: `${binaries.postgres.binDir}:${process.env["PATH"] ?? "/usr/bin:/bin"}` },
       maxBuffer: 1024 * 1024,
     });

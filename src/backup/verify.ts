@@ -29,8 +29,10 @@ export async function verifyBackupLoads(context: VerifyContext, target: RuntimeT
     await dropLeftoverScratch(runtime, target, context.scratchInUse).catch(() => undefined);
     await createScratchLike(runtime, target, scratch);
     await loadBackupFile(runtime, target, path, scratch, { sha256: record.sha256 ?? "", sizeBytes: record.sizeBytes ?? -1 });
-    // The load stopping at the first error is the real test; this proves the server can read what was written.
-    await runtime.adminQuery(target, "SELECT count(*) AS relations FROM pg_catalog.pg_class", scratch);
+    // The load stopping at the first error is the real test; this proves the
+    // server can read what was written. As the app role: the copy carries the
+    // tenant's database settings, and a superuser has no business in it.
+    await runtime.appQuery(target, "SELECT pg_catalog.count(*) AS relations FROM pg_catalog.pg_class", scratch);
     return { passed: true, error: null };
   } catch (error) {
     logger.error({ projectId: target.projectId, slug: target.slug, backupId: record.id, err: loggableError(error) }, "backup verification failed");

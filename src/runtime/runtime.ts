@@ -80,24 +80,40 @@ export interface Runtime {
 
   /**
    * `pg_dump` of the project's database as plain SQL, streamed (never buffered
-   * whole). The stream errors if pg_dump exits non-zero.
+   * whole), never as the superuser: as the dump role (see dump-role.ts), which
+   * has the app role's privileges and reads past its row security, so nothing
+   * in the database runs with more privilege than the tenant's. The stream
+   * errors if pg_dump exits non-zero.
    */
   dump(target: RuntimeTarget): Readable;
 
   /**
-   * Runs plain SQL (as produced by `dump`) against a database of the project's
-   * server, streamed, stopping at the first error (ON_ERROR_STOP). `database`
-   * defaults to the project's own database; other names are scratch databases
-   * the caller created with `adminQuery` (restore-by-swap, verification).
+   * Runs plain SQL (as produced by `dump`, or by a superuser pg_dump of older
+   * releases) against a database of the project's server, streamed, stopping
+   * at the first error (ON_ERROR_STOP), in a session whose session user is the
+   * app role: tenant SQL that fires while it loads (constraints, defaults,
+   * index expressions...) runs as the tenant. `database` defaults to the
+   * project's own database; other names are scratch databases the caller
+   * created with `adminQuery`, owned by the app role (restore-by-swap, verification).
    */
   restore(target: RuntimeTarget, sql: Readable, database?: string): Promise<void>;
 
   /**
-   * Runs one SQL statement as the server's superuser in the given database
-   * (default: "postgres") and returns the rows. For the service's own
-   * maintenance (scratch databases, terminating sessions), never for user input.
+   * Runs one SQL statement as the server's superuser and returns the rows, with
+   * search_path pinned to pg_catalog whatever the database or role settings.
+   * For the service's own maintenance (scratch databases, terminating
+   * sessions), never for user input. The service uses only the default
+   * database, "postgres", which no tenant owns; looking inside a tenant's
+   * database is `appQuery`'s job (tests may pass another database to inspect).
    */
   adminQuery(target: RuntimeTarget, sql: string, database?: string): Promise<Record<string, string | null>[]>;
+
+  /**
+   * Runs one SQL statement as the project's app role in one of its databases
+   * (default: its own) and returns the rows: the service's checks inside a
+   * database a tenant wrote, with no more privilege than the tenant has.
+   */
+  appQuery(target: RuntimeTarget, sql: string, database?: string): Promise<Record<string, string | null>[]>;
 
   /**
    * Runs one command on PgBouncer's admin console (SHOW CONFIG, PAUSE {db},

@@ -11,7 +11,7 @@ import { SealError, type Sealer } from "../secrets/sealer.js";
 import { newDatabaseRecord, type BackupRecord, type DatabaseRecord } from "../store/records.js";
 import { SlugTakenError, type Store } from "../store/store.js";
 import { KeyedLock } from "../runtime/keyed-lock.js";
-import { normalizeProjectId, slugForProject, slugProblem, isBackupId } from "../names.js";
+import { normalizeProjectId, slugForProject, slugProblemFor, isBackupId } from "../names.js";
 import { databaseUrl } from "./database-url.js";
 
 export interface DatabaseServiceDeps {
@@ -39,7 +39,7 @@ export class DatabaseService {
 
   async ensure(rawProjectId: string, rawSlug: string, signal?: AbortSignal): Promise<EnsureOutcome> {
     const projectId = validProjectId(rawProjectId);
-    const requestedSlug = rawSlug === "" ? undefined : validSlug(rawSlug);
+    const requestedSlug = rawSlug === "" ? undefined : validSlug(projectId, rawSlug);
     return this.locks.run(projectId, async () => {
       let record = this.deps.store.getDatabase(projectId);
       let created = false;
@@ -235,8 +235,8 @@ function validProjectId(raw: string): string {
   return projectId;
 }
 
-function validSlug(raw: string): string {
-  const problem = slugProblem(raw);
+function validSlug(projectId: string, raw: string): string {
+  const problem = slugProblemFor(projectId, raw);
   if (problem) throw new ConnectError(problem, Code.InvalidArgument);
   return raw;
 }

@@ -346,11 +346,7 @@ if (!engine.reachable && required) {
       const published = (await inspect(`sota-pgbouncer-${spec.slug}`)).HostConfig.PortBindings?.["5432/tcp"];
       expect(published).toEqual([{ HostIp: "127.0.0.1", HostPort: "" }]);
 
-      await runtime.adminQuery(
-        spec,
-        "CREATE TABLE big AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 150000) AS g",
-        spec.slug,
-      );
+      await runtime.appQuery(spec, "CREATE TABLE big AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 150000) AS g");
       let lines = 0;
       let tail = "";
       let bytes = 0;
@@ -366,20 +362,21 @@ if (!engine.reachable && required) {
       expect(bytes).toBeGreaterThan(5_000_000);
       expect(lines).toBeGreaterThan(150_000);
 
-      await runtime.adminQuery(spec, 'CREATE DATABASE "copy"');
+      // Loads run as the app role, into databases it owns.
+      await runtime.adminQuery(spec, `CREATE DATABASE "copy" OWNER "app_${spec.slug}"`);
       await runtime.restore(spec, runtime.dump(spec), "copy");
-      expect(await runtime.adminQuery(spec, "SELECT count(*)::text AS n, max(id)::text AS top FROM big", "copy")).toEqual([
+      expect(await runtime.appQuery(spec, "SELECT count(*)::text AS n, max(id)::text AS top FROM big", "copy")).toEqual([
         { n: "150000", top: "150000" },
       ]);
 
-      await runtime.adminQuery(spec, 'CREATE DATABASE "broken"');
+      await runtime.adminQuery(spec, `CREATE DATABASE "broken" OWNER "app_${spec.slug}"`);
       const broken = new Readable({ read() {} });
       broken.push("CREATE TABLE first_part (x int);\nINSERT INTO first_part VALUES (1);\n");
       setTimeout(() => broken.destroy(new Error("upload cut")), 500);
       const error = await runtime.restore(spec, broken, "broken").catch((reason: unknown) => reason);
       expect(error).toBeInstanceOf(RuntimeError);
       expect((error as RuntimeError).message).toMatch(/broke off/);
-      expect(await runtime.adminQuery(spec, "SELECT count(*)::text AS n FROM pg_class WHERE relname = 'first_part'", "broken")).toEqual([
+      expect(await runtime.appQuery(spec, "SELECT count(*)::text AS n FROM pg_class WHERE relname = 'first_part'", "broken")).toEqual([
         { n: "0" },
       ]);
       await runtime.remove(spec, { keepData: false });
@@ -400,10 +397,10 @@ if (!engine.reachable && required) {
     it("never copies the template over the data a kept volume holds", async () => {
       const spec = newSpec("kept");
       await plain.ensure(spec);
-      await plain.adminQuery(spec, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)", spec.slug);
+      await plain.appQuery(spec, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)");
       await plain.remove(spec, { keepData: true });
       await plain.ensure(spec);
-      expect(await plain.adminQuery(spec, "SELECT v::text FROM kept", spec.slug)).toEqual([{ v: "42" }]);
+      expect(await plain.appQuery(spec, "SELECT v::text FROM kept")).toEqual([{ v: "42" }]);
       await plain.remove(spec, { keepData: false });
     });
 

@@ -147,10 +147,11 @@ export function describeRuntimeContract(name: string, setup: () => Promise<Runti
       expect(sql).toContain("CREATE TABLE public.notes");
       expect(sql).toContain("it's three");
       const scratch = `scratch_${suffix}`;
-      await runtime.adminQuery(a, `CREATE DATABASE "${scratch}"`);
+      // Loads run as the app role, into databases it owns (as the backup code creates them).
+      await runtime.adminQuery(a, `CREATE DATABASE "${scratch}" OWNER "app_${a.slug}"`);
       try {
         await runtime.restore(a, Readable.from([sql]), scratch);
-        const rows = await runtime.adminQuery(a, "SELECT string_agg(body, ',' ORDER BY id) AS bodies FROM public.notes", scratch);
+        const rows = await runtime.appQuery(a, "SELECT string_agg(body, ',' ORDER BY id) AS bodies FROM public.notes", scratch);
         expect(rows).toEqual([{ bodies: "one,two,it's three" }]);
       } finally {
         await runtime.adminQuery(a, `DROP DATABASE IF EXISTS "${scratch}"`);
@@ -159,7 +160,7 @@ export function describeRuntimeContract(name: string, setup: () => Promise<Runti
 
     it("restore stops at the first error and fails", async () => {
       const scratch = `scratch_err_${suffix}`;
-      await runtime.adminQuery(a, `CREATE DATABASE "${scratch}"`);
+      await runtime.adminQuery(a, `CREATE DATABASE "${scratch}" OWNER "app_${a.slug}"`);
       try {
         const sql = "CREATE TABLE before_error (x int);\nTHIS IS NOT SQL;\nCREATE TABLE after_error (x int);\n";
         await expect(runtime.restore(a, Readable.from([sql]), scratch)).rejects.toBeInstanceOf(RuntimeError);
@@ -167,6 +168,20 @@ export function describeRuntimeContract(name: string, setup: () => Promise<Runti
         expect(rows).toEqual([{ n: "0" }]);
       } finally {
         await runtime.adminQuery(a, `DROP DATABASE IF EXISTS "${scratch}"`);
+      }
+    });
+
+    it("loads as the app role, never the superuser; the superuser's search_path is pinned", async () => {
+      const sql = "CREATE TABLE public.loaded_by AS SELECT session_user::text AS who, current_user::text AS acting;\n";
+      await runtime.restore(a, Readable.from([sql]), a.slug);
+      try {
+        const rows = await runtime.appQuery(a, "SELECT who, acting, session_user::text AS checker FROM public.loaded_by");
+        expect(rows).toEqual([{ who: `app_${a.slug}`, acting: `app_${a.slug}`, checker: `app_${a.slug}` }]);
+        await runtime.appQuery(a, `ALTER DATABASE "${a.slug}" SET search_path = public, pg_catalog`);
+        const [pinned] = await runtime.adminQuery(a, "SELECT current_setting('search_path') AS path", a.slug);
+        expect(pinned?.["path"]).toMatch(/^pg_catalog, ?pg_temp$/);
+      } finally {
+        await runtime.appQuery(a, `DROP TABLE public.loaded_by; ALTER DATABASE "${a.slug}" RESET search_path`);
       }
     });
 

@@ -43,7 +43,7 @@ export interface BackupHarness {
   logs?(): string;
 }
 
-const CUSTOMERS = "SELECT id, name, balance::text AS balance FROM customers ORDER BY id";
+const CUSTOMERS = "SELECT id, name, balance::text AS balance FROM public.customers ORDER BY id";
 
 export function describeBackupContract(name: string, setup: () => Promise<BackupHarness>): void {
   describe(`Backup contract: ${name}`, () => {

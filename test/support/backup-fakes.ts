@@ -34,6 +34,9 @@ export class FakeDumpRuntime implements Runtime {
   adminQuery(_target: RuntimeTarget, _sql: string, _database?: string): Promise<Record<string, string | null>[]> {
     return unsupported();
   }
+  appQuery(_target: RuntimeTarget, _sql: string, _database?: string): Promise<Record<string, string | null>[]> {
+    return unsupported();
+  }
   poolerCommand(_target: RuntimeTarget, _command: string): Promise<Record<string, string | null>[]> {
     return unsupported();
   }

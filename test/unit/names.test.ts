@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { isBackupId, newBackupId, normalizeProjectId, slugForProject, slugProblem } from "../../src/names.js";
+import { isBackupId, newBackupId, normalizeProjectId, slugForProject, slugProblem, slugProblemFor } from "../../src/names.js";
 import { databaseUrl } from "../../src/service/database-url.js";
 
 describe("names", () => {
@@ -21,6 +21,35 @@ describe("names", () => {
       ["a".repeat(41)]: /at most 40/,
     };
     for (const [slug, reason] of Object.entries(cases)) expect(slugProblem(slug), slug).toMatch(reason);
+  });
+
+  it("refuses the names PostgreSQL, PgBouncer and the service use, saying why", () => {
+    const cases: Record<string, RegExp> = {
+      postgres: /reserved: it is PostgreSQL's maintenance database/,
+      template0: /reserved: it is one of PostgreSQL's template databases/,
+      template1: /reserved: it is one of PostgreSQL's template databases/,
+      pgbouncer: /reserved: it is PgBouncer's admin console database/,
+      "shop-seed": /reserved: slugs ending in '-seed'/,
+      "template-x": /reserved: slugs starting with 'template-'/,
+    };
+    for (const [slug, reason] of Object.entries(cases)) expect(slugProblem(slug), slug).toMatch(reason);
+    // Near misses stay valid.
+    for (const slug of ["postgres2", "my-postgres", "templates", "seed", "seedling", "pgbouncer-app", "template"]) {
+      expect(slugProblem(slug), slug).toBeUndefined();
+    }
+  });
+
+  it("lets only the project whose id a derived slug encodes take it", () => {
+    const mine = "550e8400-e29b-41d4-a716-446655440000";
+    const other = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+    expect(slugProblemFor(mine, slugForProject(mine))).toBeUndefined();
+    expect(slugProblemFor(other, slugForProject(mine))).toMatch(/reserved: it is the default slug of another project/);
+    // Any p- and 32 hex digits is some project's id, known here or not.
+    expect(slugProblemFor(mine, `p-${"0".repeat(32)}`)).toMatch(/default slug of another project/);
+    // Other p- slugs are ordinary slugs; the general rules still apply.
+    expect(slugProblemFor(other, "p-shop")).toBeUndefined();
+    expect(slugProblemFor(other, `p-${"a".repeat(31)}`)).toBeUndefined();
+    expect(slugProblemFor(other, "postgres")).toMatch(/reserved/);
   });
 
   it("normalises UUID project ids and refuses anything else", () => {

@@ -4,7 +4,8 @@
 // on the superuser (it is reached only through the container's unix socket).
 import pg from "pg";
 import { createScramVerifier, scramVerifierMatches } from "../scram-secret.js";
-import { socketConninfo } from "../process/sql-tools.js";
+import { socketConninfo, SUPERUSER_STARTUP_OPTIONS } from "../socket-sessions.js";
+import { CONTAINER_PORT } from "./docker-names.js";
 
 /** The superuser the official image creates (POSTGRES_USER), reached over its unix socket. */
 export const SUPERUSER = "postgres";
@@ -85,7 +86,21 @@ export function planAppRole(
   return { statements, verifier };
 }
 
-/** libpq conninfo for the superuser over the container's socket; values quoted, so any name is literal. */
+/**
+ * libpq conninfo for the superuser over the container's socket, search_path
+ * pinned (see socket-sessions.ts); values quoted, so any name is literal.
+ */
 export function superuserConninfo(database: string): string {
-  return socketConninfo(POSTGRES_SOCKET_DIR, database);
+  return socketConninfo(POSTGRES_SOCKET_DIR, CONTAINER_PORT, SUPERUSER, database, SUPERUSER_STARTUP_OPTIONS);
+}
+
+/**
+ * libpq conninfo for a role other than the superuser (the project's app role,
+ * the dump role) over the container's socket, for dumps, loads and checks of
+ * what the tenant wrote. No password: the images trust every local connection
+ * (the official image's `local all all trust`), and only `docker exec` reaches
+ * that socket.
+ */
+export function roleConninfo(role: string, database: string): string {
+  return socketConninfo(POSTGRES_SOCKET_DIR, CONTAINER_PORT, role, database);
 }

@@ -31,7 +31,7 @@ import { ensureProject, type EnsureParts } from "./ensure-steps.js";
 import { ImagePuller } from "./image-puller.js";
 import { consoleQuery } from "./pgbouncer-container.js";
 import { PgbouncerImageFactsCache } from "./pgbouncer-image-facts.js";
-import { superuserQuery } from "./postgres-container.js";
+import { appRoleQuery, superuserQuery } from "./postgres-container.js";
 import { dumpDatabase, restoreDatabase } from "./postgres-dump.js";
 import { PostgresTemplates } from "./postgres-template.js";
 import { ProjectNetworks } from "./project-networks.js";
@@ -134,6 +134,12 @@ export class DockerRuntime implements Runtime, DriverSettings {
     const names = projectNames(target);
     const container = await this.engine.runningContainer(target, names.postgres, "postgres");
     return superuserQuery(this.engine, container, sql, database);
+  }
+
+  async appQuery(target: RuntimeTarget, sql: string, database?: string): Promise<Rows> {
+    const names = projectNames(target);
+    const container = await this.engine.runningContainer(target, names.postgres, "postgres");
+    return appRoleQuery(this.engine, container, names.role, sql, database ?? names.database);
   }
 
   async poolerCommand(target: RuntimeTarget, command: string): Promise<Rows> {

@@ -4,7 +4,7 @@
 import { randomBytes } from "node:crypto";
 import type Docker from "dockerode";
 import { RuntimeError, type DatabaseSpec } from "../runtime.js";
-import { appStateQuery, planAppRole, SUPERUSER, superuserConninfo, TEMPLATE_STATE } from "./app-role-sql.js";
+import { roleConninfo, appStateQuery, planAppRole, SUPERUSER, superuserConninfo, TEMPLATE_STATE } from "./app-role-sql.js";
 import type { DockerEngine } from "./docker-engine.js";
 import { CONTAINER_PORT, PGDATA, type ProjectNames } from "./docker-names.js";
 import { nullMarker, parsePsqlCsv, type Rows } from "./psql-csv.js";
@@ -84,17 +84,21 @@ export async function waitUntilAccepting(
   });
 }
 
-export async function superuserQuery(
-  engine: DockerEngine,
-  container: Docker.Container,
-  sql: string,
-  database: string,
-): Promise<Rows> {
+export function superuserQuery(engine: DockerEngine, container: Docker.Container, sql: string, database: string): Promise<Rows> {
+  return psqlQuery(engine, container, sql, database, superuserConninfo(database));
+}
+
+/** As the project's app role: for looking inside a database the tenant wrote. */
+export function appRoleQuery(engine: DockerEngine, container: Docker.Container, role: string, sql: string, database: string): Promise<Rows> {
+  return psqlQuery(engine, container, sql, database, roleConninfo(role, database));
+}
+
+async function psqlQuery(engine: DockerEngine, container: Docker.Container, sql: string, database: string, conninfo: string): Promise<Rows> {
   const marker = nullMarker();
   const outcome = await engine.exec(container, `running an admin query in ${database}`, {
     cmd: [
       ...["psql", "-X", "-q", "--csv", "-v", "ON_ERROR_STOP=1", "-P", `null=${marker}`, "--no-password"],
-      ...["--dbname", superuserConninfo(database)],
+      ...["--dbname", conninfo],
     ],
     user: PG_OS_USER,
     env: [CONNECT_TIMEOUT_ENV],

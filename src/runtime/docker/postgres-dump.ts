@@ -1,18 +1,22 @@
 // Dumps and restores through `docker exec` in the PostgreSQL container: pg_dump
 // streamed out with backpressure, psql fed the SQL on stdin in one
-// transaction, so a restore either applies whole or not at all.
+// transaction, so a restore either applies whole or not at all. Neither
+// connects as the superuser: what they read and replay is the tenant's SQL
+// (see socket-sessions.ts). psql loads as the app role, pg_dump reads as the
+// dump role (see dump-role.ts).
 import { randomBytes } from "node:crypto";
 import { PassThrough, type Readable } from "node:stream";
 import type Docker from "dockerode";
 import { loggableError } from "../../log.js";
 import { RuntimeError, type RuntimeTarget } from "../runtime.js";
-import { superuserConninfo } from "./app-role-sql.js";
+import { DUMP_ROLE, dumpRoleSql } from "../dump-role.js";
+import { roleConninfo } from "./app-role-sql.js";
 import type { DockerEngine } from "./docker-engine.js";
 import { toRuntimeError } from "./docker-errors.js";
 import { execReadable } from "./docker-exec.js";
 import { projectNames, type ProjectNames } from "./docker-names.js";
 import { CONNECT_TIMEOUT_ENV, PG_OS_USER, superuserQuery } from "./postgres-container.js";
-import { firstError, lastLine } from "./psql-messages.js";
+import { firstError } from "./psql-messages.js";
 
 export function dumpDatabase(engine: DockerEngine, target: RuntimeTarget): Readable {
   let names: ProjectNames;
@@ -21,11 +25,16 @@ export function dumpDatabase(engine: DockerEngine, target: RuntimeTarget): Reada
   } catch (error) {
     return failedStream(error);
   }
+  const ready = (async () => {
+    const container = await engine.runningContainer(target, names.postgres, "postgres");
+    await superuserQuery(engine, container, dumpRoleSql(names.role), "postgres");
+    return container;
+  })();
   return execReadable(
     engine.docker,
-    engine.runningContainer(target, names.postgres, "postgres"),
+    ready,
     {
-      cmd: ["pg_dump", "--no-password", "--dbname", superuserConninfo(names.database)],
+      cmd: ["pg_dump", "--no-password", "--dbname", roleConninfo(DUMP_ROLE, names.database)],
       user: PG_OS_USER,
       env: [CONNECT_TIMEOUT_ENV],
     },
@@ -34,7 +43,7 @@ export function dumpDatabase(engine: DockerEngine, target: RuntimeTarget): Reada
         ? undefined
         : new RuntimeError(
             "failed",
-            `pg_dump of ${names.database} in ${names.postgres} failed (exit code ${outcome.exitCode})${lastLine(outcome.stderr)}`,
+            `pg_dump of ${names.database} in ${names.postgres} failed (exit code ${outcome.exitCode})${firstError(outcome.stderr)}`,
           ),
     (error) => toRuntimeError(error, `dumping ${names.database} from ${names.postgres}`, engine.endpoint),
   );
@@ -66,7 +75,7 @@ export async function restoreDatabase(
     container,
     `restoring into ${dbName}`,
     {
-      cmd: [...psql, "--dbname", superuserConninfo(dbName)],
+      cmd: [...psql, "--dbname", roleConninfo(names.role, dbName)],
       user: PG_OS_USER,
       env: [CONNECT_TIMEOUT_ENV, `PGAPPNAME=${session}`],
       stdin: input,

@@ -1,6 +1,8 @@
-// node-postgres clients for the service's own sessions: the superuser over the
-// instance's unix socket, the pooler console and the app role over loopback.
+// node-postgres clients for the service's own sessions: the superuser and the
+// app role over the instance's unix socket (see socket-sessions.ts for which
+// does what), the pooler console and the app role over loopback.
 import pg from "pg";
+import { SUPERUSER_STARTUP_OPTIONS } from "../socket-sessions.js";
 import { POSTGRES_PORT, SUPERUSER } from "./postgres-settings.js";
 
 export type Rows = Record<string, string | null>[];
@@ -9,16 +11,27 @@ export type Rows = Record<string, string | null>[];
 const TEXT_TYPES = { getTypeParser: () => (value: string) => value } as unknown as pg.CustomTypesConfig;
 const CONNECT_TIMEOUT_MS = 5_000;
 
+/** search_path pinned to pg_catalog: no tenant setting reaches a superuser session. */
 export function superuserClient(socketDir: string, database: string): pg.Client {
+  return socketClient(socketDir, SUPERUSER, database, SUPERUSER_STARTUP_OPTIONS);
+}
+
+/** The project's app role, without a password (`trust` on the private socket). */
+export function appRoleSocketClient(socketDir: string, role: string, database: string): pg.Client {
+  return socketClient(socketDir, role, database);
+}
+
+function socketClient(socketDir: string, user: string, database: string, options?: string): pg.Client {
   return guarded(
     new pg.Client({
       host: socketDir,
       port: POSTGRES_PORT,
-      user: SUPERUSER,
+      user,
       database,
       types: TEXT_TYPES,
       connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
       application_name: "sota-db",
+      ...(options === undefined ? {} : { options }),
     }),
   );
 }

@@ -61,18 +61,18 @@ export function renderPostgresSettings(socketDir: string): string {
 }
 
 /**
- * The service's superuser sessions use `trust` over the unix socket: only root
- * and the run-as user can reach it (its directory is 0700 and owned by that
- * user), so no password is needed there, and none has to be stored. Every
- * other role (the app role, through PgBouncer) must pass SCRAM-SHA-256.
+ * Every role uses `trust` over the unix socket, the only way in (no TCP
+ * listener): only root and the OS user running the instance can reach it
+ * (its directory is 0700 and owned by that user), and either can already log
+ * in there as the superuser. So a password on any other role would protect
+ * nothing, while `trust` lets the service open sessions as the app role for
+ * dumps, loads and checks (see socket-sessions.ts) without keeping the app's
+ * password around. The app's own connections are checked by PgBouncer
+ * (SCRAM-SHA-256 against its userlist) before they reach this socket. The
+ * Docker images answer the same way: `local all all trust`.
  */
 export function renderHba(): string {
-  return [
-    "# Written by sota-db on every start; edits are overwritten.",
-    `local all ${SUPERUSER} trust`,
-    "local all all scram-sha-256",
-    "",
-  ].join("\n");
+  return ["# Written by sota-db on every start; edits are overwritten.", "local all all trust", ""].join("\n");
 }
 
 function quote(value: string): string {

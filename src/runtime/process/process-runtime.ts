@@ -6,6 +6,7 @@ import { mkdir } from "node:fs/promises";
 import { resolve } from "node:path";
 import type { Readable } from "node:stream";
 import type { Logger } from "../../log.js";
+import { DUMP_ROLE, dumpRoleSql } from "../dump-role.js";
 import { KeyedLock } from "../keyed-lock.js";
 import type { PortRange, PortRegistry } from "../port-registry.js";
 import {
@@ -23,12 +24,13 @@ import { instancePaths, instancesRoot, sparesRoot, templatesRoot, warmRoot } fro
 import { assertUserCanWrite, resolveRunAs, type RunAs } from "./os-user.js";
 import { ensureOwnedDir, readIfExists } from "./owned-files.js";
 import { PasswordDigests } from "./password-digest.js";
-import { queryOnce, superuserClient, type Rows } from "./pg-clients.js";
+import { appRoleName } from "./app-database.js";
+import { appRoleSocketClient, queryOnce, superuserClient, type Rows } from "./pg-clients.js";
 import { endpointFor } from "./pooler-endpoint.js";
 import { assertBinariesPresent, discoverBinaries, type Binaries } from "./postgres-binaries.js";
 import { stopInstance, type Instance } from "./project-instance.js";
 import { removeInstance } from "./remove-steps.js";
-import { dumpStream, failedStream, restoreFromStream } from "./sql-tools.js";
+import { dumpStream, failedStream, restoreFromStream, streamAfter } from "./sql-tools.js";
 import { checkPassword, checkTarget } from "./target-checks.js";
 import { SpareCopies, type SpareCopiesState } from "./spare-copies.js";
 import { sharedTemplateCluster } from "./template-cluster.js";
@@ -190,7 +192,9 @@ export class ProcessRuntime implements Runtime {
   dump(target: RuntimeTarget): Readable {
     try {
       const instance = this.runningInstance(target);
-      return dumpStream(this.binaries.postgres.pgDump, instance.paths.socketDir, target.slug);
+      const { socketDir } = instance.paths;
+      const dumpRole = queryOnce(superuserClient(socketDir, "postgres"), dumpRoleSql(appRoleName(target.slug)));
+      return streamAfter(dumpRole, () => dumpStream(this.binaries.postgres.pgDump, { socketDir, role: DUMP_ROLE, database: target.slug }));
     } catch (error) {
       return failedStream(error);
     }
@@ -198,12 +202,18 @@ export class ProcessRuntime implements Runtime {
 
   async restore(target: RuntimeTarget, sql: Readable, database?: string): Promise<void> {
     const instance = this.runningInstance(target);
-    await restoreFromStream(this.binaries.postgres.psql, instance.paths.socketDir, database ?? target.slug, sql);
+    const session = { socketDir: instance.paths.socketDir, role: appRoleName(target.slug), database: database ?? target.slug };
+    await restoreFromStream(this.binaries.postgres.psql, session, sql);
   }
 
   async adminQuery(target: RuntimeTarget, sql: string, database = "postgres"): Promise<Rows> {
     const instance = this.runningInstance(target);
     return queryOnce(superuserClient(instance.paths.socketDir, database), sql);
+  }
+
+  async appQuery(target: RuntimeTarget, sql: string, database?: string): Promise<Rows> {
+    const instance = this.runningInstance(target);
+    return queryOnce(appRoleSocketClient(instance.paths.socketDir, appRoleName(target.slug), database ?? target.slug), sql);
   }
 
   async poolerCommand(target: RuntimeTarget, command: string): Promise<Rows> {

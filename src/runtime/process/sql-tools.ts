@@ -1,18 +1,43 @@
-// pg_dump and psql against an instance's unix socket, as streams. Both connect
-// as the superuser with `trust` and are handed no password, so nothing they
-// print can contain one; the last line of their stderr goes into errors.
+// pg_dump and psql against an instance's unix socket, as streams. Neither
+// connects as the superuser (see socket-sessions.ts): what they read and
+// replay is the tenant's SQL. psql loads as the app role, pg_dump reads as
+// the dump role (see dump-role.ts). They are handed no password (`trust` on
+// the private socket, see renderHba), so nothing they print can contain one;
+// the server's ERROR line of their stderr (else its last line) goes into errors.
 import { spawn } from "node:child_process";
-import { PassThrough, type Readable } from "node:stream";
+import { PassThrough, pipeline, type Readable } from "node:stream";
 import { RuntimeError } from "../runtime.js";
-import { POSTGRES_PORT, SUPERUSER } from "./postgres-settings.js";
+import { socketConninfo } from "../socket-sessions.js";
+import { POSTGRES_PORT } from "./postgres-settings.js";
 import { childEnv } from "./run-command.js";
 
 const STDERR_KEEP = 4096;
 
-/** A libpq connection string: values single-quoted, so any database name is taken literally. */
-export function socketConninfo(socketDir: string, database: string): string {
-  const value = (text: string): string => `'${text.replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`;
-  return `host=${value(socketDir)} port=${POSTGRES_PORT} user=${SUPERUSER} dbname=${value(database)}`;
+/** Who connects where: the app role (or the dump role), over the instance's socket, to one of its databases. */
+export interface RoleSession {
+  readonly socketDir: string;
+  readonly role: string;
+  readonly database: string;
+}
+
+function conninfo(session: RoleSession): string {
+  return socketConninfo(session.socketDir, POSTGRES_PORT, session.role, session.database);
+}
+
+/**
+ * A stream of what `start` returns once `ready` has settled: for a dump that
+ * needs a step first. A failed step, or the started stream's error, ends it
+ * with that error; a consumer that gives up first stops the started stream.
+ */
+export function streamAfter(ready: Promise<unknown>, start: () => Readable): Readable {
+  const output = new PassThrough();
+  ready.then(
+    () => {
+      if (!output.destroyed) pipeline(start(), output, () => undefined);
+    },
+    (error: unknown) => output.destroy(error instanceof Error ? error : new Error(String(error))),
+  );
+  return output;
 }
 
 /** Runtime.dump returns a stream, not a promise: a dump that cannot begin fails through it. */
@@ -23,9 +48,10 @@ export function failedStream(error: unknown): Readable {
 }
 
 /** pg_dump's plain SQL on stdout; the stream errors when pg_dump does not exit 0. */
-export function dumpStream(pgDump: string, socketDir: string, database: string): Readable {
+export function dumpStream(pgDump: string, session: RoleSession): Readable {
+  const { database } = session;
   const output = new PassThrough();
-  const child = spawn(pgDump, ["--no-password", "--dbname", socketConninfo(socketDir, database)], {
+  const child = spawn(pgDump, ["--no-password", "--dbname", conninfo(session)], {
     cwd: "/",
     env: childEnv(),
     stdio: ["ignore", "pipe", "pipe"],
@@ -37,7 +63,7 @@ export function dumpStream(pgDump: string, socketDir: string, database: string):
   child.on("error", (error) => output.destroy(new RuntimeError("failed", `pg_dump could not start: ${error.message}`)));
   child.on("close", (code, signal) => {
     if (code === 0) output.end();
-    else output.destroy(new RuntimeError("failed", `pg_dump of ${database} failed (${exitText(code, signal)})${stderr.lastLine()}`));
+    else output.destroy(new RuntimeError("failed", `pg_dump of ${database} failed (${exitText(code, signal)})${stderr.firstError()}`));
   });
   // A consumer that gives up early must not leave pg_dump holding a snapshot.
   output.on("close", () => {
@@ -50,10 +76,11 @@ export function dumpStream(pgDump: string, socketDir: string, database: string):
  * Feeds `sql` to psql in one transaction that stops at the first error, so a
  * failed or interrupted restore leaves the database as it was.
  */
-export async function restoreFromStream(psql: string, socketDir: string, database: string, sql: Readable): Promise<void> {
+export async function restoreFromStream(psql: string, session: RoleSession, sql: Readable): Promise<void> {
+  const { database } = session;
   const child = spawn(
     psql,
-    ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password", "--dbname", socketConninfo(socketDir, database)],
+    ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password", "--dbname", conninfo(session)],
     { cwd: "/", env: childEnv(), stdio: ["pipe", "ignore", "pipe"] },
   );
   const stderr = new StderrTail();
@@ -101,7 +128,7 @@ class StderrTail {
     return line ? `: ${line.slice(0, 300)}` : "";
   }
 
-  /** psql prints the failing statement's text after the ERROR line; only the ERROR line is kept. */
+  /** psql and pg_dump print the failing statement's text after the ERROR line; only the ERROR line is kept. */
   firstError(): string {
     const line = this.text.split("\n").find((candidate) => candidate.includes("ERROR:"))?.trim();
     return line ? `: ${line.slice(0, 300)}` : this.lastLine();
