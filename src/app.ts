@@ -62,6 +62,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   let backups: BackupManager | undefined;
   try {
     runtime = await createRuntime(config, store, logger);
+    metrics.watchPoolerPorts(runtime);
     backups = await createBackupManager({
       store,
       runtime,

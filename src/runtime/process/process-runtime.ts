@@ -12,6 +12,7 @@ import {
   RuntimeError,
   type DatabaseSpec,
   type EnsureResult,
+  type LostPoolerPort,
   type RemoveOptions,
   type Runtime,
   type RuntimeStatus,
@@ -25,6 +26,7 @@ import { ensureOwnedDir, readIfExists } from "./owned-files.js";
 import { PasswordDigests } from "./password-digest.js";
 import { queryOnce, superuserClient, type Rows } from "./pg-clients.js";
 import { endpointFor } from "./pooler-endpoint.js";
+import { PoolerSockets } from "./pooler-sockets.js";
 import { assertBinariesPresent, discoverBinaries, type Binaries } from "./postgres-binaries.js";
 import { stopInstance, type Instance } from "./project-instance.js";
 import { removeInstance } from "./remove-steps.js";
@@ -132,6 +134,7 @@ export class ProcessRuntime implements Runtime {
       pool: this.pool,
       spares: this.spares,
       digests: new PasswordDigests(),
+      poolerSockets: new PoolerSockets(),
       closing: this.closing.signal,
       template,
     };
@@ -225,6 +228,12 @@ export class ProcessRuntime implements Runtime {
     await assertBinariesPresent(this.binaries);
   }
 
+  lostPoolerPorts(): LostPoolerPort[] {
+    return [...this.instances.values()]
+      .filter((instance) => instance.pgbouncer.portLost)
+      .map((instance) => ({ slug: instance.slug, port: instance.pgbouncer.port }));
+  }
+
   close(): Promise<void> {
     this.closed ??= this.shutDown();
     return this.closed;
@@ -235,6 +244,7 @@ export class ProcessRuntime implements Runtime {
     await this.locks.settled();
     await Promise.all([this.pool.close(), this.spares.close(), ...[...this.instances.values()].map((instance) => stopInstance(instance))]);
     this.instances.clear();
+    await this.parts.poolerSockets.close();
     this.options.logger.info("process runtime stopped");
   }
 
