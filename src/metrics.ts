@@ -2,7 +2,6 @@
 // several services in one process. Labels never carry a secret: method names,
 // codes, states, project ids and, for a database in trouble only, its slug.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import type { LostPoolerPort } from "./runtime/runtime.js";
 
 export class Metrics {
   readonly registry = new Registry();
@@ -58,7 +57,7 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  private lostPoolerPorts: () => readonly LostPoolerPort[] = () => [];
+  private lostPoolerPorts: () => ReadonlyArray<{ readonly slug: string }> = () => [];
 
   /**
    * One series per database whose pooler port another process holds, and none
@@ -92,7 +91,7 @@ export class Metrics {
   }
 
   /** Where the pooler-port gauge reads from, at scrape time: the runtime, when it binds host ports. */
-  watchPoolerPorts(runtime: { lostPoolerPorts?(): readonly LostPoolerPort[] }): void {
+  watchPoolerPorts(runtime: { lostPoolerPorts?(): ReadonlyArray<{ readonly slug: string }> }): void {
     this.lostPoolerPorts = () => runtime.lostPoolerPorts?.() ?? [];
   }
 }

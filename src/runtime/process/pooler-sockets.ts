@@ -46,10 +46,8 @@ export class PoolerSockets {
   constructor() {
     this.worker = new Worker(new URL("./pooler-sockets-thread.cjs", import.meta.url), {
       workerData: { control: this.control.buffer, host: HOST, backlog: LISTEN_BACKLOG },
-      // It needs no loader and no inherited flags.
+      // Plain CommonJS: no loader, no inherited flags.
       execArgv: [],
-      stdout: false,
-      stderr: false,
     });
     this.worker.unref();
     this.worker.on("error", (error) => {
