@@ -90,6 +90,7 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
   let backups: BackupManager | undefined;
   try {
     runtime = await createRuntime(config, store, logger);
+    metrics.watchPoolerPorts(runtime);
     backups = await createBackupManager({
       store,
       runtime,

@@ -1,6 +1,6 @@
 // Prometheus metrics (prom-client), on a registry of our own so tests can run
 // several services in one process. Labels never carry a secret: method names,
-// codes, states and project ids only.
+// codes, states, project ids and, for a database in trouble only, its slug.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
 export class Metrics {
@@ -57,6 +57,24 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  private lostPoolerPorts: () => ReadonlyArray<{ readonly slug: string }> = () => [];
+
+  /**
+   * One series per database whose pooler port another process holds, and none
+   * otherwise: the metric names only databases in that state, so it lists no
+   * projects in normal operation.
+   */
+  readonly poolerPortLost: Gauge<"slug"> = new Gauge({
+    name: "sota_pooler_port_lost",
+    help: "1 for each database whose pooler port another local process holds: not ready until the port is free and Ensure runs again.",
+    labelNames: ["slug"] as const,
+    registers: [this.registry],
+    collect: () => {
+      this.poolerPortLost.reset();
+      for (const { slug } of this.lostPoolerPorts()) this.poolerPortLost.set({ slug }, 1);
+    },
+  });
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
@@ -70,5 +88,10 @@ export class Metrics {
   /** Where the databases gauge reads its counts from (the store). */
   countDatabasesWith(source: () => Record<string, number>): void {
     this.countDatabases = source;
+  }
+
+  /** Where the pooler-port gauge reads from, at scrape time: the runtime, when it binds host ports. */
+  watchPoolerPorts(runtime: { lostPoolerPorts?(): ReadonlyArray<{ readonly slug: string }> }): void {
+    this.lostPoolerPorts = () => runtime.lostPoolerPorts?.() ?? [];
   }
 }

@@ -8,6 +8,16 @@ export const POOL_MODE = "transaction";
 export const DEFAULT_POOL_SIZE = 20;
 export const MAX_CLIENT_CONN = 100;
 export const MAX_PREPARED_STATEMENTS = 100;
+/**
+ * Seconds a client may take from connecting to being logged in. Every client
+ * in its login phase holds one of max_client_conn's slots, so PgBouncer's 60 s
+ * default let sockets that never authenticate lock the app out for a minute.
+ * A real login (SCRAM, then the first server connection's welcome) takes
+ * milliseconds here; 5 s still covers PostgreSQL coming back from a restart
+ * under supervision (server_login_retry 1 s), and a client dropped meanwhile
+ * retries as it would after any refused connection.
+ */
+export const CLIENT_LOGIN_TIMEOUT_S = 5;
 
 export type Setting = readonly [key: string, value: string];
 
@@ -22,6 +32,7 @@ export function poolSettings(options: { authFile: string; adminUser: string; pre
     ["pool_mode", POOL_MODE],
     ["default_pool_size", String(DEFAULT_POOL_SIZE)],
     ["max_client_conn", String(MAX_CLIENT_CONN)],
+    ["client_login_timeout", String(CLIENT_LOGIN_TIMEOUT_S)],
     // Only PgBouncer >= 1.21 knows it; older ones refuse to start with it.
     ...(options.preparedStatementsSupported ? [["max_prepared_statements", String(MAX_PREPARED_STATEMENTS)] as const] : []),
     // Drivers (JDBC, psycopg, node-postgres options) send these; PgBouncer would

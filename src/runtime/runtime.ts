@@ -126,8 +126,20 @@ export interface Runtime {
   /** Throws a RuntimeError when the runtime cannot work (binaries, engine). */
   ping(): Promise<void>;
 
+  /**
+   * Databases whose pooler port another process held when the driver last
+   * tried to take it: not ready, whatever the store says (process driver; a
+   * driver that does not bind host ports leaves it out).
+   */
+  lostPoolerPorts?(): readonly LostPoolerPort[];
+
   /** Stops what this process started (process driver); leaves containers running. */
   close(): Promise<void>;
+}
+
+export interface LostPoolerPort {
+  readonly slug: string;
+  readonly port: number;
 }
 
 /** Why a runtime operation failed; `reason` is safe to show to callers. */

@@ -1,6 +1,7 @@
-// Readiness: the store answers and the runtime can work (binaries present,
-// Docker engine reachable). Shared by GET /readyz and grpc.health.v1.
-import type { Runtime } from "../runtime/runtime.js";
+// Readiness: the store answers, the runtime can work (binaries present,
+// Docker engine reachable), and no database's pooler port is held by another
+// process. Shared by GET /readyz and grpc.health.v1.
+import type { LostPoolerPort, Runtime } from "../runtime/runtime.js";
 import type { Store } from "../store/store.js";
 
 export interface ReadinessReport {
@@ -25,6 +26,18 @@ export function readiness(store: Store, runtime: Runtime): Readiness {
     } catch (error) {
       checks.runtime = { ok: false, error: (error as Error).message };
     }
+    const lost = runtime.lostPoolerPorts?.();
+    if (lost) checks.pooler_ports = lostPortsCheck(lost);
     return { ready: Object.values(checks).every((check) => check.ok), checks };
   };
+}
+
+/**
+ * Apps of such a database may be sending their passwords to whoever holds the
+ * port: the operator must hear of it, so the service reports itself not ready.
+ */
+function lostPortsCheck(lost: readonly LostPoolerPort[]): { ok: boolean; error?: string } {
+  if (lost.length === 0) return { ok: true };
+  const which = lost.map(({ slug, port }) => `${slug} (port ${port})`).join(", ");
+  return { ok: false, error: `pooler port held by another process on 127.0.0.1, databases not ready: ${which}` };
 }

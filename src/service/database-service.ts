@@ -167,7 +167,11 @@ export class DatabaseService {
     } catch (error) {
       this.observeEnsure(started, "error");
       const problem = toConnectError(error);
-      this.deps.store.updateDatabase(record.projectId, { state: record.state === "ready" ? "ready" : "failed", error: problem.rawMessage });
+      // A database that was ready stays so through a passing failure, but not
+      // once another process holds its pooler port: its URL leads there.
+      const portLost = this.deps.runtime.lostPoolerPorts?.().some((lost) => lost.slug === record.slug) ?? false;
+      const state = record.state === "ready" && !portLost ? "ready" : "failed";
+      this.deps.store.updateDatabase(record.projectId, { state, error: problem.rawMessage });
       this.deps.logger.error({ projectId: record.projectId, slug: record.slug, err: loggableError(error) }, "ensure failed");
       throw problem;
     }

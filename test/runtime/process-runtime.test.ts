@@ -11,6 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ProcessRuntime } from "../../src/runtime/process/index.js";
 import { discoverBinaries } from "../../src/runtime/process/index.js";
 import { renderPgbouncerIni } from "../../src/runtime/process/pgbouncer-config.js";
+import { SOCKET_ACTIVATION } from "../../src/runtime/process/pgbouncer-server.js";
+import { PoolerSockets } from "../../src/runtime/process/pooler-sockets.js";
 import { parsePgbouncerVersion } from "../../src/runtime/process/postgres-binaries.js";
 import { supportsPreparedStatements } from "../../src/runtime/pgbouncer-settings.js";
 import { createScramVerifier, scramVerifierMatches } from "../../src/runtime/scram-secret.js";
@@ -127,10 +129,11 @@ describe("process runtime: driver behaviour", () => {
     expect(rows).toEqual([{ listen: "", buffers: "16MB", conns: "30", fsync: "on" }]);
   });
 
-  it("writes a PgBouncer config without a unix socket and with prepared statements only where supported", async () => {
+  it("writes a PgBouncer config without a unix socket or an address of its own, and with prepared statements only where supported", async () => {
     const ini = await readFile(paths(spec.slug).ini, "utf8");
     expect(ini).toMatch(/^unix_socket_dir = $/m);
-    expect(ini).toMatch(/^listen_addr = 127\.0\.0\.1$/m);
+    // It is handed the socket the service holds.
+    expect(ini).not.toMatch(/^listen_addr/m);
     expect(ini.includes("max_prepared_statements")).toBe(runtime.binaries.pgbouncer.preparedStatementsSupported);
   });
 
@@ -226,7 +229,15 @@ describe("process runtime: driver behaviour", () => {
     const orphanPostgres = spawn(runtime.binaries.postgres.postgres, ["-D", pgdata], { ...user, cwd: pgdata, detached: true, stdio: "ignore" });
     orphanPostgres.unref();
     await eventually(async () => expect((await readFile(join(pgdata, "postmaster.pid"), "utf8")).split("\n")[7]?.trim()).toBe("ready"));
-    const orphanPgbouncer = spawn(runtime.binaries.pgbouncer.path, ["-q", ini], { ...user, cwd: dir, detached: true, stdio: "ignore" });
+    // Started as the service starts it, with the listening socket as its fd 3; then only it holds the port.
+    const sockets = new PoolerSockets();
+    const orphanPgbouncer = spawn("/bin/sh", ["-c", SOCKET_ACTIVATION, runtime.binaries.pgbouncer.path, "-q", ini], {
+      ...user,
+      cwd: dir,
+      detached: true,
+      stdio: ["ignore", "ignore", "ignore", sockets.hold(ensured.endpoint.port)],
+    });
+    await sockets.close();
     orphanPgbouncer.unref();
     await eventually(() => appQuery(ensured, spec));
 

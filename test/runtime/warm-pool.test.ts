@@ -7,7 +7,7 @@ import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ProcessRuntime } from "../../src/runtime/process/index.js";
-import { canBind } from "../../src/runtime/process/port-probe.js";
+import { tryToBind } from "../support/pooler-attacks.js";
 import type { EnsureResult } from "../../src/runtime/runtime.js";
 import { processTestBed, removeDataDir, type ProcessTestBed } from "../support/process-runtime-harness.js";
 import { appQuery, eventually, isAlive, newSpec, postmasterPid, processesUnder, readyLine, withApp } from "./process-helpers.js";
@@ -94,7 +94,7 @@ describe("process runtime: warm pool", () => {
   it("close stops every process it started, warm ones included, cleanly, and frees the pooler port", async () => {
     await runtime.close();
     expect(processesUnder(bed.dataDir)).toEqual([]);
-    expect(await canBind(ensured.endpoint.port)).toBe(true);
+    expect(await tryToBind(ensured.endpoint.port)).toBe(true);
     const log = await postgresLog(spec.slug);
     expect(log).not.toMatch(/PANIC/);
     expect(log.trim().split("\n").at(-1)).toMatch(/database system is shut down/);

@@ -1,5 +1,7 @@
 // PgBouncer's config for one project's local pooler: on 127.0.0.1, in front
 // of PostgreSQL's unix socket. The pool settings are shared with the Docker driver.
+// No listen_addr: PgBouncer is handed the socket the service holds on
+// 127.0.0.1 (see pgbouncer-server.ts) and binds nothing itself.
 import { poolSettings, renderIni } from "../pgbouncer-settings.js";
 import { POSTGRES_PORT } from "./postgres-settings.js";
 
@@ -26,7 +28,7 @@ export function renderPgbouncerIni(input: PgbouncerConfigInput): string {
     database: input.slug,
     connstring: `host=${connstringValue(input.socketDir)} port=${POSTGRES_PORT} dbname=${input.slug}`,
     settings: [
-      ["listen_addr", "127.0.0.1"],
+      // For SHOW CONFIG only: the socket it is handed decides where it listens.
       ["listen_port", String(input.port)],
       // Empty: no unix socket. The default (/tmp/.s.PGSQL.{port}) would make
       // every pooler on the machine compete for names in /tmp.

@@ -1,5 +1,9 @@
 // One supervised PgBouncer, its admin console, and the end-to-end check that
-// an app's credentials get a query answered through it.
+// an app's credentials get a query answered through it. PgBouncer does not
+// bind its port: the service holds the listening socket (pooler-sockets.ts)
+// and hands it over as fd 3 at every start (systemd socket activation, which
+// PgBouncer built with systemd support takes instead of listen_addr), so the
+// port stays the service's while PgBouncer restarts.
 import type { Logger } from "../../log.js";
 import type { PoolerInfo } from "../runtime.js";
 import { RuntimeError } from "../runtime.js";
@@ -9,7 +13,7 @@ import type { RunAs } from "./os-user.js";
 import { loopbackClient, queryOnce, queryRows, type Rows } from "./pg-clients.js";
 import type { PgbouncerBinary } from "./postgres-binaries.js";
 import { POOLER_ADMIN_USER } from "./pgbouncer-config.js";
-import { canBind } from "./port-probe.js";
+import { PortHoldError, type PoolerSockets } from "./pooler-sockets.js";
 import { stopStalePgbouncer } from "./stale-process.js";
 
 export interface PgbouncerServerOptions {
@@ -22,20 +26,32 @@ export interface PgbouncerServerOptions {
   readonly logFile: string;
   readonly logger: Logger;
   readonly port: number;
+  readonly sockets: PoolerSockets;
 }
 
+/**
+ * sd_listen_fds() takes the sockets only when LISTEN_PID is its own pid, which
+ * is known only once the child runs: the shell sets it and execs PgBouncer in
+ * its place ($0 is PgBouncer's path, "$@" its arguments).
+ */
+export const SOCKET_ACTIVATION = 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"';
+
 export class PgbouncerServer extends ChildServer {
-  /** Where it listens; changed only while stopped (PgBouncer cannot move its port on RELOAD). */
-  port: number;
+  private currentPort: number;
+  /** The listening socket while the service holds it. */
+  private readonly listening: { fd?: number };
+  private lost = false;
 
   constructor(private readonly options: PgbouncerServerOptions) {
+    const listening: { fd?: number } = {};
     super(
       {
         name: "pgbouncer",
-        command: options.binary.path,
+        command: "/bin/sh",
         // Foreground, quiet on stderr: it logs to its logfile and the service
         // supervises it (no -d daemonising).
-        args: ["-q", options.iniFile],
+        args: ["-c", SOCKET_ACTIVATION, options.binary.path, "-q", options.iniFile],
+        passFds: () => (listening.fd === undefined ? [] : [listening.fd]),
         runAs: options.runAs,
         cwd: options.dir,
         // SIGINT waits for transactions in flight to finish, SIGTERM does not.
@@ -45,7 +61,32 @@ export class PgbouncerServer extends ChildServer {
       },
       { title: "PgBouncer", owner: options.slug, logFile: options.logFile },
     );
-    this.port = options.port;
+    this.listening = listening;
+    this.currentPort = options.port;
+  }
+
+  /** Where it listens. */
+  get port(): number {
+    return this.currentPort;
+  }
+
+  /** Changed only while stopped (PgBouncer cannot move its port on RELOAD); the old port is let go. */
+  set port(port: number) {
+    if (port === this.currentPort) return;
+    this.releasePort();
+    this.currentPort = port;
+    this.lost = false;
+  }
+
+  /** Another process held the port when the service last tried to take it: this database is not ready. */
+  get portLost(): boolean {
+    return this.lost;
+  }
+
+  /** Stops PgBouncer and lets its port go: the database is removed, moved, or the service is closing. */
+  override async stop(): Promise<void> {
+    await super.stop();
+    this.releasePort();
   }
 
   /** One command on the admin console (simple query protocol, as the console requires). */
@@ -109,11 +150,35 @@ export class PgbouncerServer extends ChildServer {
   }
 
   protected async prepare(): Promise<void> {
+    // A PgBouncer left by a killed run of the service still has the port's old socket.
     await stopStalePgbouncer(this.options.pidFile, this.options.iniFile, this.options.logger);
     await rotateLogIfLarge(this.options.logFile);
-    const port = this.port;
-    if (!(await canBind(port))) {
-      throw new RuntimeError("unavailable", `pooler port ${port} for ${this.options.slug} is in use by another process on 127.0.0.1`);
+    this.holdPort();
+  }
+
+  /** Takes the port for the database's life, once; restarts reuse the socket. */
+  private holdPort(): void {
+    if (this.listening.fd !== undefined) return;
+    const { port } = this;
+    try {
+      this.listening.fd = this.options.sockets.hold(port);
+      this.lost = false;
+    } catch (error) {
+      if (!(error instanceof PortHoldError)) throw error;
+      if (error.code !== "EADDRINUSE") {
+        throw new RuntimeError("failed", `cannot listen on pooler port ${port} of ${this.options.slug} (${error.code})`);
+      }
+      this.lost = true;
+      const message = `pooler port ${port} of ${this.options.slug} is held by another process on 127.0.0.1; the database is not ready until that port is free and Ensure runs again`;
+      // Apps that still use the URL are talking to that process: the operator must hear of it.
+      this.options.logger.error({ process: "pgbouncer", port }, `${message} (apps connecting to it may be sending that process their password)`);
+      throw new RuntimeError("unavailable", message);
     }
+  }
+
+  private releasePort(): void {
+    if (this.listening.fd === undefined) return;
+    this.listening.fd = undefined;
+    this.options.sockets.release(this.currentPort);
   }
 }

@@ -1,8 +1,7 @@
 // Which loopback ports a pooler can take. The port registry asks synchronously
 // (inside its transaction), so that check reads the kernel's listening sockets
-// from /proc; a real bind just before PgBouncer starts settles it.
+// from /proc; the bind that the service then holds (pooler-sockets.ts) settles it.
 import { readFileSync } from "node:fs";
-import { createServer } from "node:net";
 
 const LISTEN_STATE = "0A";
 
@@ -25,12 +24,4 @@ export function listeningPorts(): Set<number> {
     }
   }
   return ports;
-}
-
-export function canBind(port: number, host = "127.0.0.1"): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once("error", () => resolve(false));
-    server.listen({ port, host, exclusive: true }, () => server.close(() => resolve(true)));
-  });
 }

@@ -159,6 +159,14 @@ async function describePgbouncer(path: string): Promise<PgbouncerBinary> {
   if (!version) {
     throw new RuntimeError("unavailable", `${path} --version printed no PgBouncer version; check SOTA_PGBOUNCER_BIN`);
   }
+  // The service hands PgBouncer the port it holds through systemd socket
+  // activation (see pgbouncer-server.ts); a build without it would bind nothing.
+  if (!/^systemd:\s*yes\b/im.test(stdout)) {
+    throw new RuntimeError(
+      "unavailable",
+      `PgBouncer ${path} was built without systemd support (its --version says so), which the service needs to hand it its port: install a build with it (Debian's and Ubuntu's pgbouncer package) or set SOTA_PGBOUNCER_BIN`,
+    );
+  }
   return {
     path,
     version: version.join("."),

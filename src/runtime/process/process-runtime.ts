@@ -13,6 +13,7 @@ import {
   RuntimeError,
   type DatabaseSpec,
   type EnsureResult,
+  type LostPoolerPort,
   type RemoveOptions,
   type Runtime,
   type RuntimeStatus,
@@ -27,6 +28,7 @@ import { PasswordDigests } from "./password-digest.js";
 import { appRoleName } from "./app-database.js";
 import { appRoleSocketClient, queryOnce, superuserClient, type Rows } from "./pg-clients.js";
 import { endpointFor } from "./pooler-endpoint.js";
+import { PoolerSockets } from "./pooler-sockets.js";
 import { assertBinariesPresent, discoverBinaries, type Binaries } from "./postgres-binaries.js";
 import { stopInstance, type Instance } from "./project-instance.js";
 import { removeInstance } from "./remove-steps.js";
@@ -134,6 +136,7 @@ export class ProcessRuntime implements Runtime {
       pool: this.pool,
       spares: this.spares,
       digests: new PasswordDigests(),
+      poolerSockets: new PoolerSockets(),
       closing: this.closing.signal,
       template,
     };
@@ -235,6 +238,12 @@ export class ProcessRuntime implements Runtime {
     await assertBinariesPresent(this.binaries);
   }
 
+  lostPoolerPorts(): LostPoolerPort[] {
+    return [...this.instances.values()]
+      .filter((instance) => instance.pgbouncer.portLost)
+      .map((instance) => ({ slug: instance.slug, port: instance.pgbouncer.port }));
+  }
+
   close(): Promise<void> {
     this.closed ??= this.shutDown();
     return this.closed;
@@ -245,6 +254,7 @@ export class ProcessRuntime implements Runtime {
     await this.locks.settled();
     await Promise.all([this.pool.close(), this.spares.close(), ...[...this.instances.values()].map((instance) => stopInstance(instance))]);
     this.instances.clear();
+    await this.parts.poolerSockets.close();
     this.options.logger.info("process runtime stopped");
   }
 

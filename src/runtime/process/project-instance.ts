@@ -7,6 +7,7 @@ import { socketDirInside, type InstancePaths } from "./instance-paths.js";
 import type { RunAs } from "./os-user.js";
 import { PgbouncerServer } from "./pgbouncer-server.js";
 import type { PoolerAdmin } from "./pooler-setup.js";
+import type { PoolerSockets } from "./pooler-sockets.js";
 import type { Binaries } from "./postgres-binaries.js";
 import { PostgresServer, type PostgresServerOptions } from "./postgres-server.js";
 import type { ClaimedWarmInstance } from "./warm-claim.js";
@@ -34,6 +35,8 @@ export interface InstanceHost {
   readonly binaries: Binaries;
   readonly runAs: RunAs;
   readonly logger: Logger;
+  /** Holds each pooler's listening socket for its database's life. */
+  readonly poolerSockets: PoolerSockets;
 }
 
 /** `warm`: a running warm PostgreSQL whose directory is now the project's. */
@@ -52,6 +55,7 @@ export function createInstance(host: InstanceHost, spec: DatabaseSpec, paths: In
     logFile: paths.pgbouncerLog,
     logger,
     port,
+    sockets: host.poolerSockets,
   });
   const instance: Instance = {
     slug: spec.slug,

@@ -25,6 +25,8 @@ export interface SupervisedProcessOptions {
   readonly stopStepMs: number;
   /** Runs before every start and restart (clear leftovers, rewrite config). */
   readonly prepare?: () => Promise<void>;
+  /** Open descriptors the child gets as its fds 3, 4, ... (socket activation); asked after `prepare`. */
+  readonly passFds?: () => readonly number[];
   readonly logger: Logger;
 }
 
@@ -111,7 +113,7 @@ export class SupervisedProcess {
         ...userSpawnOptions(options.runAs),
         cwd: options.cwd,
         env: childEnv(),
-        stdio: ["ignore", output, output],
+        stdio: ["ignore", output, output, ...(options.passFds?.() ?? [])],
         // Its own process group: a Ctrl-C meant for the service must not reach
         // the children before the service has decided how to stop them.
         detached: true,
