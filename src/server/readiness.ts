@@ -1,6 +1,9 @@
-// Readiness: the store answers, the runtime can work (binaries present,
-// Docker engine reachable), and no database's pooler port is held by another
-// process. Shared by GET /readyz and grpc.health.v1.
+// Readiness: the store answers and the runtime can work (binaries present,
+// Docker engine reachable). A database whose pooler port another process holds
+// is named here too, without making the whole service unready: any local user
+// can squat one port while the service is down, and that must not take the API
+// away from every other tenant. The metric sota_pooler_port_lost and an
+// error-level log line are what alert. Shared by GET /readyz and grpc.health.v1.
 import type { LostPoolerPort, Runtime } from "../runtime/runtime.js";
 import type { Store } from "../store/store.js";
 
@@ -26,16 +29,14 @@ export function readiness(store: Store, runtime: Runtime): Readiness {
     } catch (error) {
       checks.runtime = { ok: false, error: (error as Error).message };
     }
+    const ready = Object.values(checks).every((check) => check.ok);
     const lost = runtime.lostPoolerPorts?.();
     if (lost) checks.pooler_ports = lostPortsCheck(lost);
-    return { ready: Object.values(checks).every((check) => check.ok), checks };
+    return { ready, checks };
   };
 }
 
-/**
- * Apps of such a database may be sending their passwords to whoever holds the
- * port: the operator must hear of it, so the service reports itself not ready.
- */
+/** Apps of such a database may be sending their passwords to whoever holds the port. */
 function lostPortsCheck(lost: readonly LostPoolerPort[]): { ok: boolean; error?: string } {
   if (lost.length === 0) return { ok: true };
   const which = lost.map(({ slug, port }) => `${slug} (port ${port})`).join(", ");

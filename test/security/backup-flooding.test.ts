@@ -189,7 +189,7 @@ describe("free space below the reserve", () => {
     const good = before.find((backup: { state: string }) => backup.state === "BACKUP_STATE_SUCCEEDED");
     expect(good).toBeDefined();
     const filesBefore = await backupFiles(b.slug);
-    const rowsBefore = await adminSql(b, "SELECT count(*)::int AS n FROM filler", b.slug);
+    const rowsBefore = await adminSql(b, "SELECT count(*)::int AS n FROM public.filler", b.slug);
 
     // Real free space, really below the reserve: the reserve is set above what the disk has free.
     const fs = await statfs(h.dataDir);
@@ -214,7 +214,7 @@ describe("free space below the reserve", () => {
     // No record, no file (partial or whole), the older ones byte for byte as they were, the data as it was.
     expect((await rest("GET", `/v1/projects/${b.projectId}/database/backups`, b.token)).json.backups).toEqual(before);
     expect(await backupFiles(b.slug)).toEqual(filesBefore);
-    expect(await adminSql(b, "SELECT count(*)::int AS n FROM filler", b.slug)).toEqual(rowsBefore);
+    expect(await adminSql(b, "SELECT count(*)::int AS n FROM public.filler", b.slug)).toEqual(rowsBefore);
     expect(await scratchLoads(b)).toBe(0);
     expect(h.logs.join("")).toMatch(/not enough free disk space/);
   });
