@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import type Docker from "dockerode";
 import { RuntimeError, type DatabaseSpec } from "../runtime.js";
 import { appStateQuery, planAppRole, SUPERUSER, superuserConninfo, TEMPLATE_STATE } from "./app-role-sql.js";
+import { hardenedHostConfig, isHardened, POSTGRES_HARDENING } from "./container-hardening.js";
 import type { DockerEngine } from "./docker-engine.js";
 import { CONTAINER_PORT, PGDATA, type ProjectNames } from "./docker-names.js";
 import { nullMarker, parsePsqlCsv, type Rows } from "./psql-csv.js";
@@ -40,6 +41,7 @@ export async function ensurePostgresContainer(
       "PostgreSQL container runs another image than configured; keeping it",
     );
   }
+  if (existing && !isHardened(existing, POSTGRES_HARDENING)) await hardenLive(engine, names, existing);
   return (
     existing ??
     (await engine.createContainer(spec, names.postgres, "postgres", {
@@ -59,8 +61,29 @@ export async function ensurePostgresContainer(
         RestartPolicy: { Name: "unless-stopped" },
         Mounts: [{ Type: "volume", Source: names.volume, Target: PGDATA }],
         NetworkMode: privateNetworkId,
+        ...hardenedHostConfig(POSTGRES_HARDENING),
       },
     }))
+  );
+}
+
+/**
+ * A container made before the driver hardened them holds the project's
+ * running server, so it is kept: the pids limit is the one setting the engine
+ * changes in place; capabilities and no-new-privileges wait until the
+ * operator removes the container (never its volume) and the next ensure
+ * makes it anew on the same data.
+ */
+async function hardenLive(engine: DockerEngine, names: ProjectNames, existing: Docker.ContainerInspectInfo): Promise<void> {
+  if (existing.HostConfig.PidsLimit !== POSTGRES_HARDENING.pidsLimit) {
+    await engine.call(`setting the pids limit of ${names.postgres}`, () =>
+      engine.docker.getContainer(existing.Id).update({ PidsLimit: POSTGRES_HARDENING.pidsLimit }),
+    );
+  }
+  engine.logger.warn(
+    { container: names.postgres },
+    "PostgreSQL container predates the driver's hardening (dropped capabilities, no-new-privileges); keeping it: " +
+      "remove the container, not its volume, and ensure the database again to re-create it hardened on the same data",
   );
 }
 
