@@ -12,7 +12,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { createServer, type Server } from "node:net";
 import type Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { POSTGRES_HARDENING } from "../../src/runtime/docker/container-hardening.js";
+import { isHardened, PGBOUNCER_HARDENING, POSTGRES_HARDENING } from "../../src/runtime/docker/container-hardening.js";
 import { execCollect } from "../../src/runtime/docker/docker-exec.js";
 import type { DockerRuntime } from "../../src/runtime/docker/index.js";
 import type { DatabaseSpec } from "../../src/runtime/runtime.js";
@@ -147,11 +147,12 @@ if (!engine.reachable && required) {
           [
             TCP_PROBE,
             `probe ${gateway} ${port}`,
-            `gw=$(awk '$2 == "00000000" { h = $3; printf "%d.%d.%d.%d", "0x" substr(h,7,2), "0x" substr(h,5,2), "0x" substr(h,3,2), "0x" substr(h,1,2) }' /proc/net/route)`,
-            `[ -n "$gw" ] && probe "$gw" ${port}`,
+            // Little-endian hex in /proc/net/route: the last byte pair is the first octet.
+            `h=$(awk '$2 == "00000000" { print $3; exit }' /proc/net/route)`,
+            `[ -n "$h" ] && probe "$(printf '%d.%d.%d.%d' 0x$(echo $h | cut -c7-8) 0x$(echo $h | cut -c5-6) 0x$(echo $h | cut -c3-4) 0x$(echo $h | cut -c1-2))" ${port}`,
           ].join("\n"),
         );
-        expect(outcome.output).not.toMatch(/^open /m);
+        expect(outcome.output.split("\n")).toEqual([`closed ${gateway}`, expect.stringMatching(/^closed \d+\.\d+\.\d+\.\d+$/)]);
         // The same listener, from A's PgBouncer (on the app network), answers: the probe works.
         const control = await execCollect(docker, docker.getContainer(`sota-pgbouncer-${a.slug}`), {
           cmd: ["bash", "-c", `${TCP_PROBE}; probe ${gateway} ${port}`],
@@ -222,6 +223,62 @@ if (!engine.reachable && required) {
         const bounding = BigInt(`0x${field("CapBnd") ?? "f"}`);
         // Among them no NET_RAW (spoofing on the shared network), MKNOD, SYS_CHROOT, KILL, SETFCAP...
         expect(bounding & ~capabilityMask(POSTGRES_HARDENING.capabilities)).toBe(0n);
+      });
+    });
+
+    describe("containers made before the driver hardened them", () => {
+      const c = spec("tenant-c");
+      const cPostgres = `sota-db-${c.slug}`;
+      const cPgbouncer = `sota-pgbouncer-${c.slug}`;
+
+      /** The container again under its name, from its own settings minus the hardening. */
+      async function recreateUnhardened(name: string): Promise<string> {
+        const info = await docker.getContainer(name).inspect();
+        await docker.getContainer(name).remove({ force: true });
+        const host = info.HostConfig;
+        const old = await docker.createContainer({
+          name,
+          Image: info.Config.Image,
+          Env: info.Config.Env,
+          User: info.Config.User,
+          ExposedPorts: info.Config.ExposedPorts,
+          Labels: info.Config.Labels,
+          StopSignal: "SIGINT",
+          HostConfig: {
+            Runtime: host.Runtime,
+            RestartPolicy: host.RestartPolicy,
+            NetworkMode: host.NetworkMode,
+            ...(host.Mounts ? { Mounts: host.Mounts } : {}),
+          },
+        });
+        await old.start();
+        return old.id;
+      }
+
+      beforeAll(async () => {
+        await runtime.ensure(c);
+        await superuserSql(docker, cPostgres, "CREATE TABLE kept AS SELECT 1 AS v;", c.slug);
+      });
+
+      it("keeps PostgreSQL's (pids limit set in place, a warning says how to harden it), re-creates PgBouncer's", async () => {
+        const oldPostgres = await recreateUnhardened(cPostgres);
+        const oldPgbouncer = await recreateUnhardened(cPgbouncer);
+        await runtime.ensure(c);
+        const postgres = await docker.getContainer(cPostgres).inspect();
+        expect(postgres.Id).toBe(oldPostgres);
+        expect(postgres.HostConfig.PidsLimit).toBe(POSTGRES_HARDENING.pidsLimit);
+        expect(bed.logs.text()).toContain("PostgreSQL container predates the driver's hardening");
+        const pgbouncer = await docker.getContainer(cPgbouncer).inspect();
+        expect(pgbouncer.Id).not.toBe(oldPgbouncer);
+        expect(isHardened(pgbouncer, PGBOUNCER_HARDENING)).toBe(true);
+        expect(await superuserSql(docker, cPostgres, "SELECT count(*) FROM kept", c.slug)).toBe("1");
+      });
+
+      it("hardens PostgreSQL's once the operator removes the container, on the same data", async () => {
+        await docker.getContainer(cPostgres).remove({ force: true });
+        await runtime.ensure(c);
+        expect(isHardened(await docker.getContainer(cPostgres).inspect(), POSTGRES_HARDENING)).toBe(true);
+        expect(await superuserSql(docker, cPostgres, "SELECT count(*) FROM kept", c.slug)).toBe("1");
       });
     });
 
