@@ -14,12 +14,14 @@ import type Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isHardened, PGBOUNCER_HARDENING, POSTGRES_HARDENING } from "../../src/runtime/docker/container-hardening.js";
 import { execCollect } from "../../src/runtime/docker/docker-exec.js";
+import { projectLabels } from "../../src/runtime/docker/docker-names.js";
 import type { DockerRuntime } from "../../src/runtime/docker/index.js";
 import type { DatabaseSpec } from "../../src/runtime/runtime.js";
 import { DockerTestBed, ensureTestImages, probeDockerEngine } from "../support/docker-test-bed.js";
 import { shellAsTenantSuperuser, superuserSql } from "../support/tenant-superuser.js";
 
 const engine = await probeDockerEngine();
+const MEMORY_MB = 256;
 const required = process.env["SOTA_REQUIRE_DOCKER"] === "1";
 
 /** Addresses of a container on each of its networks. */
@@ -69,8 +71,8 @@ if (!engine.reachable && required) {
 
     beforeAll(async () => {
       await ensureTestImages();
-      // The shared app network, as with the seed's traefik-public.
-      runtime = bed.runtime();
+      // The shared app network, as with the seed's traefik-public; a memory limit a test can exceed cheaply.
+      runtime = bed.runtime({ postgresMemoryMb: MEMORY_MB });
       await Promise.all([runtime.ensure(a), runtime.ensure(b)]);
       await superuserSql(docker, `sota-db-${b.slug}`, `CREATE TABLE secret AS SELECT '${secret.join("-")}' AS v; CHECKPOINT;`, b.slug);
       await superuserSql(docker, aPostgres, `CREATE TABLE own AS SELECT '${own.join("-")}' AS v; CHECKPOINT;`, a.slug);
@@ -256,6 +258,13 @@ if (!engine.reachable && required) {
       }
 
       beforeAll(async () => {
+        // Its private network as the driver made it before: internal, with an address of the host on it.
+        await docker.createNetwork({
+          Name: `sota-db-${c.slug}-net`,
+          Driver: "bridge",
+          Internal: true,
+          Labels: projectLabels(c, "private-network", bed.label),
+        });
         await runtime.ensure(c);
         await superuserSql(docker, cPostgres, "CREATE TABLE kept AS SELECT 1 AS v;", c.slug);
       });
@@ -267,19 +276,41 @@ if (!engine.reachable && required) {
         const postgres = await docker.getContainer(cPostgres).inspect();
         expect(postgres.Id).toBe(oldPostgres);
         expect(postgres.HostConfig.PidsLimit).toBe(POSTGRES_HARDENING.pidsLimit);
+        expect(postgres.HostConfig.Memory).toBe(MEMORY_MB * 1024 * 1024);
         expect(bed.logs.text()).toContain("PostgreSQL container predates the driver's hardening");
+        expect(bed.logs.text()).toContain("network lacks options it is now created with; keeping it");
         const pgbouncer = await docker.getContainer(cPgbouncer).inspect();
         expect(pgbouncer.Id).not.toBe(oldPgbouncer);
         expect(isHardened(pgbouncer, PGBOUNCER_HARDENING)).toBe(true);
         expect(await superuserSql(docker, cPostgres, "SELECT count(*) FROM kept", c.slug)).toBe("1");
       });
 
-      it("hardens PostgreSQL's once the operator removes the container, on the same data", async () => {
-        await docker.getContainer(cPostgres).remove({ force: true });
+      it("hardens PostgreSQL's and the network once the operator removes them as docs/docker.md says, on the same data", async () => {
+        await Promise.all([cPostgres, cPgbouncer].map((name) => docker.getContainer(name).remove({ force: true })));
+        await docker.getNetwork(`sota-db-${c.slug}-net`).remove();
         await runtime.ensure(c);
         expect(isHardened(await docker.getContainer(cPostgres).inspect(), POSTGRES_HARDENING)).toBe(true);
+        const network = await docker.getNetwork(`sota-db-${c.slug}-net`).inspect();
+        expect(network.Options).toMatchObject({ "com.docker.network.bridge.inhibit_ipv4": "true" });
         expect(await superuserSql(docker, cPostgres, "SELECT count(*) FROM kept", c.slug)).toBe("1");
       });
+    });
+
+    it("runs out of memory inside its own container's limit; both clusters still answer", async () => {
+      // One backend holding more than the limit: the kernel kills it in A's
+      // container, PostgreSQL restarts its backends, and nothing else moves.
+      await expect(superuserSql(docker, aPostgres, `SELECT length(repeat('x', ${MEMORY_MB + 150} * 1024 * 1024))`)).rejects.toThrow(
+        /closed the connection|terminat|out of memory|connection to server was lost/i,
+      );
+      expect(await superuserSql(docker, `sota-db-${b.slug}`, "SELECT count(*) FROM secret", b.slug)).toBe("1");
+      let answer = "";
+      for (let attempt = 0; attempt < 60 && answer !== "1"; attempt++) {
+        answer = await superuserSql(docker, aPostgres, "SELECT count(*) FROM own", a.slug).catch(async () => {
+          await new Promise((resolve) => setTimeout(resolve, 500));
+          return "";
+        });
+      }
+      expect(answer).toBe("1");
     });
 
     it("keeps a fork bomb inside its own container's pids limit; both clusters still answer", async () => {
