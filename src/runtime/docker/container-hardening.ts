@@ -59,7 +59,7 @@ function strings(value: unknown): string[] {
   return Array.isArray(value) ? value.filter((item): item is string => typeof item === "string") : [];
 }
 
-/** Whether a container was created with exactly this hardening (containers made before it was added were not). */
+/** Whether a container was created with this hardening, or a stricter set of capabilities (those made before it was added were not). */
 export function isHardened(info: Docker.ContainerInspectInfo, hardening: Hardening): boolean {
   const host = info.HostConfig;
   const wanted = new Set(hardening.capabilities);
