@@ -165,6 +165,7 @@ async function createRuntime(config: Config, store: Store, logger: Logger): Prom
       pgbouncerImage: config.docker.pgbouncerImage,
       appNetwork: config.docker.network,
       ...(config.docker.publishHost ? { publishHost: config.docker.publishHost } : {}),
+      postgresMemoryMb: config.docker.postgresMemoryMb,
       readyTimeoutMs: config.readyTimeoutMs,
       logger: logger.child({ runtime: "docker" }),
     });

@@ -47,6 +47,8 @@ export interface Config {
     readonly pgbouncerImage: string;
     readonly network: string;
     readonly publishHost?: string;
+    /** Memory limit of each PostgreSQL container in MiB, swap included; 0: none. */
+    readonly postgresMemoryMb: number;
   };
   readonly backup: {
     readonly dir: string;
@@ -118,6 +120,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       pgbouncerImage: text(env, "SOTA_PGBOUNCER_IMAGE") ?? "sota-db/pgbouncer:1.24-trixie",
       network: dockerNetwork(text(env, "SOTA_DOCKER_NETWORK") ?? "traefik-public"),
       ...(publishHost ? { publishHost: publishAddress(publishHost) } : {}),
+      postgresMemoryMb: memoryMb(env, "SOTA_DOCKER_POSTGRES_MEMORY_MB", 2048),
     },
     backup: {
       dir: resolve(cwd, text(env, "SOTA_BACKUP_DIR") ?? join(dataDir, "backups")),
@@ -151,6 +154,13 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
     throw new ConfigError(name, `must be a whole number from ${min} to ${max}`);
   }
   return Number(value);
+}
+
+/** 0 turns the limit off; below 64 MiB PostgreSQL does not start. */
+function memoryMb(env: Env, name: string, fallback: number): number {
+  const value = integer(env, name, fallback, 0, 1_048_576);
+  if (value > 0 && value < 64) throw new ConfigError(name, "must be 0 (no limit) or from 64 to 1048576");
+  return value;
 }
 
 function boolean(env: Env, name: string, fallback: boolean): boolean {

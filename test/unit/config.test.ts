@@ -12,6 +12,7 @@ describe("loadConfig", () => {
     expect(config.masterKeyFileIsDefault).toBe(true);
     expect(config.process.poolerPorts).toEqual({ min: 16432, max: 17431 });
     expect(config.process).toMatchObject({ warmPool: 0, spareCopies: 1 });
+    expect(config.docker.postgresMemoryMb).toBe(2048);
     expect(config.backup).toMatchObject({ dir: "/srv/sota/data/backups", retentionDays: 7, concurrency: 2, verify: false });
     expect(config.http).toEqual({ maxConnections: 256, headerTimeoutMs: 10_000, idleTimeoutMs: 30_000 });
     expect(config.backup).toMatchObject({ manualLimit: { count: 6, windowMs: 3_600_000 }, loadConcurrency: 2, minFree: { percent: 5 } });
@@ -30,6 +31,7 @@ describe("loadConfig", () => {
         SOTA_SPARE_COPIES: "3",
         SOTA_DOCKER_NETWORK: "per-project",
         SOTA_DOCKER_PUBLISH_HOST: "127.0.0.1",
+        SOTA_DOCKER_POSTGRES_MEMORY_MB: "0",
         DOCKER_HOST: "unix:///run/docker.sock",
         SOTA_BACKUP_SCHEDULE: "*/5 * * * *",
         SOTA_BACKUP_RETENTION_DAYS: "14",
@@ -47,7 +49,12 @@ describe("loadConfig", () => {
     expect(config.runtime).toBe("docker");
     expect(config.masterKeys).toEqual([key, key]);
     expect(config.process).toMatchObject({ poolerPorts: { min: 20000, max: 20010 }, warmPool: 2, spareCopies: 3 });
-    expect(config.docker).toMatchObject({ network: "per-project", publishHost: "127.0.0.1", host: "unix:///run/docker.sock" });
+    expect(config.docker).toMatchObject({
+      network: "per-project",
+      publishHost: "127.0.0.1",
+      host: "unix:///run/docker.sock",
+      postgresMemoryMb: 0,
+    });
     expect(config.backup).toMatchObject({ schedule: "*/5 * * * *", retentionDays: 14, verify: true });
     expect(config.http).toEqual({ maxConnections: 50, headerTimeoutMs: 5000, idleTimeoutMs: 120_000 });
     expect(config.backup).toMatchObject({ manualLimit: { count: 3, windowMs: 1_800_000 }, loadConcurrency: 1, minFree: { bytes: 2 * 1024 ** 3 } });
@@ -76,6 +83,8 @@ describe("loadConfig", () => {
       [{ SOTA_SPARE_COPIES: "2.5" }, /^SOTA_SPARE_COPIES: must be a whole number from 0 to 64/],
       [{ SOTA_DOCKER_PUBLISH_HOST: "localhost" }, /^SOTA_DOCKER_PUBLISH_HOST: /],
       [{ DOCKER_HOST: "ssh://me@host" }, /^DOCKER_HOST: must be unix:/],
+      [{ SOTA_DOCKER_POSTGRES_MEMORY_MB: "32" }, /^SOTA_DOCKER_POSTGRES_MEMORY_MB: must be 0 \(no limit\) or from 64/],
+      [{ SOTA_DOCKER_POSTGRES_MEMORY_MB: "2g" }, /^SOTA_DOCKER_POSTGRES_MEMORY_MB: must be a whole number/],
       [{ SOTA_TLS_CERT_FILE: "/x.pem" }, /^SOTA_TLS_KEY_FILE: /],
       [{ SOTA_MAX_CONNECTIONS: "0" }, /^SOTA_MAX_CONNECTIONS: must be a whole number from 1 to 65535/],
       [{ SOTA_HTTP_HEADER_TIMEOUT_MS: "100" }, /^SOTA_HTTP_HEADER_TIMEOUT_MS: must be a whole number from 1000 to 300000/],

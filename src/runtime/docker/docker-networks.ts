@@ -18,6 +18,8 @@ export interface WantedNetwork {
   /** Internal networks have no route out of the host. */
   readonly internal: boolean;
   readonly labels: Record<string, string>;
+  /** Driver options; a network found without them was made before they were asked for, and is kept (logged). */
+  readonly options?: Readonly<Record<string, string>>;
   /** Set for a project's own network: one under its name without these labels is a conflict. */
   readonly owner?: NetworkOwner;
 }
@@ -77,6 +79,12 @@ export class DockerNetworks {
     for (const twin of twins) {
       if (twin.Labels?.[LABEL_MANAGED] === "true") await this.removeOne(wanted.name, twin.Id);
     }
+    const missing = Object.entries(wanted.options ?? {}).filter(([key, value]) => chosen.Options?.[key] !== value);
+    if (missing.length > 0) {
+      // Options are fixed at creation, and containers are attached: re-creating
+      // the network is the operator's call (see docs/docker.md).
+      this.logger.warn({ network: wanted.name, options: Object.fromEntries(missing) }, "network lacks options it is now created with; keeping it");
+    }
     return chosen.Id;
   }
 
@@ -91,6 +99,7 @@ export class DockerNetworks {
         Name: wanted.name,
         Driver: "bridge",
         Internal: wanted.internal,
+        ...(wanted.options ? { Options: { ...wanted.options } } : {}),
         CheckDuplicate: true,
         Labels: wanted.labels,
       });

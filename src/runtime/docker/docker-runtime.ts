@@ -23,6 +23,7 @@ import {
   DEFAULT_APP_NETWORK,
   DEFAULT_PGBOUNCER_IMAGE,
   DEFAULT_POSTGRES_IMAGE,
+  DEFAULT_POSTGRES_MEMORY_MB,
   DEFAULT_READY_TIMEOUT_MS,
   endpointOf,
   type DriverSettings,
@@ -63,6 +64,8 @@ export interface DockerRuntimeOptions {
   readonly publishHost?: string;
   /** Bound on how long ensure waits for PostgreSQL and for a query through PgBouncer. */
   readonly readyTimeoutMs?: number;
+  /** Memory limit of each PostgreSQL container in MiB, swap included; 0: none. */
+  readonly postgresMemoryMb?: number;
   /** Extra labels put on everything the driver creates (tests use one to clean up). */
   readonly labels?: Readonly<Record<string, string>>;
   readonly logger: Logger;
@@ -75,6 +78,7 @@ export class DockerRuntime implements Runtime, DriverSettings {
   readonly appNetwork: string;
   readonly publishHost: string | undefined;
   readonly readyTimeoutMs: number;
+  readonly postgresMemoryMb: number;
   private readonly engine: DockerEngine;
   private readonly parts: EnsureParts;
   private readonly locks = new KeyedLock();
@@ -85,6 +89,7 @@ export class DockerRuntime implements Runtime, DriverSettings {
     this.appNetwork = options.appNetwork ?? DEFAULT_APP_NETWORK;
     this.publishHost = options.publishHost;
     this.readyTimeoutMs = options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
+    this.postgresMemoryMb = options.postgresMemoryMb ?? DEFAULT_POSTGRES_MEMORY_MB;
     const logger = options.logger.child({ runtime: "docker" });
     const engine = new DockerEngine(options.docker ?? new Docker(), logger, options.labels ?? {});
     this.engine = engine;

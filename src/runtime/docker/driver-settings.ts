@@ -14,6 +14,12 @@ export const DEFAULT_PGBOUNCER_IMAGE = "sota-db/pgbouncer:1.24-trixie";
 /** The seed's shared network: apps and PgBouncer meet there. */
 export const DEFAULT_APP_NETWORK = "traefik-public";
 export const DEFAULT_READY_TIMEOUT_MS = 120_000;
+/**
+ * Room for PostgreSQL's defaults (128 MB shared buffers, a pool of 20
+ * backends with their work_mem) many times over; a tenant past it is OOM-killed
+ * inside its own container instead of the host's OOM killer choosing a victim.
+ */
+export const DEFAULT_POSTGRES_MEMORY_MB = 2048;
 
 export interface DriverSettings {
   readonly postgresImage: string;
@@ -21,6 +27,8 @@ export interface DriverSettings {
   readonly appNetwork: string;
   readonly publishHost: string | undefined;
   readonly readyTimeoutMs: number;
+  /** Memory limit of each PostgreSQL container, swap included; 0: none. */
+  readonly postgresMemoryMb: number;
 }
 
 export function isPerProject(settings: DriverSettings): boolean {

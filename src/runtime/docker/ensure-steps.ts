@@ -77,7 +77,7 @@ export async function ensureProject(
     engine,
     spec,
     names,
-    settings.postgresImage,
+    settings,
     survey.postgres,
     networks.private,
   );

@@ -5,6 +5,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type Docker from "dockerode";
 import { RuntimeError, type DatabaseSpec, type PoolerInfo } from "../runtime.js";
+import { hardenedHostConfig, isHardened, PGBOUNCER_HARDENING } from "./container-hardening.js";
 import { isConflict, statusCodeOf } from "./docker-errors.js";
 import { isRunning, type DockerEngine } from "./docker-engine.js";
 import type { CollectedExec, ExecSpec } from "./docker-exec.js";
@@ -55,8 +56,14 @@ export async function ensurePgbouncerContainer(
   let info = existing;
   if (info) {
     const binding = info.HostConfig.PortBindings?.[PORT_KEY]?.[0]?.HostIp;
-    if (info.Config.Image !== settings.pgbouncerImage || binding !== wantedBinding || !attachedTo(info, appNetwork, networks.app)) {
-      // PgBouncer holds no state: a container made under other settings is replaced.
+    if (
+      info.Config.Image !== settings.pgbouncerImage ||
+      binding !== wantedBinding ||
+      !attachedTo(info, appNetwork, networks.app) ||
+      !isHardened(info, PGBOUNCER_HARDENING)
+    ) {
+      // PgBouncer holds no state: a container made under other settings (or
+      // before the driver hardened them) is replaced.
       engine.logger.info({ container: names.pgbouncer }, "PgBouncer container differs from the configuration; re-creating it");
       await engine.call(`removing container ${names.pgbouncer}`, () =>
         engine.docker.getContainer(names.pgbouncer).remove({ force: true }),
@@ -73,6 +80,7 @@ export async function ensurePgbouncerContainer(
       Runtime: "runc",
       RestartPolicy: { Name: "unless-stopped" },
       NetworkMode: networks.app,
+      ...hardenedHostConfig(PGBOUNCER_HARDENING),
       ...(wantedBinding ? { PortBindings: { [PORT_KEY]: [{ HostIp: wantedBinding, HostPort: "" }] } } : {}),
     },
   });

@@ -5,6 +5,7 @@
 import { PassThrough } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { RuntimeError, type RuntimeTarget } from "../runtime.js";
+import { hardenedHostConfig, PGBOUNCER_HARDENING } from "./container-hardening.js";
 import type { DockerEngine } from "./docker-engine.js";
 import { projectLabels } from "./docker-names.js";
 import { PGBOUNCER_OS_USER } from "./pgbouncer-container-config.js";
@@ -48,7 +49,7 @@ export class PgbouncerImageFactsCache {
         Cmd: [],
         User: PGBOUNCER_OS_USER,
         Labels: projectLabels(target, "probe", engine.labels),
-        HostConfig: { Runtime: "runc", NetworkMode: "none", AutoRemove: true },
+        HostConfig: { Runtime: "runc", NetworkMode: "none", AutoRemove: true, ...hardenedHostConfig(PGBOUNCER_HARDENING) },
       });
       const chunks: Buffer[] = [];
       try {

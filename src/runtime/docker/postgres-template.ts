@@ -9,6 +9,7 @@ import type Docker from "dockerode";
 import { loggableError } from "../../log.js";
 import { RuntimeError, type DatabaseSpec } from "../runtime.js";
 import { SUPERUSER } from "./app-role-sql.js";
+import { hardenedHostConfig, POSTGRES_HARDENING, SEED_HARDENING } from "./container-hardening.js";
 import { neverStarted, type DockerEngine } from "./docker-engine.js";
 import { isConflict, isNotFound, toRuntimeError } from "./docker-errors.js";
 import {
@@ -133,6 +134,7 @@ export class PostgresTemplates {
           HostConfig: {
             Runtime: "runc",
             NetworkMode: "none",
+            ...hardenedHostConfig(SEED_HARDENING),
             // The engine removes it once it exits, even if this service does not live to.
             AutoRemove: true,
             Mounts: [
@@ -232,6 +234,7 @@ export class PostgresTemplates {
         HostConfig: {
           Runtime: "runc",
           NetworkMode: "none",
+          ...hardenedHostConfig(POSTGRES_HARDENING),
           Mounts: [{ Type: "volume", Source: template, Target: PGDATA }],
         },
       });

@@ -10,6 +10,9 @@ import type { DockerEngine } from "./docker-engine.js";
 import { isPerProject, type DriverSettings } from "./driver-settings.js";
 import type { NetworkIds } from "./pgbouncer-container.js";
 
+/** The bridge driver's option (Docker 20.10+) that leaves the host without an IPv4 address on the bridge. */
+const PRIVATE_NETWORK_OPTIONS = { "com.docker.network.bridge.inhibit_ipv4": "true" };
+
 export class ProjectNetworks {
   private readonly networks: DockerNetworks;
   private readonly sharedLocks = new KeyedLock();
@@ -33,10 +36,15 @@ export class ProjectNetworks {
   async ensure(target: RuntimeTarget, names: ProjectNames): Promise<NetworkIds> {
     const [app, privateId] = await Promise.all([
       this.ensureApp(target, names),
-      // Internal: no route out of the host, and only the project's two containers on it.
+      // Internal: no route out of the host, and only the project's two
+      // containers on it. Without an address of the host on its bridge, the
+      // host is out of reach too: an internal network still gives containers
+      // a default route to the host's bridge address, where every host
+      // service listening on 0.0.0.0 answers.
       this.networks.ensure({
         name: names.privateNetwork,
         internal: true,
+        options: PRIVATE_NETWORK_OPTIONS,
         labels: projectLabels(target, "private-network", this.engine.labels),
         owner: privateOwner(target),
       }),
