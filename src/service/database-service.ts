@@ -141,7 +141,7 @@ export class DatabaseService {
   }
 
   private create(projectId: string, slug: string): DatabaseRecord {
-    // 16 bytes from the CSPRNG, hex: the seed's 32 hex characters.
+    // 16 bytes from the CSPRNG, hex: the 32 hex characters the product spec gives app passwords.
     const password = randomBytes(16).toString("hex");
     const now = this.now();
     const record = newDatabaseRecord(
