@@ -26,11 +26,11 @@ const RESERVED_SLUGS: ReadonlyMap<string, string> = new Map([
 /**
  * Shapes of slugs whose Docker objects would carry the names of another
  * project's or the driver's own objects (see docker-names.ts): sota-db-{slug}
- * is also the seed container sota-db-{other}-seed, and the driver's template
- * lives under sota-db-template-*.
+ * is also the template copy container sota-db-{other}-seed, and the driver's
+ * template lives under sota-db-template-*.
  */
 const RESERVED_SHAPES: readonly { readonly test: (slug: string) => boolean; readonly why: string }[] = [
-  { test: (slug) => slug.endsWith("-seed"), why: "slugs ending in '-seed' name the service's seed container of another project" },
+  { test: (slug) => slug.endsWith("-seed"), why: "slugs ending in '-seed' name the container that copies the template into another project's volume" },
   { test: (slug) => slug.startsWith("template-"), why: "slugs starting with 'template-' name the service's database templates" },
 ];
 

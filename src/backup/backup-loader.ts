@@ -19,7 +19,7 @@ export interface ExpectedChecksum {
 export class ChecksumMismatchError extends BackupError {
   override readonly name = "ChecksumMismatchError";
   constructor() {
-    super("checksum mismatch: the backup file is not the one that was written");
+    super("checksum mismatch: the backup file is not the one that was written", "data_loss");
   }
 }
 

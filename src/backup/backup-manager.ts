@@ -3,7 +3,7 @@
 // runs the schedule. The steps themselves live in the files beside this one;
 // this class decides what runs when, and keeps records and metrics true.
 import { mkdir, open, type FileHandle } from "node:fs/promises";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { DomainError } from "../errors.js";
 import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { Runtime, RuntimeTarget } from "../runtime/runtime.js";
@@ -245,14 +245,14 @@ export class BackupManager implements Backups {
       handle = await open(backupFilePath(this.options.dir, record.slug, record.id), "r");
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") {
-        throw new ConnectError(`backup ${record.id}: its file is missing from the backup directory`, Code.DataLoss);
+        throw new DomainError("data_loss", `backup ${record.id}: its file is missing from the backup directory`);
       }
       throw error;
     }
     const { size } = await handle.stat();
     if (size !== record.sizeBytes) {
       await handle.close();
-      throw new ConnectError(`backup ${record.id}: the file's size differs from the recorded one; refusing to serve it`, Code.DataLoss);
+      throw new DomainError("data_loss", `backup ${record.id}: the file's size differs from the recorded one; refusing to serve it`);
     }
     return { record, sizeBytes: size, sha256: record.sha256 ?? "", stream: () => handle.createReadStream() };
   }
@@ -334,9 +334,10 @@ export class BackupManager implements Backups {
       await assertChecksum(path, record);
       outcome = await verifyBackupLoads({ runtime: this.options.runtime, logger: this.logger, scratchInUse: this.scratchInUse }, target, record, path);
     } catch (error) {
-      if (!(error instanceof ConnectError)) throw error;
+      // The checksum's refusals are outcomes; an error reading the file is not.
+      if (!(error instanceof DomainError)) throw error;
       this.logger.error({ projectId: record.projectId, backupId: record.id, err: loggableError(error) }, "backup verification failed");
-      outcome = { passed: false, error: error.rawMessage };
+      outcome = { passed: false, error: error.message };
     }
     const updated = this.options.store.updateBackup(record.id, {
       verification: outcome.passed ? "passed" : "failed",
@@ -387,11 +388,11 @@ export class BackupManager implements Backups {
 
   /** A backup of this project (another project's id is NotFound, never a hint that it exists) that has succeeded. */
   private succeededBackup(projectId: string, backupId: string, action: string): BackupRecord {
-    if (!isBackupId(backupId)) throw new ConnectError("backup_id is not a backup id", Code.InvalidArgument);
+    if (!isBackupId(backupId)) throw new DomainError("invalid_argument", "backup_id is not a backup id");
     const record = this.options.store.getBackup(projectId, backupId);
-    if (!record) throw new ConnectError(`backup ${backupId} not found for project ${projectId}`, Code.NotFound);
+    if (!record) throw new DomainError("not_found", `backup ${backupId} not found for project ${projectId}`);
     if (record.state !== "succeeded") {
-      throw new ConnectError(`backup ${backupId} is ${record.state}; only a succeeded backup can be ${action}`, Code.FailedPrecondition);
+      throw new DomainError("failed_precondition", `backup ${backupId} is ${record.state}; only a succeeded backup can be ${action}`);
     }
     return record;
   }
@@ -435,7 +436,7 @@ export class BackupManager implements Backups {
   }
 
   private assertOpen(): void {
-    if (this.closed) throw new ConnectError("the backup service is shutting down", Code.Unavailable);
+    if (this.closed) throw new DomainError("unavailable", "the backup service is shutting down");
   }
 }
 

@@ -13,9 +13,9 @@
 // the new database, safety backup of the live one, pause, swap, resume, drop
 // the replaced database (its content is in the safety backup).
 import { setTimeout as sleep } from "node:timers/promises";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { DomainError, kindOf } from "../errors.js";
 import { loggableError, type Logger } from "../log.js";
-import { RuntimeError, type Runtime, type RuntimeTarget } from "../runtime/runtime.js";
+import type { Runtime, RuntimeTarget } from "../runtime/runtime.js";
 import type { BackupRecord } from "../store/records.js";
 import { failureReason } from "./backup-errors.js";
 import { fileChecksum } from "./backup-file.js";
@@ -64,9 +64,9 @@ export async function restoreFromBackup(
     // makes in between are in neither database, so that window is kept short.
     const safety = await context.takeSafetyBackup();
     if (safety.state !== "succeeded") {
-      throw new ConnectError(
+      throw new DomainError(
+        "failed_precondition",
         `restore refused: the safety backup of the current state failed (${safety.error ?? "unknown reason"}); the database was not changed`,
-        Code.FailedPrecondition,
       );
     }
 
@@ -76,7 +76,7 @@ export async function restoreFromBackup(
     )
       .catch((error: unknown) => {
         logger.error({ ...log, err: loggableError(error) }, "restore: swapping in the restored database failed");
-        throw new ConnectError(`restore failed while swapping databases (${failureReason(error)}); the database was not changed`, codeFor(error));
+        throw new DomainError(kindOf(error), `restore failed while swapping databases (${failureReason(error)}); the database was not changed`);
       })
       .finally(() => clearPaused(marker));
     logger.info({ ...log, safetyBackupId: safety.id }, "database restored from backup");
@@ -99,12 +99,12 @@ export async function assertChecksum(path: string, record: BackupRecord): Promis
     actual = await fileChecksum(path);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ENOENT") {
-      throw new ConnectError(`backup ${record.id}: its file is missing from the backup directory`, Code.DataLoss);
+      throw new DomainError("data_loss", `backup ${record.id}: its file is missing from the backup directory`);
     }
     throw error;
   }
   if (actual.sha256 !== record.sha256 || actual.sizeBytes !== record.sizeBytes) {
-    throw new ConnectError(`backup ${record.id}: checksum mismatch, the file is not the one that was written; refusing to use it`, Code.DataLoss);
+    throw new DomainError("data_loss", `backup ${record.id}: checksum mismatch, the file is not the one that was written; refusing to use it`);
   }
 }
 
@@ -115,9 +115,9 @@ async function loadIntoNewDatabase(context: RestoreContext, target: RuntimeTarge
   } catch (error) {
     context.logger.error({ projectId: target.projectId, slug: target.slug, backupId: record.id, err: loggableError(error) }, "restore: loading the backup failed");
     if (error instanceof ChecksumMismatchError) {
-      throw new ConnectError(`backup ${record.id}: ${error.message}; the database was not changed`, Code.DataLoss);
+      throw new DomainError("data_loss", `backup ${record.id}: ${error.message}; the database was not changed`);
     }
-    throw new ConnectError(`restore failed: the backup did not load (${failureReason(error)}); the database was not changed`, codeFor(error));
+    throw new DomainError(kindOf(error), `restore failed: the backup did not load (${failureReason(error)}); the database was not changed`);
   }
 }
 
@@ -147,12 +147,4 @@ async function swap(runtime: Runtime, target: RuntimeTarget, incoming: string, o
       await sleep(50 * Math.min(attempt, 4));
     }
   }
-}
-
-function codeFor(error: unknown): Code {
-  if (error instanceof ConnectError) return error.code;
-  if (error instanceof RuntimeError) {
-    return { unavailable: Code.Unavailable, timeout: Code.DeadlineExceeded, conflict: Code.FailedPrecondition, failed: Code.Internal }[error.reason];
-  }
-  return Code.Internal;
 }

@@ -1,5 +1,5 @@
 // What every PgBouncer sota-db runs has in common, whichever driver runs it:
-// the product's pool settings (seed: transaction mode, 20 server connections,
+// the product's pool settings (as the product spec sets them: transaction mode, 20 server connections,
 // 100 clients), SCRAM pass-through, the userlist format, and which versions
 // know max_prepared_statements. Drivers add only where PgBouncer listens and
 // where PostgreSQL is.

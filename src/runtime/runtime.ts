@@ -3,6 +3,7 @@
 // (checked by one shared contract suite): `process` (local child processes,
 // the embedded default) and `docker` (containers through dockerode).
 import type { Readable } from "node:stream";
+import { DomainError, type ErrorKind } from "../errors.js";
 
 /** Identifies one project's database inside a runtime. */
 export interface RuntimeTarget {
@@ -145,18 +146,26 @@ export interface LostPoolerPort {
 /** Why a runtime operation failed; `reason` is safe to show to callers. */
 export type RuntimeErrorReason = "unavailable" | "timeout" | "conflict" | "failed";
 
+/** What each reason tells the caller: a conflict (a name held by something else) is theirs to resolve, not a crash of ours. */
+const KIND_OF_REASON: Record<RuntimeErrorReason, ErrorKind> = {
+  unavailable: "unavailable",
+  timeout: "deadline_exceeded",
+  conflict: "failed_precondition",
+  failed: "internal",
+};
+
 /**
  * A runtime failure whose message is safe to log and to return to callers:
  * drivers never put a password, a DATABASE_URL or raw process output that
  * could hold one into it.
  */
-export class RuntimeError extends Error {
+export class RuntimeError extends DomainError {
   override readonly name = "RuntimeError";
   constructor(
     readonly reason: RuntimeErrorReason,
     message: string,
     options?: { cause?: unknown },
   ) {
-    super(message, options);
+    super(KIND_OF_REASON[reason], message, options);
   }
 }

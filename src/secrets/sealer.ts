@@ -3,15 +3,22 @@
 // The project id is the additional authenticated data, so a sealed value copied
 // onto another project's record fails to open instead of leaking across.
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { DomainError } from "../errors.js";
 import type { Keyring } from "./keyring.js";
 
 const VERSION = "v1";
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 
-/** Opening failed: wrong key, tampering, or a value sealed for another project. */
-export class SealError extends Error {
+/**
+ * Opening failed: wrong key, tampering, or a value sealed for another project.
+ * The secret is there but cannot be read: data loss, as far as a caller can tell.
+ */
+export class SealError extends DomainError {
   override readonly name = "SealError";
+  constructor(message: string) {
+    super("data_loss", message);
+  }
 }
 
 export class Sealer {

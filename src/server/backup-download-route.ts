@@ -12,7 +12,7 @@ import type { BackupDownload } from "../backup/backups.js";
 import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import { authenticate, authorize } from "./authorization.js";
-import { codeName, errorJson, httpStatus } from "./error-codes.js";
+import { codeName, errorJson, httpStatus, publicError } from "./error-codes.js";
 import type { ExtraRoute } from "./http-server.js";
 import type { TokenRegistry } from "./tokens.js";
 
@@ -42,7 +42,7 @@ export function backupDownloadRoute(options: BackupDownloadRouteOptions): ExtraR
       }
       await serve(options, req, res, segment(match[1]!), segment(match[2]!));
     } catch (error) {
-      const problem = error instanceof ConnectError ? error : internal(options.logger, error);
+      const problem = publicError(error) ?? internal(options.logger, error);
       code = codeName(problem.code);
       if (res.headersSent) {
         // Mid-body: the only honest signal left is a cut connection (the length will not match).

@@ -4,7 +4,7 @@ import { Code, ConnectError, createContextKey, type Interceptor } from "@connect
 import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import { authenticate, authorize, isPublicService } from "./authorization.js";
-import { codeName } from "./error-codes.js";
+import { codeName, publicError } from "./error-codes.js";
 import type { Principal, TokenRegistry } from "./tokens.js";
 
 /** The authenticated caller, for handlers that need it. */
@@ -26,7 +26,8 @@ export function metricsInterceptor(metrics: Metrics): Interceptor {
 }
 
 /**
- * Anything that is not already a ConnectError is an internal failure: the
+ * The one place where the handlers' DomainErrors become Connect codes.
+ * Anything that is neither one nor a ConnectError is an internal failure: the
  * caller gets "internal error" with no detail (it could hold a path, a query
  * or worse); the log gets the detail.
  */
@@ -35,7 +36,8 @@ export function errorInterceptor(logger: Logger): Interceptor {
     try {
       return await next(req);
     } catch (error) {
-      if (error instanceof ConnectError) throw error;
+      const shown = publicError(error);
+      if (shown) throw shown;
       logger.error({ method: req.method.name, err: loggableError(error) }, "unexpected error");
       throw new ConnectError("internal error", Code.Internal);
     }

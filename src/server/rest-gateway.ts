@@ -1,4 +1,4 @@
-// The seed's REST paths, mapped onto the same Connect handlers (and therefore
+// The product spec's REST paths, mapped onto the same Connect handlers (and therefore
 // the same interceptors: auth, errors, metrics) as gRPC and Connect. Each
 // route only turns path, query and body into the RPC's JSON request; the
 // answer is the RPC's Connect JSON, errors included ({code, message} with the

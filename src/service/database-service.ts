@@ -2,14 +2,14 @@
 // project's database, and handing backups to the Backups port. Knows the ports
 // (Runtime, Store, Sealer, Backups), never Docker, processes or files.
 import { randomBytes } from "node:crypto";
-import { Code, ConnectError } from "@connectrpc/connect";
 import type { Backups } from "../backup/backups.js";
+import { DomainError } from "../errors.js";
 import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
-import { RuntimeError, type EnsureResult, type Runtime, type RuntimeTarget } from "../runtime/runtime.js";
+import type { EnsureResult, Runtime, RuntimeTarget } from "../runtime/runtime.js";
 import { SealError, type Sealer } from "../secrets/sealer.js";
 import { newDatabaseRecord, type BackupRecord, type DatabaseRecord } from "../store/records.js";
-import { SlugTakenError, type Store } from "../store/store.js";
+import type { Store } from "../store/store.js";
 import { KeyedLock } from "../runtime/keyed-lock.js";
 import { normalizeProjectId, slugForProject, slugProblemFor, isBackupId } from "../names.js";
 import { databaseUrl } from "./database-url.js";
@@ -44,15 +44,15 @@ export class DatabaseService {
       let record = this.deps.store.getDatabase(projectId);
       let created = false;
       if (record && requestedSlug && requestedSlug !== record.slug) {
-        throw new ConnectError(
+        throw new DomainError(
+          "failed_precondition",
           `project ${projectId} already has database "${record.slug}"; a database's slug cannot change`,
-          Code.FailedPrecondition,
         );
       }
       if (record && record.runtime !== this.deps.runtime.kind) {
-        throw new ConnectError(
+        throw new DomainError(
+          "failed_precondition",
           `database "${record.slug}" lives on the ${record.runtime} runtime, but this service runs the ${this.deps.runtime.kind} runtime`,
-          Code.FailedPrecondition,
         );
       }
       if (!record) {
@@ -67,7 +67,7 @@ export class DatabaseService {
   get(rawProjectId: string): DatabaseRecord {
     const projectId = validProjectId(rawProjectId);
     const record = this.deps.store.getDatabase(projectId);
-    if (!record) throw new ConnectError(`project ${projectId} has no database; call Ensure first`, Code.NotFound);
+    if (!record) throw new DomainError("not_found", `project ${projectId} has no database; call Ensure first`);
     return record;
   }
 
@@ -75,7 +75,7 @@ export class DatabaseService {
   connection(rawProjectId: string): { url: string; database: DatabaseRecord } {
     const database = this.get(rawProjectId);
     if (database.state !== "ready" || !database.sealedUrl) {
-      throw new ConnectError(`database "${database.slug}" is ${database.state}, not ready; call Ensure`, Code.FailedPrecondition);
+      throw new DomainError("failed_precondition", `database "${database.slug}" is ${database.state}, not ready; call Ensure`);
     }
     return { url: this.open(database.sealedUrl, database.projectId), database };
   }
@@ -87,7 +87,7 @@ export class DatabaseService {
     } catch (error) {
       if (!(error instanceof SealError)) throw error;
       this.deps.logger.error({ projectId, err: loggableError(error) }, "sealed secret did not open");
-      throw new ConnectError(`the stored connection secret of project ${projectId} cannot be opened: ${error.message}`, Code.DataLoss);
+      throw new DomainError("data_loss", `the stored connection secret of project ${projectId} cannot be opened: ${error.message}`);
     }
   }
 
@@ -141,19 +141,15 @@ export class DatabaseService {
   }
 
   private create(projectId: string, slug: string): DatabaseRecord {
-    // 16 bytes from the CSPRNG, hex: the seed's 32 hex characters.
+    // 16 bytes from the CSPRNG, hex: the 32 hex characters the product spec gives app passwords.
     const password = randomBytes(16).toString("hex");
     const now = this.now();
     const record = newDatabaseRecord(
       { projectId, slug, runtime: this.deps.runtime.kind, sealedPassword: this.deps.sealer.seal(password, projectId) },
       now,
     );
-    try {
-      this.deps.store.insertDatabase(record);
-    } catch (error) {
-      if (error instanceof SlugTakenError) throw new ConnectError(error.message, Code.AlreadyExists);
-      throw error;
-    }
+    // A slug another project owns: the store's SlugTakenError (already_exists) says so.
+    this.deps.store.insertDatabase(record);
     this.deps.logger.info({ projectId, slug }, "database recorded");
     return record;
   }
@@ -166,12 +162,12 @@ export class DatabaseService {
       result = await this.deps.runtime.ensure({ projectId: record.projectId, slug: record.slug, password }, signal);
     } catch (error) {
       this.observeEnsure(started, "error");
-      const problem = toConnectError(error);
+      const problem = ensureProblem(error);
       // A database that was ready stays so through a passing failure, but not
       // once another process holds its pooler port: its URL leads there.
       const portLost = this.deps.runtime.lostPoolerPorts?.().some((lost) => lost.slug === record.slug) ?? false;
       const state = record.state === "ready" && !portLost ? "ready" : "failed";
-      this.deps.store.updateDatabase(record.projectId, { state, error: problem.rawMessage });
+      this.deps.store.updateDatabase(record.projectId, { state, error: problem.message });
       this.deps.logger.error({ projectId: record.projectId, slug: record.slug, err: loggableError(error) }, "ensure failed");
       throw problem;
     }
@@ -214,13 +210,13 @@ export class DatabaseService {
   private readyDatabase(rawProjectId: string): DatabaseRecord {
     const database = this.get(rawProjectId);
     if (database.state !== "ready") {
-      throw new ConnectError(`database "${database.slug}" is ${database.state}, not ready; call Ensure`, Code.FailedPrecondition);
+      throw new DomainError("failed_precondition", `database "${database.slug}" is ${database.state}, not ready; call Ensure`);
     }
     return database;
   }
 
   private backups(): Backups {
-    if (!this.deps.backups) throw new ConnectError("backups are not enabled on this server", Code.Unimplemented);
+    if (!this.deps.backups) throw new DomainError("unimplemented", "backups are not enabled on this server");
     return this.deps.backups;
   }
 
@@ -235,32 +231,23 @@ function target(database: DatabaseRecord): RuntimeTarget {
 
 function validProjectId(raw: string): string {
   const projectId = normalizeProjectId(raw);
-  if (!projectId) throw new ConnectError("project_id must be a UUID such as 550e8400-e29b-41d4-a716-446655440000", Code.InvalidArgument);
+  if (!projectId) throw new DomainError("invalid_argument", "project_id must be a UUID such as 550e8400-e29b-41d4-a716-446655440000");
   return projectId;
 }
 
 function validSlug(projectId: string, raw: string): string {
   const problem = slugProblemFor(projectId, raw);
-  if (problem) throw new ConnectError(problem, Code.InvalidArgument);
+  if (problem) throw new DomainError("invalid_argument", problem);
   return raw;
 }
 
 function validBackupId(raw: string): string {
-  if (!isBackupId(raw)) throw new ConnectError("backup_id is not a backup id", Code.InvalidArgument);
+  if (!isBackupId(raw)) throw new DomainError("invalid_argument", "backup_id is not a backup id");
   return raw;
 }
 
-/** Runtime failures become the matching code; their messages are safe by contract. */
-function toConnectError(error: unknown): ConnectError {
-  if (error instanceof ConnectError) return error;
-  if (error instanceof RuntimeError) {
-    const code = {
-      unavailable: Code.Unavailable,
-      timeout: Code.DeadlineExceeded,
-      conflict: Code.FailedPrecondition,
-      failed: Code.Internal,
-    }[error.reason];
-    return new ConnectError(error.message, code);
-  }
-  return new ConnectError("provisioning failed; see the service log", Code.Internal);
+/** Runtime failures keep their kind and their message (safe by contract); anything else is said without detail. */
+function ensureProblem(error: unknown): DomainError {
+  if (error instanceof DomainError) return error;
+  return new DomainError("internal", "provisioning failed; see the service log");
 }

@@ -1,4 +1,4 @@
-// The DATABASE_URL format from the seed:
+// The DATABASE_URL format of the product spec:
 // postgresql://app_{slug}:{password}@{pooler-host}:{port}/{slug}?sslmode=disable
 
 export function roleName(slug: string): string {

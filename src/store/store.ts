@@ -1,5 +1,6 @@
 // The Store port: durable, transactional state. One SQLite implementation
 // (sqlite-store.ts); the interface keeps service/ and backup/ free of SQL.
+import { DomainError } from "../errors.js";
 import type { PortRegistry } from "../runtime/port-registry.js";
 import type { BackupRecord, DatabaseRecord } from "./records.js";
 
@@ -7,8 +8,11 @@ export type DatabasePatch = Partial<Omit<DatabaseRecord, "projectId" | "slug" | 
 export type BackupPatch = Partial<Omit<BackupRecord, "id" | "projectId" | "slug" | "kind" | "startedAt">>;
 
 /** Inserting a database whose slug another project already owns. */
-export class SlugTakenError extends Error {
+export class SlugTakenError extends DomainError {
   override readonly name = "SlugTakenError";
+  constructor(message: string) {
+    super("already_exists", message);
+  }
 }
 
 export interface Store extends PortRegistry {

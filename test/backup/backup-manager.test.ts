@@ -8,10 +8,10 @@ import { existsSync } from "node:fs";
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { PassThrough, Readable } from "node:stream";
-import { Code, ConnectError } from "@connectrpc/connect";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { backupFilePath, partialFilePath } from "../../src/backup/backup-paths.js";
 import { INTERRUPTED } from "../../src/backup/startup-recovery.js";
+import { DomainError } from "../../src/errors.js";
 import { RuntimeError, type RuntimeTarget } from "../../src/runtime/runtime.js";
 import { newBackupId } from "../../src/names.js";
 import { newBackupRecord } from "../../src/store/records.js";
@@ -109,7 +109,7 @@ describe("failed backups", () => {
     };
     const failed = await manager.create(target, "scheduled", { wait: true });
     expect(failed).toMatchObject({ state: "failed", error: "the database shop is not running; ensure it first" });
-    await expect(manager.download(target.projectId, failed.id)).rejects.toMatchObject({ code: Code.FailedPrecondition });
+    await expect(manager.download(target.projectId, failed.id)).rejects.toMatchObject({ kind: "failed_precondition" });
     expect(await metricValue(bed.metrics, "sota_backup_failures_total", { kind: "scheduled" })).toBe(1);
   });
 
@@ -174,8 +174,8 @@ describe("restore preconditions", () => {
       return dump;
     };
     const error = await manager.restore(target, backup.id).catch((reason: unknown) => reason);
-    expect(error).toMatchObject({ code: Code.FailedPrecondition });
-    expect((error as ConnectError).rawMessage).toMatch(/safety backup of the current state failed \(pg_dump of shop failed.*database was not changed/);
+    expect(error).toMatchObject({ kind: "failed_precondition" });
+    expect((error as DomainError).message).toMatch(/safety backup of the current state failed \(pg_dump of shop failed.*database was not changed/);
     expect(manager.list(target.projectId).map((r) => [r.kind, r.state])).toEqual([
       ["safety", "failed"],
       ["manual", "succeeded"],
@@ -193,12 +193,12 @@ describe("restore preconditions", () => {
     const dump = controlledDump();
     bed.runtime.dumpWith = () => dump;
     const running = await manager.create(target, "manual", { wait: false });
-    await expect(manager.restore(target, running.id)).rejects.toMatchObject({ code: Code.FailedPrecondition });
+    await expect(manager.restore(target, running.id)).rejects.toMatchObject({ kind: "failed_precondition" });
     dump.destroy(new RuntimeError("failed", "pg_dump of shop failed"));
     const failed = await manager.create(target, "manual", { wait: true });
     expect(failed.state).toBe("failed");
-    await expect(manager.restore(target, failed.id)).rejects.toMatchObject({ code: Code.FailedPrecondition });
-    await expect(manager.verify(target, failed.id)).rejects.toMatchObject({ code: Code.FailedPrecondition });
+    await expect(manager.restore(target, failed.id)).rejects.toMatchObject({ kind: "failed_precondition" });
+    await expect(manager.verify(target, failed.id)).rejects.toMatchObject({ kind: "failed_precondition" });
   });
 });
 
@@ -215,10 +215,10 @@ describe("access to backups", () => {
       manager.download(owner.projectId, newBackupId(new Date())),
     ]) {
       const error = await attempt.catch((reason: unknown) => reason);
-      expect(error).toBeInstanceOf(ConnectError);
-      expect((error as ConnectError).code).toBe(Code.NotFound);
+      expect(error).toBeInstanceOf(DomainError);
+      expect((error as DomainError).kind).toBe("not_found");
     }
-    await expect(manager.download(owner.projectId, "../../etc/passwd")).rejects.toMatchObject({ code: Code.InvalidArgument });
+    await expect(manager.download(owner.projectId, "../../etc/passwd")).rejects.toMatchObject({ kind: "invalid_argument" });
     expect(manager.list(intruder.projectId)).toEqual([]);
   });
 
@@ -227,7 +227,7 @@ describe("access to backups", () => {
     const target = shop();
     const backup = await manager.create(target, "manual", { wait: true });
     await writeFile(backupFilePath(bed.backupDir, "shop", backup.id), "truncated");
-    await expect(manager.download(target.projectId, backup.id)).rejects.toMatchObject({ code: Code.DataLoss });
+    await expect(manager.download(target.projectId, backup.id)).rejects.toMatchObject({ kind: "data_loss" });
   });
 
   it("publishes each project's last success from the store at start", async () => {
@@ -327,9 +327,9 @@ describe("limits against flooding", () => {
     for (let i = 0; i < 2; i++) expect((await manager.create(target, "manual", { wait: true, byTenant: true })).state).toBe("succeeded");
     const files = await filesOf("shop");
     const refused = await manager.create(target, "manual", { wait: true, byTenant: true }).catch((error: unknown) => error);
-    expect(refused).toBeInstanceOf(ConnectError);
-    expect((refused as ConnectError).code).toBe(Code.ResourceExhausted);
-    expect((refused as ConnectError).rawMessage).toMatch(/started 2 manual backups in the last 1 h.*try again in 3600 s/);
+    expect(refused).toBeInstanceOf(DomainError);
+    expect((refused as DomainError).kind).toBe("resource_exhausted");
+    expect((refused as DomainError).message).toMatch(/started 2 manual backups in the last 1 h.*try again in 3600 s/);
     expect(await filesOf("shop")).toEqual(files);
     expect(manager.list(target.projectId)).toHaveLength(2);
     // The schedule and the deploy engine are not the tenant: the limit is not theirs.
@@ -351,7 +351,7 @@ describe("limits against flooding", () => {
     const joined = manager.create(target, "manual", { wait: true, byTenant: true });
     dump.end(sqlText(10));
     expect(await joined).toMatchObject({ id: first.id, state: "succeeded" });
-    expect((await manager.create(target, "manual", { wait: true, byTenant: true }).catch((error: ConnectError) => error.code))).toBe(Code.ResourceExhausted);
+    expect((await manager.create(target, "manual", { wait: true, byTenant: true }).catch((error: DomainError) => error.kind))).toBe("resource_exhausted");
   });
 
   it("below the free-space reserve no backup starts, of any kind: no record, no file, counted and logged", async () => {
@@ -362,10 +362,10 @@ describe("limits against flooding", () => {
     const low = await bed.open({ minFree: { bytes: Number.MAX_SAFE_INTEGER } });
     for (const kind of ["scheduled", "manual"] as const) {
       const refused = await low.create(target, kind, { wait: true }).catch((error: unknown) => error);
-      expect((refused as ConnectError).code).toBe(Code.ResourceExhausted);
-      expect((refused as ConnectError).rawMessage).toMatch(/^not enough free disk space to start this backup/);
+      expect((refused as DomainError).kind).toBe("resource_exhausted");
+      expect((refused as DomainError).message).toMatch(/^not enough free disk space to start this backup/);
       // The host's sizes and paths stay in the log.
-      expect((refused as ConnectError).rawMessage).not.toContain(bed.backupDir);
+      expect((refused as DomainError).message).not.toContain(bed.backupDir);
     }
     expect(low.list(target.projectId).map((record) => record.id)).toEqual([old.id]);
     expect(await filesOf("shop")).toEqual([`${old.id}.sql.gz`]);

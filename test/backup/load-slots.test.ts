@@ -1,8 +1,8 @@
 // Verification/restore slots: the API's loads start now or are refused, one
 // per project and a few in all; the schedule's wait their turn.
-import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { LoadSlots } from "../../src/backup/load-slots.js";
+import { DomainError } from "../../src/errors.js";
 
 function gate(): { promise: Promise<void>; open: () => void } {
   let open!: () => void;
@@ -14,9 +14,9 @@ function refusal(work: () => unknown): string {
   try {
     work();
   } catch (error) {
-    expect(error).toBeInstanceOf(ConnectError);
-    expect((error as ConnectError).code).toBe(Code.ResourceExhausted);
-    return (error as ConnectError).rawMessage;
+    expect(error).toBeInstanceOf(DomainError);
+    expect((error as DomainError).kind).toBe("resource_exhausted");
+    return (error as DomainError).message;
   }
   throw new Error("expected a refusal");
 }

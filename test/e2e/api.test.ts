@@ -63,7 +63,7 @@ async function query(url: string, sql: string, params: unknown[] = []): Promise<
   }
 }
 
-describe("the seed's curl calls (REST)", () => {
+describe("the product spec's curl calls (REST)", () => {
   it("POST /v1/projects/{id}/database with no body provisions a working database", async () => {
     const response = await rest(`/v1/projects/${h.projectId}/database`, { method: "POST", token: h.tokens.project });
     expect(response.status).toBe(200);

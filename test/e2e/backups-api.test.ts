@@ -45,7 +45,7 @@ async function app<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
 }
 
 describe("backups over REST", () => {
-  it("create, list, restore, verify and download, as the seed's curl lines do", async () => {
+  it("create, list, restore, verify and download, as the product spec's curl lines do", async () => {
     expect((await rest(`/v1/projects/${projectId}/database`, { method: "POST" })).status).toBe(200);
     await app((c) => c.query("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT i, 'v' || i FROM generate_series(1, 50) i"));
 

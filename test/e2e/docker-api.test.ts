@@ -1,5 +1,5 @@
 // The service as production runs it (SOTA_RUNTIME=docker), through its API:
-// the seed's DATABASE_URL, used by an app container on the app network, and
+// the product spec's DATABASE_URL, used by an app container on the app network, and
 // what callers see when the Docker engine is gone.
 import { randomUUID } from "node:crypto";
 import Docker from "dockerode";
@@ -78,7 +78,7 @@ describe.skipIf(!engine.reachable && !required)("the service on the Docker runti
     }
   });
 
-  it("Ensure gives the seed's DATABASE_URL, and an app container on the reported network uses it", async () => {
+  it("Ensure gives the product spec's DATABASE_URL, and an app container on the reported network uses it", async () => {
     const ensured = await rpc.database("ensure", { projectId, slug }, h.tokens.deployer);
     expect(ensured.database).toMatchObject({ state: "DATABASE_STATE_READY", runtime: "docker", host: `sota-pgbouncer-${slug}`, port: 5432, network: bed.appNetwork });
     expect(ensured.database.postgresVersion).toMatch(/^17\./);

@@ -28,7 +28,7 @@ describe("Docker runtime: pure parts", () => {
     expect(parsePsqlCsv("", marker)).toEqual([]);
   });
 
-  it("writes PgBouncer's container config with the seed's pool settings", () => {
+  it("writes PgBouncer's container config with the product spec's pool settings", () => {
     const ini = renderContainerPgbouncerIni({ database: "my-app", postgresHost: "sota-db-my-app", preparedStatementsSupported: true });
     expect(ini).toContain("my-app = host=sota-db-my-app port=5432 dbname=my-app");
     for (const line of ["pool_mode = transaction", "default_pool_size = 20", "max_client_conn = 100", "auth_type = scram-sha-256"]) {
@@ -113,7 +113,7 @@ if (!engine.reachable && required) {
         await plain.ensure(spec);
       });
 
-      it("is the seed's two containers, labelled, on runc, restarting unless stopped, data in a named volume", async () => {
+      it("is the product spec's two containers, labelled, on runc, restarting unless stopped, data in a named volume", async () => {
         for (const [name, role] of [
           [`sota-db-${spec.slug}`, "postgres"],
           [`sota-pgbouncer-${spec.slug}`, "pgbouncer"],
@@ -162,7 +162,7 @@ if (!engine.reachable && required) {
         expect(onApp).not.toContain(`sota-db-${spec.slug}`);
       });
 
-      it("serves the seed's DATABASE_URL to an app container on the app network, which cannot reach PostgreSQL", async () => {
+      it("serves the product spec's DATABASE_URL to an app container on the app network, which cannot reach PostgreSQL", async () => {
         const url = `postgresql://app_${spec.slug}:${spec.password}@sota-pgbouncer-${spec.slug}:5432/${spec.slug}?sslmode=disable`;
         const app = await bed.runClient(
           bed.appNetwork,
@@ -174,7 +174,7 @@ if (!engine.reachable && required) {
         expect(app.output).not.toContain("POSTGRES-REACHABLE");
       });
 
-      it("runs PgBouncer with the seed's pool settings and SCRAM, read back from its console", async () => {
+      it("runs PgBouncer with the product spec's pool settings and SCRAM, read back from its console", async () => {
         const config = new Map((await plain.poolerCommand(spec, "SHOW CONFIG")).map((row) => [row["key"], row["value"]]));
         expect(config.get("pool_mode")).toBe("transaction");
         expect(config.get("default_pool_size")).toBe("20");

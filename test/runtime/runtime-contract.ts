@@ -90,7 +90,7 @@ export function describeRuntimeContract(name: string, setup: () => Promise<Runti
       });
     });
 
-    it("runs the pool settings of the seed, read back from the pooler's console", async () => {
+    it("runs the product spec's pool settings, read back from the pooler's console", async () => {
       const config = new Map((await runtime.poolerCommand(a, "SHOW CONFIG")).map((row) => [row["key"], row["value"]]));
       expect(config.get("pool_mode")).toBe("transaction");
       expect(config.get("default_pool_size")).toBe("20");

@@ -14,7 +14,6 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
-import { Code } from "@connectrpc/connect";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createBackupManager, type BackupManager } from "../../src/backup/index.js";
@@ -193,8 +192,8 @@ export function describeBackupContract(name: string, setup: () => Promise<Backup
         await writeFile(path, tampered);
 
         await expect(manager.restore(target, backup.id)).rejects.toMatchObject({
-          code: Code.DataLoss,
-          rawMessage: expect.stringMatching(/checksum mismatch/),
+          kind: "data_loss",
+          message: expect.stringMatching(/checksum mismatch/),
         });
         expect(await appQuery(CUSTOMERS)).toEqual(before);
         // Refused before anything happened: not even a safety backup was taken.
@@ -230,7 +229,7 @@ export function describeBackupContract(name: string, setup: () => Promise<Backup
         expect(await metricValue(metrics, "sota_backup_failures_total", { kind: "verify" })).toBe(failuresBefore + 1);
         expect(await scratchDatabases()).toEqual([]);
         const before = await appQuery(CUSTOMERS);
-        await expect(manager.restore(target, id)).rejects.toMatchObject({ rawMessage: expect.stringMatching(/did not load.*database was not changed/) });
+        await expect(manager.restore(target, id)).rejects.toMatchObject({ message: expect.stringMatching(/did not load.*database was not changed/) });
         expect(await appQuery(CUSTOMERS)).toEqual(before);
         expect(await scratchDatabases()).toEqual([]);
       });

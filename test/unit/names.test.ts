@@ -74,7 +74,7 @@ describe("names", () => {
     for (const bad of ["../x", "20261126t031452123z-abc", "x/y", ""]) expect(isBackupId(bad)).toBe(false);
   });
 
-  it("builds the seed's DATABASE_URL format", () => {
+  it("builds the DATABASE_URL in the product spec's format", () => {
     expect(databaseUrl({ slug: "my-app", password: "a1b2", host: "sota-pgbouncer-my-app", port: 5432 })).toBe(
       "postgresql://app_my-app:a1b2@sota-pgbouncer-my-app:5432/my-app?sslmode=disable",
     );

@@ -1,6 +1,8 @@
 // Names and labels of everything the Docker driver creates for a project. The
-// container names are the seed's; the labels are how the driver recognises its
-// own objects (and refuses to touch anyone else's).
+// container names are the product spec's (sota-db-{slug}, sota-pgbouncer-{slug});
+// the template copy container keeps its name sota-db-{slug}-seed and its role
+// label "seed", as existing deployments have them. The labels are how the
+// driver recognises its own objects (and refuses to touch anyone else's).
 import { isProjectId, slugProblem } from "../../names.js";
 import { RuntimeError, type RuntimeTarget } from "../runtime.js";
 
