@@ -74,7 +74,7 @@ if (!engine.reachable && required) {
       // The shared app network, as with the seed's traefik-public; a memory limit a test can exceed cheaply.
       runtime = bed.runtime({ postgresMemoryMb: MEMORY_MB });
       await Promise.all([runtime.ensure(a), runtime.ensure(b)]);
-      await superuserSql(docker, `sota-db-${b.slug}`, `CREATE TABLE secret AS SELECT '${secret.join("-")}' AS v; CHECKPOINT;`, b.slug);
+      await superuserSql(docker, `sota-db-${b.slug}`, `CREATE TABLE public.secret AS SELECT '${secret.join("-")}' AS v; CHECKPOINT;`, b.slug);
       await superuserSql(docker, aPostgres, `CREATE TABLE own AS SELECT '${own.join("-")}' AS v; CHECKPOINT;`, a.slug);
     });
 
@@ -302,7 +302,7 @@ if (!engine.reachable && required) {
       await expect(superuserSql(docker, aPostgres, `SELECT length(repeat('x', ${MEMORY_MB + 150} * 1024 * 1024))`)).rejects.toThrow(
         /closed the connection|terminat|out of memory|connection to server was lost/i,
       );
-      expect(await superuserSql(docker, `sota-db-${b.slug}`, "SELECT count(*) FROM secret", b.slug)).toBe("1");
+      expect(await superuserSql(docker, `sota-db-${b.slug}`, "SELECT count(*) FROM public.secret", b.slug)).toBe("1");
       let answer = "";
       for (let attempt = 0; attempt < 60 && answer !== "1"; attempt++) {
         answer = await superuserSql(docker, aPostgres, "SELECT count(*) FROM own", a.slug).catch(async () => {
@@ -328,7 +328,7 @@ if (!engine.reachable && required) {
       const started = Number(/sleeps (\d+)/.exec(outcome.output)?.[1]);
       expect(started).toBeGreaterThan(0);
       expect(started).toBeLessThan(POSTGRES_HARDENING.pidsLimit);
-      expect(await superuserSql(docker, `sota-db-${b.slug}`, "SELECT count(*) FROM secret", b.slug)).toBe("1");
+      expect(await superuserSql(docker, `sota-db-${b.slug}`, "SELECT count(*) FROM public.secret", b.slug)).toBe("1");
       // Bounded wait for the sleeps to end, so the next test starts clean.
       for (let attempt = 0; attempt < 60; attempt++) {
         const left = await shell('n=0; for d in /proc/[0-9]*; do c=""; read c 2>/dev/null <$d/comm; [ "$c" = sleep ] && n=$((n+1)); done; echo $n').catch(
