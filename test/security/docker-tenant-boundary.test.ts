@@ -71,7 +71,7 @@ if (!engine.reachable && required) {
 
     beforeAll(async () => {
       await ensureTestImages();
-      // The shared app network, as with the seed's traefik-public; a memory limit a test can exceed cheaply.
+      // The shared app network, as with the product spec's traefik-public; a memory limit a test can exceed cheaply.
       runtime = bed.runtime({ postgresMemoryMb: MEMORY_MB });
       await Promise.all([runtime.ensure(a), runtime.ensure(b)]);
       await superuserSql(docker, `sota-db-${b.slug}`, `CREATE TABLE public.secret AS SELECT '${secret.join("-")}' AS v; CHECKPOINT;`, b.slug);

@@ -11,7 +11,7 @@ export const PER_PROJECT_NETWORK = "per-project";
 export const DEFAULT_POSTGRES_IMAGE = "postgres:17";
 /** Built locally by scripts/docker/build-images.sh (there is no official PgBouncer image). */
 export const DEFAULT_PGBOUNCER_IMAGE = "sota-db/pgbouncer:1.24-trixie";
-/** The seed's shared network: apps and PgBouncer meet there. */
+/** The product spec's shared network: apps and PgBouncer meet there. */
 export const DEFAULT_APP_NETWORK = "traefik-public";
 export const DEFAULT_READY_TIMEOUT_MS = 120_000;
 /**

@@ -62,7 +62,7 @@ export function templateVolumeName(imageId: string, labels: Readonly<Record<stri
   return `sota-db-template-${imageKey}${labelKey}`;
 }
 
-/** What the seed found: "copied" means the volume now holds the template's cluster, untouched. */
+/** What the seed container found: "copied" means the volume now holds the template's cluster, untouched. */
 export type SeedOutcome = "copied" | "holds-a-cluster" | "template-not-ready";
 
 export class PostgresTemplates {

@@ -66,7 +66,7 @@ export class ProjectNetworks {
         owner: appOwner(target),
       });
     }
-    // The shared network usually belongs to the platform (the seed's
+    // The shared network usually belongs to the platform (the product spec's
     // traefik-public): used as it is; created, owned by no project, only when
     // missing. Projects ensuring in parallel create it once.
     const name = this.settings.appNetwork;
