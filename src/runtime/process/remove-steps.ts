@@ -1,7 +1,8 @@
 // Removing a project: its processes stopped (or, after a restart of the
-// service, what an earlier run left), its port released, its files deleted
-// unless the data is kept.
+// service, what an earlier run left), its port released, its files and its OS
+// user deleted unless the data is kept.
 import { rm } from "node:fs/promises";
+import { join } from "node:path";
 import type { RemoveOptions, RuntimeTarget } from "../runtime.js";
 import type { DriverParts } from "./driver-parts.js";
 import { instancePaths, socketDirInside } from "./instance-paths.js";
@@ -22,10 +23,15 @@ export async function removeInstance(parts: DriverParts, target: RuntimeTarget, 
     parts.instances.delete(target.slug);
   } else if (marker !== undefined) {
     await stopStalePgbouncer(paths.pgbouncerPid, paths.pgbouncerIni, logger);
+    // Where an earlier release kept it.
+    await stopStalePgbouncer(join(paths.dir, "pgbouncer.pid"), paths.pgbouncerIni, logger);
     await stopStalePostmaster(paths.pgdata, logger);
   }
   parts.ports.release(target.projectId);
   if (!options.keepData) {
+    // Its user's last processes (anything a tenant started in the background)
+    // end before the files go, so none can race the removal.
+    await parts.users.release(paths.dir);
     await rm(paths.dir, { recursive: true, force: true });
     if (!socketDirInside(paths)) await rm(paths.socketDir, { recursive: true, force: true });
   }
