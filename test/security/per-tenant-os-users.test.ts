@@ -174,6 +174,30 @@ describe.skipIf(process.getuid?.() !== 0)("an instance of an earlier release, wh
   });
 });
 
+describe.skipIf(process.getuid?.() !== 0)("SOTA_RUN_AS_USER: every database as one shared OS user, as before", () => {
+  it("runs as that user, keeps the template root's, and never deletes the shared user", async (context) => {
+    const entry = await run("getent", ["passwd", "postgres"]).catch(() => undefined);
+    if (!entry) context.skip();
+    const uid = Number(entry!.stdout.split(":")[2]);
+    const bed = await processTestBed(28);
+    const runtime = await bed.open({ runAsUser: "postgres" });
+    const spec = newSpec("shared");
+    try {
+      await appQuery(await runtime.ensure(spec), spec);
+      const dir = join(bed.dataDir, "instances", spec.slug);
+      expect((await stat(join(dir, "pgdata"))).uid).toBe(uid);
+      expect((await stat(dir)).uid).toBe(0);
+      expect((await stat(join(bed.dataDir, "templates", `pg${runtime.binaries.postgres.major}`))).uid).toBe(0);
+      expect(bed.logs.text()).toContain("every database runs as one shared OS user");
+      await runtime.remove(spec, { keepData: false });
+      await run("getent", ["passwd", "postgres"]);
+    } finally {
+      await runtime.close();
+      await removeDataDir(bed.dataDir);
+    }
+  });
+});
+
 function literal(text: string): string {
   return `'${text.replace(/'/g, "''")}'`;
 }

@@ -14,7 +14,7 @@ import type { Logger } from "../../log.js";
 import { RuntimeError } from "../runtime.js";
 import type { InstancePaths } from "./instance-paths.js";
 import type { RunAs } from "./os-user.js";
-import { readChildFile, SERVICE_ONLY, syncDir, writeServiceFile } from "./owned-files.js";
+import { readChildFile, removeTree, SERVICE_ONLY, syncDir, writeServiceFile } from "./owned-files.js";
 import { pathExists } from "./path-checks.js";
 import { stopStalePostmaster } from "./stale-process.js";
 import { copyTemplate, syncFileSystem } from "./template-cluster.js";
@@ -42,7 +42,7 @@ export async function prepareDataDir(options: DataDirOptions): Promise<PreparedD
   const { paths, slug, runAs } = options;
   if (await pathExists(paths.unflushedMarker)) {
     await stopStalePostmaster(paths.pgdata, options.logger);
-    await rm(paths.pgdata, { recursive: true, force: true });
+    await removeTree(paths.pgdata);
   }
   // The child's file: read only if it is a plain file of the instance's user.
   const version = (await readChildFile(join(paths.pgdata, "PG_VERSION"), runAs))?.trim();
@@ -60,7 +60,7 @@ export async function prepareDataDir(options: DataDirOptions): Promise<PreparedD
   }
   // Copied under a temporary name: a crash mid-copy leaves only a leftover to remove.
   for (const name of await readdir(paths.dir)) {
-    if (name.startsWith("pgdata.tmp-")) await rm(join(paths.dir, name), { recursive: true, force: true });
+    if (name.startsWith("pgdata.tmp-")) await removeTree(join(paths.dir, name));
   }
   const copy = join(paths.dir, `pgdata.tmp-${randomBytes(6).toString("hex")}`);
   try {

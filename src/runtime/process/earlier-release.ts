@@ -7,11 +7,11 @@
 // to some other file). The service's files in it become the service's; the
 // child's directories and their content are given to the instance's user
 // later (see instance-layout.ts).
-import { lstat, readdir, rm, unlink } from "node:fs/promises";
+import { lstat, readdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "../../log.js";
 import { socketDirInside, type InstancePaths } from "./instance-paths.js";
-import { SERVICE_ONLY, SERVICE_USER, setAccess } from "./owned-files.js";
+import { removeTree, SERVICE_ONLY, SERVICE_USER, setAccess } from "./owned-files.js";
 import { stopStalePgbouncer, stopStalePostmaster } from "./stale-process.js";
 
 /** Directories in an instance's directory that the child owns (or owned). */
@@ -39,7 +39,7 @@ export async function takeBackEarlierInstance(paths: InstancePaths, logger: Logg
   // A socket directory in the temp dir (long paths) is remade for the new user.
   if (!socketDirInside(paths)) {
     const socketDir = await lstat(paths.socketDir).catch(() => undefined);
-    if (socketDir?.isDirectory() && socketDir.uid === stats.uid) await rm(paths.socketDir, { recursive: true, force: true });
+    if (socketDir?.isDirectory() && socketDir.uid === stats.uid) await removeTree(paths.socketDir);
   }
   return true;
 }

@@ -8,8 +8,8 @@
 // modes through the open handle, never through the path again.
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { lstat, mkdir, open, rename, type FileHandle } from "node:fs/promises";
-import { dirname } from "node:path";
+import { lstat, mkdir, open, rename, rm, type FileHandle } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
 import { RuntimeError } from "../runtime.js";
 import type { RunAs } from "./os-user.js";
 
@@ -168,6 +168,26 @@ export async function writeServiceFileIfChanged(path: string, content: string, a
   }
   await writeServiceFile(path, content, access, options);
   return true;
+}
+
+/**
+ * Removes a tree a child owned (a data directory, an instance's directory),
+ * missing or not. Deleting recursively, root could be sent elsewhere by a
+ * process of the child that swaps a directory for a symlink mid-way; so the
+ * tree is first moved into a new directory of root's alone (0700), where no
+ * other user can reach it by any path, and removed there.
+ */
+export async function removeTree(path: string): Promise<void> {
+  const stats = await lstat(path).catch(() => undefined);
+  if (stats === undefined) return;
+  if (!stats.isDirectory()) {
+    await rm(path, { force: true });
+    return;
+  }
+  const holder = join(dirname(path), `.removing-${randomBytes(6).toString("hex")}`);
+  await mkdir(holder, { mode: 0o700 });
+  await rename(path, join(holder, basename(path)));
+  await rm(holder, { recursive: true, force: true });
 }
 
 /** Makes a rename in `dir` durable. */

@@ -11,13 +11,13 @@
 // user without waiting for useradd. It is built under tmp-{id} and renamed
 // when it is on disk, so a name of that form always means a whole copy.
 import { randomBytes } from "node:crypto";
-import { readdir, rename, rm } from "node:fs/promises";
+import { readdir, rename } from "node:fs/promises";
 import { join } from "node:path";
 import { loggableError, type Logger } from "../../log.js";
 import { instanceLayout } from "./instance-paths.js";
 import type { InstanceUsers } from "./instance-users.js";
 import { isReusableCopy } from "./instance-layout.js";
-import { ensureDir, SERVICE_ONLY, syncDir } from "./owned-files.js";
+import { ensureDir, removeTree, SERVICE_ONLY, syncDir } from "./owned-files.js";
 import { RefillLoop } from "./refill-loop.js";
 import { copyTemplate, syncFileSystem } from "./template-cluster.js";
 
@@ -149,6 +149,6 @@ export class SpareCopies implements SpareCopiesState {
   /** A spare never ran: its user has no process to race the removal. */
   private async remove(path: string): Promise<void> {
     await this.options.users.release(path);
-    await rm(path, { recursive: true, force: true });
+    await removeTree(path);
   }
 }

@@ -11,7 +11,7 @@ import { RuntimeError } from "../runtime.js";
 import { PLACEHOLDER_NAME, quoteIdent } from "./app-database.js";
 import type { InstanceUsers } from "./instance-users.js";
 import type { RunAs } from "./os-user.js";
-import { ensureDir, ensurePrivateDir, ownedBy, passableBy, SERVICE_ONLY, SERVICE_USER, setAccess, syncDir } from "./owned-files.js";
+import { ensureDir, ensurePrivateDir, ownedBy, passableBy, removeTree, SERVICE_ONLY, SERVICE_USER, setAccess, syncDir } from "./owned-files.js";
 import { pathExists } from "./path-checks.js";
 import { queryRows } from "./pg-clients.js";
 import type { PostgresBinaries } from "./postgres-binaries.js";
@@ -23,7 +23,7 @@ import { stopStalePostmaster } from "./stale-process.js";
 export interface TemplateOptions {
   readonly templatesDir: string;
   readonly binaries: PostgresBinaries;
-  /** Who builds it: a user made for the build (deleted after, the template is then root's), or the shared user. */
+  /** Who builds it: a user made for the build (deleted after), or the shared user. */
   readonly users: InstanceUsers;
   readonly logger: Logger;
   readonly timeoutMs: number;
@@ -40,20 +40,19 @@ export function templateDir(templatesDir: string, major: number): string {
 /**
  * The template's path, building it first when missing. It is built under a
  * temporary name and renamed into place, so a crash never leaves a half template
- * where a complete one is expected. With a user per instance the template is
- * root's once built: no instance's user can change what later copies start from.
+ * where a complete one is expected. The template is the service's (root's)
+ * once built: no instance's user can change what later copies start from.
  */
 export async function ensureTemplateCluster(options: TemplateOptions): Promise<string> {
   const { templatesDir, binaries, users, logger } = options;
   const finalDir = templateDir(templatesDir, binaries.major);
-  const owner = users.policy.perInstance ? SERVICE_USER.uid : users.policy.shared.uid;
   const found = await lstat(finalDir).catch(() => undefined);
   if (found && (await pathExists(join(finalDir, "PG_VERSION")))) {
-    if (found.isDirectory() && found.uid === owner) return finalDir;
+    if (found.isDirectory() && found.uid === SERVICE_USER.uid) return finalDir;
     // An earlier release's, owned by the user every instance shared: rebuilt, not trusted.
     logger.info({ template: finalDir }, "rebuilding the template cluster: it belongs to another OS user");
   }
-  await rm(finalDir, { recursive: true, force: true });
+  await removeTree(finalDir);
 
   const prefix = `pg${binaries.major}.tmp-`;
   // Sorted: a build's directory before its .conf directory, which names the build's user.
@@ -62,7 +61,7 @@ export async function ensureTemplateCluster(options: TemplateOptions): Promise<s
     // A service killed mid-build may have left the build's postmaster running in it.
     if (name.endsWith(CONF_SUFFIX)) await users.release(join(templatesDir, name));
     else await stopStalePostmaster(join(templatesDir, name), logger);
-    await rm(join(templatesDir, name), { recursive: true, force: true });
+    await removeTree(join(templatesDir, name));
   }
   const started = Date.now();
   const buildDir = join(templatesDir, `${prefix}${randomBytes(6).toString("hex")}`);
@@ -78,7 +77,7 @@ export async function ensureTemplateCluster(options: TemplateOptions): Promise<s
       { runAs, cwd: templatesDir, timeoutMs: options.timeoutMs },
     );
     await addPlaceholder(options, buildDir, confDir, runAs);
-    if (users.perInstance) await runCommand("chown", ["-R", "-h", `${SERVICE_USER.uid}:${SERVICE_USER.gid}`, buildDir]);
+    if (runAs.switchUser) await runCommand("chown", ["-R", "-h", `${SERVICE_USER.uid}:${SERVICE_USER.gid}`, buildDir]);
   } catch (error) {
     if (error instanceof RuntimeError) throw error;
     const message = error instanceof Error ? error.message : String(error);
@@ -117,10 +116,8 @@ export function sharedTemplateCluster(options: TemplateOptions): () => Promise<s
  */
 export async function copyTemplate(template: string, dest: string, runAs: RunAs): Promise<void> {
   await runCommand("cp", ["-a", template, dest], { cwd: dirname(dest) });
-  if (runAs.switchUser && (await lstat(template)).uid !== runAs.uid) {
-    // -h: a symlink in the copy is changed itself, never what it points to.
-    await runCommand("chown", ["-R", "-h", `${runAs.uid}:${runAs.gid}`, dest]);
-  }
+  // -h: a symlink in the copy is changed itself, never what it points to.
+  if (runAs.switchUser) await runCommand("chown", ["-R", "-h", `${runAs.uid}:${runAs.gid}`, dest]);
 }
 
 /**

@@ -13,7 +13,7 @@ import { instanceLayout, socketDirInside, type InstancePaths } from "./instance-
 import { isReusableCopy, settleLayout } from "./instance-layout.js";
 import type { InstanceUsers } from "./instance-users.js";
 import type { RunAs } from "./os-user.js";
-import { ensureDir, SERVICE_ONLY, syncDir } from "./owned-files.js";
+import { ensureDir, removeTree, SERVICE_ONLY, syncDir } from "./owned-files.js";
 import { pathExists } from "./path-checks.js";
 import { RefillLoop } from "./refill-loop.js";
 import type { PostgresBinaries } from "./postgres-binaries.js";
@@ -241,6 +241,6 @@ export class WarmPool implements WarmPoolState {
   /** Its OS user's processes ended and the user deleted first: none can race the removal. */
   private async removeDir(dir: string): Promise<void> {
     await this.options.users.release(dir);
-    await rm(dir, { recursive: true, force: true });
+    await removeTree(dir);
   }
 }
