@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { lstat, mkdtemp, readdir, rename, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import type { Logger } from "../../log.js";
+import { loggableError, type Logger } from "../../log.js";
 import { RuntimeError } from "../runtime.js";
 import { PLACEHOLDER_NAME, quoteIdent } from "./app-database.js";
 import type { InstanceUsers } from "./instance-users.js";
@@ -83,7 +83,7 @@ export async function ensureTemplateCluster(options: TemplateOptions): Promise<s
     const message = error instanceof Error ? error.message : String(error);
     throw new RuntimeError("failed", `building the PostgreSQL ${binaries.major} template cluster failed: ${message}`, { cause: error });
   } finally {
-    await users.release(confDir).catch((error: unknown) => logger.warn({ err: error instanceof Error ? error.message : String(error) }, "deleting the template build's OS user failed"));
+    await users.release(confDir).catch((error: unknown) => logger.warn({ err: loggableError(error) }, "deleting the template build's OS user failed"));
     await rm(confDir, { recursive: true, force: true });
   }
   await rename(buildDir, finalDir);
