@@ -8,6 +8,7 @@ import { rotateLogIfLarge } from "./log-rotation.js";
 import type { RunAs } from "./os-user.js";
 import { ensureDir, ensurePrivateDir, ownedBy, readableBy, writeServiceFileIfChanged } from "./owned-files.js";
 import { superuserClient } from "./pg-clients.js";
+import { runCommand } from "./run-command.js";
 import type { PostgresBinaries } from "./postgres-binaries.js";
 import { POSTGRES_PORT, renderHba, renderPostgresConfig } from "./postgres-settings.js";
 import { stopStalePostmaster } from "./stale-process.js";
@@ -103,7 +104,11 @@ export class PostgresServer extends ChildServer {
     // instance's alone: a socket lock file left here belongs to a dead one (a
     // relocated server cannot remove its own at shutdown), and PostgreSQL would
     // refuse to start should its pid have been reused meanwhile.
-    await rm(join(socketDir, `.s.PGSQL.${POSTGRES_PORT}.lock`), { force: true });
+    // In the shared temp dir the child could swap its socket dir for a link
+    // between our check and the unlink: there it removes the file itself.
+    const lockFile = join(socketDir, `.s.PGSQL.${POSTGRES_PORT}.lock`);
+    if (this.options.socketDirShared && runAs.switchUser) await runCommand("rm", ["-f", "--", lockFile], { runAs, timeoutMs: 10_000 });
+    else await rm(lockFile, { force: true });
     await rotateLogIfLarge(this.options.logFile);
   }
 }
