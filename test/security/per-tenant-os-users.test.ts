@@ -64,12 +64,15 @@ describe.skipIf(process.getuid?.() !== 0)("security: each project runs as an OS 
   it("keeps each project's own directories 0700 and its instance directory closed to other users", async () => {
     for (const spec of [a, b]) {
       const owner = (await stat(pgdataOf(spec))).uid;
-      for (const dir of [pgdataOf(spec), join(dirOf(spec), "run")]) {
+      for (const dir of [pgdataOf(spec), join(dirOf(spec), "run"), join(dirOf(spec), "pgbouncer")]) {
         const stats = await stat(dir);
         expect(stats.mode & 0o777).toBe(0o700);
         expect(stats.uid).toBe(owner);
       }
-      expect((await stat(dirOf(spec))).mode & 0o007).toBe(0);
+      // The instance directory is root's: the child passes through it, cannot list or change it.
+      const instanceDir = await stat(dirOf(spec));
+      expect(instanceDir.uid).toBe(0);
+      expect(instanceDir.mode & 0o777).toBe(0o710);
     }
   });
 
