@@ -21,6 +21,8 @@ import { CommandFailedError, runCommand } from "./run-command.js";
 export const USER_RECORD = "os-user";
 const NAME = /^sota-[0-9a-f]{10}$/;
 const ATTEMPTS = 5;
+/** A system user with a group of its own, no home, no login. */
+const USERADD_ARGS = ["--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "--comment", "sota-db instance"];
 const RETRY_MS = 100;
 
 /** useradd and userdel lock /etc/passwd; one at a time from this process, retried when another holds the lock. */
@@ -55,7 +57,13 @@ export class InstanceUsers {
     // Recorded first: after a crash the record names a user to delete, never the reverse.
     await writeServiceFile(join(dir, USER_RECORD), `${name}\n`, SERVICE_ONLY);
     const useradd = this.accountTool("useradd");
-    await accounts(() => runCommand(useradd, ["--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "--comment", "sota-db instance", name], { timeoutMs: 30_000 }));
+    try {
+      await accounts(() => runCommand(useradd, USERADD_ARGS.concat(name), { timeoutMs: 30_000 }));
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      // Most likely the system uids ran out (SYS_UID_MIN..SYS_UID_MAX in /etc/login.defs).
+      throw new RuntimeError("unavailable", `could not create an OS user for a database (${reason}); widen SYS_UID_MAX in /etc/login.defs if the system uids ran out`, { cause: error });
+    }
     const entry = await lookUpUser(name);
     if (!entry) throw new RuntimeError("failed", `OS user ${name} was created but cannot be looked up`);
     return { name, uid: entry.uid, gid: entry.gid, switchUser: true };
