@@ -8,6 +8,7 @@
 export const SUPERUSER = "postgres";
 /** Every instance listens on this port number; it only names the socket file. */
 export const POSTGRES_PORT = 5432;
+const HEADER = "# Written by sota-db on every start; edits are overwritten.";
 
 /**
  * Tuned for many small, mostly idle databases on one machine rather than one
@@ -57,7 +58,7 @@ export function renderPostgresSettings(socketDir: string): string {
     log_min_duration_statement: "-1",
   };
   const lines = Object.entries(settings).map(([key, value]) => `${key} = ${value}`);
-  return `# Written by sota-db on every start; edits are overwritten.\n${lines.join("\n")}\n`;
+  return `${HEADER}\n${lines.join("\n")}\n`;
 }
 
 export interface ConfigFiles {
@@ -74,12 +75,8 @@ export interface ConfigFiles {
  * data directory's postgresql.auto.conf (ALTER SYSTEM) is read after it.
  */
 export function renderPostgresConfig(files: ConfigFiles): string {
-  return [
-    "# Written by sota-db on every start; edits are overwritten.",
-    `include_if_exists = ${quote(`${files.pgdata}/postgresql.conf`)}`,
-    `hba_file = ${quote(files.hbaFile)}`,
-    renderPostgresSettings(files.socketDir),
-  ].join("\n");
+  const settings = renderPostgresSettings(files.socketDir).slice(HEADER.length + 1);
+  return [HEADER, `include_if_exists = ${quote(`${files.pgdata}/postgresql.conf`)}`, `hba_file = ${quote(files.hbaFile)}`, settings].join("\n");
 }
 
 /**
