@@ -96,11 +96,16 @@ describe.skipIf(process.getuid?.() !== 0)("security: each project runs as an OS 
     await appQuery(await runtime.ensure(b), b);
   });
 
-  it("removes a project's OS user with its instance", async () => {
+  it("removes a project's OS user with its instance, and what it left in /tmp for the next user of its uid", async () => {
     const uid = (await stat(pgdataOf(a))).uid;
     await run("getent", ["passwd", String(uid)]);
+    const left = join(tmpdir(), `sota-left-${a.slug}`);
+    // A set-uid program left behind would run as whoever gets the uid next.
+    await program(a, `cp /bin/true ${left} && chmod 4755 ${left}`);
+    expect((await stat(left)).uid).toBe(uid);
     await runtime.remove(a, { keepData: false });
     await expect(run("getent", ["passwd", String(uid)])).rejects.toThrow();
+    await expect(stat(left)).rejects.toThrow();
   });
 });
 

@@ -9,18 +9,22 @@
 // when a spare or warm instance becomes a project's, and the user is deleted
 // with the instance.
 import { randomBytes } from "node:crypto";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "../../log.js";
 import { RuntimeError } from "../runtime.js";
 import { lookUpUser, type RunAs, type UserPolicy } from "./os-user.js";
 import { readIfExists, SERVICE_ONLY, writeServiceFile } from "./owned-files.js";
+import { pathExists } from "./path-checks.js";
 import { CommandFailedError, runCommand } from "./run-command.js";
 
 /** The record's file name in an instance's (or spare's, warm instance's, template build's) directory. */
 export const USER_RECORD = "os-user";
 const NAME = /^sota-[0-9a-f]{10}$/;
 const ATTEMPTS = 5;
+/** Where any user may leave files; the OS temp dir included when it is elsewhere. */
+const SHARED_WRITABLE = [...new Set(["/tmp", "/var/tmp", "/dev/shm", tmpdir()])];
 /** A system user with a group of its own, no home, no login. */
 const USERADD_ARGS = ["--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "--comment", "sota-db instance"];
 const RETRY_MS = 100;
@@ -91,6 +95,7 @@ export class InstanceUsers {
     const runAs: RunAs = { name, uid: entry.uid, gid: entry.gid, switchUser: true };
     // kill(-1) as that user reaches exactly its own processes: the kernel refuses the rest.
     await runCommand("kill", ["-s", "KILL", "--", "-1"], { runAs, timeoutMs: 10_000 }).catch(() => undefined);
+    await removeLeftovers(runAs.uid);
     const userdel = this.accountTool("userdel");
     await accounts(() => runCommand(userdel, [name], { timeoutMs: 30_000 }));
     this.logger.debug({ user: name }, "OS user of an instance deleted");
@@ -101,6 +106,19 @@ export class InstanceUsers {
     if (path === undefined) throw new RuntimeError("unavailable", `${name} is needed to manage the databases' OS users`);
     return path;
   }
+}
+
+/**
+ * Files the user left where anyone may write: its uid is given to the next
+ * user made, who must not inherit them (a set-uid program left in /tmp would
+ * run as the next database's user). No process of the uid exists any more, so
+ * none can race this; find deletes without following links.
+ */
+async function removeLeftovers(uid: number): Promise<void> {
+  const places: string[] = [];
+  for (const place of SHARED_WRITABLE) if (await pathExists(place)) places.push(place);
+  if (places.length === 0) return;
+  await runCommand("find", ["-P", ...places, "-xdev", "-uid", String(uid), "-delete"], { timeoutMs: 120_000 }).catch(() => undefined);
 }
 
 async function recordedName(dir: string): Promise<string | undefined> {
