@@ -1,13 +1,14 @@
 // A process driver opened directly, without the service around it, on a
 // throwaway data dir: rows that measure the driver itself use it.
 import { randomBytes, randomUUID } from "node:crypto";
-import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { chmod, mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { createLogger } from "../src/log.js";
 import { createProcessRuntime, type ProcessRuntime } from "../src/runtime/process/index.js";
 import type { DatabaseSpec, EnsureResult } from "../src/runtime/runtime.js";
+import { removeDataDir } from "../test/support/data-dir-cleanup.js";
 import { MemoryPortRegistry } from "../test/support/memory-port-registry.js";
 
 export interface DirectRuntime {
@@ -40,7 +41,7 @@ export async function openDirectRuntime(ports: { min: number; max: number }, res
     dataDir,
     async close() {
       await runtime.close();
-      await rm(dataDir, { recursive: true, force: true });
+      await removeDataDir(dataDir);
     },
   };
 }

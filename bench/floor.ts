@@ -4,23 +4,22 @@
 // until a first query answers over the unix socket. It skips what the service
 // adds on purpose: fsync of the copy, role and database renames, credentials,
 // PgBouncer, the API and the store.
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { appendFile, chown, mkdir, rm, writeFile } from "node:fs/promises";
+import { chown, mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import pg from "pg";
 import type { Binaries } from "../src/runtime/process/index.js";
 import type { RunAs } from "../src/runtime/process/os-user.js";
-import { INCLUDE_LINE, renderPostgresSettings, SETTINGS_FILE } from "../src/runtime/process/postgres-settings.js";
+import { renderPostgresConfig } from "../src/runtime/process/postgres-settings.js";
+import { copyTemplate } from "../src/runtime/process/template-cluster.js";
 
-const run = promisify(execFile);
 const POLL_MS = 5;
 const START_TIMEOUT_MS = 60_000;
 
 export interface FloorSetup {
   readonly template: string;
-  /** A directory the run-as user owns, on the same file system as the driver's instances. */
+  /** A directory on the same file system as the driver's instances, which `runAs` can pass through. */
   readonly workDir: string;
   readonly binaries: Binaries;
   readonly runAs: RunAs;
@@ -33,14 +32,16 @@ export async function floorOnce(setup: FloorSetup): Promise<number> {
   const dir = join(setup.workDir, `floor-${randomBytes(4).toString("hex")}`);
   const pgdata = join(dir, "pgdata");
   const socketDir = join(dir, "run");
+  const configFile = join(dir, "postgresql.conf");
   const started = performance.now();
-  await mkdir(socketDir, { recursive: true, mode: 0o700 });
-  await Promise.all([chown(dir, runAs.uid, runAs.gid), chown(socketDir, runAs.uid, runAs.gid)]);
-  await run("cp", ["-a", setup.template, pgdata], { ...user });
-  await appendFile(join(pgdata, "postgresql.conf"), `\n${INCLUDE_LINE}\n`);
-  await writeFile(join(pgdata, SETTINGS_FILE), renderPostgresSettings(socketDir), { mode: 0o600 });
-  await chown(join(pgdata, SETTINGS_FILE), runAs.uid, runAs.gid);
-  const postmaster = spawn(setup.binaries.postgres.postgres, ["-D", pgdata], { ...user, cwd: pgdata, stdio: "ignore" });
+  // As the driver lays an instance out: its directory the service's, the data and socket directories the user's.
+  await mkdir(dir, { mode: 0o710 });
+  await mkdir(socketDir, { mode: 0o700 });
+  await Promise.all([chown(dir, 0, runAs.gid), chown(socketDir, runAs.uid, runAs.gid)]);
+  await copyTemplate(setup.template, pgdata, runAs);
+  await writeFile(configFile, renderPostgresConfig({ pgdata, socketDir, hbaFile: join(pgdata, "pg_hba.conf") }), { mode: 0o640 });
+  await chown(configFile, 0, runAs.gid);
+  const postmaster = spawn(setup.binaries.postgres.postgres, ["-D", pgdata, "-c", `config_file=${configFile}`], { ...user, cwd: pgdata, stdio: "ignore" });
   const exited = new Promise<void>((resolve) => postmaster.once("exit", () => resolve()));
   try {
     await firstQuery(socketDir, () => postmaster.exitCode !== null);

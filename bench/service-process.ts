@@ -5,11 +5,12 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { randomBytes } from "node:crypto";
-import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { hashToken } from "../src/server/tokens.js";
+import { removeDataDir } from "../test/support/data-dir-cleanup.js";
 import { grpcClients, type GrpcCall } from "../test/support/grpc-client.js";
 import { REPO_ROOT, serviceCommand } from "../test/support/service-command.js";
 import { rssBytes } from "./proc-memory.js";
@@ -79,7 +80,7 @@ export async function startService(options: ServiceOptions): Promise<ServiceProc
       await exited;
       clearTimeout(timer);
     }
-    await rm(dataDir, { recursive: true, force: true });
+    await removeDataDir(dataDir);
   };
   try {
     await waitUntilAlive(`http://${address}/healthz`, child, logFile);

@@ -33,6 +33,10 @@ export interface Config {
   readonly process: {
     readonly pgBinDir?: string;
     readonly pgbouncerBin?: string;
+    /**
+     * With the service as root: one OS user every database runs as (as before
+     * per-database users); unset, each database gets an OS user of its own.
+     */
     readonly runAsUser?: string;
     readonly poolerPorts: { readonly min: number; readonly max: number };
     /** Started, unassigned instances kept ready so a new database needs no cold start. */

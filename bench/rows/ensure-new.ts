@@ -7,7 +7,7 @@
 // sample before.
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { ensureOwnedDir } from "../../src/runtime/process/owned-files.js";
+import { ensureDir, SERVICE_USER } from "../../src/runtime/process/owned-files.js";
 import { templateDir } from "../../src/runtime/process/template-cluster.js";
 import { newDatabaseThroughApi } from "../api-calls.js";
 import { appUrl, firstAppQuery, newSpec, openDirectRuntime, type DirectRuntime } from "../direct-runtime.js";
@@ -40,6 +40,7 @@ export interface EnsureNewResult {
 export async function ensureNewRows(plan: Plan, service: ServiceProcess): Promise<EnsureNewResult> {
   const opened: DirectRuntime[] = [];
   let warmService: ServiceProcess | undefined;
+  let floorUser: { runtime: DirectRuntime; dir: string } | undefined;
   try {
     const spare = await openDirectRuntime(SPARE_PORTS, { spareCopies: SPARE_COPIES });
     opened.push(spare);
@@ -56,6 +57,7 @@ export async function ensureNewRows(plan: Plan, service: ServiceProcess): Promis
     await newDatabaseThroughApi(service);
     await newDatabaseThroughApi(warmService);
     const floor = await floorSetup(cold);
+    floorUser = { runtime: cold, dir: floor.workDir };
     await floorOnce(floor);
     const serviceHasPool = await waitForServicePool(warmService);
 
@@ -135,6 +137,7 @@ export async function ensureNewRows(plan: Plan, service: ServiceProcess): Promis
     ];
     return { rows, floorMedianMs: floorStats.median };
   } finally {
+    if (floorUser) await floorUser.runtime.runtime.users.release(floorUser.dir);
     await warmService?.stop();
     for (const runtime of opened) await runtime.close();
   }
@@ -167,11 +170,13 @@ async function newDirectDatabase(direct: DirectRuntime): Promise<number> {
   return elapsed;
 }
 
+/** The floor runs as an OS user made for it, as a new database does; deleted at the end of the row. */
 async function floorSetup(cold: DirectRuntime): Promise<FloorSetup> {
   const { runtime, dataDir } = cold;
   const workDir = join(dataDir, "floor");
-  await ensureOwnedDir(workDir, runtime.runAs, 0o700);
-  return { template: templateDir(join(dataDir, "templates"), runtime.binaries.postgres.major), workDir, binaries: runtime.binaries, runAs: runtime.runAs };
+  await ensureDir(workDir, { ...SERVICE_USER, mode: 0o711 });
+  const runAs = await runtime.users.assign(workDir);
+  return { template: templateDir(join(dataDir, "templates"), runtime.binaries.postgres.major), workDir, binaries: runtime.binaries, runAs };
 }
 
 /**

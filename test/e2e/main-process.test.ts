@@ -2,19 +2,20 @@
 // service-command.ts) with only environment variables, zero configuration
 // otherwise, stopped by SIGTERM.
 import { spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
+import { removeDataDir } from "../support/data-dir-cleanup.js";
 import { REPO_ROOT, serviceCommand } from "../support/service-command.js";
 
 const { command: NODE, args: START_ARGS } = serviceCommand();
 const dirs: string[] = [];
 
-afterAll(() => {
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+afterAll(async () => {
+  for (const dir of dirs) await removeDataDir(dir);
 });
 
 function dataDir(): string {

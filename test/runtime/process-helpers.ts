@@ -2,7 +2,7 @@
 // OS says about the processes the driver started.
 import { randomBytes, randomUUID } from "node:crypto";
 import { readdirSync, readlinkSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { join, sep } from "node:path";
 import type { DatabaseSpec, EnsureResult } from "../../src/runtime/runtime.js";
 import { withApp } from "./runtime-contract.js";
@@ -20,6 +20,18 @@ export async function appQuery(result: EnsureResult, spec: DatabaseSpec): Promis
 
 export async function postmasterPid(pgdata: string): Promise<number> {
   return Number((await readFile(join(pgdata, "postmaster.pid"), "utf8")).split("\n")[0]);
+}
+
+/** The OS user an instance runs as (the owner of its data directory), as spawn options. */
+export async function instanceUser(pgdata: string): Promise<{ uid?: number; gid?: number }> {
+  if (process.getuid?.() !== 0) return {};
+  const { uid, gid } = await stat(pgdata);
+  return { uid, gid };
+}
+
+/** The postmaster's arguments as the driver starts it in instance directory `dir`. */
+export function postmasterArgs(dir: string): string[] {
+  return ["-D", join(dir, "pgdata"), "-c", `config_file=${join(dir, "postgresql.conf")}`];
 }
 
 export function isAlive(pid: number): boolean {

@@ -18,7 +18,7 @@ import { supportsPreparedStatements } from "../../src/runtime/pgbouncer-settings
 import { createScramVerifier, scramVerifierMatches } from "../../src/runtime/scram-secret.js";
 import { RuntimeError, type EnsureResult } from "../../src/runtime/runtime.js";
 import { processTestBed, removeDataDir, type ProcessTestBed } from "../support/process-runtime-harness.js";
-import { appQuery, eventually, isAlive, newSpec, postmasterPid } from "./process-helpers.js";
+import { appQuery, eventually, instanceUser, isAlive, newSpec, postmasterArgs, postmasterPid } from "./process-helpers.js";
 import { describeRuntimeContract } from "./runtime-contract.js";
 
 describeRuntimeContract("process", async () => {
@@ -117,7 +117,7 @@ describe("process runtime: driver behaviour", () => {
 
   const paths = (slug: string) => {
     const dir = join(bed.dataDir, "instances", slug);
-    return { dir, pgdata: join(dir, "pgdata"), ini: join(dir, "pgbouncer.ini"), pgbouncerPid: join(dir, "pgbouncer.pid") };
+    return { dir, pgdata: join(dir, "pgdata"), ini: join(dir, "pgbouncer.ini"), pgbouncerPid: join(dir, "pgbouncer", "pgbouncer.pid") };
   };
 
   it("tunes PostgreSQL for small databases on a unix socket only, fsync on", async () => {
@@ -225,8 +225,8 @@ describe("process runtime: driver behaviour", () => {
   it("takes over from a postmaster and pgbouncer left running by a killed service", async () => {
     await runtime.close();
     const { pgdata, ini, dir } = paths(spec.slug);
-    const user = runtime.runAs.switchUser ? { uid: runtime.runAs.uid, gid: runtime.runAs.gid } : {};
-    const orphanPostgres = spawn(runtime.binaries.postgres.postgres, ["-D", pgdata], { ...user, cwd: pgdata, detached: true, stdio: "ignore" });
+    const user = await instanceUser(pgdata);
+    const orphanPostgres = spawn(runtime.binaries.postgres.postgres, postmasterArgs(dir), { ...user, cwd: pgdata, detached: true, stdio: "ignore" });
     orphanPostgres.unref();
     await eventually(async () => expect((await readFile(join(pgdata, "postmaster.pid"), "utf8")).split("\n")[7]?.trim()).toBe("ready"));
     // Started as the service starts it, with the listening socket as its fd 3; then only it holds the port.
@@ -265,8 +265,8 @@ describe("process runtime: driver behaviour", () => {
     }
   });
 
-  it("refuses a data dir the run-as user cannot reach, naming SOTA_DATA_DIR", async (context) => {
-    if (!runtime.runAs.switchUser) context.skip();
+  it("refuses a data dir the instances' OS users cannot reach, naming SOTA_DATA_DIR", async (context) => {
+    if (process.getuid?.() !== 0) context.skip();
     const locked = await mkdtemp(join(tmpdir(), "sota-locked-"));
     try {
       await chmod(locked, 0o700);
@@ -281,7 +281,7 @@ describe("process runtime: driver behaviour", () => {
   });
 
   it("refuses an OS user that does not exist", async (context) => {
-    if (!runtime.runAs.switchUser) context.skip();
+    if (process.getuid?.() !== 0) context.skip();
     await expect(bed.open({ runAsUser: "sota-no-such-user" })).rejects.toThrow(/SOTA_RUN_AS_USER/);
   });
 

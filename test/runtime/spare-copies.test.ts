@@ -2,7 +2,7 @@
 // new database's data directory is a spare renamed into place, spares are
 // refilled in the background and never started, and a restart keeps the
 // complete ones and removes everything else.
-import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ProcessRuntime } from "../../src/runtime/process/index.js";
@@ -37,7 +37,7 @@ describe("process runtime: spare copies", () => {
     firstSpares = await spareEntries();
     expect(firstSpares).toEqual([expect.stringMatching(/^s-[0-9a-f]{12}$/)]);
     const major = String(runtime.binaries.postgres.major);
-    expect((await readFile(join(sparesDir(), firstSpares[0]!, "PG_VERSION"), "utf8")).trim()).toBe(major);
+    expect((await readFile(join(sparesDir(), firstSpares[0]!, "pgdata", "PG_VERSION"), "utf8")).trim()).toBe(major);
     expect(processesUnder(sparesDir())).toEqual([]);
   });
 
@@ -68,11 +68,15 @@ describe("process runtime: spare copies", () => {
     const other = newSpec("spare-other");
     await appQuery(await runtime.ensure(other), other);
     expect(readyLine(bed.logs.text(), other.slug)?.["source"]).toBe("spare");
-    // Two databases from spares share nothing.
+    // Two databases from spares share nothing, their OS users included.
     await withApp(await runtime.ensure(other), other, async (client) => {
       const tables = await client.query("SELECT count(*)::int AS n FROM pg_tables WHERE tablename = 'notes'");
       expect(tables.rows[0]).toEqual({ n: 0 });
     });
+    if (process.getuid?.() === 0) {
+      const owner = async (slug: string) => (await stat(join(bed.dataDir, "instances", slug, "pgdata"))).uid;
+      expect(await owner(other.slug)).not.toBe(await owner(spec.slug));
+    }
   });
 
   it("after a restart, keeps complete spares, removes half-built, foreign and surplus ones, and the spare-made database comes back with its data", async () => {
@@ -80,8 +84,8 @@ describe("process runtime: spare copies", () => {
     await runtime.close();
     const [kept] = await spareEntries();
     await mkdir(join(sparesDir(), "tmp-0123456789ab"));
-    await mkdir(join(sparesDir(), "s-00000000000f"));
-    await writeFile(join(sparesDir(), "s-00000000000f", "PG_VERSION"), "9\n");
+    await mkdir(join(sparesDir(), "s-00000000000f", "pgdata"), { recursive: true });
+    await writeFile(join(sparesDir(), "s-00000000000f", "pgdata", "PG_VERSION"), "9\n");
     await writeFile(join(sparesDir(), "stray"), "");
 
     runtime = await bed.open({ spareCopies: 1 });

@@ -10,7 +10,7 @@ import type { ProcessRuntime } from "../../src/runtime/process/index.js";
 import { tryToBind } from "../support/pooler-attacks.js";
 import type { EnsureResult } from "../../src/runtime/runtime.js";
 import { processTestBed, removeDataDir, type ProcessTestBed } from "../support/process-runtime-harness.js";
-import { appQuery, eventually, isAlive, newSpec, postmasterPid, processesUnder, readyLine, withApp } from "./process-helpers.js";
+import { appQuery, eventually, instanceUser, isAlive, newSpec, postmasterArgs, postmasterPid, processesUnder, readyLine, withApp } from "./process-helpers.js";
 
 const FILL_TIMEOUT_MS = 90_000;
 let bedDir: string;
@@ -120,8 +120,8 @@ describe("process runtime: warm pool", () => {
     await runtime.close();
     const [orphanId] = await warmEntries();
     const pgdata = join(warmDir(), orphanId!, "pgdata");
-    const user = runtime.runAs.switchUser ? { uid: runtime.runAs.uid, gid: runtime.runAs.gid } : {};
-    const orphan = spawn(runtime.binaries.postgres.postgres, ["-D", pgdata], { ...user, cwd: pgdata, detached: true, stdio: "ignore" });
+    const user = await instanceUser(pgdata);
+    const orphan = spawn(runtime.binaries.postgres.postgres, postmasterArgs(join(warmDir(), orphanId!)), { ...user, cwd: pgdata, detached: true, stdio: "ignore" });
     orphan.unref();
     await eventually(async () => expect((await readFile(join(pgdata, "postmaster.pid"), "utf8")).split("\n")[7]?.trim()).toBe("ready"));
 
@@ -138,8 +138,8 @@ describe("process runtime: warm pool", () => {
     const instanceDir = join(bed.dataDir, "instances", spec.slug);
     const alias = join(warmDir(), "w-0123456789ab");
     symlinkSync(instanceDir, alias);
-    const user = runtime.runAs.switchUser ? { uid: runtime.runAs.uid, gid: runtime.runAs.gid } : {};
-    const orphan = spawn(runtime.binaries.postgres.postgres, ["-D", join(alias, "pgdata")], { ...user, cwd: join(instanceDir, "pgdata"), detached: true, stdio: "ignore" });
+    const user = await instanceUser(join(instanceDir, "pgdata"));
+    const orphan = spawn(runtime.binaries.postgres.postgres, postmasterArgs(alias), { ...user, cwd: join(instanceDir, "pgdata"), detached: true, stdio: "ignore" });
     orphan.unref();
     await eventually(async () => expect((await readFile(join(instanceDir, "pgdata", "postmaster.pid"), "utf8")).split("\n")[7]?.trim()).toBe("ready"));
 

@@ -1,6 +1,6 @@
 // Starts the whole service in-process, as main.ts does, on a free loopback
 // port with a throwaway data dir, known tokens and captured logs.
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes, randomUUID } from "node:crypto";
@@ -8,6 +8,7 @@ import { startApp, type App } from "../../src/app.js";
 import { loadConfig } from "../../src/config.js";
 import { createLogger } from "../../src/log.js";
 import { hashToken } from "../../src/server/tokens.js";
+import { removeDataDir } from "./data-dir-cleanup.js";
 
 export interface Harness {
   readonly dataDir: string;
@@ -74,7 +75,7 @@ export async function startHarness(extraEnv: Record<string, string> = {}): Promi
     },
     async stop() {
       await harness.app?.close();
-      rmSync(dataDir, { recursive: true, force: true });
+      await removeDataDir(dataDir);
     },
   };
   await harness.start();

@@ -1,10 +1,13 @@
 // Opens process runtimes on a throwaway data dir with captured logs.
-import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { chmod, mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger, type Logger } from "../../src/log.js";
 import { createProcessRuntime, type ProcessRuntime, type ProcessRuntimeOptions } from "../../src/runtime/process/index.js";
+import { removeDataDir } from "./data-dir-cleanup.js";
 import { MemoryPortRegistry } from "./memory-port-registry.js";
+
+export { removeDataDir };
 
 export interface CapturedLogs {
   readonly logger: Logger;
@@ -25,10 +28,6 @@ export async function makeDataDir(name = "sota-process-"): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), name));
   await chmod(dir, 0o711);
   return dir;
-}
-
-export async function removeDataDir(dir: string): Promise<void> {
-  await rm(dir, { recursive: true, force: true });
 }
 
 /** A pooler port range per test file, away from the service's default (16432-17431). */

@@ -31,7 +31,7 @@ export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, cal
   // Worked out while the directory is prepared (see pooler-setup.ts).
   const secrets = poolerSecrets(paths, appRole, spec.password, existing?.admin);
   secrets.catch(() => undefined);
-  const { source, warm } = await prepareInstanceDir(parts, spec, paths, template);
+  const { source, warm, runAs } = await prepareInstanceDir(parts, spec, paths, template);
   let port: number;
   try {
     signal.throwIfAborted();
@@ -41,7 +41,7 @@ export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, cal
     if (warm) await stopClaimed(warm);
     throw error;
   }
-  const instance = existing ?? createInstance(parts, spec, paths, port, warm);
+  const instance = existing ?? createInstance(parts, spec, paths, port, runAs, warm);
   parts.instances.set(spec.slug, instance);
   instance.healthy = false;
   if (instance.pgbouncer.port !== port) {
@@ -123,7 +123,7 @@ async function setUpAppDatabase(instance: Instance, admin: pg.Client, spec: Data
 /** A copy that cannot be flushed must not serve: stopped, it is copied again by the next ensure. */
 async function flushOrStop(instance: Instance, parts: DriverParts): Promise<void> {
   try {
-    await flushCopy(instance.paths, parts.runAs);
+    await flushCopy(instance.paths);
   } catch (error) {
     await stopInstance(instance);
     throw error;
@@ -133,7 +133,7 @@ async function flushOrStop(instance: Instance, parts: DriverParts): Promise<void
 /** PgBouncer running with a config and userlist that give the app role `appVerifier`. */
 async function startPooler(parts: DriverParts, instance: Instance, appVerifier: string, adminSaved = true): Promise<void> {
   const admin = instance.admin!;
-  if (!adminSaved) await saveAdminPassword(instance.paths, admin, parts.runAs);
+  if (!adminSaved) await saveAdminPassword(instance.paths, admin);
   const changed = await writePoolerFiles({
     paths: instance.paths,
     slug: instance.slug,
@@ -142,7 +142,7 @@ async function startPooler(parts: DriverParts, instance: Instance, appVerifier: 
     admin,
     appVerifier,
     preparedStatementsSupported: parts.binaries.pgbouncer.preparedStatementsSupported,
-    runAs: parts.runAs,
+    runAs: instance.runAs,
   });
   if (!instance.pgbouncer.running && !instance.pgbouncer.process.supervising) await instance.pgbouncer.start();
   else if (changed && instance.pgbouncer.running) await instance.pgbouncer.reload(admin.password);

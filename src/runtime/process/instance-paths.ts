@@ -2,6 +2,7 @@
 import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join, sep } from "node:path";
+import { USER_RECORD } from "./instance-users.js";
 import { POSTGRES_PORT } from "./postgres-settings.js";
 
 export interface InstancePaths {
@@ -9,7 +10,13 @@ export interface InstancePaths {
   readonly pgdata: string;
   /** Holds PostgreSQL's socket; see socketDirFor. */
   readonly socketDir: string;
+  /** Written by the service (through a handle it opens) from PostgreSQL's stdout and stderr. */
   readonly postgresLog: string;
+  /** PostgreSQL's config file (passed as config_file) and its pg_hba.conf: the service's, readable by the child. */
+  readonly postgresConf: string;
+  readonly hbaConf: string;
+  /** The child's own directory for what PgBouncer writes itself: its log and pid file. */
+  readonly pgbouncerDir: string;
   readonly pgbouncerIni: string;
   readonly pgbouncerUserlist: string;
   readonly pgbouncerLog: string;
@@ -20,6 +27,8 @@ export interface InstancePaths {
   readonly projectMarker: string;
   /** Present while a new copy of the template may not be on disk yet (see data-dir.ts). */
   readonly unflushedMarker: string;
+  /** Names the instance's OS user (see instance-users.ts). */
+  readonly userRecord: string;
 }
 
 export function instancesRoot(dataDir: string): string {
@@ -46,22 +55,33 @@ export function instancePaths(dataDir: string, slug: string): InstancePaths {
 }
 
 /**
- * The files of an instance relative to its directory. Warm instances use the
- * same layout, so renaming one's directory makes it a project's.
+ * The files of an instance relative to its directory. Warm instances and spare
+ * copies use the same layout, so renaming one's directory makes it a project's.
+ *
+ * The directory itself is the service's (0710, group of the instance's OS
+ * user): the child passes through it to its own directories (pgdata, the
+ * socket's, PgBouncer's, each 0700) and reads its configs by name, but cannot
+ * add, replace or remove an entry. So every path the service opens here, as
+ * root, is one no child can redirect.
  */
 export function instanceLayout(dir: string): InstancePaths {
+  const pgbouncerDir = join(dir, "pgbouncer");
   return {
     dir,
     pgdata: join(dir, "pgdata"),
     socketDir: socketDirFor(dir),
     postgresLog: join(dir, "postgres.log"),
+    postgresConf: join(dir, "postgresql.conf"),
+    hbaConf: join(dir, "pg_hba.conf"),
+    pgbouncerDir,
     pgbouncerIni: join(dir, "pgbouncer.ini"),
     pgbouncerUserlist: join(dir, "userlist.txt"),
-    pgbouncerLog: join(dir, "pgbouncer.log"),
-    pgbouncerPid: join(dir, "pgbouncer.pid"),
+    pgbouncerLog: join(pgbouncerDir, "pgbouncer.log"),
+    pgbouncerPid: join(pgbouncerDir, "pgbouncer.pid"),
     poolerAdminPassword: join(dir, "pooler-admin.password"),
     projectMarker: join(dir, "project-id"),
     unflushedMarker: join(dir, "pgdata.unflushed"),
+    userRecord: join(dir, USER_RECORD),
   };
 }
 

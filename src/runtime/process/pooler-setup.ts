@@ -7,7 +7,7 @@
 import { randomBytes } from "node:crypto";
 import type { InstancePaths } from "./instance-paths.js";
 import type { RunAs } from "./os-user.js";
-import { readIfExists, writeOwnedFile, writeOwnedFileIfChanged } from "./owned-files.js";
+import { readableBy, readIfExists, SERVICE_ONLY, writeServiceFile, writeServiceFileIfChanged } from "./owned-files.js";
 import { POOLER_ADMIN_USER, renderPgbouncerIni, renderUserlist, userlistSecret } from "./pgbouncer-config.js";
 import { createScramVerifier, scramVerifierMatches } from "../scram-secret.js";
 
@@ -38,8 +38,9 @@ export async function poolerSecrets(paths: InstancePaths, appRole: string, passw
   return { admin: { password: adminPassword, verifier: adminVerifier }, adminSaved, appVerifier };
 }
 
-export async function saveAdminPassword(paths: InstancePaths, admin: PoolerAdmin, runAs: RunAs): Promise<void> {
-  await writeOwnedFile(paths.poolerAdminPassword, `${admin.password}\n`, runAs, 0o600);
+/** The service's alone: PgBouncer gets only its verifier. */
+export async function saveAdminPassword(paths: InstancePaths, admin: PoolerAdmin): Promise<void> {
+  await writeServiceFile(paths.poolerAdminPassword, `${admin.password}\n`, SERVICE_ONLY);
 }
 
 export interface PoolerFiles {
@@ -69,9 +70,10 @@ export async function writePoolerFiles(files: PoolerFiles): Promise<boolean> {
     [files.appRole, files.appVerifier],
     [POOLER_ADMIN_USER, files.admin.verifier],
   ]);
-  // Rendered afresh by every ensure before PgBouncer (re)starts.
+  // Rendered afresh by every ensure before PgBouncer (re)starts; the service's
+  // files, which PgBouncer (as the instance's user) may read but not change.
   const generated = { durable: false };
-  const iniChanged = await writeOwnedFileIfChanged(paths.pgbouncerIni, ini, runAs, 0o600, generated);
-  const userlistChanged = await writeOwnedFileIfChanged(paths.pgbouncerUserlist, userlist, runAs, 0o600, generated);
+  const iniChanged = await writeServiceFileIfChanged(paths.pgbouncerIni, ini, readableBy(runAs), generated);
+  const userlistChanged = await writeServiceFileIfChanged(paths.pgbouncerUserlist, userlist, readableBy(runAs), generated);
   return iniChanged || userlistChanged;
 }

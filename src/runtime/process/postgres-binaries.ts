@@ -1,11 +1,11 @@
 // Finds the host's PostgreSQL and PgBouncer. The service refuses to start
 // without them, so every failure is one line that says what to install.
 import { readdir } from "node:fs/promises";
-import { delimiter, join } from "node:path";
+import { dirname, join } from "node:path";
 import { supportsPreparedStatements } from "../pgbouncer-settings.js";
 import { RuntimeError } from "../runtime.js";
 import { runCommand } from "./run-command.js";
-import { isExecutable } from "./path-checks.js";
+import { findProgram, isExecutable } from "./path-checks.js";
 
 const POSTGRES_ROOT = "/usr/lib/postgresql";
 const PGBOUNCER_FALLBACK = "/usr/sbin/pgbouncer";
@@ -140,13 +140,8 @@ async function findPgbouncer(pgbouncerBin: string | undefined): Promise<Pgbounce
     }
     return describePgbouncer(pgbouncerBin);
   }
-  const candidates = [
-    ...(process.env["PATH"] ?? "").split(delimiter).filter(Boolean).map((dir) => join(dir, "pgbouncer")),
-    PGBOUNCER_FALLBACK,
-  ];
-  for (const candidate of candidates) {
-    if (await isExecutable(candidate)) return describePgbouncer(candidate);
-  }
+  const found = await findProgram("pgbouncer", [dirname(PGBOUNCER_FALLBACK)]);
+  if (found !== undefined) return describePgbouncer(found);
   throw new RuntimeError(
     "unavailable",
     `PgBouncer not found on PATH or at ${PGBOUNCER_FALLBACK}: install the pgbouncer package (apt-get install pgbouncer) or set SOTA_PGBOUNCER_BIN`,

@@ -1,15 +1,16 @@
 // One supervised postmaster on one data directory, listening on a unix socket only.
-import { appendFile, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type pg from "pg";
 import type { Logger } from "../../log.js";
 import { ChildServer } from "./child-server.js";
 import { rotateLogIfLarge } from "./log-rotation.js";
 import type { RunAs } from "./os-user.js";
-import { ensureOwnedDir, ensurePrivateDir, readIfExists, writeOwnedFileIfChanged } from "./owned-files.js";
+import { ensureDir, ensurePrivateDir, ownedBy, readableBy, writeServiceFileIfChanged } from "./owned-files.js";
 import { superuserClient } from "./pg-clients.js";
+import { runCommand } from "./run-command.js";
 import type { PostgresBinaries } from "./postgres-binaries.js";
-import { INCLUDE_LINE, POSTGRES_PORT, renderHba, renderPostgresSettings, SETTINGS_FILE } from "./postgres-settings.js";
+import { POSTGRES_PORT, renderHba, renderPostgresConfig } from "./postgres-settings.js";
 import { stopStalePostmaster } from "./stale-process.js";
 
 export interface PostgresServerOptions {
@@ -18,6 +19,9 @@ export interface PostgresServerOptions {
   readonly binaries: PostgresBinaries;
   readonly runAs: RunAs;
   readonly pgdata: string;
+  /** The config file and pg_hba.conf, in a directory of the service's (see renderPostgresConfig). */
+  readonly configFile: string;
+  readonly hbaFile: string;
   readonly socketDir: string;
   /** When the socket dir lies outside the instance dir (long paths), it sits in a shared temp dir. */
   readonly socketDirShared: boolean;
@@ -31,7 +35,7 @@ export class PostgresServer extends ChildServer {
       {
         name: "postgres",
         command: options.binaries.postgres,
-        args: ["-D", options.pgdata],
+        args: postgresArgs(options),
         runAs: options.runAs,
         cwd: options.pgdata,
         outputFile: options.logFile,
@@ -60,7 +64,7 @@ export class PostgresServer extends ChildServer {
   relocate(options: PostgresServerOptions): void {
     this.options = options;
     this.identity = { title: "PostgreSQL", owner: options.name, logFile: options.logFile };
-    this.process.relocate({ args: ["-D", options.pgdata], cwd: options.pgdata, outputFile: options.logFile, logger: options.logger });
+    this.process.relocate({ args: postgresArgs(options), cwd: options.pgdata, outputFile: options.logFile, logger: options.logger });
   }
 
   /** A connected superuser session once the server accepts one. */
@@ -82,23 +86,34 @@ export class PostgresServer extends ChildServer {
     );
   }
 
-  /** Before every (re)start: the socket dir exists, our settings are current, no stale postmaster holds the data dir. */
+  /**
+   * Before every (re)start: the socket dir exists, our settings are current, no
+   * stale postmaster holds the data dir. Nothing here writes inside the data
+   * directory: it is the child's, and the service is root.
+   */
   protected async prepare(): Promise<void> {
-    const { pgdata, runAs, socketDir } = this.options;
+    const { pgdata, runAs, socketDir, configFile, hbaFile } = this.options;
     if (this.options.socketDirShared) await ensurePrivateDir(socketDir, runAs);
-    else await ensureOwnedDir(socketDir, runAs, 0o700);
-    const conf = join(pgdata, "postgresql.conf");
-    const current = (await readIfExists(conf)) ?? "";
-    if (!current.split("\n").includes(INCLUDE_LINE)) await appendFile(conf, `\n${INCLUDE_LINE}\n`);
+    else await ensureDir(socketDir, ownedBy(runAs));
     const generated = { durable: false };
-    await writeOwnedFileIfChanged(join(pgdata, SETTINGS_FILE), renderPostgresSettings(socketDir), runAs, 0o600, generated);
-    await writeOwnedFileIfChanged(join(pgdata, "pg_hba.conf"), renderHba(), runAs, 0o600, generated);
+    const readable = readableBy(runAs);
+    await writeServiceFileIfChanged(configFile, renderPostgresConfig({ pgdata, socketDir, hbaFile }), readable, generated);
+    await writeServiceFileIfChanged(hbaFile, renderHba(), readable, generated);
     await stopStalePostmaster(pgdata, this.options.logger);
     // No postmaster runs on this data dir now, and the socket dir is this
     // instance's alone: a socket lock file left here belongs to a dead one (a
     // relocated server cannot remove its own at shutdown), and PostgreSQL would
     // refuse to start should its pid have been reused meanwhile.
-    await rm(join(socketDir, `.s.PGSQL.${POSTGRES_PORT}.lock`), { force: true });
+    // In the shared temp dir the child could swap its socket dir for a link
+    // between our check and the unlink: there it removes the file itself.
+    const lockFile = join(socketDir, `.s.PGSQL.${POSTGRES_PORT}.lock`);
+    if (this.options.socketDirShared && runAs.switchUser) await runCommand("rm", ["-f", "--", lockFile], { runAs, timeoutMs: 10_000 });
+    else await rm(lockFile, { force: true });
     await rotateLogIfLarge(this.options.logFile);
   }
+}
+
+/** The config file comes from the service's directory, not the data directory. */
+function postgresArgs(options: PostgresServerOptions): string[] {
+  return ["-D", options.pgdata, "-c", `config_file=${options.configFile}`];
 }

@@ -1,13 +1,14 @@
-// The PostgreSQL configuration of every instance. It lives in its own file
-// (sota.conf, included last from postgresql.conf) and is rewritten on each
-// start, so tuning changes in a new release reach existing databases too.
+// The PostgreSQL configuration of every instance. It lives in a file of the
+// service outside the data directory (passed as config_file, so the service
+// never writes inside a directory the child owns), includes the data
+// directory's own postgresql.conf first, and is rewritten on each start, so
+// tuning changes in a new release reach existing databases too.
 
 /** The superuser the service connects as over the unix socket. */
 export const SUPERUSER = "postgres";
 /** Every instance listens on this port number; it only names the socket file. */
 export const POSTGRES_PORT = 5432;
-export const SETTINGS_FILE = "sota.conf";
-export const INCLUDE_LINE = `include_if_exists = '${SETTINGS_FILE}'`;
+const HEADER = "# Written by sota-db on every start; edits are overwritten.";
 
 /**
  * Tuned for many small, mostly idle databases on one machine rather than one
@@ -27,7 +28,7 @@ export const INCLUDE_LINE = `include_if_exists = '${SETTINGS_FILE}'`;
  * - jit off: JIT compilation costs memory and latency and pays off only on big
  *   analytical queries.
  * - fsync, synchronous_commit, full_page_writes stay on: durability is not traded away.
- * - log to stderr (captured into the instance's postgres.log by the service),
+ * - log to stderr (the service hands it the instance's postgres.log),
  *   statements never logged, so no secret ends up there.
  */
 export function renderPostgresSettings(socketDir: string): string {
@@ -57,7 +58,25 @@ export function renderPostgresSettings(socketDir: string): string {
     log_min_duration_statement: "-1",
   };
   const lines = Object.entries(settings).map(([key, value]) => `${key} = ${value}`);
-  return `# Written by sota-db on every start; edits are overwritten.\n${lines.join("\n")}\n`;
+  return `${HEADER}\n${lines.join("\n")}\n`;
+}
+
+export interface ConfigFiles {
+  readonly pgdata: string;
+  readonly socketDir: string;
+  /** Where the service writes renderHba's output. */
+  readonly hbaFile: string;
+}
+
+/**
+ * The file passed as config_file: initdb's postgresql.conf of the data
+ * directory first (locale, time zone; on databases of earlier releases it also
+ * includes their old sota.conf), then the service's settings, which win. The
+ * data directory's postgresql.auto.conf (ALTER SYSTEM) is read after it.
+ */
+export function renderPostgresConfig(files: ConfigFiles): string {
+  const settings = renderPostgresSettings(files.socketDir).slice(HEADER.length + 1);
+  return [HEADER, `include_if_exists = ${quote(`${files.pgdata}/postgresql.conf`)}`, `hba_file = ${quote(files.hbaFile)}`, settings].join("\n");
 }
 
 /**

@@ -22,8 +22,10 @@ import {
 import type { DriverParts } from "./driver-parts.js";
 import { ensureInstance } from "./ensure-steps.js";
 import { instancePaths, instancesRoot, sparesRoot, templatesRoot, warmRoot } from "./instance-paths.js";
-import { assertUserCanWrite, resolveRunAs, type RunAs } from "./os-user.js";
-import { ensureOwnedDir, readIfExists } from "./owned-files.js";
+import { InstanceUsers, type AccountTools } from "./instance-users.js";
+import { assertUsersCanReach, resolveUserPolicy, type UserPolicy } from "./os-user.js";
+import { ensureDir, readIfExists, SERVICE_USER } from "./owned-files.js";
+import { findProgram } from "./path-checks.js";
 import { PasswordDigests } from "./password-digest.js";
 import { appRoleName } from "./app-database.js";
 import { appRoleSocketClient, queryOnce, superuserClient, type Rows } from "./pg-clients.js";
@@ -49,7 +51,11 @@ export interface ProcessRuntimeOptions {
   readonly portRange: PortRange;
   /** Durable project → port allocations, so a database keeps its URL across restarts. */
   readonly ports: PortRegistry;
-  /** OS user for postgres and pgbouncer when the service runs as root (default "postgres"). */
+  /**
+   * When the service runs as root: one OS user that every instance runs as
+   * (SOTA_RUN_AS_USER), as in earlier releases. Unset (the default), each
+   * instance runs as an OS user of its own, made and deleted by the service.
+   */
   readonly runAsUser?: string | undefined;
   /** Bound on how long ensure waits for PostgreSQL and for a query through PgBouncer. */
   readonly readyTimeoutMs: number;
@@ -73,15 +79,47 @@ export interface ProcessRuntimeOptions {
  */
 export async function createProcessRuntime(options: ProcessRuntimeOptions): Promise<ProcessRuntime> {
   const binaries = await discoverBinaries(options);
-  const runAs = await resolveRunAs(options.runAsUser);
+  const policy = await resolveUserPolicy(options.runAsUser);
+  const accountTools = policy.perInstance ? await findAccountTools() : undefined;
   const dataDir = resolve(options.dataDir);
   await mkdir(dataDir, { recursive: true });
   const dirs = [instancesRoot(dataDir), templatesRoot(dataDir), warmRoot(dataDir), sparesRoot(dataDir)];
-  for (const dir of dirs) await ensureOwnedDir(dir, runAs, 0o700);
-  await assertUserCanWrite(runAs, dataDir, dirs);
-  const runtime = new ProcessRuntime({ ...options, dataDir }, binaries, runAs);
+  // The service's: instances' users pass through to their own directories, and list nothing.
+  for (const dir of dirs) await ensureDir(dir, { ...SERVICE_USER, mode: 0o711 });
+  await assertUsersCanReach(policy, dataDir, dirs);
+  logUserPolicy(policy, options.logger);
+  const runtime = new ProcessRuntime({ ...options, dataDir }, binaries, new InstanceUsers(policy, accountTools, options.logger));
   await runtime.openReserves();
   return runtime;
+}
+
+/** useradd and userdel, which make and delete the instances' users. */
+async function findAccountTools(): Promise<AccountTools> {
+  const [useradd, userdel] = await Promise.all([findProgram("useradd"), findProgram("userdel")]);
+  if (useradd === undefined || userdel === undefined) {
+    throw new RuntimeError(
+      "unavailable",
+      `the service runs as root but ${useradd === undefined ? "useradd" : "userdel"} is not installed to give each database an OS user of its own: install the passwd package, or set SOTA_RUN_AS_USER to run every database as one shared OS user (no isolation between them)`,
+    );
+  }
+  return { useradd, userdel };
+}
+
+/** Says at start what the instances run as, and what that isolates. */
+function logUserPolicy(policy: UserPolicy, logger: Logger): void {
+  if (policy.perInstance) {
+    logger.info("each database runs as an OS user of its own");
+  } else if (policy.shared.switchUser) {
+    logger.warn(
+      { user: policy.shared.name },
+      "every database runs as one shared OS user (SOTA_RUN_AS_USER): a tenant who becomes superuser of its cluster can reach the others",
+    );
+  } else {
+    logger.warn(
+      { user: policy.shared.name },
+      "the service does not run as root: every database runs as the service's own OS user, so a tenant who becomes superuser of its cluster can reach the others and the service's state",
+    );
+  }
 }
 
 export class ProcessRuntime implements Runtime {
@@ -98,12 +136,13 @@ export class ProcessRuntime implements Runtime {
   constructor(
     private readonly options: ProcessRuntimeOptions,
     readonly binaries: Binaries,
-    readonly runAs: RunAs,
+    /** Who each instance runs as. */
+    readonly users: InstanceUsers,
   ) {
     const template = sharedTemplateCluster({
       templatesDir: templatesRoot(options.dataDir),
       binaries: binaries.postgres,
-      runAs,
+      users,
       logger: options.logger,
       timeoutMs: Math.max(options.readyTimeoutMs, 120_000),
     });
@@ -111,7 +150,7 @@ export class ProcessRuntime implements Runtime {
       size: options.warmPool ?? 0,
       root: warmRoot(options.dataDir),
       binaries: binaries.postgres,
-      runAs,
+      users,
       logger: options.logger,
       template,
       startTimeoutMs: Math.max(options.readyTimeoutMs, 30_000),
@@ -120,13 +159,13 @@ export class ProcessRuntime implements Runtime {
       size: options.spareCopies ?? 0,
       root: sparesRoot(options.dataDir),
       major: binaries.postgres.major,
-      runAs,
+      users,
       logger: options.logger,
       template,
     });
     this.parts = {
       binaries,
-      runAs,
+      users,
       logger: options.logger,
       dataDir: options.dataDir,
       ports: options.ports,

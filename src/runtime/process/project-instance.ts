@@ -4,6 +4,7 @@ import { rm } from "node:fs/promises";
 import type { Logger } from "../../log.js";
 import type { DatabaseSpec, EnsureResult } from "../runtime.js";
 import { socketDirInside, type InstancePaths } from "./instance-paths.js";
+import type { InstanceUsers } from "./instance-users.js";
 import type { RunAs } from "./os-user.js";
 import { PgbouncerServer } from "./pgbouncer-server.js";
 import type { PoolerAdmin } from "./pooler-setup.js";
@@ -16,6 +17,8 @@ export interface Instance {
   readonly slug: string;
   readonly projectId: string;
   readonly paths: InstancePaths;
+  /** The OS user its PostgreSQL and PgBouncer run as. */
+  readonly runAs: RunAs;
   readonly logger: Logger;
   readonly postgres: PostgresServer;
   readonly pgbouncer: PgbouncerServer;
@@ -33,22 +36,29 @@ export interface Instance {
 /** What every instance is run with. */
 export interface InstanceHost {
   readonly binaries: Binaries;
-  readonly runAs: RunAs;
+  readonly users: InstanceUsers;
   readonly logger: Logger;
   /** Holds each pooler's listening socket for its database's life. */
   readonly poolerSockets: PoolerSockets;
 }
 
 /** `warm`: a running warm PostgreSQL whose directory is now the project's. */
-export function createInstance(host: InstanceHost, spec: DatabaseSpec, paths: InstancePaths, port: number, warm?: ClaimedWarmInstance): Instance {
-  const postgresOptions = postgresOptionsFor(host, spec.slug, paths);
+export function createInstance(
+  host: InstanceHost,
+  spec: DatabaseSpec,
+  paths: InstancePaths,
+  port: number,
+  runAs: RunAs,
+  warm?: ClaimedWarmInstance,
+): Instance {
+  const postgresOptions = postgresOptionsFor(host, spec.slug, paths, runAs);
   const { logger } = postgresOptions;
   warm?.postgres.relocate(postgresOptions);
   const postgres = warm?.postgres ?? new PostgresServer(postgresOptions);
   const pgbouncer = new PgbouncerServer({
     slug: spec.slug,
     binary: host.binaries.pgbouncer,
-    runAs: host.runAs,
+    runAs,
     dir: paths.dir,
     iniFile: paths.pgbouncerIni,
     pidFile: paths.pgbouncerPid,
@@ -61,6 +71,7 @@ export function createInstance(host: InstanceHost, spec: DatabaseSpec, paths: In
     slug: spec.slug,
     projectId: spec.projectId,
     paths,
+    runAs,
     logger,
     postgres,
     pgbouncer,
@@ -82,12 +93,14 @@ export function createInstance(host: InstanceHost, spec: DatabaseSpec, paths: In
   return instance;
 }
 
-function postgresOptionsFor(host: InstanceHost, slug: string, paths: InstancePaths): PostgresServerOptions {
+function postgresOptionsFor(host: InstanceHost, slug: string, paths: InstancePaths, runAs: RunAs): PostgresServerOptions {
   return {
     name: slug,
     binaries: host.binaries.postgres,
-    runAs: host.runAs,
+    runAs,
     pgdata: paths.pgdata,
+    configFile: paths.postgresConf,
+    hbaFile: paths.hbaConf,
     socketDir: paths.socketDir,
     socketDirShared: !socketDirInside(paths),
     logFile: paths.postgresLog,

@@ -1,11 +1,11 @@
 // Removing a project: its processes stopped (or, after a restart of the
-// service, what an earlier run left), its port released, its files deleted
-// unless the data is kept.
-import { rm } from "node:fs/promises";
+// service, what an earlier run left), its port released, its files and its OS
+// user deleted unless the data is kept.
+import { join } from "node:path";
 import type { RemoveOptions, RuntimeTarget } from "../runtime.js";
 import type { DriverParts } from "./driver-parts.js";
 import { instancePaths, socketDirInside } from "./instance-paths.js";
-import { readIfExists } from "./owned-files.js";
+import { readIfExists, removeTree } from "./owned-files.js";
 import { stopInstance } from "./project-instance.js";
 import { stopStalePgbouncer, stopStalePostmaster } from "./stale-process.js";
 import { slugTaken } from "./target-checks.js";
@@ -22,12 +22,17 @@ export async function removeInstance(parts: DriverParts, target: RuntimeTarget, 
     parts.instances.delete(target.slug);
   } else if (marker !== undefined) {
     await stopStalePgbouncer(paths.pgbouncerPid, paths.pgbouncerIni, logger);
+    // Where an earlier release kept it.
+    await stopStalePgbouncer(join(paths.dir, "pgbouncer.pid"), paths.pgbouncerIni, logger);
     await stopStalePostmaster(paths.pgdata, logger);
   }
   parts.ports.release(target.projectId);
   if (!options.keepData) {
-    await rm(paths.dir, { recursive: true, force: true });
-    if (!socketDirInside(paths)) await rm(paths.socketDir, { recursive: true, force: true });
+    // Its user's last processes (anything a tenant started in the background)
+    // end before the files go, so none can race the removal.
+    await parts.users.release(paths.dir);
+    await removeTree(paths.dir);
+    if (!socketDirInside(paths)) await removeTree(paths.socketDir);
   }
   logger.info({ slug: target.slug, projectId: target.projectId, keepData: options.keepData }, "database removed");
 }

@@ -18,8 +18,9 @@ export interface CommandOutput {
 
 /**
  * Fails with the exit code and stderr's last line (the reason: "No space left
- * on device"). Only programs that are never handed a secret (cp, initdb, getent,
- * test) run through here, so that line cannot hold one.
+ * on device"). Only programs that are never handed a secret (cp, chown, initdb,
+ * getent, useradd, userdel, kill, rm, sync, test) run through here, so that
+ * line cannot hold one.
  */
 export class CommandFailedError extends Error {
   override readonly name = "CommandFailedError";

@@ -5,25 +5,29 @@
 // starts PostgreSQL on it. A spare costs disk (the template's size, ~40 MB)
 // and no memory, unlike a warm instance (warm-pool.ts), which runs.
 //
-// Each spare is a complete, flushed data directory at {dataDir}/spares/s-{id}.
-// It is built under tmp-{id} and renamed when it is on disk, so a name of that
-// form always means a whole copy.
+// Each spare is an instance directory at {dataDir}/spares/s-{id} (the
+// service's) holding a complete, flushed data directory and the record of the
+// OS user made for it (see instance-users.ts), so a new database gets its own
+// user without waiting for useradd. It is built under tmp-{id} and renamed
+// when it is on disk, so a name of that form always means a whole copy.
 import { randomBytes } from "node:crypto";
-import { readdir, rename, rm } from "node:fs/promises";
+import { readdir, rename } from "node:fs/promises";
 import { join } from "node:path";
 import { loggableError, type Logger } from "../../log.js";
-import type { RunAs } from "./os-user.js";
-import { readIfExists, syncDir } from "./owned-files.js";
+import { instanceLayout } from "./instance-paths.js";
+import type { InstanceUsers } from "./instance-users.js";
+import { isReusableCopy } from "./instance-layout.js";
+import { ensureDir, removeTree, SERVICE_ONLY, syncDir } from "./owned-files.js";
 import { RefillLoop } from "./refill-loop.js";
 import { copyTemplate, syncFileSystem } from "./template-cluster.js";
 
 export interface SpareCopiesOptions {
   readonly size: number;
-  /** {dataDir}/spares, owned by the run-as user. */
+  /** {dataDir}/spares, the service's. */
   readonly root: string;
   /** The host's PostgreSQL major: spares of another one are removed. */
   readonly major: number;
-  readonly runAs: RunAs;
+  readonly users: InstanceUsers;
   readonly logger: Logger;
   /** The template cluster's path (built on first use). */
   readonly template: () => Promise<string>;
@@ -47,6 +51,8 @@ export class SpareCopies implements SpareCopiesState {
   private readonly spares: string[] = [];
   private readonly closing = new AbortController();
   private readonly refill: RefillLoop;
+  /** Removals running in the background; close() waits for them. */
+  private readonly chores = new Set<Promise<void>>();
 
   constructor(private readonly options: SpareCopiesOptions) {
     this.refill = new RefillLoop({
@@ -69,16 +75,16 @@ export class SpareCopies implements SpareCopiesState {
   /**
    * Runs once, before any ensure: keeps the complete spares of this
    * PostgreSQL major an earlier run left, up to the size, and removes
-   * everything else (half-built copies, other majors, extras).
+   * everything else (half-built copies, other majors, extras, one claimed by
+   * a project in a crash before it moved, an earlier release's).
    */
   async cleanUp(): Promise<void> {
-    const { root, major, logger } = this.options;
+    const { root, logger } = this.options;
     for (const name of (await readdir(root)).sort()) {
       const path = join(root, name);
       try {
-        const version = ENTRY.test(name) ? (await readIfExists(join(path, "PG_VERSION")))?.trim() : undefined;
-        if (version === String(major) && this.spares.length < this.size) this.spares.push(path);
-        else await rm(path, { recursive: true, force: true });
+        if (ENTRY.test(name) && this.spares.length < this.size && (await isReusableCopy(instanceLayout(path), this.options.users, this.options.major))) this.spares.push(path);
+        else await this.remove(path);
       } catch (error) {
         logger.warn({ entry: name, err: loggableError(error) }, "spare copies: cleaning up an entry of the last run failed");
       }
@@ -98,6 +104,14 @@ export class SpareCopies implements SpareCopiesState {
     return this.spares.shift();
   }
 
+  /** Deletes, in the background, a taken spare that could not be used, and its OS user. */
+  discard(path: string): void {
+    const chore = this.remove(path)
+      .catch((error: unknown) => this.options.logger.warn({ spare: path, err: loggableError(error) }, "spare copies: removing a spare failed"))
+      .finally(() => this.chores.delete(chore));
+    this.chores.add(chore);
+  }
+
   whenFull(signal?: AbortSignal): Promise<void> {
     return this.refill.whenDone(signal);
   }
@@ -106,26 +120,35 @@ export class SpareCopies implements SpareCopiesState {
   async close(): Promise<void> {
     this.closing.abort();
     await this.refill.settled();
+    await Promise.all(this.chores);
   }
 
   private async create(): Promise<void> {
-    const { root, runAs } = this.options;
+    const { root, users } = this.options;
     const started = Date.now();
     const template = await this.options.template();
     const id = randomBytes(6).toString("hex");
     const building = join(root, `${BUILDING_PREFIX}${id}`);
     const spare = join(root, `s-${id}`);
     try {
-      await copyTemplate(template, building, runAs);
+      await ensureDir(building, { ...SERVICE_ONLY, mode: 0o700 });
+      const runAs = await users.assign(building);
+      await copyTemplate(template, instanceLayout(building).pgdata, runAs);
       // On disk before it is complete by name: an ensure may take it any moment.
-      await syncFileSystem(building, runAs);
+      await syncFileSystem(building);
       await rename(building, spare);
       await syncDir(root);
     } catch (error) {
-      await rm(building, { recursive: true, force: true });
+      await this.remove(building);
       throw error;
     }
     this.spares.push(spare);
     this.options.logger.debug({ spare: id, ms: Date.now() - started }, "spare copy ready");
+  }
+
+  /** A spare never ran: its user has no process to race the removal. */
+  private async remove(path: string): Promise<void> {
+    await this.options.users.release(path);
+    await removeTree(path);
   }
 }

@@ -1,7 +1,7 @@
 // One long-running child (a postmaster or a pgbouncer) that is restarted with
 // backoff when it dies, and stopped with an escalating series of signals.
 import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, fchownSync, openSync } from "node:fs";
+import { closeSync, constants, openSync } from "node:fs";
 import { loggableError, type Logger } from "../../log.js";
 import type { RunAs } from "./os-user.js";
 import { childEnv, userSpawnOptions } from "./run-command.js";
@@ -18,7 +18,12 @@ export interface SupervisedProcessOptions {
   readonly args: readonly string[];
   readonly runAs: RunAs;
   readonly cwd: string;
-  /** stdout and stderr are appended here; without it they are discarded. */
+  /**
+   * stdout and stderr are appended here; without it they are discarded. The
+   * service opens it and hands the child the descriptor, so it must lie in a
+   * directory of the service's (the child cannot redirect it) and stays the
+   * service's file.
+   */
   readonly outputFile?: string;
   /** Signals sent in turn on stop, each followed by up to stopStepMs of waiting. */
   readonly stopSignals: readonly NodeJS.Signals[];
@@ -30,6 +35,8 @@ export interface SupervisedProcessOptions {
   readonly logger: Logger;
 }
 
+/** Never through a symlink, whoever put one there. */
+const APPEND_NO_FOLLOW = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW;
 const FIRST_BACKOFF_MS = 250;
 const MAX_BACKOFF_MS = 15_000;
 /** A child that ran this long before dying counts as healthy: backoff starts over. */
@@ -105,10 +112,9 @@ export class SupervisedProcess {
 
   private spawnChild(): Promise<void> {
     const { options } = this;
-    const output = options.outputFile === undefined ? "ignore" : openSync(options.outputFile, "a", 0o600);
+    const output = options.outputFile === undefined ? "ignore" : openSync(options.outputFile, APPEND_NO_FOLLOW, 0o600);
     let child: ChildProcess;
     try {
-      if (typeof output === "number") fchownSync(output, options.runAs.uid, options.runAs.gid);
       child = spawn(options.command, options.args, {
         ...userSpawnOptions(options.runAs),
         cwd: options.cwd,

@@ -3,14 +3,15 @@
 // every new database is copied from. The template also holds a placeholder role
 // and database that a copy only has to rename (no CREATE DATABASE per project).
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readdir, rename, rm } from "node:fs/promises";
+import { lstat, mkdtemp, readdir, rename, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import type { Logger } from "../../log.js";
+import { loggableError, type Logger } from "../../log.js";
 import { RuntimeError } from "../runtime.js";
 import { PLACEHOLDER_NAME, quoteIdent } from "./app-database.js";
+import type { InstanceUsers } from "./instance-users.js";
 import type { RunAs } from "./os-user.js";
-import { ensureOwnedDir, ensurePrivateDir, syncDir } from "./owned-files.js";
+import { ensureDir, ensurePrivateDir, ownedBy, passableBy, removeTree, SERVICE_ONLY, SERVICE_USER, setAccess, syncDir } from "./owned-files.js";
 import { pathExists } from "./path-checks.js";
 import { queryRows } from "./pg-clients.js";
 import type { PostgresBinaries } from "./postgres-binaries.js";
@@ -22,10 +23,15 @@ import { stopStalePostmaster } from "./stale-process.js";
 export interface TemplateOptions {
   readonly templatesDir: string;
   readonly binaries: PostgresBinaries;
-  readonly runAs: RunAs;
+  /** Who builds it: a user made for the build (deleted after), or the shared user. */
+  readonly users: InstanceUsers;
   readonly logger: Logger;
   readonly timeoutMs: number;
 }
+
+/** Next to a build's directory: the service's, holding the build's config files and its user's record. */
+const CONF_SUFFIX = ".conf";
+const SERVICE_ONLY_DIR = { ...SERVICE_ONLY, mode: 0o700 };
 
 export function templateDir(templatesDir: string, major: number): string {
   return join(templatesDir, `pg${major}`);
@@ -34,34 +40,51 @@ export function templateDir(templatesDir: string, major: number): string {
 /**
  * The template's path, building it first when missing. It is built under a
  * temporary name and renamed into place, so a crash never leaves a half template
- * where a complete one is expected.
+ * where a complete one is expected. The template is the service's (root's)
+ * once built: no instance's user can change what later copies start from.
  */
 export async function ensureTemplateCluster(options: TemplateOptions): Promise<string> {
-  const { templatesDir, binaries, runAs, logger } = options;
+  const { templatesDir, binaries, users, logger } = options;
   const finalDir = templateDir(templatesDir, binaries.major);
-  if (await pathExists(join(finalDir, "PG_VERSION"))) return finalDir;
+  const found = await lstat(finalDir).catch(() => undefined);
+  if (found && (await pathExists(join(finalDir, "PG_VERSION")))) {
+    if (found.isDirectory() && found.uid === SERVICE_USER.uid) return finalDir;
+    // An earlier release's, owned by the user every instance shared: rebuilt, not trusted.
+    logger.info({ template: finalDir }, "rebuilding the template cluster: it belongs to another OS user");
+  }
+  await removeTree(finalDir);
 
   const prefix = `pg${binaries.major}.tmp-`;
-  for (const name of await readdir(templatesDir)) {
+  // Sorted: a build's directory before its .conf directory, which names the build's user.
+  for (const name of (await readdir(templatesDir)).sort()) {
     if (!name.startsWith(prefix)) continue;
     // A service killed mid-build may have left the build's postmaster running in it.
-    await stopStalePostmaster(join(templatesDir, name), logger);
-    await rm(join(templatesDir, name), { recursive: true, force: true });
+    if (name.endsWith(CONF_SUFFIX)) await users.release(join(templatesDir, name));
+    else await stopStalePostmaster(join(templatesDir, name), logger);
+    await removeTree(join(templatesDir, name));
   }
   const started = Date.now();
   const buildDir = join(templatesDir, `${prefix}${randomBytes(6).toString("hex")}`);
-  await ensureOwnedDir(buildDir, runAs, 0o700);
+  const confDir = `${buildDir}${CONF_SUFFIX}`;
+  await ensureDir(confDir, SERVICE_ONLY_DIR);
   try {
+    const runAs = await users.assign(confDir);
+    await setAccess(confDir, passableBy(runAs), "directory");
+    await ensureDir(buildDir, ownedBy(runAs));
     await runCommand(
       binaries.initdb,
       ["-D", buildDir, "-U", SUPERUSER, "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=reject"],
       { runAs, cwd: templatesDir, timeoutMs: options.timeoutMs },
     );
-    await addPlaceholder(options, buildDir);
+    await addPlaceholder(options, buildDir, confDir, runAs);
+    if (runAs.switchUser) await runCommand("chown", ["-R", "-h", `${SERVICE_USER.uid}:${SERVICE_USER.gid}`, buildDir]);
   } catch (error) {
     if (error instanceof RuntimeError) throw error;
     const message = error instanceof Error ? error.message : String(error);
     throw new RuntimeError("failed", `building the PostgreSQL ${binaries.major} template cluster failed: ${message}`, { cause: error });
+  } finally {
+    await users.release(confDir).catch((error: unknown) => logger.warn({ err: loggableError(error) }, "deleting the template build's OS user failed"));
+    await rm(confDir, { recursive: true, force: true });
   }
   await rename(buildDir, finalDir);
   await syncDir(templatesDir);
@@ -85,9 +108,16 @@ export function sharedTemplateCluster(options: TemplateOptions): () => Promise<s
   };
 }
 
-/** Copies the template cluster to `dest`, which must not exist yet. */
+/**
+ * Copies the template cluster to `dest`, which must not exist yet and lies in
+ * a directory of the service's that no other process uses, and gives the copy
+ * to `runAs`. The service copies (the template may be root's) and hands the
+ * copy over before any process of that user runs on it.
+ */
 export async function copyTemplate(template: string, dest: string, runAs: RunAs): Promise<void> {
-  await runCommand("cp", ["-a", template, dest], { runAs, cwd: dirname(dest) });
+  await runCommand("cp", ["-a", template, dest], { cwd: dirname(dest) });
+  // -h: a symlink in the copy is changed itself, never what it points to.
+  if (runAs.switchUser) await runCommand("chown", ["-R", "-h", `${runAs.uid}:${runAs.gid}`, dest]);
 }
 
 /**
@@ -98,24 +128,26 @@ export async function copyTemplate(template: string, dest: string, runAs: RunAs)
  * (recovery_init_sync_method = syncfs). It also writes out whatever else is
  * dirty on that file system, which is due to be written anyway.
  */
-export async function syncFileSystem(path: string, runAs: RunAs): Promise<void> {
-  await runCommand("sync", ["-f", path], { runAs, cwd: dirname(path) });
+export async function syncFileSystem(path: string): Promise<void> {
+  await runCommand("sync", ["-f", path], { cwd: dirname(path) });
 }
 
-async function addPlaceholder(options: TemplateOptions, pgdata: string): Promise<void> {
+async function addPlaceholder(options: TemplateOptions, pgdata: string, confDir: string, runAs: RunAs): Promise<void> {
   const socketDir = await mkdtemp(join(tmpdir(), "sota-template-"));
   const server = new PostgresServer({
     name: "the template cluster",
     binaries: options.binaries,
-    runAs: options.runAs,
+    runAs,
     pgdata,
+    configFile: join(confDir, "postgresql.conf"),
+    hbaFile: join(confDir, "pg_hba.conf"),
     socketDir,
     socketDirShared: true,
     logFile: join(options.templatesDir, "template-build.log"),
     logger: options.logger,
   });
   try {
-    await ensurePrivateDir(socketDir, options.runAs);
+    await ensurePrivateDir(socketDir, runAs);
     await server.start();
     const client = await server.connect("postgres", Date.now() + options.timeoutMs, AbortSignal.timeout(options.timeoutMs));
     try {

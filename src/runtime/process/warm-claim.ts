@@ -6,7 +6,7 @@ import { loggableError, type Logger } from "../../log.js";
 import type { DatabaseSpec } from "../runtime.js";
 import { socketDirInside, type InstancePaths } from "./instance-paths.js";
 import type { RunAs } from "./os-user.js";
-import { syncDir, writeOwnedFile } from "./owned-files.js";
+import { SERVICE_ONLY, syncDir, writeServiceFile } from "./owned-files.js";
 import { pathExists } from "./path-checks.js";
 import type { PostgresServer } from "./postgres-server.js";
 import type { WarmPool } from "./warm-pool.js";
@@ -14,13 +14,14 @@ import type { WarmPool } from "./warm-pool.js";
 /** A warm instance moved to a project's directory. */
 export interface ClaimedWarmInstance {
   readonly postgres: PostgresServer;
+  /** Its OS user, moved with it. */
+  readonly runAs: RunAs;
   /** The symlink left at its old path for its running postmaster (see PostgresServer.relocate). */
   readonly alias: string;
 }
 
 export interface WarmClaimParts {
   readonly pool: WarmPool;
-  readonly runAs: RunAs;
   readonly logger: Logger;
 }
 
@@ -36,7 +37,7 @@ export async function claimWarmInstance(parts: WarmClaimParts, spec: DatabaseSpe
   const warm = pool.take();
   if (!warm) return undefined;
   try {
-    await writeOwnedFile(warm.paths.projectMarker, `${spec.projectId}\n`, parts.runAs, 0o600);
+    await writeServiceFile(warm.paths.projectMarker, `${spec.projectId}\n`, SERVICE_ONLY);
     await rename(warm.paths.dir, paths.dir);
   } catch (error) {
     parts.logger.warn({ slug: spec.slug, err: loggableError(error) }, "could not use a warm instance; copying the template instead");
@@ -46,7 +47,7 @@ export async function claimWarmInstance(parts: WarmClaimParts, spec: DatabaseSpe
   // Straight after the rename: the postmaster reaches its files through the
   // path it was started with for as long as it runs.
   const alias = warm.paths.dir;
-  const claimed = { postgres: warm.postgres, alias };
+  const claimed = { postgres: warm.postgres, runAs: warm.runAs, alias };
   try {
     await symlink(paths.dir, alias);
     await syncDir(dirname(paths.dir));

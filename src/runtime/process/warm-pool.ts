@@ -3,14 +3,17 @@
 // most of the time a new database takes; with a warm instance at hand, ensure
 // is left with a directory rename, the role and database renames, credentials
 // and PgBouncer. Warm instances live in {dataDir}/warm/{id} with an instance's
-// layout, so renaming the directory to instances/{slug} makes one a project's.
+// layout, so renaming the directory to instances/{slug} makes one a project's,
+// its OS user (made with it, see instance-users.ts) included.
 import { randomBytes } from "node:crypto";
 import { lstat, readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { loggableError, type Logger } from "../../log.js";
 import { instanceLayout, socketDirInside, type InstancePaths } from "./instance-paths.js";
+import { isReusableCopy, settleLayout } from "./instance-layout.js";
+import type { InstanceUsers } from "./instance-users.js";
 import type { RunAs } from "./os-user.js";
-import { ensureOwnedDir, readIfExists, syncDir } from "./owned-files.js";
+import { ensureDir, removeTree, SERVICE_ONLY, syncDir } from "./owned-files.js";
 import { pathExists } from "./path-checks.js";
 import { RefillLoop } from "./refill-loop.js";
 import type { PostgresBinaries } from "./postgres-binaries.js";
@@ -21,6 +24,7 @@ import { copyTemplate, syncFileSystem } from "./template-cluster.js";
 export interface WarmInstance {
   readonly id: string;
   readonly paths: InstancePaths;
+  readonly runAs: RunAs;
   readonly postgres: PostgresServer;
 }
 
@@ -36,10 +40,10 @@ export interface WarmPoolState {
 
 export interface WarmPoolOptions {
   readonly size: number;
-  /** {dataDir}/warm, owned by the run-as user. */
+  /** {dataDir}/warm, the service's. */
   readonly root: string;
   readonly binaries: PostgresBinaries;
-  readonly runAs: RunAs;
+  readonly users: InstanceUsers;
   readonly logger: Logger;
   /** The template cluster's path (built on first use). */
   readonly template: () => Promise<string>;
@@ -148,11 +152,9 @@ export class WarmPool implements WarmPoolState {
           await rm(paths.dir, { force: true });
           continue;
         }
-        const version = (await readIfExists(join(paths.pgdata, "PG_VERSION")))?.trim();
-        const keep =
-          ENTRY.test(name) && this.reusable.length < this.size && version === String(binaries.major) && !(await pathExists(paths.projectMarker));
+        const keep = ENTRY.test(name) && this.reusable.length < this.size && (await isReusableCopy(paths, this.options.users, binaries.major));
         if (keep) this.reusable.push(name);
-        else await rm(paths.dir, { recursive: true, force: true });
+        else await this.removeDir(paths.dir);
       } catch (error) {
         logger.warn({ entry: name, err: loggableError(error) }, "warm pool: cleaning up an entry of the last run failed");
       }
@@ -160,20 +162,23 @@ export class WarmPool implements WarmPoolState {
   }
 
   private async create(): Promise<void> {
-    const { root, runAs } = this.options;
+    const { root, users } = this.options;
     const template = await this.options.template();
     const id = `w-${randomBytes(6).toString("hex")}`;
     // Built under another name: recover() only reuses complete copies.
     const building = join(root, `${BUILDING_PREFIX}${id}`);
-    await ensureOwnedDir(building, runAs, 0o700);
     try {
-      await copyTemplate(template, instanceLayout(building).pgdata, runAs);
+      await ensureDir(building, { ...SERVICE_ONLY, mode: 0o700 });
+      const runAs = await users.assign(building);
+      const paths = instanceLayout(building);
+      await copyTemplate(template, paths.pgdata, runAs);
+      await settleLayout(paths, runAs);
       // On disk before it is complete by name: a project may get it any moment.
-      await syncFileSystem(building, runAs);
+      await syncFileSystem(building);
       await rename(building, join(root, id));
       await syncDir(root);
     } catch (error) {
-      await rm(building, { recursive: true, force: true });
+      await this.removeDir(building);
       throw error;
     }
     await this.start(id);
@@ -182,17 +187,21 @@ export class WarmPool implements WarmPoolState {
   private async start(id: string): Promise<void> {
     const started = Date.now();
     const paths = instanceLayout(join(this.options.root, id));
+    const runAs = await this.options.users.recorded(paths.dir);
+    if (runAs === undefined) throw new Error(`the OS user of warm instance ${id} is gone`);
     const postgres = new PostgresServer({
       name: `warm instance ${id}`,
       binaries: this.options.binaries,
-      runAs: this.options.runAs,
+      runAs,
       pgdata: paths.pgdata,
+      configFile: paths.postgresConf,
+      hbaFile: paths.hbaConf,
       socketDir: paths.socketDir,
       socketDirShared: false,
       logFile: paths.postgresLog,
       logger: this.options.logger.child({ warm: id }),
     });
-    const instance: WarmInstance = { id, paths, postgres };
+    const instance: WarmInstance = { id, paths, runAs, postgres };
     try {
       await postgres.start();
       const client = await postgres.connect("postgres", Date.now() + this.options.startTimeoutMs, this.closing.signal);
@@ -226,6 +235,12 @@ export class WarmPool implements WarmPoolState {
 
   private async remove(instance: WarmInstance): Promise<void> {
     await instance.postgres.stop();
-    await rm(instance.paths.dir, { recursive: true, force: true });
+    await this.removeDir(instance.paths.dir);
+  }
+
+  /** Its OS user's processes ended and the user deleted first: none can race the removal. */
+  private async removeDir(dir: string): Promise<void> {
+    await this.options.users.release(dir);
+    await removeTree(dir);
   }
 }
