@@ -3,7 +3,7 @@
 // its container, and through COPY ... FROM PROGRAM, shell commands run by the
 // server as the container's postgres OS user.
 import type Docker from "dockerode";
-import { superuserConninfo } from "../../src/runtime/docker/app-role-sql.js";
+import { roleConninfo } from "../../src/runtime/docker/app-role-sql.js";
 import { execCollect } from "../../src/runtime/docker/docker-exec.js";
 
 export interface ShellOutcome {
@@ -11,10 +11,14 @@ export interface ShellOutcome {
   readonly output: string;
 }
 
-/** psql as the cluster's superuser, inside `container`; fails the test when psql does. */
+/**
+ * psql as the cluster's superuser, inside `container`, as a tenant would log
+ * in: without the search_path the service pins for its own sessions. Fails the
+ * test when psql does.
+ */
 export async function superuserSql(docker: Docker, container: string, sql: string, database = "postgres"): Promise<string> {
   const outcome = await execCollect(docker, docker.getContainer(container), {
-    cmd: ["psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "--dbname", superuserConninfo(database)],
+    cmd: ["psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "--dbname", roleConninfo("postgres", database)],
     user: "postgres",
     stdin: `${sql}\n`,
   });
