@@ -24,7 +24,7 @@ export async function removeInstance(parts: DriverParts, target: RuntimeTarget, 
     await stopStalePgbouncer(paths.pgbouncerPid, paths.pgbouncerIni, logger);
     await stopStalePostmaster(paths.pgdata, logger);
   }
-  parts.ports.release(target.projectId);
+  await parts.ports.release(target.projectId);
   if (!options.keepData) {
     await rm(paths.dir, { recursive: true, force: true });
     if (!socketDirInside(paths)) await rm(paths.socketDir, { recursive: true, force: true });
