@@ -204,7 +204,7 @@ function masterKeys(value: string): string[] {
   return keys;
 }
 
-/** A postgres:// or postgresql:// URL with a host. The value is a secret: the error never repeats it. */
+/** A postgres:// or postgresql:// URL with a host (or ?host=/socket/dir). The value is a secret: the error never repeats it. */
 function postgresUrl(value: string, name: string): string {
   let url: URL | undefined;
   try {
@@ -212,7 +212,7 @@ function postgresUrl(value: string, name: string): string {
   } catch {
     url = undefined;
   }
-  if (!url || !["postgres:", "postgresql:"].includes(url.protocol) || !url.hostname) {
+  if (!url || !["postgres:", "postgresql:"].includes(url.protocol) || !(url.hostname || url.searchParams.get("host"))) {
     throw new ConfigError(name, "must be a PostgreSQL URL, postgres://user:password@host:port/database (the value is not shown: it may hold a password)");
   }
   return value;

@@ -195,8 +195,13 @@ export class PostgresStore implements Store, PortRegistry {
     await this.pool.query(`DELETE FROM ${S}.backups WHERE id = $1`, [id]);
   }
 
+  /** Readiness shows the message to anyone who asks: it names the store, not where it is or who logs in. */
   async ping(): Promise<void> {
-    await this.pool.query("SELECT 1");
+    try {
+      await this.pool.query("SELECT 1");
+    } catch (error) {
+      throw new Error("the PostgreSQL state store does not answer", { cause: error });
+    }
   }
 
   async close(): Promise<void> {

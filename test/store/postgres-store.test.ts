@@ -1,8 +1,8 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { latestVersion } from "../../src/store/migrations.js";
+import { latestVersion, type Migration } from "../../src/store/migrations.js";
 import { openStateStore } from "../../src/store/open-store.js";
-import { POSTGRES_MIGRATIONS } from "../../src/store/postgres-migrations.js";
+import { migratePostgres, POSTGRES_MIGRATIONS } from "../../src/store/postgres-migrations.js";
 import { PostgresStore } from "../../src/store/postgres-store.js";
 import { startStatePostgres, type StatePostgres } from "../support/state-postgres.js";
 import { A, databaseRecord, storeContract } from "../support/store-contract.js";
@@ -70,5 +70,29 @@ describe("PostgresStore", () => {
     const down = await PostgresStore.open(unreachable).catch((error: unknown) => error as Error);
     expect((down as Error).message).toMatch(/^cannot connect to the PostgreSQL state store \(SOTA_STATE_URL\)/);
     expect((down as Error).message).not.toContain("hunter2");
+  });
+
+  it("applies later migrations in order, once, and rolls a failing one back whole", async () => {
+    const url = await cluster.createDatabase();
+    const next: Migration[] = [
+      ...POSTGRES_MIGRATIONS,
+      { version: 2, description: "a column", sql: "ALTER TABLE sota.databases ADD COLUMN note TEXT" },
+      { version: 3, description: "an index", sql: "CREATE INDEX databases_by_note ON sota.databases (note)" },
+    ];
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      await migratePostgres(client);
+      await migratePostgres(client, next);
+      await migratePostgres(client, next);
+      const applied = await client.query("SELECT version FROM sota.migrations ORDER BY version");
+      expect(applied.rows.map((row) => row.version)).toEqual([1, 2, 3]);
+      const broken: Migration[] = [...next, { version: 4, description: "ok", sql: "CREATE TABLE sota.extra (x int)" }, { version: 5, description: "broken", sql: "NOT SQL" }];
+      await expect(migratePostgres(client, broken)).rejects.toThrow();
+      expect((await client.query("SELECT max(version) AS v FROM sota.migrations")).rows[0].v).toBe(3);
+      expect((await client.query("SELECT to_regclass('sota.extra') AS t")).rows[0].t).toBeNull();
+    } finally {
+      await client.end();
+    }
   });
 });

@@ -145,9 +145,13 @@ export function storeContract(name: string, newLocation: () => Promise<StoreLoca
       expect((await reopened.listBackups(A)).map((record) => record.id)).toEqual([newer.id]);
     });
 
-    it("answers ping while open", async () => {
+    it("answers ping while open, and rejects it once closed", async () => {
       const store = await open(await newLocation());
       await expect(store.ping()).resolves.toBeUndefined();
+      await store.close();
+      await expect(store.ping()).rejects.toThrow();
+      // Closing twice is harmless (the app closes on every way out).
+      await expect(store.close()).resolves.toBeUndefined();
     });
 
     it("migrates a new state once when two services start on it together, and opens it again as it is", async () => {

@@ -86,6 +86,7 @@ describe("loadConfig", () => {
       expect((error as Error).message).not.toContain("hunter2");
     }
     expect(loadConfig({ SOTA_STATE_URL: "postgresql://sota@127.0.0.1/sota" }, "/").stateUrl).toBe("postgresql://sota@127.0.0.1/sota");
+    expect(loadConfig({ SOTA_STATE_URL: "postgres:///sota?host=/run/postgresql" }, "/").stateUrl).toBe("postgres:///sota?host=/run/postgresql");
   });
 
   it("names the variable and what it allows", () => {
