@@ -160,7 +160,8 @@ export class BackupManager implements Backups {
 
   async list(projectId: string): Promise<BackupRecord[]> {
     // Expiry follows the retention configured now, even for backups written under another.
-    return (await this.options.store.listBackups(projectId)).map((record) => (record.state === "running" ? record : { ...record, expiresAt: expiryOf(record.startedAt, this.options.retentionDays) }));
+    const records = await this.options.store.listBackups(projectId);
+    return records.map((record) => (record.state === "running" ? record : { ...record, expiresAt: expiryOf(record.startedAt, this.options.retentionDays) }));
   }
 
   /**
@@ -271,7 +272,8 @@ export class BackupManager implements Backups {
   /** Retention over every project that has backups. */
   async pruneAll(): Promise<void> {
     const { store } = this.options;
-    const projects = new Set([...(await store.listBackupsByState("succeeded")), ...(await store.listBackupsByState("failed"))].map((record) => record.projectId));
+    const records = [...(await store.listBackupsByState("succeeded")), ...(await store.listBackupsByState("failed"))];
+    const projects = new Set(records.map((record) => record.projectId));
     for (const projectId of projects) await this.prune(projectId);
   }
 
