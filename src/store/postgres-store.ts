@@ -10,13 +10,15 @@ import type { BackupRecord, DatabaseRecord } from "./records.js";
 import { backupPatchColumns, databasePatchColumns, fromBackup, fromDatabase, toBackup, toDatabase, type BackupRow, type DatabaseRow } from "./rows.js";
 import { slugTaken, type BackupPatch, type DatabasePatch, type Store } from "./store.js";
 
-const INT8_OID = 20;
 const UNIQUE_VIOLATION = "23505";
 
-/** BIGINT columns hold epoch milliseconds and byte counts, all well inside a double. */
+/**
+ * BIGINT columns hold epoch milliseconds and byte counts, all well inside a
+ * double: read as numbers, for this pool only (pg's default is strings).
+ */
 const types = {
   getTypeParser: ((oid: number, format?: string) =>
-    oid === INT8_OID ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format as "text")) as typeof pg.types.getTypeParser,
+    oid === pg.types.builtins.INT8 ? Number : pg.types.getTypeParser(oid, format as "text")) as typeof pg.types.getTypeParser,
 };
 
 const DATABASE_INSERT = `INSERT INTO ${S}.databases (project_id, slug, state, runtime, sealed_password, sealed_url, host, port, network,
