@@ -4,24 +4,20 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PostgresStore } from "../../src/store/postgres-store.js";
-import { startHarness, type Harness } from "../support/app-harness.js";
-import { portRange } from "../support/process-runtime-harness.js";
-import { startStatePostgres, type StatePostgres } from "../support/state-postgres.js";
+import { startPostgresStateHarness, type PostgresStateHarness } from "../support/postgres-state-harness.js";
+import type { Harness } from "../support/app-harness.js";
 
-let cluster: StatePostgres;
+let bed: PostgresStateHarness;
 let stateUrl: string;
 let h: Harness;
 
 beforeAll(async () => {
-  cluster = await startStatePostgres();
-  stateUrl = await cluster.createDatabase();
-  const ports = portRange(50);
-  h = await startHarness({ SOTA_STATE_URL: stateUrl, SOTA_POOLER_PORTS: `${ports.min}-${ports.max}`, SOTA_SPARE_COPIES: "0" });
+  bed = await startPostgresStateHarness(50);
+  ({ stateUrl, h } = bed);
 });
 
 afterAll(async () => {
-  await h?.stop();
-  await cluster?.stop();
+  await bed?.stop();
 });
 
 async function rest(path: string, method = "GET"): Promise<Response> {

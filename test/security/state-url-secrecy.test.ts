@@ -4,24 +4,20 @@
 // where the store lives or how the service logs in.
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startHarness, type Harness } from "../support/app-harness.js";
-import { portRange } from "../support/process-runtime-harness.js";
-import { startStatePostgres, type StatePostgres } from "../support/state-postgres.js";
+import { startPostgresStateHarness, type PostgresStateHarness } from "../support/postgres-state-harness.js";
+import type { Harness } from "../support/app-harness.js";
 
-let cluster: StatePostgres;
+let bed: PostgresStateHarness;
 let stateUrl: string;
 let h: Harness;
 
 beforeAll(async () => {
-  cluster = await startStatePostgres();
-  stateUrl = await cluster.createDatabase();
-  const ports = portRange(51);
-  h = await startHarness({ SOTA_STATE_URL: stateUrl, SOTA_POOLER_PORTS: `${ports.min}-${ports.max}`, SOTA_SPARE_COPIES: "0" });
+  bed = await startPostgresStateHarness(51);
+  ({ stateUrl, h } = bed);
 });
 
 afterAll(async () => {
-  await h?.stop();
-  await cluster?.stop();
+  await bed?.stop();
 });
 
 describe("the state URL", () => {
@@ -33,7 +29,7 @@ describe("the state URL", () => {
     await admin.connect();
     await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname = current_database()");
     await admin.end();
-    await cluster.stop();
+    await bed.cluster.stop();
 
     const url = new URL(stateUrl);
     const leaks = [stateUrl, url.password, `${url.hostname}:${url.port}`, url.pathname.slice(1)];
