@@ -39,7 +39,20 @@ export async function startStatePostgres(): Promise<StatePostgres> {
     "-D", pgdata, "-h", "127.0.0.1", "-p", String(port), "-k", dir, "-c", "fsync=off", "-c", "full_page_writes=off",
   ]);
   const url = (database: string) => `postgres://sota:${password}@127.0.0.1:${port}/${database}`;
-  await waitUntilAccepting(url("postgres"), server);
+  const stop = async (): Promise<void> => {
+    if (server.exitCode === null && server.signalCode === null) {
+      const exited = new Promise((resolve) => server.once("exit", resolve));
+      server.kill("SIGINT");
+      await exited;
+    }
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitUntilAccepting(url("postgres"), server);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
   let databases = 0;
   return {
     async createDatabase() {
@@ -53,14 +66,7 @@ export async function startStatePostgres(): Promise<StatePostgres> {
       }
       return url(name);
     },
-    async stop() {
-      if (server.exitCode === null) {
-        const exited = new Promise((resolve) => server.once("exit", resolve));
-        server.kill("SIGINT");
-        await exited;
-      }
-      await rm(dir, { recursive: true, force: true });
-    },
+    stop,
   };
 }
 
@@ -88,9 +94,11 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+/** Keeps the server's stderr until it accepts connections (to say why it did not), then lets it drain. */
 async function waitUntilAccepting(url: string, server: ChildProcess): Promise<void> {
   let stderr = "";
-  server.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  const keep = (chunk: Buffer): void => void (stderr += chunk.toString());
+  server.stderr!.on("data", keep);
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (server.exitCode !== null) throw new Error(`postgres exited with ${server.exitCode}: ${stderr}`);
@@ -98,6 +106,7 @@ async function waitUntilAccepting(url: string, server: ChildProcess): Promise<vo
     try {
       await client.connect();
       await client.end();
+      server.stderr!.off("data", keep).resume();
       return;
     } catch (error) {
       await client.end().catch(() => undefined);
