@@ -14,9 +14,12 @@ import { ensureNewRows } from "./rows/ensure-new.js";
 import { getConnectionRows } from "./rows/get-connection.js";
 import { poolingRows } from "./rows/pooling.js";
 import { startService } from "./service-process.js";
+import { POSTGRES_STATE } from "./state-store.js";
+import { startStatePostgres } from "../test/support/state-postgres.js";
 import { errorRow, renderTable, type Row } from "./table.js";
 
 const MAIN_SERVICE_PORTS = "31000-31099";
+const POSTGRES_STATE_SERVICE_PORTS = "31100-31199";
 
 const plan = planFor(process.argv.slice(2));
 const started = Date.now();
@@ -55,6 +58,24 @@ await section("1-5", "the main service", async () => {
     return [];
   } finally {
     await service.stop();
+  }
+});
+// Rows 2 and 3 again on the PostgreSQL state store (SOTA_STATE_URL), a
+// throwaway cluster on this machine: what a networked store adds per call.
+await section("2p-3p", "the service on the PostgreSQL state store", async () => {
+  const cluster = await startStatePostgres();
+  try {
+    const service = await startService({ poolerPorts: POSTGRES_STATE_SERVICE_PORTS, env: { SOTA_STATE_URL: await cluster.createDatabase() } });
+    try {
+      const projectId = await newDatabaseThroughApi(service);
+      await section("2p", "Ensure on an existing database, PostgreSQL state store", () => ensureExistingRows(plan, service, projectId, POSTGRES_STATE));
+      await section("3p", "GetConnection throughput, PostgreSQL state store", () => getConnectionRows(plan, service, projectId, POSTGRES_STATE));
+      return [];
+    } finally {
+      await service.stop();
+    }
+  } finally {
+    await cluster.stop();
   }
 });
 await section("1g", "Ensure new database, Docker driver", () => dockerEnsureRows(plan, floorMedianMs));

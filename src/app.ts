@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadKeyring } from "./secrets/key-file.js";
 import { Sealer } from "./secrets/sealer.js";
-import { SqliteStore } from "./store/sqlite-store.js";
+import { openStateStore, type StateStore } from "./store/open-store.js";
 import { createBackupManager, type BackupManager } from "./backup/index.js";
 import { backupDownloadRoute } from "./server/backup-download-route.js";
 import type { Config } from "./config.js";
@@ -84,7 +84,7 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
   const adminTokenFile = tokens ? undefined : join(config.dataDir, "admin.token");
   const registry = new TokenRegistry(tokens ?? [adminTokenEntry(adminTokenFile!).entry]);
 
-  const store = new SqliteStore(join(config.dataDir, "state.db"));
+  const store = await openStateStore({ dataDir: config.dataDir, ...(config.stateUrl ? { stateUrl: config.stateUrl } : {}) });
   metrics.countDatabasesWith(() => store.countDatabasesByState());
   let runtime: Runtime | undefined;
   let backups: BackupManager | undefined;
@@ -139,20 +139,20 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
         await server.close();
         await startedBackups.close();
         await started.close();
-        store.close();
+        await store.close();
         logger.info("sota-db stopped");
       },
     };
   } catch (error) {
     await backups?.close().catch(() => undefined);
     await runtime?.close().catch(() => undefined);
-    store.close();
+    await store.close();
     throw error;
   }
 }
 
 /** The configured Runtime driver; the Docker driver is loaded only when chosen. */
-async function createRuntime(config: Config, store: Store, logger: Logger): Promise<Runtime> {
+async function createRuntime(config: Config, store: StateStore, logger: Logger): Promise<Runtime> {
   if (config.runtime === "docker") {
     const [{ createDockerRuntime }, { dockerConnection }, { default: Docker }] = await Promise.all([
       import("./runtime/docker/index.js"),

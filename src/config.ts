@@ -19,6 +19,8 @@ export interface Config {
     readonly idleTimeoutMs: number;
   };
   readonly dataDir: string;
+  /** SOTA_STATE_URL: a postgres:// URL selects the PostgreSQL state store; absent, SQLite in the data dir. A secret. */
+  readonly stateUrl?: string;
   readonly logLevel: string;
   readonly runtime: RuntimeKind;
   /** Deadline for a database to answer a real query through its pooler. */
@@ -91,6 +93,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   const publishHost = text(env, "SOTA_DOCKER_PUBLISH_HOST");
   const tlsCert = text(env, "SOTA_TLS_CERT_FILE");
   const tlsKey = text(env, "SOTA_TLS_KEY_FILE");
+  const stateUrl = text(env, "SOTA_STATE_URL");
   if (Boolean(tlsCert) !== Boolean(tlsKey)) {
     throw new ConfigError(tlsCert ? "SOTA_TLS_KEY_FILE" : "SOTA_TLS_CERT_FILE", "SOTA_TLS_CERT_FILE and SOTA_TLS_KEY_FILE go together: set both or neither");
   }
@@ -102,6 +105,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       idleTimeoutMs: integer(env, "SOTA_HTTP_IDLE_TIMEOUT_MS", 30_000, 1_000, 3_600_000),
     },
     dataDir,
+    ...(stateUrl ? { stateUrl: postgresUrl(stateUrl, "SOTA_STATE_URL") } : {}),
     logLevel: oneOf(env, "SOTA_LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "fatal", "silent"], "info"),
     runtime: oneOf(env, "SOTA_RUNTIME", ["process", "docker"], "process"),
     readyTimeoutMs: integer(env, "SOTA_READY_TIMEOUT_MS", 60_000, 1_000, 600_000),
@@ -202,6 +206,20 @@ function masterKeys(value: string): string[] {
     }
   }
   return keys;
+}
+
+/** A postgres:// or postgresql:// URL with a host (or ?host=/socket/dir). The value is a secret: the error never repeats it. */
+function postgresUrl(value: string, name: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(value);
+  } catch {
+    url = undefined;
+  }
+  if (!url || !["postgres:", "postgresql:"].includes(url.protocol) || !(url.hostname || url.searchParams.get("host"))) {
+    throw new ConfigError(name, "must be a PostgreSQL URL, postgres://user:password@host:port/database (the value is not shown: it may hold a password)");
+  }
+  return value;
 }
 
 function identifier(value: string, name: string): string {

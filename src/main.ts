@@ -4,6 +4,7 @@ import { loadConfig, ConfigError } from "./config.js";
 import { createLogger, loggableError } from "./log.js";
 import { startApp } from "./app.js";
 import { DataDirInUseError } from "./store/data-dir-lock.js";
+import { StateTooNewError } from "./store/migrations.js";
 
 async function main(): Promise<void> {
   let config;
@@ -21,8 +22,8 @@ async function main(): Promise<void> {
   try {
     app = await startApp(config, { logger });
   } catch (error) {
-    if (error instanceof DataDirInUseError) {
-      // Another service runs on this data dir: nothing was touched, one line says why.
+    if (error instanceof DataDirInUseError || error instanceof StateTooNewError) {
+      // Another service runs on this data dir, or a newer release wrote the state: nothing was touched, one line says why.
       process.stderr.write(`sota-db: could not start: ${error.message}\n`);
       process.exit(1);
     }

@@ -29,7 +29,7 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  private countDatabases: () => Record<string, number> = () => ({});
+  private countDatabases: () => Promise<Record<string, number>> = async () => ({});
 
   readonly databases: Gauge<"state"> = new Gauge({
     name: "sota_databases",
@@ -37,8 +37,8 @@ export class Metrics {
     labelNames: ["state"] as const,
     registers: [this.registry],
     // Read from the store at scrape time, so the gauge cannot drift from the truth.
-    collect: () => {
-      const counts = this.countDatabases();
+    collect: async () => {
+      const counts = await this.countDatabases();
       for (const state of ["provisioning", "ready", "failed"]) this.databases.set({ state }, counts[state] ?? 0);
     },
   });
@@ -86,7 +86,7 @@ export class Metrics {
   }
 
   /** Where the databases gauge reads its counts from (the store). */
-  countDatabasesWith(source: () => Record<string, number>): void {
+  countDatabasesWith(source: () => Promise<Record<string, number>>): void {
     this.countDatabases = source;
   }
 

@@ -7,13 +7,19 @@ import type { Plan } from "../plan.js";
 import { repeat } from "../repeat.js";
 import { waitForSpareCopy, type ServiceProcess } from "../service-process.js";
 import { summarize, timed } from "../stats.js";
+import { SQLITE_STATE, type StateStoreVariant } from "../state-store.js";
 import { ms, times, verdict, type Row } from "../table.js";
 
 /** JIT warm-up: the measured calls meet a service that has been up a while, as a deploy does. */
 const WARM_UP_CALLS = 300;
 const BUDGET_MS = 60_000;
 
-export async function ensureExistingRows(plan: Plan, service: ServiceProcess, projectId: string): Promise<Row[]> {
+export async function ensureExistingRows(
+  plan: Plan,
+  service: ServiceProcess,
+  projectId: string,
+  state: StateStoreVariant = SQLITE_STATE,
+): Promise<Row[]> {
   const noop = (): Promise<unknown> => service.health("check", { service: "" });
   // Not while the spare copy that the last new database used is being made again.
   await waitForSpareCopy(service);
@@ -28,8 +34,8 @@ export async function ensureExistingRows(plan: Plan, service: ServiceProcess, pr
   const reference = summarize(noopMs);
   return [
     {
-      id: "2",
-      name: `Ensure on an existing database over gRPC (sequential calls), n=${stats.n}`,
+      id: `2${state.idSuffix}`,
+      name: `Ensure on an existing database over gRPC (sequential calls)${state.label}, n=${stats.n}`,
       median: ms(stats.median),
       p95: ms(stats.p95),
       ratio: `${times(stats.median / reference.median)} no-op call (${ms(reference.median)})`,

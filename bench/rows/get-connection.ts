@@ -8,6 +8,7 @@ import type { Plan } from "../plan.js";
 import { concurrently } from "../repeat.js";
 import type { ServiceProcess } from "../service-process.js";
 import { median, summarize } from "../stats.js";
+import { SQLITE_STATE, type StateStoreVariant } from "../state-store.js";
 import { ms, NONE, perSecond, times, verdict, type Row } from "../table.js";
 
 const ROUND_BUDGET_MS = 20_000;
@@ -17,7 +18,12 @@ interface Round {
   readonly latenciesMs: number[];
 }
 
-export async function getConnectionRows(plan: Plan, service: ServiceProcess, projectId: string): Promise<Row[]> {
+export async function getConnectionRows(
+  plan: Plan,
+  service: ServiceProcess,
+  projectId: string,
+  state: StateStoreVariant = SQLITE_STATE,
+): Promise<Row[]> {
   const getConnection = async (): Promise<void> => {
     await databaseUrl(service, projectId);
   };
@@ -59,8 +65,8 @@ export async function getConnectionRows(plan: Plan, service: ServiceProcess, pro
   const shape = `${plan.grpcConcurrency} in flight, ${plan.grpcRounds} rounds of ≤${plan.grpcCallsPerRound} calls`;
   return [
     {
-      id: "3a",
-      name: `No-op over gRPC (grpc.health.v1 Check), ${shape}: calls/s; p95 = latency`,
+      id: `3a${state.idSuffix}`,
+      name: `No-op over gRPC (grpc.health.v1 Check)${state.label}, ${shape}: calls/s; p95 = latency`,
       median: perSecond(noopStats.perSecond),
       p95: ms(noopStats.p95),
       ratio: times(1),
@@ -68,8 +74,8 @@ export async function getConnectionRows(plan: Plan, service: ServiceProcess, pro
       met: NONE,
     },
     {
-      id: "3b",
-      name: `GetConnection over gRPC (@grpc/grpc-js), ${shape}: calls/s; p95 = latency`,
+      id: `3b${state.idSuffix}`,
+      name: `GetConnection over gRPC (@grpc/grpc-js)${state.label}, ${shape}: calls/s; p95 = latency`,
       median: perSecond(connectionStats.perSecond),
       p95: ms(connectionStats.p95),
       ratio: `${times(ratio)} no-op`,

@@ -66,6 +66,8 @@ export interface BackupManagerOptions {
 
 interface RunningBackup {
   readonly record: BackupRecord;
+  /** Settles once the record is stored. */
+  readonly recorded: Promise<void>;
   readonly done: Promise<BackupRecord>;
 }
 
@@ -74,7 +76,9 @@ export async function createBackupManager(options: BackupManagerOptions): Promis
   const now = options.now ?? (() => new Date());
   await mkdir(options.dir, { recursive: true, mode: 0o700 });
   await recoverInterruptedBackups({ store: options.store, backupDir: options.dir, now: now(), metrics: options.metrics, logger: options.logger });
-  return new BackupManager(options);
+  const manager = new BackupManager(options);
+  await manager.publishLastSuccess();
+  return manager;
 }
 
 export class BackupManager implements Backups {
@@ -99,7 +103,6 @@ export class BackupManager implements Backups {
     this.logger = options.logger;
     this.loads = new LoadSlots(options.loadConcurrency ?? 2);
     this.manualLimit = options.manualLimit ? new ManualBackupLimit(options.manualLimit, () => this.now().getTime()) : undefined;
-    this.publishLastSuccess();
     const schedule = options.schedule;
     this.scheduler = schedule
       ? new BackupScheduler({
@@ -108,7 +111,7 @@ export class BackupManager implements Backups {
           verify: schedule.verify ?? false,
           catchUpDelayMs: schedule.catchUpDelayMs ?? 30_000,
           databases: () => this.scheduledDatabases(),
-          lastSuccess: (projectId) => newestSucceeded(options.store.listBackups(projectId))?.finishedAt ?? undefined,
+          lastSuccess: async (projectId) => newestSucceeded(await options.store.listBackups(projectId))?.finishedAt ?? undefined,
           backup: (target) => this.create(target, "scheduled", { wait: true }),
           // The schedule's verifications wait for a load slot; the API's are refused when none is free.
           verifyBackup: (target, backupId) => this.startVerification(target, backupId, (task) => this.loads.runQueued(task)),
@@ -150,14 +153,15 @@ export class BackupManager implements Backups {
         job = this.startBackup(target, kind, false);
       }
     }
-    return options.wait ? job.done : job.record;
+    if (options.wait) return job.done;
+    await job.recorded;
+    return job.record;
   }
 
-  list(projectId: string): BackupRecord[] {
+  async list(projectId: string): Promise<BackupRecord[]> {
     // Expiry follows the retention configured now, even for backups written under another.
-    return this.options.store
-      .listBackups(projectId)
-      .map((record) => (record.state === "running" ? record : { ...record, expiresAt: expiryOf(record.startedAt, this.options.retentionDays) }));
+    const records = await this.options.store.listBackups(projectId);
+    return records.map((record) => (record.state === "running" ? record : { ...record, expiresAt: expiryOf(record.startedAt, this.options.retentionDays) }));
   }
 
   /**
@@ -167,7 +171,7 @@ export class BackupManager implements Backups {
    */
   async restore(target: RuntimeTarget, backupId: string, options: { byTenant?: boolean } = {}): Promise<{ restored: BackupRecord; safety: BackupRecord }> {
     this.assertOpen();
-    const record = this.succeededBackup(target.projectId, backupId, "restored");
+    const record = await this.succeededBackup(target.projectId, backupId, "restored");
     if (options.byTenant) this.assertManualAllowed(target.projectId);
     return this.track(
       this.loads.runNow(target.projectId, () =>
@@ -218,7 +222,7 @@ export class BackupManager implements Backups {
     inSlot: (task: () => Promise<BackupRecord>) => Promise<BackupRecord>,
   ): Promise<BackupRecord> {
     this.assertOpen();
-    const record = this.succeededBackup(target.projectId, backupId, "verified");
+    const record = await this.succeededBackup(target.projectId, backupId, "verified");
     const existing = this.verifying.get(record.id);
     if (existing) return existing;
     const verification = this.track(
@@ -238,7 +242,7 @@ export class BackupManager implements Backups {
   }
 
   async download(projectId: string, backupId: string): Promise<BackupDownload> {
-    const record = this.succeededBackup(projectId, backupId, "downloaded");
+    const record = await this.succeededBackup(projectId, backupId, "downloaded");
     let handle: FileHandle;
     try {
       // Opened now, so retention deleting the file later cannot cut the download short.
@@ -267,9 +271,9 @@ export class BackupManager implements Backups {
 
   /** Retention over every project that has backups. */
   async pruneAll(): Promise<void> {
-    const projects = new Set(
-      [...this.options.store.listBackupsByState("succeeded"), ...this.options.store.listBackupsByState("failed")].map((record) => record.projectId),
-    );
+    const { store } = this.options;
+    const records = [...(await store.listBackupsByState("succeeded")), ...(await store.listBackupsByState("failed"))];
+    const projects = new Set(records.map((record) => record.projectId));
     for (const projectId of projects) await this.prune(projectId);
   }
 
@@ -277,12 +281,17 @@ export class BackupManager implements Backups {
     const startedAt = this.now();
     const record = newBackupRecord({ id: newBackupId(startedAt), projectId: target.projectId, slug: target.slug, kind, startedAt });
     // Recorded before any byte is written: startup recovery finds every partial file through its record.
-    this.options.store.insertBackup(record);
-    const run = (): Promise<BackupRecord> => this.runBackup(target, record);
+    // Started before the lock, so a caller that does not wait finds the record at once.
+    const recorded = this.options.store.insertBackup(record);
+    recorded.catch(() => undefined);
+    const run = async (): Promise<BackupRecord> => {
+      await recorded;
+      return this.runBackup(target, record);
+    };
     const done = (holdingExclusive ? run() : this.exclusive.run(target.projectId, run)).finally(() => {
       if (this.running.get(target.projectId)?.record.id === record.id) this.running.delete(target.projectId);
     });
-    const job = { record, done };
+    const job = { record, recorded, done };
     this.running.set(target.projectId, job);
     this.track(done);
     return job;
@@ -301,7 +310,7 @@ export class BackupManager implements Backups {
         ...(this.options.openOutput ? { openOutput: this.options.openOutput } : {}),
       });
       const finishedAt = this.now();
-      const succeeded = store.updateBackup(record.id, {
+      const succeeded = await store.updateBackup(record.id, {
         state: "succeeded",
         sizeBytes: written.sizeBytes,
         sha256: written.sha256,
@@ -314,7 +323,7 @@ export class BackupManager implements Backups {
       await this.prune(record.projectId);
       return succeeded;
     } catch (error) {
-      const failed = store.updateBackup(record.id, {
+      const failed = await store.updateBackup(record.id, {
         state: "failed",
         error: failureReason(error),
         finishedAt: this.now(),
@@ -339,7 +348,7 @@ export class BackupManager implements Backups {
       this.logger.error({ projectId: record.projectId, backupId: record.id, err: loggableError(error) }, "backup verification failed");
       outcome = { passed: false, error: error.message };
     }
-    const updated = this.options.store.updateBackup(record.id, {
+    const updated = await this.options.store.updateBackup(record.id, {
       verification: outcome.passed ? "passed" : "failed",
       verifiedAt: this.now(),
       verificationError: outcome.error,
@@ -387,9 +396,9 @@ export class BackupManager implements Backups {
   }
 
   /** A backup of this project (another project's id is NotFound, never a hint that it exists) that has succeeded. */
-  private succeededBackup(projectId: string, backupId: string, action: string): BackupRecord {
+  private async succeededBackup(projectId: string, backupId: string, action: string): Promise<BackupRecord> {
     if (!isBackupId(backupId)) throw new DomainError("invalid_argument", "backup_id is not a backup id");
-    const record = this.options.store.getBackup(projectId, backupId);
+    const record = await this.options.store.getBackup(projectId, backupId);
     if (!record) throw new DomainError("not_found", `backup ${backupId} not found for project ${projectId}`);
     if (record.state !== "succeeded") {
       throw new DomainError("failed_precondition", `backup ${backupId} is ${record.state}; only a succeeded backup can be ${action}`);
@@ -397,17 +406,16 @@ export class BackupManager implements Backups {
     return record;
   }
 
-  private scheduledDatabases(): ScheduledDatabase[] {
-    return this.options.store
-      .listDatabases()
+  private async scheduledDatabases(): Promise<ScheduledDatabase[]> {
+    return (await this.options.store.listDatabases())
       .filter((database) => database.state === "ready" && database.runtime === this.options.runtime.kind)
       .map((database) => ({ projectId: database.projectId, slug: database.slug, createdAt: database.createdAt }));
   }
 
   /** The alerting gauge must be right from the first scrape, not only after the next backup. */
-  private publishLastSuccess(): void {
+  async publishLastSuccess(): Promise<void> {
     const newest = new Map<string, number>();
-    for (const record of this.options.store.listBackupsByState("succeeded")) {
+    for (const record of await this.options.store.listBackupsByState("succeeded")) {
       const at = (record.finishedAt ?? record.startedAt).getTime();
       if (at > (newest.get(record.projectId) ?? 0)) newest.set(record.projectId, at);
     }

@@ -22,8 +22,8 @@ export interface BackupSchedulerOptions {
   /** Delay before the start-up catch-up, so it does not compete with bringing databases back. */
   readonly catchUpDelayMs: number;
   /** Databases to back up now (ready, on this service's runtime). */
-  readonly databases: () => readonly ScheduledDatabase[];
-  readonly lastSuccess: (projectId: string) => Date | undefined;
+  readonly databases: () => Promise<readonly ScheduledDatabase[]>;
+  readonly lastSuccess: (projectId: string) => Promise<Date | undefined>;
   /** Takes a scheduled backup and resolves once it has finished. */
   readonly backup: (target: RuntimeTarget) => Promise<BackupRecord>;
   readonly verifyBackup: (target: RuntimeTarget, backupId: string) => Promise<unknown>;
@@ -46,7 +46,9 @@ export class BackupScheduler {
   start(): void {
     if (this.job) return;
     // protect: a pass that outlasts the interval is not started twice.
-    this.job = new Cron(this.options.cron, { protect: true, unref: true }, () => this.track(this.runPass(this.options.databases(), "schedule")));
+    this.job = new Cron(this.options.cron, { protect: true, unref: true }, () =>
+      this.track(this.options.databases().then((databases) => this.runPass(databases, "schedule"))),
+    );
     this.catchUpTimer = setTimeout(() => void this.track(this.catchUp()), this.options.catchUpDelayMs);
     this.catchUpTimer.unref();
     this.options.logger.info({ schedule: this.options.cron, next: this.job.nextRun()?.toISOString() }, "backup schedule started");
@@ -72,17 +74,19 @@ export class BackupScheduler {
   }
 
   /** Databases whose newest good backup (or, never backed up, whose creation) is older than one interval. */
-  dueForCatchUp(): ScheduledDatabase[] {
+  async dueForCatchUp(): Promise<ScheduledDatabase[]> {
     const interval = this.intervalMs();
     const now = this.options.now().getTime();
-    return this.options.databases().filter((database) => {
-      const since = this.options.lastSuccess(database.projectId) ?? database.createdAt;
-      return now - since.getTime() > interval;
-    });
+    const due: ScheduledDatabase[] = [];
+    for (const database of await this.options.databases()) {
+      const since = (await this.options.lastSuccess(database.projectId)) ?? database.createdAt;
+      if (now - since.getTime() > interval) due.push(database);
+    }
+    return due;
   }
 
   async catchUp(): Promise<void> {
-    const due = this.dueForCatchUp();
+    const due = await this.dueForCatchUp();
     if (due.length === 0) return;
     this.options.logger.info({ databases: due.length }, "catching up on missed scheduled backups");
     await this.runPass(due, "catch-up");

@@ -20,7 +20,7 @@ export interface Backups {
    */
   create(target: RuntimeTarget, kind: BackupKind, options: { wait: boolean; byTenant?: boolean }): Promise<BackupRecord>;
   /** Newest first. */
-  list(projectId: string): BackupRecord[];
+  list(projectId: string): Promise<BackupRecord[]>;
   /** `byTenant`: as for create (a restore writes a safety backup). */
   restore(target: RuntimeTarget, backupId: string, options?: { byTenant?: boolean }): Promise<{ restored: BackupRecord; safety: BackupRecord }>;
   verify(target: RuntimeTarget, backupId: string): Promise<BackupRecord>;

@@ -60,13 +60,13 @@ export interface PruneOptions {
  */
 export async function pruneBackups(options: PruneOptions): Promise<BackupRecord[]> {
   const { store, backupDir, projectId, logger } = options;
-  const expired = expiredBackups(store.listBackups(projectId), options.now, options.retentionDays, options.inUse);
+  const expired = expiredBackups(await store.listBackups(projectId), options.now, options.retentionDays, options.inUse);
   const deleted: BackupRecord[] = [];
   for (const record of expired) {
     try {
       await rm(backupFilePath(backupDir, record.slug, record.id), { force: true });
       await rm(partialFilePath(backupDir, record.slug, record.id), { force: true });
-      store.deleteBackup(record.id);
+      await store.deleteBackup(record.id);
       deleted.push(record);
     } catch (error) {
       logger.error({ projectId, backupId: record.id, err: loggableError(error) }, "could not delete an expired backup; will retry");

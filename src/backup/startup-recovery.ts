@@ -23,12 +23,12 @@ export interface RecoveryOptions {
 export async function recoverInterruptedBackups(options: RecoveryOptions): Promise<BackupRecord[]> {
   const { store, backupDir, metrics, logger } = options;
   const recovered: BackupRecord[] = [];
-  for (const record of store.listBackupsByState("running")) {
+  for (const record of await store.listBackupsByState("running")) {
     // The final name exists only if the kill came between rename and the
     // record update; without a recorded checksum that file cannot be trusted.
     await rm(partialFilePath(backupDir, record.slug, record.id), { force: true });
     await rm(backupFilePath(backupDir, record.slug, record.id), { force: true });
-    const failed = store.updateBackup(record.id, { state: "failed", error: INTERRUPTED, finishedAt: options.now });
+    const failed = await store.updateBackup(record.id, { state: "failed", error: INTERRUPTED, finishedAt: options.now });
     metrics.backupFailures.inc({ kind: record.kind });
     logger.error({ projectId: record.projectId, slug: record.slug, backupId: record.id, kind: record.kind }, "backup failed: interrupted by a restart");
     recovered.push(failed);

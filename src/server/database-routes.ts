@@ -13,18 +13,18 @@ export function databaseRoutes(service: DatabaseService) {
         const { database, created } = await service.ensure(req.projectId, req.slug, ctx.signal);
         return { database: databaseMessage(database), created };
       },
-      getDatabase(req) {
-        return { database: databaseMessage(service.get(req.projectId)) };
+      async getDatabase(req) {
+        return { database: databaseMessage(await service.get(req.projectId)) };
       },
-      getConnection(req) {
-        const { url, database } = service.connection(req.projectId);
+      async getConnection(req) {
+        const { url, database } = await service.connection(req.projectId);
         return { databaseUrl: url, database: databaseMessage(database) };
       },
       async createBackup(req, ctx) {
         return { backup: backupMessage(await service.createBackup(req.projectId, req.wait, { byTenant: byTenant(ctx) })) };
       },
-      listBackups(req) {
-        return { backups: service.listBackups(req.projectId).map(backupMessage) };
+      async listBackups(req) {
+        return { backups: (await service.listBackups(req.projectId)).map(backupMessage) };
       },
       async restoreBackup(req, ctx) {
         const { restored, safety } = await service.restoreBackup(req.projectId, req.backupId, { byTenant: byTenant(ctx) });

@@ -18,7 +18,7 @@ export function readiness(store: Store, runtime: Runtime): Readiness {
   return async () => {
     const checks: ReadinessReport["checks"] = {};
     try {
-      store.ping();
+      await store.ping();
       checks.store = { ok: true };
     } catch (error) {
       checks.store = { ok: false, error: (error as Error).message };

@@ -41,7 +41,7 @@ export class DatabaseService {
     const projectId = validProjectId(rawProjectId);
     const requestedSlug = rawSlug === "" ? undefined : validSlug(projectId, rawSlug);
     return this.locks.run(projectId, async () => {
-      let record = this.deps.store.getDatabase(projectId);
+      let record = await this.deps.store.getDatabase(projectId);
       let created = false;
       if (record && requestedSlug && requestedSlug !== record.slug) {
         throw new DomainError(
@@ -56,7 +56,7 @@ export class DatabaseService {
         );
       }
       if (!record) {
-        record = this.create(projectId, requestedSlug ?? slugForProject(projectId));
+        record = await this.create(projectId, requestedSlug ?? slugForProject(projectId));
         created = true;
       }
       const database = await this.provision(record, signal);
@@ -64,16 +64,16 @@ export class DatabaseService {
     });
   }
 
-  get(rawProjectId: string): DatabaseRecord {
+  async get(rawProjectId: string): Promise<DatabaseRecord> {
     const projectId = validProjectId(rawProjectId);
-    const record = this.deps.store.getDatabase(projectId);
+    const record = await this.deps.store.getDatabase(projectId);
     if (!record) throw new DomainError("not_found", `project ${projectId} has no database; call Ensure first`);
     return record;
   }
 
   /** The DATABASE_URL: the only way a password leaves the service. */
-  connection(rawProjectId: string): { url: string; database: DatabaseRecord } {
-    const database = this.get(rawProjectId);
+  async connection(rawProjectId: string): Promise<{ url: string; database: DatabaseRecord }> {
+    const database = await this.get(rawProjectId);
     if (database.state !== "ready" || !database.sealedUrl) {
       throw new DomainError("failed_precondition", `database "${database.slug}" is ${database.state}, not ready; call Ensure`);
     }
@@ -93,12 +93,12 @@ export class DatabaseService {
 
   /** Brings every known database back after a restart, a few at a time. */
   async resume(concurrency = 4): Promise<void> {
-    const queue = this.deps.store.listDatabases().filter((record) => record.runtime === this.deps.runtime.kind);
+    const queue = (await this.deps.store.listDatabases()).filter((record) => record.runtime === this.deps.runtime.kind);
     const worker = async (): Promise<void> => {
       for (let record = queue.shift(); record; record = queue.shift()) {
         const target = record;
         await this.locks
-          .run(target.projectId, () => this.provision(this.deps.store.getDatabase(target.projectId) ?? target))
+          .run(target.projectId, async () => this.provision((await this.deps.store.getDatabase(target.projectId)) ?? target))
           .catch((error: unknown) =>
             this.deps.logger.error({ projectId: target.projectId, slug: target.slug, err: loggableError(error) }, "database did not come back"),
           );
@@ -109,12 +109,12 @@ export class DatabaseService {
 
   /** `byTenant`: the caller holds a project token, so the project's manual-backup limit applies. */
   async createBackup(rawProjectId: string, wait: boolean, options: { byTenant?: boolean } = {}): Promise<BackupRecord> {
-    const database = this.readyDatabase(rawProjectId);
+    const database = await this.readyDatabase(rawProjectId);
     return this.backups().create(target(database), "manual", { wait, ...options });
   }
 
-  listBackups(rawProjectId: string): BackupRecord[] {
-    const database = this.get(rawProjectId);
+  async listBackups(rawProjectId: string): Promise<BackupRecord[]> {
+    const database = await this.get(rawProjectId);
     return this.backups().list(database.projectId);
   }
 
@@ -123,24 +123,24 @@ export class DatabaseService {
     rawBackupId: string,
     options: { byTenant?: boolean } = {},
   ): Promise<{ restored: BackupRecord; safety: BackupRecord }> {
-    const database = this.readyDatabase(rawProjectId);
+    const database = await this.readyDatabase(rawProjectId);
     const backupId = validBackupId(rawBackupId);
     return this.locks.run(database.projectId, () => this.backups().restore(target(database), backupId, options));
   }
 
   async verifyBackup(rawProjectId: string, rawBackupId: string): Promise<BackupRecord> {
-    const database = this.readyDatabase(rawProjectId);
+    const database = await this.readyDatabase(rawProjectId);
     return this.backups().verify(target(database), validBackupId(rawBackupId));
   }
 
   async downloadBackup(rawProjectId: string, rawBackupId: string) {
     // The id is checked before anything is looked up: nothing that could name another file goes further.
     const backupId = validBackupId(rawBackupId);
-    const database = this.get(rawProjectId);
+    const database = await this.get(rawProjectId);
     return this.backups().download(database.projectId, backupId);
   }
 
-  private create(projectId: string, slug: string): DatabaseRecord {
+  private async create(projectId: string, slug: string): Promise<DatabaseRecord> {
     // 16 bytes from the CSPRNG, hex: the 32 hex characters the product spec gives app passwords.
     const password = randomBytes(16).toString("hex");
     const now = this.now();
@@ -149,7 +149,7 @@ export class DatabaseService {
       now,
     );
     // A slug another project owns: the store's SlugTakenError (already_exists) says so.
-    this.deps.store.insertDatabase(record);
+    await this.deps.store.insertDatabase(record);
     this.deps.logger.info({ projectId, slug }, "database recorded");
     return record;
   }
@@ -167,7 +167,7 @@ export class DatabaseService {
       // once another process holds its pooler port: its URL leads there.
       const portLost = this.deps.runtime.lostPoolerPorts?.().some((lost) => lost.slug === record.slug) ?? false;
       const state = record.state === "ready" && !portLost ? "ready" : "failed";
-      this.deps.store.updateDatabase(record.projectId, { state, error: problem.message });
+      await this.deps.store.updateDatabase(record.projectId, { state, error: problem.message });
       this.deps.logger.error({ projectId: record.projectId, slug: record.slug, err: loggableError(error) }, "ensure failed");
       throw problem;
     }
@@ -175,7 +175,7 @@ export class DatabaseService {
     return this.recordReady(record, result, password);
   }
 
-  private recordReady(record: DatabaseRecord, result: EnsureResult, password: string): DatabaseRecord {
+  private async recordReady(record: DatabaseRecord, result: EnsureResult, password: string): Promise<DatabaseRecord> {
     const { endpoint } = result;
     const unchanged =
       record.state === "ready" &&
@@ -190,7 +190,7 @@ export class DatabaseService {
     // The deploy engine calls Ensure on every deploy: skip the durable write when nothing moved.
     if (unchanged) return record;
     const url = databaseUrl({ slug: record.slug, password, host: endpoint.host, port: endpoint.port });
-    const updated = this.deps.store.updateDatabase(record.projectId, {
+    const updated = await this.deps.store.updateDatabase(record.projectId, {
       state: "ready",
       error: null,
       sealedUrl: this.deps.sealer.seal(url, record.projectId),
@@ -207,8 +207,8 @@ export class DatabaseService {
     return updated;
   }
 
-  private readyDatabase(rawProjectId: string): DatabaseRecord {
-    const database = this.get(rawProjectId);
+  private async readyDatabase(rawProjectId: string): Promise<DatabaseRecord> {
+    const database = await this.get(rawProjectId);
     if (database.state !== "ready") {
       throw new DomainError("failed_precondition", `database "${database.slug}" is ${database.state}, not ready; call Ensure`);
     }

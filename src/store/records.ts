@@ -1,6 +1,18 @@
 // The durable records the service keeps. Sealed fields hold AES-GCM envelopes
 // (see secrets/sealer.ts), never plaintext.
-import type { PoolerInfo } from "../runtime/runtime.js";
+
+/**
+ * The pooler settings a runtime reported, as stored. Shaped like the runtime's
+ * PoolerInfo but declared here: the store knows records, not runtimes.
+ */
+export interface PoolerRecord {
+  readonly version: string;
+  readonly poolMode: string;
+  readonly defaultPoolSize: number;
+  readonly maxClientConn: number;
+  readonly preparedStatementsSupported: boolean;
+  readonly maxPreparedStatements: number;
+}
 
 export type DatabaseState = "provisioning" | "ready" | "failed";
 
@@ -16,7 +28,7 @@ export interface DatabaseRecord {
   readonly port: number | null;
   readonly network: string | null;
   readonly postgresVersion: string | null;
-  readonly pooler: PoolerInfo | null;
+  readonly pooler: PoolerRecord | null;
   /** Why the last attempt failed; never holds a secret. */
   readonly error: string | null;
   readonly createdAt: Date;

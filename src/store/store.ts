@@ -1,7 +1,9 @@
-// The Store port: durable, transactional state. One SQLite implementation
-// (sqlite-store.ts); the interface keeps service/ and backup/ free of SQL.
+// The Store port: durable, transactional state, asynchronous so that an
+// implementation may live across the network. SQLite (sqlite-store.ts) is the
+// embedded default, PostgreSQL (postgres-store.ts) the shared one; the
+// interface keeps service/ and backup/ free of SQL, and one contract suite
+// (test/support/store-contract.ts) holds both to the same behaviour.
 import { DomainError } from "../errors.js";
-import type { PortRegistry } from "../runtime/port-registry.js";
 import type { BackupRecord, DatabaseRecord } from "./records.js";
 
 export type DatabasePatch = Partial<Omit<DatabaseRecord, "projectId" | "slug" | "createdAt" | "updatedAt">>;
@@ -15,25 +17,29 @@ export class SlugTakenError extends DomainError {
   }
 }
 
-export interface Store extends PortRegistry {
-  getDatabase(projectId: string): DatabaseRecord | undefined;
-  getDatabaseBySlug(slug: string): DatabaseRecord | undefined;
-  listDatabases(): DatabaseRecord[];
-  /** Throws SlugTakenError when the slug belongs to another project. */
-  insertDatabase(record: DatabaseRecord): void;
-  updateDatabase(projectId: string, patch: DatabasePatch): DatabaseRecord;
-  deleteDatabase(projectId: string): void;
-  countDatabasesByState(): Record<string, number>;
+export function slugTaken(slug: string): SlugTakenError {
+  return new SlugTakenError(`slug "${slug}" belongs to another project`);
+}
 
-  insertBackup(record: BackupRecord): void;
-  updateBackup(id: string, patch: BackupPatch): BackupRecord;
-  getBackup(projectId: string, id: string): BackupRecord | undefined;
+export interface Store {
+  getDatabase(projectId: string): Promise<DatabaseRecord | undefined>;
+  getDatabaseBySlug(slug: string): Promise<DatabaseRecord | undefined>;
+  listDatabases(): Promise<DatabaseRecord[]>;
+  /** Rejects with SlugTakenError when the slug belongs to another project; nothing is written then. */
+  insertDatabase(record: DatabaseRecord): Promise<void>;
+  updateDatabase(projectId: string, patch: DatabasePatch): Promise<DatabaseRecord>;
+  deleteDatabase(projectId: string): Promise<void>;
+  countDatabasesByState(): Promise<Record<string, number>>;
+
+  insertBackup(record: BackupRecord): Promise<void>;
+  updateBackup(id: string, patch: BackupPatch): Promise<BackupRecord>;
+  getBackup(projectId: string, id: string): Promise<BackupRecord | undefined>;
   /** Newest first. */
-  listBackups(projectId: string): BackupRecord[];
-  listBackupsByState(state: BackupRecord["state"]): BackupRecord[];
-  deleteBackup(id: string): void;
+  listBackups(projectId: string): Promise<BackupRecord[]>;
+  listBackupsByState(state: BackupRecord["state"]): Promise<BackupRecord[]>;
+  deleteBackup(id: string): Promise<void>;
 
-  /** Throws when the store cannot be read. */
-  ping(): void;
-  close(): void;
+  /** Rejects when the store cannot be read. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
 }

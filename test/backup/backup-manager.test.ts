@@ -37,7 +37,7 @@ describe("creating backups", () => {
     bed.runtime.dumpWith = () => dump;
     const running = await manager.create(target, "manual", { wait: false });
     expect(running.state).toBe("running");
-    expect(manager.list(target.projectId)[0]).toMatchObject({ id: running.id, state: "running", kind: "manual" });
+    expect((await manager.list(target.projectId))[0]).toMatchObject({ id: running.id, state: "running", kind: "manual" });
     dump.end(sqlText(100));
     // Still running: waiting joins it.
     const waited = await manager.create(target, "manual", { wait: true });
@@ -49,7 +49,7 @@ describe("creating backups", () => {
     bed.runtime.dumpWith = () => Readable.from([sqlText(100)]);
     const next = await manager.create(target, "manual", { wait: true });
     expect(next.id).not.toBe(running.id);
-    expect(manager.list(target.projectId).map((r) => r.id).sort()).toEqual([next.id, running.id].sort());
+    expect((await manager.list(target.projectId)).map((r) => r.id).sort()).toEqual([next.id, running.id].sort());
     expect(await metricValue(bed.metrics, "sota_backup_last_success_timestamp_seconds", { project_id: target.projectId })).toBe(
       next.finishedAt!.getTime() / 1000,
     );
@@ -89,7 +89,7 @@ describe("failed backups", () => {
     // The partial file exists while the backup runs ...
     expect(await filesOf("shop")).toEqual([`${running.id}.sql.gz.partial`]);
     dump.destroy(new RuntimeError("failed", "pg_dump of shop failed (exit code 1): connection lost"));
-    const failed = await manager.create(target, "manual", { wait: true }).then(() => manager.list(target.projectId).find((r) => r.id === running.id)!);
+    const failed = await manager.create(target, "manual", { wait: true }).then(async () => (await manager.list(target.projectId)).find((r) => r.id === running.id)!);
     // ... and is gone once it has failed.
     expect(failed).toMatchObject({ state: "failed", error: "pg_dump of shop failed (exit code 1): connection lost", sizeBytes: null, sha256: null });
     expect(failed.finishedAt).toBeInstanceOf(Date);
@@ -117,14 +117,14 @@ describe("failed backups", () => {
     const target = shop();
     const startedAt = new Date(Date.now() - 60_000);
     const killed = newBackupRecord({ id: newBackupId(startedAt), projectId: target.projectId, slug: target.slug, kind: "scheduled", startedAt });
-    bed.store.insertBackup(killed);
+    await bed.store.insertBackup(killed);
     await mkdir(join(bed.backupDir, "shop"), { recursive: true });
     await writeFile(partialFilePath(bed.backupDir, "shop", killed.id), randomBytes(4096));
     const stray = `${newBackupId(startedAt)}.sql.gz.partial`;
     await writeFile(join(bed.backupDir, "shop", stray), "x");
 
     const manager = await bed.open();
-    expect(manager.list(target.projectId)[0]).toMatchObject({ id: killed.id, state: "failed", error: INTERRUPTED });
+    expect((await manager.list(target.projectId))[0]).toMatchObject({ id: killed.id, state: "failed", error: INTERRUPTED });
     expect(await filesOf("shop")).toEqual([]);
     expect(await metricValue(bed.metrics, "sota_backup_failures_total", { kind: "scheduled" })).toBe(1);
     // A new backup works as usual.
@@ -153,7 +153,7 @@ describe("failed backups", () => {
       expect(failed).toMatchObject({ state: "failed", error: "disk full: no space left in the backup directory" });
       expect(await filesOf("shop")).toEqual([`${old.id}.sql.gz`]);
       expect(await readFile(backupFilePath(bed.backupDir, "shop", old.id))).toEqual(oldBytes);
-      expect(manager.list(target.projectId).find((r) => r.id === old.id)?.state).toBe("succeeded");
+      expect((await manager.list(target.projectId)).find((r) => r.id === old.id)?.state).toBe("succeeded");
       expect(await metricValue(bed.metrics, "sota_backup_failures_total", { kind: "manual" })).toBe(1);
       await manager.close();
     } finally {
@@ -176,7 +176,7 @@ describe("restore preconditions", () => {
     const error = await manager.restore(target, backup.id).catch((reason: unknown) => reason);
     expect(error).toMatchObject({ kind: "failed_precondition" });
     expect((error as DomainError).message).toMatch(/safety backup of the current state failed \(pg_dump of shop failed.*database was not changed/);
-    expect(manager.list(target.projectId).map((r) => [r.kind, r.state])).toEqual([
+    expect((await manager.list(target.projectId)).map((r) => [r.kind, r.state])).toEqual([
       ["safety", "failed"],
       ["manual", "succeeded"],
     ]);
@@ -219,7 +219,7 @@ describe("access to backups", () => {
       expect((error as DomainError).kind).toBe("not_found");
     }
     await expect(manager.download(owner.projectId, "../../etc/passwd")).rejects.toMatchObject({ kind: "invalid_argument" });
-    expect(manager.list(intruder.projectId)).toEqual([]);
+    expect(await manager.list(intruder.projectId)).toEqual([]);
   });
 
   it("a download whose file is missing or changed size is DataLoss, not a short file", async () => {
@@ -331,7 +331,7 @@ describe("limits against flooding", () => {
     expect((refused as DomainError).kind).toBe("resource_exhausted");
     expect((refused as DomainError).message).toMatch(/started 2 manual backups in the last 1 h.*try again in 3600 s/);
     expect(await filesOf("shop")).toEqual(files);
-    expect(manager.list(target.projectId)).toHaveLength(2);
+    expect(await manager.list(target.projectId)).toHaveLength(2);
     // The schedule and the deploy engine are not the tenant: the limit is not theirs.
     expect((await manager.create(target, "scheduled", { wait: true })).state).toBe("succeeded");
     expect((await manager.create(target, "manual", { wait: true })).state).toBe("succeeded");
@@ -367,7 +367,7 @@ describe("limits against flooding", () => {
       // The host's sizes and paths stay in the log.
       expect((refused as DomainError).message).not.toContain(bed.backupDir);
     }
-    expect(low.list(target.projectId).map((record) => record.id)).toEqual([old.id]);
+    expect((await low.list(target.projectId)).map((record) => record.id)).toEqual([old.id]);
     expect(await filesOf("shop")).toEqual([`${old.id}.sql.gz`]);
     expect(await metricValue(bed.metrics, "sota_backup_failures_total", { kind: "scheduled" })).toBe(1);
     expect(bed.logLines.join("")).toMatch(/"availableBytes":\d+.*backup refused: not enough free disk space/);

@@ -52,8 +52,8 @@ describe("BackupScheduler", () => {
       concurrency: 2,
       verify: false,
       catchUpDelayMs: 0,
-      databases: () => databases,
-      lastSuccess: (projectId) => lastSuccess[projectId],
+      databases: async () => databases,
+      lastSuccess: async (projectId) => lastSuccess[projectId],
       backup: async () => ({ state: "succeeded", id: "x" }) as BackupRecord,
       verifyBackup: async () => undefined,
       prune: async () => undefined,
@@ -68,8 +68,8 @@ describe("BackupScheduler", () => {
     expect(scheduler({ cron: "0 */6 * * *" }).intervalMs()).toBe(6 * HOUR);
   });
 
-  it("catches up on databases whose last good backup is older than one interval", () => {
-    expect(scheduler().dueForCatchUp().map((d) => d.projectId)).toEqual(["backed-up-two-days-ago", "never-backed-up-old"]);
+  it("catches up on databases whose last good backup is older than one interval", async () => {
+    expect((await scheduler().dueForCatchUp()).map((d) => d.projectId)).toEqual(["backed-up-two-days-ago", "never-backed-up-old"]);
   });
 
   it("runs the catch-up on start, bounded, then prunes", async () => {
@@ -109,9 +109,9 @@ describe("scheduled backups through the manager", () => {
 
   it("backs up every ready database of this runtime with at most `concurrency` dumps at once", async () => {
     const created = new Date("2026-01-01T00:00:00Z");
-    for (let i = 0; i < 7; i++) bed.store.insertDatabase(databaseRecord(randomUUID(), `db${i}`, created));
-    bed.store.insertDatabase({ ...databaseRecord(randomUUID(), "elsewhere", created), runtime: "docker" });
-    bed.store.insertDatabase({ ...databaseRecord(randomUUID(), "broken", created), state: "failed" });
+    for (let i = 0; i < 7; i++) await bed.store.insertDatabase(databaseRecord(randomUUID(), `db${i}`, created));
+    await bed.store.insertDatabase({ ...databaseRecord(randomUUID(), "elsewhere", created), runtime: "docker" });
+    await bed.store.insertDatabase({ ...databaseRecord(randomUUID(), "broken", created), state: "failed" });
     let active = 0;
     let peak = 0;
     bed.runtime.dumpWith = () => {
@@ -127,13 +127,13 @@ describe("scheduled backups through the manager", () => {
     const manager = await bed.open({ schedule: { cron: "0 3 * * *", concurrency: 2 } });
     const pass = manager.scheduler!;
     await pass.runPass(
-      bed.store.listDatabases().filter((d) => d.state === "ready" && d.runtime === "process"),
+      (await bed.store.listDatabases()).filter((d) => d.state === "ready" && d.runtime === "process"),
       "test",
     );
     expect(peak).toBe(2);
     expect(bed.runtime.dumps.map((t) => t.slug).sort()).toEqual(["db0", "db1", "db2", "db3", "db4", "db5", "db6"]);
-    for (const database of bed.store.listDatabases().filter((d) => d.slug.startsWith("db"))) {
-      expect(manager.list(database.projectId)).toMatchObject([{ kind: "scheduled", state: "succeeded" }]);
+    for (const database of (await bed.store.listDatabases()).filter((d) => d.slug.startsWith("db"))) {
+      expect(await manager.list(database.projectId)).toMatchObject([{ kind: "scheduled", state: "succeeded" }]);
     }
   });
 
@@ -141,8 +141,8 @@ describe("scheduled backups through the manager", () => {
     const clock = new TestClock(new Date("2026-11-20T12:00:00Z"));
     const stale = databaseRecord(randomUUID(), "stale", new Date("2026-01-01T00:00:00Z"));
     const fresh = databaseRecord(randomUUID(), "fresh", new Date("2026-01-01T00:00:00Z"));
-    bed.store.insertDatabase(stale);
-    bed.store.insertDatabase(fresh);
+    await bed.store.insertDatabase(stale);
+    await bed.store.insertDatabase(fresh);
     bed.runtime.dumpWith = () => Readable.from([sqlText(5)]);
     const seeding = await bed.open({ now: clock.now, retentionDays: 30 });
     clock.set(new Date("2026-11-17T03:00:00Z"));
@@ -155,15 +155,18 @@ describe("scheduled backups through the manager", () => {
     bed.runtime.dumps.length = 0;
     const manager = await bed.open({ now: clock.now, retentionDays: 30, schedule: { cron: "0 3 * * *", catchUpDelayMs: 0 } });
     manager.start();
-    await waitFor(() => manager.list(stale.projectId).length === 2 && manager.list(stale.projectId)[0]!.state !== "running");
+    await waitFor(async () => {
+      const backups = await manager.list(stale.projectId);
+      return backups.length === 2 && backups[0]!.state !== "running";
+    });
     expect(bed.runtime.dumps.map((t) => t.slug)).toEqual(["stale"]);
-    expect(manager.list(fresh.projectId)).toHaveLength(1);
+    expect(await manager.list(fresh.projectId)).toHaveLength(1);
   });
 });
 
-async function waitFor(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
+async function waitFor(condition: () => Promise<boolean>, timeoutMs = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
+  while (!(await condition())) {
     if (Date.now() > deadline) throw new Error("condition not met in time");
     await new Promise((resolve) => setTimeout(resolve, 10));
   }

@@ -52,15 +52,15 @@ describe("retention in the manager", () => {
       clock.advanceDays(1);
     }
     // Each backup prunes its project: the one of day 9 deleted days 0..2.
-    expect(manager.list(target.projectId).map((r) => r.id)).toEqual(ids.slice(3).reverse());
+    expect((await manager.list(target.projectId)).map((r) => r.id)).toEqual(ids.slice(3).reverse());
     // Now day 10: the scheduled pass prunes days 0..3; the backup of day 9 is the newest.
     await manager.pruneAll();
-    const kept = manager.list(target.projectId).map((r) => r.id);
+    const kept = (await manager.list(target.projectId)).map((r) => r.id);
     expect(kept).toEqual(ids.slice(4).reverse());
     for (const id of ids.slice(0, 4)) expect(existsSync(backupFilePath(bed.backupDir, "shop", id))).toBe(false);
     for (const id of ids.slice(4)) expect(existsSync(backupFilePath(bed.backupDir, "shop", id))).toBe(true);
     // The expiry shown is when retention deletes it.
-    const newest = manager.list(target.projectId)[0]!;
+    const newest = (await manager.list(target.projectId))[0]!;
     expect(newest.expiresAt?.getTime()).toBe(newest.startedAt.getTime() + 7 * DAY);
   });
 
@@ -77,7 +77,7 @@ describe("retention in the manager", () => {
       expect((await manager.create(target, "scheduled", { wait: true })).state).toBe("failed");
     }
     await manager.pruneAll();
-    const left = manager.list(target.projectId);
+    const left = await manager.list(target.projectId);
     expect(left.find((r) => r.id === good.id)?.state).toBe("succeeded");
     expect(existsSync(backupFilePath(bed.backupDir, "shop", good.id))).toBe(true);
     // Failures of days 14..20 are younger than 7 days; 13 and older are gone.
@@ -95,7 +95,7 @@ describe("retention in the manager", () => {
     const running = await manager.create(target, "manual", { wait: false });
     clock.advanceDays(60);
     await manager.pruneAll();
-    const left = manager.list(target.projectId);
+    const left = await manager.list(target.projectId);
     expect(left.map((r) => r.id)).toContain(running.id);
     expect(left.find((r) => r.id === running.id)?.state).toBe("running");
     dump.end("SELECT 1;\n");

@@ -154,7 +154,7 @@ describe("the deploy engine's calls (gRPC)", () => {
     const urls = await Promise.all(Array.from({ length: 3 }, () => rpc.database("getConnection", { projectId: id }, h.tokens.deployer)));
     expect(new Set(urls.map((result) => result.databaseUrl)).size).toBe(1);
     secrets.push(urls[0].databaseUrl, new URL(urls[0].databaseUrl).password);
-    expect(h.app.store.listDatabases().filter((record) => record.slug === "twin")).toHaveLength(1);
+    expect((await h.app.store.listDatabases()).filter((record) => record.slug === "twin")).toHaveLength(1);
   });
 
   it("grpc.health.v1 reports SERVING", async () => {
@@ -187,11 +187,11 @@ describe("auth", () => {
   });
 
   it("keeps a project token to its own project, and away from secrets", async () => {
-    const before = h.app.store.listDatabases().length;
+    const before = (await h.app.store.listDatabases()).length;
     const other = await rest(`/v1/projects/${h.otherProjectId}/database`, { method: "POST", token: h.tokens.project });
     expect(other.status).toBe(403);
     expect(await other.json()).toMatchObject({ code: "permission_denied" });
-    expect(h.app.store.listDatabases()).toHaveLength(before);
+    expect(await h.app.store.listDatabases()).toHaveLength(before);
     expect(await grpcCode(rpc.database("getConnection", { projectId: h.projectId }, h.tokens.project))).toBe(grpc.status.PERMISSION_DENIED);
     expect(await grpcCode(rpc.database("ensure", { projectId: h.projectId }, h.tokens.other))).toBe(grpc.status.PERMISSION_DENIED);
   });
@@ -199,7 +199,7 @@ describe("auth", () => {
 
 describe("bad input changes nothing", () => {
   it("answers each with the right code", async () => {
-    const before = h.app.store.listDatabases().map((record) => record.projectId).sort();
+    const before = (await h.app.store.listDatabases()).map((record) => record.projectId).sort();
     const fresh = randomUUID();
     const cases: [Promise<Response>, number, string][] = [
       [rest(`/v1/projects/not-a-uuid/database`, { method: "POST", token: h.tokens.admin }), 400, "invalid_argument"],
@@ -224,13 +224,13 @@ describe("bad input changes nothing", () => {
     expect(await grpcCode(rpc.database("ensure", { projectId: "x" }, h.tokens.admin))).toBe(grpc.status.INVALID_ARGUMENT);
     expect(await grpcCode(rpc.database("ensure", { projectId: fresh, slug: "-x" }, h.tokens.admin))).toBe(grpc.status.INVALID_ARGUMENT);
     expect(await grpcCode(rpc.database("getConnection", { projectId: fresh }, h.tokens.admin))).toBe(grpc.status.NOT_FOUND);
-    expect(h.app.store.listDatabases().map((record) => record.projectId).sort()).toEqual(before);
+    expect((await h.app.store.listDatabases()).map((record) => record.projectId).sort()).toEqual(before);
   });
 
   it("refuses to change a database's slug", async () => {
     const code = await grpcCode(rpc.database("ensure", { projectId: h.projectId, slug: "renamed" }, h.tokens.admin));
     expect(code).toBe(grpc.status.FAILED_PRECONDITION);
-    expect(h.app.store.getDatabase(h.projectId)?.slug).toBe(`p-${h.projectId.replace(/-/g, "")}`);
+    expect((await h.app.store.getDatabase(h.projectId))?.slug).toBe(`p-${h.projectId.replace(/-/g, "")}`);
   });
 });
 
@@ -277,17 +277,17 @@ describe("errors", () => {
   it("reports a tampered sealed DATABASE_URL as data loss, and keeps serving", async () => {
     const id = randomUUID();
     await rpc.database("ensure", { projectId: id, slug: "tampered" }, h.tokens.deployer);
-    const record = h.app.store.getDatabase(id)!;
+    const record = (await h.app.store.getDatabase(id))!;
     const [version, keyId, body] = record.sealedUrl!.split(".") as [string, string, string];
     const bytes = Buffer.from(body, "base64url");
     bytes[bytes.length - 20]! ^= 0xff;
-    h.app.store.updateDatabase(id, { sealedUrl: `${version}.${keyId}.${bytes.toString("base64url")}` });
+    await h.app.store.updateDatabase(id, { sealedUrl: `${version}.${keyId}.${bytes.toString("base64url")}` });
     const error = await rpc.database("getConnection", { projectId: id }, h.tokens.deployer).catch((e: grpc.ServiceError) => e);
     expect(error.code).toBe(grpc.status.DATA_LOSS);
     expect(error.details).toMatch(/cannot be opened/);
     // Another project's record, sealed under its own id, is not affected.
-    const other = h.app.store.getDatabase(h.projectId)!;
-    h.app.store.updateDatabase(id, { sealedUrl: other.sealedUrl });
+    const other = (await h.app.store.getDatabase(h.projectId))!;
+    await h.app.store.updateDatabase(id, { sealedUrl: other.sealedUrl });
     expect((await rpc.database("getConnection", { projectId: id }, h.tokens.deployer).catch((e: grpc.ServiceError) => e)).code).toBe(grpc.status.DATA_LOSS);
     expect((await rpc.database("getConnection", { projectId: h.projectId }, h.tokens.deployer)).databaseUrl).toMatch(/^postgresql:/);
   });

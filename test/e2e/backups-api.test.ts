@@ -35,7 +35,7 @@ async function rest(path: string, options: { method?: string; token?: string } =
 }
 
 async function app<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: h.app.service.connection(projectId).url });
+  const client = new pg.Client({ connectionString: (await h.app.service.connection(projectId)).url });
   await client.connect();
   try {
     return await work(client);
@@ -82,7 +82,7 @@ describe("backups over REST", () => {
 
   it("returns the running backup to a second create, and NotFound for another project's backup", async () => {
     // A lock the app holds keeps pg_dump waiting, so the first backup is surely still running.
-    const holder = new pg.Client({ connectionString: h.app.service.connection(projectId).url });
+    const holder = new pg.Client({ connectionString: (await h.app.service.connection(projectId)).url });
     await holder.connect();
     await holder.query("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE");
     const first = await rest(`/v1/projects/${projectId}/database/backups`, { method: "POST" });

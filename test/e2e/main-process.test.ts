@@ -6,6 +6,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, statSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
+import Database from "better-sqlite3";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { removeDataDir } from "../support/data-dir-cleanup.js";
@@ -63,6 +64,34 @@ describe("npm start", () => {
     expect(await running.exited).toBe(1);
     const line = running.output().split("\n").find((text) => text.startsWith("sota-db: could not start:"));
     expect(line).toMatch(/SOTA_PG_BIN_DIR|postgresql/);
+  });
+
+  it("refuses a state.db written by a newer release with one line, and leaves it as it was", async () => {
+    const dir = dataDir();
+    const state = new Database(join(dir, "state.db"));
+    state.pragma("user_version = 99");
+    state.close();
+    const running = run({ SOTA_DATA_DIR: dir, SOTA_LISTEN: "127.0.0.1:0" });
+    expect(await running.exited).toBe(1);
+    // One line says why (the other output is the new master key's notice); no fatal log with a stack.
+    const lines = running.output().trim().split("\n");
+    expect(lines.at(-1)).toMatch(/^sota-db: could not start: the SQLite state \(state\.db\) is at schema version 99, newer than this sota-db knows \(\d+\): /);
+    expect(running.output()).not.toContain('"level":60');
+    const after = new Database(join(dir, "state.db"), { readonly: true });
+    expect(after.pragma("user_version", { simple: true })).toBe(99);
+    after.close();
+  });
+
+  it("never repeats SOTA_STATE_URL (it holds a password), whether it is malformed or unreachable", async () => {
+    const malformed = run({ SOTA_DATA_DIR: dataDir(), SOTA_LISTEN: "127.0.0.1:0", SOTA_STATE_URL: "mysql://sota:hunter2@db/sota" });
+    expect(await malformed.exited).toBe(2);
+    expect(malformed.output().trim()).toMatch(/^sota-db: invalid configuration: SOTA_STATE_URL: must be a PostgreSQL URL/);
+    expect(malformed.output()).not.toContain("hunter2");
+
+    const unreachable = run({ SOTA_DATA_DIR: dataDir(), SOTA_LISTEN: "127.0.0.1:0", SOTA_STATE_URL: "postgres://sota:hunter2@127.0.0.1:1/sota" });
+    expect(await unreachable.exited).toBe(1);
+    expect(unreachable.output()).toContain("sota-db: could not start: cannot connect to the PostgreSQL state store (SOTA_STATE_URL)");
+    expect(unreachable.output()).not.toContain("hunter2");
   });
 
   it("starts with zero configuration, serves the README's curl, and stops cleanly on SIGTERM", async () => {

@@ -40,7 +40,7 @@ beforeAll(async () => {
   for (const tenant of [a, b]) {
     expect((await rest("POST", `/v1/projects/${tenant.projectId}/database`, tenant.token, { slug: tenant.slug })).status).toBe(200);
     // Big enough that loading it into a scratch database takes a while: overlapping loads are visible.
-    const client = new pg.Client({ connectionString: h.app.service.connection(tenant.projectId).url });
+    const client = new pg.Client({ connectionString: (await h.app.service.connection(tenant.projectId)).url });
     await client.connect();
     try {
       await client.query("CREATE TABLE filler (id int PRIMARY KEY, v text)");

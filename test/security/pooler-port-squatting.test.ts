@@ -146,7 +146,7 @@ describe("pooler port squatting: process runtime", () => {
       expect((await readiness(store, runtime)()).checks["pooler_ports"]?.ok).toBe(true);
       expect(await metrics.registry.metrics()).not.toContain(`slug="${spec.slug}"`);
     } finally {
-      store.close();
+      await store.close();
     }
   });
 });
@@ -166,16 +166,16 @@ describe("pooler port squatting: the whole service, process runtime", () => {
     const projectId = randomUUID();
     const { database } = await harness.app.service.ensure(projectId, "squat-app");
     const port = database.port!;
-    const url = harness.app.service.connection(projectId).url;
+    const url = (await harness.app.service.connection(projectId)).url;
 
     await harness.app.close();
     await trap.listen(port);
     const app = await harness.start();
 
     // Start-up tried to bring it back, and gave up without talking to the squatter.
-    expect(app.service.get(projectId).state).toBe("failed");
+    expect((await app.service.get(projectId)).state).toBe("failed");
     await expect(app.service.ensure(projectId, "")).rejects.toThrow(new RegExp(`pooler port ${port} of squat-app .*another process`));
-    expect(app.service.get(projectId).state).toBe("failed");
+    expect((await app.service.get(projectId)).state).toBe("failed");
     const ready = await fetch(`${app.url}/readyz`);
     expect(ready.status).toBe(200);
     expect(JSON.stringify(await ready.json())).toContain(`squat-app (port ${port})`);

@@ -50,9 +50,9 @@ async function restStatus(projectId: string, slug: string): Promise<{ status: nu
 }
 
 /** Nothing of `slug` exists: no record for the project or the slug, no instance (so no cluster, no database). */
-function assertNothingCreated(projectId: string, slug: string): void {
-  expect(h.app.store.getDatabase(projectId)).toBeUndefined();
-  expect(h.app.store.listDatabases().filter((record) => record.slug === slug)).toEqual([]);
+async function assertNothingCreated(projectId: string, slug: string): Promise<void> {
+  expect(await h.app.store.getDatabase(projectId)).toBeUndefined();
+  expect((await h.app.store.listDatabases()).filter((record) => record.slug === slug)).toEqual([]);
   expect(existsSync(join(h.dataDir, "instances", slug))).toBe(false);
 }
 
@@ -64,7 +64,7 @@ describe("reserved slugs", () => {
       expect(refused.code).toBe(grpc.status.INVALID_ARGUMENT);
       expect(refused.details).toMatch(new RegExp(`slug "${slug}" is reserved`));
       expect(await restStatus(projectId, slug)).toEqual({ status: 400, code: "invalid_argument" });
-      assertNothingCreated(projectId, slug);
+      await assertNothingCreated(projectId, slug);
       // The runtime refuses the name as well, whoever asks.
       await expect(h.app.runtime.status({ projectId, slug })).rejects.toThrow(/invalid slug/);
     });
@@ -80,7 +80,7 @@ describe("derived slugs", () => {
     expect(refused.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(refused.details).toMatch(/default slug of another project/);
     expect(await restStatus(x, ySlug)).toEqual({ status: 400, code: "invalid_argument" });
-    assertNothingCreated(x, ySlug);
+    await assertNothingCreated(x, ySlug);
     expect((await h.app.runtime.status({ projectId: x, slug: ySlug })).state).toBe("missing");
 
     // Y, asking for no slug, gets its own derived slug: it was not locked out.

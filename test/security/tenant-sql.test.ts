@@ -153,7 +153,7 @@ function describeTenantSql(name: string, setup: () => Promise<Harness>): void {
 
     afterAll(async () => {
       await manager?.close();
-      store?.close();
+      await store?.close();
       if (runtime) {
         const roles = await runtime.adminQuery(target, `SELECT rolname FROM pg_roles WHERE rolname LIKE '${marker}%'`).catch(() => []);
         for (const row of roles) await runtime.adminQuery(target, `DROP ROLE "${row["rolname"]}"`).catch(() => undefined);
@@ -224,7 +224,7 @@ function describeTenantSql(name: string, setup: () => Promise<Harness>): void {
       const template = await manager.create(target, "manual", { wait: true });
       const id = newBackupId(new Date());
       await writeFile(backupFilePath(backupDir, target.slug, id), dump);
-      store.insertBackup({ ...template, id, sizeBytes: dump.length, sha256: createHash("sha256").update(dump).digest("hex") });
+      await store.insertBackup({ ...template, id, sizeBytes: dump.length, sha256: createHash("sha256").update(dump).digest("hex") });
 
       expect(await manager.verify(target, id)).toMatchObject({ verification: "passed", verificationError: null });
       await appQuery("DELETE FROM public.orders WHERE id > 20");

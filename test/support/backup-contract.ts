@@ -75,7 +75,7 @@ export function describeBackupContract(name: string, setup: () => Promise<Backup
 
     afterAll(async () => {
       await manager?.close();
-      store?.close();
+      await store?.close();
       await harness?.cleanup();
       if (workDir) await rm(workDir, { recursive: true, force: true });
     });
@@ -159,7 +159,7 @@ export function describeBackupContract(name: string, setup: () => Promise<Backup
         // The safety backup holds the state the restore replaced.
         await manager.restore(target, safety.id);
         expect(await appQuery(CUSTOMERS)).toEqual(changed);
-        expect(manager.list(target.projectId).filter((r) => r.kind === "safety")).toHaveLength(2);
+        expect((await manager.list(target.projectId)).filter((r) => r.kind === "safety")).toHaveLength(2);
       });
 
       it("does not wait forever for a transaction left open: its session is ended after the grace period", async () => {
@@ -183,7 +183,7 @@ export function describeBackupContract(name: string, setup: () => Promise<Backup
         const backup = await manager.create(target, "manual", { wait: true });
         await appQuery(`DELETE FROM customers WHERE id > 10`);
         const before = await appQuery(CUSTOMERS);
-        const backupsBefore = manager.list(target.projectId).length;
+        const backupsBefore = (await manager.list(target.projectId)).length;
 
         const path = backupFilePath(backupDir, target.slug, backup.id);
         const bytes = await readFile(path);
@@ -197,7 +197,7 @@ export function describeBackupContract(name: string, setup: () => Promise<Backup
         });
         expect(await appQuery(CUSTOMERS)).toEqual(before);
         // Refused before anything happened: not even a safety backup was taken.
-        expect(manager.list(target.projectId)).toHaveLength(backupsBefore);
+        expect(await manager.list(target.projectId)).toHaveLength(backupsBefore);
 
         const verified = await manager.verify(target, backup.id);
         expect(verified).toMatchObject({ verification: "failed", verificationError: expect.stringMatching(/checksum mismatch/) });
@@ -212,7 +212,7 @@ export function describeBackupContract(name: string, setup: () => Promise<Backup
         const verified = await manager.verify(target, backup.id);
         expect(verified).toMatchObject({ id: backup.id, verification: "passed", verificationError: null });
         expect(verified.verifiedAt).toBeInstanceOf(Date);
-        expect(manager.list(target.projectId).find((r) => r.id === backup.id)?.verification).toBe("passed");
+        expect((await manager.list(target.projectId)).find((r) => r.id === backup.id)?.verification).toBe("passed");
         expect(await scratchDatabases()).toEqual([]);
       });
 
@@ -222,7 +222,7 @@ export function describeBackupContract(name: string, setup: () => Promise<Backup
         const broken = gzipSync("CREATE TABLE fine (x int);\nSELECT 1/0;\n");
         const id = newBackupId(new Date());
         await writeFile(backupFilePath(backupDir, target.slug, id), broken);
-        store.insertBackup({ ...good, id, sizeBytes: broken.length, sha256: createHash("sha256").update(broken).digest("hex") });
+        await store.insertBackup({ ...good, id, sizeBytes: broken.length, sha256: createHash("sha256").update(broken).digest("hex") });
         const failuresBefore = (await metricValue(metrics, "sota_backup_failures_total", { kind: "verify" })) ?? 0;
         const verified = await manager.verify(target, id);
         expect(verified).toMatchObject({ verification: "failed", verificationError: expect.stringMatching(/division by zero/) });
@@ -320,7 +320,7 @@ export function describeBackupContract(name: string, setup: () => Promise<Backup
 
       it("answers 404 for unknown ids and for another project's backup id, whoever asks", async () => {
         const otherBackup = { ...backup, id: newBackupId(new Date()), projectId: otherProjectId };
-        store.insertBackup(otherBackup);
+        await store.insertBackup(otherBackup);
         for (const [projectId, backupId] of [
           [target.projectId, newBackupId(new Date())],
           [target.projectId, otherBackup.id],

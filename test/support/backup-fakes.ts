@@ -109,7 +109,7 @@ export async function managerBed(): Promise<ManagerBed> {
     },
     async cleanup() {
       for (const manager of managers) await manager.close();
-      store.close();
+      await store.close();
       await rm(dir, { recursive: true, force: true });
     },
   };

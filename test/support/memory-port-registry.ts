@@ -1,22 +1,18 @@
 // An in-memory PortRegistry for driver tests; the service's own is durable (the store).
-import type { PortRange, PortRegistry } from "../../src/runtime/port-registry.js";
+import { firstFreePort, type PortRange, type PortRegistry } from "../../src/store/port-registry.js";
 
 export class MemoryPortRegistry implements PortRegistry {
   private readonly byProject = new Map<string, number>();
 
-  allocate(projectId: string, range: PortRange, isUsable: (port: number) => boolean = () => true): number {
+  async allocate(projectId: string, range: PortRange, isUsable: (port: number) => boolean = () => true): Promise<number> {
     const recorded = this.byProject.get(projectId);
     if (recorded !== undefined) return recorded;
-    const taken = new Set(this.byProject.values());
-    for (let port = range.min; port <= range.max; port++) {
-      if (taken.has(port) || !isUsable(port)) continue;
-      this.byProject.set(projectId, port);
-      return port;
-    }
-    throw new Error(`no free port left in ${range.min}-${range.max}`);
+    const port = firstFreePort(range, new Set(this.byProject.values()), isUsable);
+    this.byProject.set(projectId, port);
+    return port;
   }
 
-  release(projectId: string): void {
+  async release(projectId: string): Promise<void> {
     this.byProject.delete(projectId);
   }
 

@@ -13,6 +13,7 @@ describe("loadConfig", () => {
     expect(config.process.poolerPorts).toEqual({ min: 16432, max: 17431 });
     expect(config.process).toMatchObject({ warmPool: 0, spareCopies: 1 });
     expect(config.docker.postgresMemoryMb).toBe(2048);
+    expect(config.stateUrl).toBeUndefined();
     expect(config.backup).toMatchObject({ dir: "/srv/sota/data/backups", retentionDays: 7, concurrency: 2, verify: false });
     expect(config.http).toEqual({ maxConnections: 256, headerTimeoutMs: 10_000, idleTimeoutMs: 30_000 });
     expect(config.backup).toMatchObject({ manualLimit: { count: 6, windowMs: 3_600_000 }, loadConcurrency: 2, minFree: { percent: 5 } });
@@ -42,11 +43,13 @@ describe("loadConfig", () => {
         SOTA_BACKUP_MANUAL_LIMIT: "3 / 30m",
         SOTA_BACKUP_LOAD_CONCURRENCY: "1",
         SOTA_BACKUP_MIN_FREE: "2GiB",
+        SOTA_STATE_URL: "postgres://sota:s3cret@db.internal:5432/sota",
       },
       "/",
     );
     expect(config.listen).toEqual({ host: "::1", port: 9090 });
     expect(config.runtime).toBe("docker");
+    expect(config.stateUrl).toBe("postgres://sota:s3cret@db.internal:5432/sota");
     expect(config.masterKeys).toEqual([key, key]);
     expect(config.process).toMatchObject({ poolerPorts: { min: 20000, max: 20010 }, warmPool: 2, spareCopies: 3 });
     expect(config.docker).toMatchObject({
@@ -68,6 +71,22 @@ describe("loadConfig", () => {
     expect(backup({ SOTA_BACKUP_MIN_FREE: "0" }).minFree).toEqual({ bytes: 0 });
     expect(backup({ SOTA_BACKUP_MIN_FREE: "512M" }).minFree).toEqual({ bytes: 512 * 1024 ** 2 });
     expect(backup({ SOTA_BACKUP_MIN_FREE: "1048576" }).minFree).toEqual({ bytes: 1048576 });
+  });
+
+  it("refuses a state URL that is not PostgreSQL's without repeating it (it may hold a password)", () => {
+    for (const value of ["mysql://sota:hunter2@db/sota", "hunter2", "postgres://:hunter2@/"]) {
+      let error: unknown;
+      try {
+        loadConfig({ SOTA_STATE_URL: value }, "/");
+      } catch (thrown) {
+        error = thrown;
+      }
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as Error).message).toMatch(/^SOTA_STATE_URL: must be a PostgreSQL URL/);
+      expect((error as Error).message).not.toContain("hunter2");
+    }
+    expect(loadConfig({ SOTA_STATE_URL: "postgresql://sota@127.0.0.1/sota" }, "/").stateUrl).toBe("postgresql://sota@127.0.0.1/sota");
+    expect(loadConfig({ SOTA_STATE_URL: "postgres:///sota?host=/run/postgresql" }, "/").stateUrl).toBe("postgres:///sota?host=/run/postgresql");
   });
 
   it("names the variable and what it allows", () => {

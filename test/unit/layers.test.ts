@@ -23,4 +23,10 @@ describe("layers", () => {
     const offenders = below.filter((file) => /from\s+["']@connectrpc\/|import\(\s*["']@connectrpc\//.test(readFileSync(file, "utf8")));
     expect(offenders.map((file) => relative(SRC, file))).toEqual([]);
   });
+
+  it("keeps the store at the bottom: it imports no runtime, service, backup or server code", () => {
+    const store = sourceFiles(join(SRC, "store"));
+    const offenders = store.filter((file) => /from\s+["']\.\.\/(runtime|service|backup|server)\//.test(readFileSync(file, "utf8")));
+    expect(offenders.map((file) => relative(SRC, file))).toEqual([]);
+  });
 });

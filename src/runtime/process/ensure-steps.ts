@@ -35,7 +35,7 @@ export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, cal
   let port: number;
   try {
     signal.throwIfAborted();
-    port = allocatePoolerPort(parts.ports, parts.portRange, spec.projectId);
+    port = await allocatePoolerPort(parts.ports, parts.portRange, spec.projectId);
   } catch (error) {
     // Not yet an instance that close() would stop.
     if (warm) await stopClaimed(warm);

@@ -11,10 +11,10 @@ export function endpointFor(port: number): Endpoint {
 }
 
 /** The project's port, or a new one that nothing on the host listens on. */
-export function allocatePoolerPort(ports: PortRegistry, portRange: PortRange, projectId: string): number {
+export async function allocatePoolerPort(ports: PortRegistry, portRange: PortRange, projectId: string): Promise<number> {
   const busy = listeningPorts();
   try {
-    return ports.allocate(projectId, portRange, (port) => !busy.has(port));
+    return await ports.allocate(projectId, portRange, (port) => !busy.has(port));
   } catch (error) {
     throw new RuntimeError(
       "unavailable",

@@ -26,7 +26,7 @@ export async function removeInstance(parts: DriverParts, target: RuntimeTarget, 
     await stopStalePgbouncer(join(paths.dir, "pgbouncer.pid"), paths.pgbouncerIni, logger);
     await stopStalePostmaster(paths.pgdata, logger);
   }
-  parts.ports.release(target.projectId);
+  await parts.ports.release(target.projectId);
   if (!options.keepData) {
     // Its user's last processes (anything a tenant started in the background)
     // end before the files go, so none can race the removal.

@@ -1,0 +1,69 @@
+// The SQLite state schema, as forward migrations; the version lives in
+// PRAGMA user_version (0 for a state.db written before versions existed).
+import type Database from "better-sqlite3";
+import { pendingMigrations, type Migration } from "./migrations.js";
+
+export const SQLITE_MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    // Exactly the schema the unversioned release created, with IF NOT EXISTS
+    // kept: on its state.db (user_version 0) this changes nothing but the version.
+    description: "databases, pooler ports and backups",
+    sql: `
+CREATE TABLE IF NOT EXISTS databases (
+  project_id       TEXT PRIMARY KEY,
+  slug             TEXT NOT NULL UNIQUE,
+  state            TEXT NOT NULL,
+  runtime          TEXT NOT NULL,
+  sealed_password  TEXT NOT NULL,
+  sealed_url       TEXT,
+  host             TEXT,
+  port             INTEGER,
+  network          TEXT,
+  postgres_version TEXT,
+  pooler_json      TEXT,
+  error            TEXT,
+  created_at       INTEGER NOT NULL,
+  updated_at       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pooler_ports (
+  port       INTEGER PRIMARY KEY,
+  project_id TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS backups (
+  id                 TEXT PRIMARY KEY,
+  project_id         TEXT NOT NULL,
+  slug               TEXT NOT NULL,
+  kind               TEXT NOT NULL,
+  state              TEXT NOT NULL,
+  size_bytes         INTEGER,
+  sha256             TEXT,
+  started_at         INTEGER NOT NULL,
+  finished_at        INTEGER,
+  expires_at         INTEGER,
+  error              TEXT,
+  verification       TEXT,
+  verified_at        INTEGER,
+  verification_error TEXT
+);
+CREATE INDEX IF NOT EXISTS backups_by_project ON backups (project_id, started_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS backups_by_state ON backups (state);
+`,
+  },
+];
+
+export function sqliteSchemaVersion(db: Database.Database): number {
+  return db.pragma("user_version", { simple: true }) as number;
+}
+
+/** Applies what is pending, all or nothing. Throws StateTooNewError. */
+export function migrateSqlite(db: Database.Database, migrations: readonly Migration[] = SQLITE_MIGRATIONS): void {
+  // IMMEDIATE: takes the write lock before reading the version, so two opens cannot both migrate.
+  db.transaction(() => {
+    const pending = pendingMigrations(sqliteSchemaVersion(db), migrations, "SQLite state (state.db)");
+    for (const migration of pending) {
+      db.exec(migration.sql);
+      db.pragma(`user_version = ${migration.version}`);
+    }
+  }).immediate();
+}
