@@ -1,7 +1,7 @@
 // A throwaway PostgreSQL cluster for the PostgreSQL state store's tests: initdb
 // into a temp dir, listen on 127.0.0.1 (a free port) with password auth, stop
 // and remove it after the file. PostgreSQL refuses to run as root, so a root
-// test run starts it as the unprivileged OS user (SOTA_RUN_AS_USER's default).
+// test run starts it as the unprivileged OS user `postgres`.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -10,7 +10,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
-import { resolveRunAs, type RunAs } from "../../src/runtime/process/os-user.js";
+import { resolveUserPolicy, type RunAs } from "../../src/runtime/process/os-user.js";
 
 const BIN_DIRS = ["/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin"];
 
@@ -20,10 +20,17 @@ export interface StatePostgres {
   stop(): Promise<void>;
 }
 
+/** The OS user `postgres` when we are root (PostgreSQL refuses root), else ourselves. */
+async function stateServerUser(): Promise<RunAs> {
+  const policy = await resolveUserPolicy(process.getuid?.() === 0 ? "postgres" : undefined);
+  if (policy.perInstance) throw new Error("unreachable: a named user is always shared");
+  return policy.shared;
+}
+
 export async function startStatePostgres(): Promise<StatePostgres> {
   const binDir = process.env.SOTA_PG_BIN_DIR ?? BIN_DIRS.find((dir) => existsSync(join(dir, "initdb")));
   if (!binDir) throw new Error(`no PostgreSQL binaries in ${BIN_DIRS.join(", ")} (set SOTA_PG_BIN_DIR)`);
-  const runAs = await resolveRunAs(undefined);
+  const runAs = await stateServerUser();
   const dir = await mkdtemp(join(tmpdir(), "sota-state-pg-"));
   const password = randomBytes(12).toString("hex");
   const pgdata = join(dir, "pgdata");
