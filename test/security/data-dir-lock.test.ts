@@ -13,6 +13,7 @@ import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { portRange } from "../support/process-runtime-harness.js";
 import { REPO_ROOT, serviceCommand } from "../support/service-command.js";
+import { instancePaths } from "../../src/runtime/process/instance-paths.js";
 
 const { command: NODE, args: START_ARGS } = serviceCommand();
 const ports = portRange(35);
@@ -74,10 +75,10 @@ async function answers(url: string): Promise<number> {
 }
 
 function pids(slug: string): { postgres: number; pgbouncer: number } {
-  const dir = join(dataDir, "instances", slug);
+  const paths = instancePaths(dataDir, slug);
   return {
-    postgres: Number(readFileSync(join(dir, "pgdata", "postmaster.pid"), "utf8").split("\n")[0]),
-    pgbouncer: Number(readFileSync(join(dir, "pgbouncer.pid"), "utf8").trim()),
+    postgres: Number(readFileSync(join(paths.pgdata, "postmaster.pid"), "utf8").split("\n")[0]),
+    pgbouncer: Number(readFileSync(paths.pgbouncerPid, "utf8").trim()),
   };
 }
 
