@@ -3,8 +3,8 @@
 // SCRAM verifier computed here, database {slug} owned by it, and no password
 // on the superuser (it is reached only through the container's unix socket).
 import pg from "pg";
-import { createScramVerifier, scramVerifierMatches } from "../scram-secret.js";
-import { socketConninfo, SUPERUSER_STARTUP_OPTIONS } from "../socket-sessions.js";
+import { createScramVerifier, scramVerifierMatches } from "../shared/scram-secret.js";
+import { socketConninfo, SUPERUSER_STARTUP_OPTIONS } from "../shared/socket-sessions.js";
 import { CONTAINER_PORT } from "./docker-names.js";
 
 /** The superuser the official image creates (POSTGRES_USER), reached over its unix socket. */

@@ -37,7 +37,7 @@ import { dumpDatabase, restoreDatabase } from "./postgres-dump.js";
 import { PostgresTemplates } from "./postgres-template.js";
 import { ProjectNetworks } from "./project-networks.js";
 import { surveyContainers } from "./project-survey.js";
-import type { Rows } from "./psql-csv.js";
+import type { Rows } from "../shared/psql-csv.js";
 import { removeProject } from "./remove-steps.js";
 
 export {

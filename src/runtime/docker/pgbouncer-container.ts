@@ -24,7 +24,7 @@ import {
 } from "./pgbouncer-container-config.js";
 import type { PgbouncerImageFacts } from "./pgbouncer-image-facts.js";
 import { CONNECT_TIMEOUT_ENV } from "./postgres-container.js";
-import { nullMarker, parsePsqlCsv, type Rows } from "./psql-csv.js";
+import { nullMarker, parsePsqlCsv, type Rows } from "../shared/psql-csv.js";
 import { firstError } from "./psql-messages.js";
 import { tarArchive } from "./tar-archive.js";
 

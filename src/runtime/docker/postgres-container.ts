@@ -10,7 +10,7 @@ import { hardenedHostConfig, isHardened, POSTGRES_HARDENING } from "./container-
 import type { DockerEngine } from "./docker-engine.js";
 import { CONTAINER_PORT, PGDATA, type ProjectNames } from "./docker-names.js";
 import type { DriverSettings } from "./driver-settings.js";
-import { nullMarker, parsePsqlCsv, type Rows } from "./psql-csv.js";
+import { nullMarker, parsePsqlCsv, type Rows } from "../shared/psql-csv.js";
 import { firstError } from "./psql-messages.js";
 import { waitFor } from "./wait-for.js";
 

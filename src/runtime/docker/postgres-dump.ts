@@ -9,7 +9,7 @@ import { PassThrough, type Readable } from "node:stream";
 import type Docker from "dockerode";
 import { loggableError } from "../../log.js";
 import { RuntimeError, type RuntimeTarget } from "../runtime.js";
-import { DUMP_ROLE, dumpRoleSql } from "../dump-role.js";
+import { DUMP_ROLE, dumpRoleSql } from "../shared/dump-role.js";
 import { roleConninfo } from "./app-role-sql.js";
 import type { DockerEngine } from "./docker-engine.js";
 import { toRuntimeError } from "./docker-errors.js";

@@ -6,7 +6,7 @@ import { mkdir } from "node:fs/promises";
 import { resolve } from "node:path";
 import type { Readable } from "node:stream";
 import type { Logger } from "../../log.js";
-import { DUMP_ROLE, dumpRoleSql } from "../dump-role.js";
+import { DUMP_ROLE, dumpRoleSql } from "../shared/dump-role.js";
 import { KeyedLock } from "../keyed-lock.js";
 import type { PortRange, PortRegistry } from "../port-registry.js";
 import {
@@ -21,24 +21,24 @@ import {
 } from "../runtime.js";
 import type { DriverParts } from "./driver-parts.js";
 import { ensureInstance } from "./ensure-steps.js";
-import { instancePaths, instancesRoot, sparesRoot, templatesRoot, warmRoot } from "./instance-paths.js";
-import { InstanceUsers, type AccountTools } from "./instance-users.js";
-import { assertUsersCanReach, resolveUserPolicy, type UserPolicy } from "./os-user.js";
-import { ensureDir, readIfExists, SERVICE_USER } from "./owned-files.js";
-import { findProgram } from "./path-checks.js";
-import { PasswordDigests } from "./password-digest.js";
-import { appRoleName } from "./app-database.js";
-import { appRoleSocketClient, queryOnce, superuserClient, type Rows } from "./pg-clients.js";
-import { endpointFor } from "./pooler-endpoint.js";
-import { PoolerSockets } from "./pooler-sockets.js";
-import { assertBinariesPresent, discoverBinaries, type Binaries } from "./postgres-binaries.js";
-import { stopInstance, type Instance } from "./project-instance.js";
+import { instancePaths, instancesRoot, sparesRoot, templatesRoot, warmRoot } from "./instance/instance-paths.js";
+import { InstanceUsers, type AccountTools } from "./host/instance-users.js";
+import { assertUsersCanReach, resolveUserPolicy, type UserPolicy } from "./host/os-user.js";
+import { ensureDir, readIfExists, SERVICE_USER } from "./host/owned-files.js";
+import { findProgram } from "./host/path-checks.js";
+import { PasswordDigests } from "./instance/password-digest.js";
+import { appRoleName } from "./instance/app-database.js";
+import { appRoleSocketClient, queryOnce, superuserClient, type Rows } from "./sql/pg-clients.js";
+import { endpointFor } from "./instance/pooler-endpoint.js";
+import { PoolerSockets } from "./host/pooler-sockets.js";
+import { assertBinariesPresent, discoverBinaries, type Binaries } from "./host/postgres-binaries.js";
+import { stopInstance, type Instance } from "./instance/project-instance.js";
 import { removeInstance } from "./remove-steps.js";
-import { dumpStream, failedStream, restoreFromStream, streamAfter } from "./sql-tools.js";
-import { checkPassword, checkTarget } from "./target-checks.js";
-import { SpareCopies, type SpareCopiesState } from "./spare-copies.js";
-import { sharedTemplateCluster } from "./template-cluster.js";
-import { WarmPool, type WarmPoolState } from "./warm-pool.js";
+import { dumpStream, failedStream, restoreFromStream, streamAfter } from "./sql/sql-tools.js";
+import { checkPassword, checkTarget } from "../shared/target-checks.js";
+import { SpareCopies, type SpareCopiesState } from "./reserves/spare-copies.js";
+import { sharedTemplateCluster } from "./reserves/template-cluster.js";
+import { WarmPool, type WarmPoolState } from "./reserves/warm-pool.js";
 
 export interface ProcessRuntimeOptions {
   /** Root of instances/ and templates/ (SOTA_DATA_DIR). */

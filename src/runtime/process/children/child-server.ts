@@ -3,7 +3,7 @@
 // the child has already died. Readiness is polled directly with short
 // intervals: pg_ctl -w and similar sleep in coarse steps that would dominate
 // the time to a new database.
-import { RuntimeError } from "../runtime.js";
+import { RuntimeError } from "../../runtime.js";
 import { pause } from "./pause.js";
 import { SupervisedProcess, type SupervisedProcessOptions } from "./supervised-process.js";
 

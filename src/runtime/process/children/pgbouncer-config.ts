@@ -2,10 +2,10 @@
 // of PostgreSQL's unix socket. The pool settings are shared with the Docker driver.
 // No listen_addr: PgBouncer is handed the socket the service holds on
 // 127.0.0.1 (see pgbouncer-server.ts) and binds nothing itself.
-import { poolSettings, renderIni } from "../pgbouncer-settings.js";
+import { poolSettings, renderIni } from "../../shared/pgbouncer-settings.js";
 import { POSTGRES_PORT } from "./postgres-settings.js";
 
-export { renderUserlist, userlistSecret } from "../pgbouncer-settings.js";
+export { renderUserlist, userlistSecret } from "../../shared/pgbouncer-settings.js";
 
 /** Console user (admin_users) through which the service reads SHOW CONFIG and sends RELOAD. */
 export const POOLER_ADMIN_USER = "sota_pooler_admin";

@@ -4,16 +4,16 @@
 // and hands it over as fd 3 at every start (systemd socket activation, which
 // PgBouncer built with systemd support takes instead of listen_addr), so the
 // port stays the service's while PgBouncer restarts.
-import type { Logger } from "../../log.js";
-import type { PoolerInfo } from "../runtime.js";
-import { RuntimeError } from "../runtime.js";
+import type { Logger } from "../../../log.js";
+import type { PoolerInfo } from "../../runtime.js";
+import { RuntimeError } from "../../runtime.js";
 import { ChildServer } from "./child-server.js";
 import { rotateLogIfLarge } from "./log-rotation.js";
-import type { RunAs } from "./os-user.js";
-import { loopbackClient, queryOnce, queryRows, type Rows } from "./pg-clients.js";
-import type { PgbouncerBinary } from "./postgres-binaries.js";
+import type { RunAs } from "../host/os-user.js";
+import { loopbackClient, queryOnce, queryRows, type Rows } from "../sql/pg-clients.js";
+import type { PgbouncerBinary } from "../host/postgres-binaries.js";
 import { POOLER_ADMIN_USER } from "./pgbouncer-config.js";
-import { PortHoldError, type PoolerSockets } from "./pooler-sockets.js";
+import { PortHoldError, type PoolerSockets } from "../host/pooler-sockets.js";
 import { stopStalePgbouncer } from "./stale-process.js";
 
 export interface PgbouncerServerOptions {

@@ -2,14 +2,14 @@
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type pg from "pg";
-import type { Logger } from "../../log.js";
+import type { Logger } from "../../../log.js";
 import { ChildServer } from "./child-server.js";
 import { rotateLogIfLarge } from "./log-rotation.js";
-import type { RunAs } from "./os-user.js";
-import { ensureDir, ensurePrivateDir, ownedBy, readableBy, writeServiceFileIfChanged } from "./owned-files.js";
-import { superuserClient } from "./pg-clients.js";
+import type { RunAs } from "../host/os-user.js";
+import { ensureDir, ensurePrivateDir, ownedBy, readableBy, writeServiceFileIfChanged } from "../host/owned-files.js";
+import { superuserClient } from "../sql/pg-clients.js";
 import { runCommand } from "./run-command.js";
-import type { PostgresBinaries } from "./postgres-binaries.js";
+import type { PostgresBinaries } from "../host/postgres-binaries.js";
 import { POSTGRES_PORT, renderHba, renderPostgresConfig } from "./postgres-settings.js";
 import { stopStalePostmaster } from "./stale-process.js";
 

@@ -2,7 +2,7 @@
 // user. Children get a clean environment: PG* variables of the service (PGHOST,
 // PGPASSWORD, ...) must never redirect or authenticate our own tools.
 import { execFile } from "node:child_process";
-import type { RunAs } from "./os-user.js";
+import type { RunAs } from "../host/os-user.js";
 
 export interface RunCommandOptions {
   readonly runAs?: RunAs | undefined;

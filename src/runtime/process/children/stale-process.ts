@@ -10,9 +10,9 @@
 // signal to anything else, root's processes and other instances' included.
 import { readFile, readlink, realpath, unlink, lstat } from "node:fs/promises";
 import { dirname } from "node:path";
-import type { Logger } from "../../log.js";
-import type { RunAs } from "./os-user.js";
-import { readChildFile, SERVICE_USER } from "./owned-files.js";
+import type { Logger } from "../../../log.js";
+import type { RunAs } from "../host/os-user.js";
+import { readChildFile, SERVICE_USER } from "../host/owned-files.js";
 import { runCommand } from "./run-command.js";
 
 const POLL_MS = 25;

@@ -2,8 +2,8 @@
 // backoff when it dies, and stopped with an escalating series of signals.
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, constants, openSync } from "node:fs";
-import { loggableError, type Logger } from "../../log.js";
-import type { RunAs } from "./os-user.js";
+import { loggableError, type Logger } from "../../../log.js";
+import type { RunAs } from "../host/os-user.js";
 import { childEnv, userSpawnOptions } from "./run-command.js";
 
 export interface ExitInfo {

@@ -12,12 +12,12 @@ import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Logger } from "../../log.js";
-import { RuntimeError } from "../runtime.js";
+import type { Logger } from "../../../log.js";
+import { RuntimeError } from "../../runtime.js";
 import { lookUpUser, type RunAs, type UserPolicy } from "./os-user.js";
 import { readIfExists, SERVICE_ONLY, writeServiceFile } from "./owned-files.js";
 import { pathExists } from "./path-checks.js";
-import { CommandFailedError, runCommand } from "./run-command.js";
+import { CommandFailedError, runCommand } from "../children/run-command.js";
 
 /** The record's file name in an instance's (or spare's, warm instance's, template build's) directory. */
 export const USER_RECORD = "os-user";

@@ -5,8 +5,8 @@
 import { stat } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { dirname } from "node:path";
-import { RuntimeError } from "../runtime.js";
-import { CommandFailedError, runCommand } from "./run-command.js";
+import { RuntimeError } from "../../runtime.js";
+import { CommandFailedError, runCommand } from "../children/run-command.js";
 
 export interface RunAs {
   readonly name: string;

@@ -11,7 +11,7 @@
 // synchronously, each request being a couple of system calls.
 import { getSystemErrorName } from "node:util";
 import { Worker } from "node:worker_threads";
-import { RuntimeError } from "../runtime.js";
+import { RuntimeError } from "../../runtime.js";
 
 const HOST = "127.0.0.1";
 /** PgBouncer's own listen_backlog default; it never calls listen() again on a socket it is given. */

@@ -2,9 +2,9 @@
 // without them, so every failure is one line that says what to install.
 import { readdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { supportsPreparedStatements } from "../pgbouncer-settings.js";
-import { RuntimeError } from "../runtime.js";
-import { runCommand } from "./run-command.js";
+import { supportsPreparedStatements } from "../../shared/pgbouncer-settings.js";
+import { RuntimeError } from "../../runtime.js";
+import { runCommand } from "../children/run-command.js";
 import { findProgram, isExecutable } from "./path-checks.js";
 
 const POSTGRES_ROOT = "/usr/lib/postgresql";

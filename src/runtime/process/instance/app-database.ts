@@ -1,8 +1,8 @@
 // The project's role app_{slug} and its database {slug}, brought to the wanted
 // state step by step so that a run cut short anywhere is finished by the next.
 import pg from "pg";
-import { queryRows } from "./pg-clients.js";
-import { scramVerifierMatches } from "../scram-secret.js";
+import { queryRows } from "../sql/pg-clients.js";
+import { scramVerifierMatches } from "../../shared/scram-secret.js";
 
 /** Role and database in the template, renamed per project. Slugs cannot contain '_', so it never collides. */
 export const PLACEHOLDER_NAME = "sota_template_app";

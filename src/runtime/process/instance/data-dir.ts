@@ -10,14 +10,14 @@
 import { randomBytes } from "node:crypto";
 import { readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import type { Logger } from "../../log.js";
-import { RuntimeError } from "../runtime.js";
+import type { Logger } from "../../../log.js";
+import { RuntimeError } from "../../runtime.js";
 import type { InstancePaths } from "./instance-paths.js";
-import type { RunAs } from "./os-user.js";
-import { readChildFile, removeTree, SERVICE_ONLY, syncDir, writeServiceFile } from "./owned-files.js";
-import { pathExists } from "./path-checks.js";
-import { stopStalePostmaster } from "./stale-process.js";
-import { copyTemplate, syncFileSystem } from "./template-cluster.js";
+import type { RunAs } from "../host/os-user.js";
+import { readChildFile, removeTree, SERVICE_ONLY, syncDir, writeServiceFile } from "../host/owned-files.js";
+import { pathExists } from "../host/path-checks.js";
+import { stopStalePostmaster } from "../children/stale-process.js";
+import { copyTemplate, syncFileSystem } from "../reserves/template-cluster.js";
 
 export interface DataDirOptions {
   readonly slug: string;

@@ -9,10 +9,10 @@
 // later (see instance-layout.ts).
 import { lstat, readdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import type { Logger } from "../../log.js";
+import type { Logger } from "../../../log.js";
 import { socketDirInside, type InstancePaths } from "./instance-paths.js";
-import { removeTree, SERVICE_ONLY, SERVICE_USER, setAccess } from "./owned-files.js";
-import { stopStalePgbouncer, stopStalePostmaster } from "./stale-process.js";
+import { removeTree, SERVICE_ONLY, SERVICE_USER, setAccess } from "../host/owned-files.js";
+import { stopStalePgbouncer, stopStalePostmaster } from "../children/stale-process.js";
 
 /** Directories in an instance's directory that the child owns (or owned). */
 const CHILD_ENTRIES = new Set(["pgdata", "run", "pgbouncer"]);

@@ -4,18 +4,18 @@
 // need be, with the owner marker, its OS user and a data directory (see data-dir.ts).
 import { mkdir, rename } from "node:fs/promises";
 import { dirname } from "node:path";
-import { loggableError } from "../../log.js";
-import { RuntimeError, type DatabaseSpec } from "../runtime.js";
+import { loggableError } from "../../../log.js";
+import { RuntimeError, type DatabaseSpec } from "../../runtime.js";
 import { prepareDataDir, type PreparedDataDir } from "./data-dir.js";
-import type { DriverParts } from "./driver-parts.js";
+import type { DriverParts } from "../driver-parts.js";
 import { takeBackEarlierInstance } from "./earlier-release.js";
 import { instanceLayout, type InstancePaths } from "./instance-paths.js";
 import { giveDataDir, settleLayout } from "./instance-layout.js";
-import type { RunAs } from "./os-user.js";
-import { readIfExists, SERVICE_ONLY, syncDir, writeServiceFile } from "./owned-files.js";
-import { pathExists } from "./path-checks.js";
-import { slugTaken } from "./target-checks.js";
-import { claimWarmInstance, type ClaimedWarmInstance } from "./warm-claim.js";
+import type { RunAs } from "../host/os-user.js";
+import { readIfExists, SERVICE_ONLY, syncDir, writeServiceFile } from "../host/owned-files.js";
+import { pathExists } from "../host/path-checks.js";
+import { slugTaken } from "../../shared/target-checks.js";
+import { claimWarmInstance, type ClaimedWarmInstance } from "../reserves/warm-claim.js";
 
 export interface PreparedDir {
   readonly source: PreparedDataDir["source"] | "spare" | "warm";

@@ -6,11 +6,11 @@
 import { lstat } from "node:fs/promises";
 import { join } from "node:path";
 import { socketDirInside, type InstancePaths } from "./instance-paths.js";
-import type { InstanceUsers } from "./instance-users.js";
-import type { RunAs } from "./os-user.js";
-import { ensureDir, ownedBy, passableBy, readChildFile, SERVICE_USER, setAccess } from "./owned-files.js";
-import { pathExists } from "./path-checks.js";
-import { runCommand } from "./run-command.js";
+import type { InstanceUsers } from "../host/instance-users.js";
+import type { RunAs } from "../host/os-user.js";
+import { ensureDir, ownedBy, passableBy, readChildFile, SERVICE_USER, setAccess } from "../host/owned-files.js";
+import { pathExists } from "../host/path-checks.js";
+import { runCommand } from "../children/run-command.js";
 
 /** The instance's directory passable by `runAs`, and the child's own directories in it. */
 export async function settleLayout(paths: InstancePaths, runAs: RunAs): Promise<void> {

@@ -2,8 +2,8 @@
 import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join, sep } from "node:path";
-import { USER_RECORD } from "./instance-users.js";
-import { POSTGRES_PORT } from "./postgres-settings.js";
+import { USER_RECORD } from "../host/instance-users.js";
+import { POSTGRES_PORT } from "../children/postgres-settings.js";
 
 export interface InstancePaths {
   readonly dir: string;

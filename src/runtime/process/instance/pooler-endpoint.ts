@@ -1,8 +1,8 @@
 // Where apps reach a project's PgBouncer: a loopback port from SOTA_POOLER_PORTS,
 // kept per project in the port registry so a database keeps its URL across restarts.
-import type { PortRange, PortRegistry } from "../port-registry.js";
-import { RuntimeError, type Endpoint } from "../runtime.js";
-import { listeningPorts } from "./port-probe.js";
+import type { PortRange, PortRegistry } from "../../port-registry.js";
+import { RuntimeError, type Endpoint } from "../../runtime.js";
+import { listeningPorts } from "../host/port-probe.js";
 
 const LOOPBACK = "127.0.0.1";
 

@@ -6,10 +6,10 @@
 // computation of a new database, and a copy runs in another process.
 import { randomBytes } from "node:crypto";
 import type { InstancePaths } from "./instance-paths.js";
-import type { RunAs } from "./os-user.js";
-import { readableBy, readIfExists, SERVICE_ONLY, writeServiceFile, writeServiceFileIfChanged } from "./owned-files.js";
-import { POOLER_ADMIN_USER, renderPgbouncerIni, renderUserlist, userlistSecret } from "./pgbouncer-config.js";
-import { createScramVerifier, scramVerifierMatches } from "../scram-secret.js";
+import type { RunAs } from "../host/os-user.js";
+import { readableBy, readIfExists, SERVICE_ONLY, writeServiceFile, writeServiceFileIfChanged } from "../host/owned-files.js";
+import { POOLER_ADMIN_USER, renderPgbouncerIni, renderUserlist, userlistSecret } from "../children/pgbouncer-config.js";
+import { createScramVerifier, scramVerifierMatches } from "../../shared/scram-secret.js";
 
 export interface PoolerAdmin {
   readonly password: string;

@@ -1,17 +1,17 @@
 // One project's running pair, PostgreSQL and PgBouncer, and what the driver
 // remembers of it between ensures.
 import { rm } from "node:fs/promises";
-import type { Logger } from "../../log.js";
-import type { DatabaseSpec, EnsureResult } from "../runtime.js";
+import type { Logger } from "../../../log.js";
+import type { DatabaseSpec, EnsureResult } from "../../runtime.js";
 import { socketDirInside, type InstancePaths } from "./instance-paths.js";
-import type { InstanceUsers } from "./instance-users.js";
-import type { RunAs } from "./os-user.js";
-import { PgbouncerServer } from "./pgbouncer-server.js";
+import type { InstanceUsers } from "../host/instance-users.js";
+import type { RunAs } from "../host/os-user.js";
+import { PgbouncerServer } from "../children/pgbouncer-server.js";
 import type { PoolerAdmin } from "./pooler-setup.js";
-import type { PoolerSockets } from "./pooler-sockets.js";
-import type { Binaries } from "./postgres-binaries.js";
-import { PostgresServer, type PostgresServerOptions } from "./postgres-server.js";
-import type { ClaimedWarmInstance } from "./warm-claim.js";
+import type { PoolerSockets } from "../host/pooler-sockets.js";
+import type { Binaries } from "../host/postgres-binaries.js";
+import { PostgresServer, type PostgresServerOptions } from "../children/postgres-server.js";
+import type { ClaimedWarmInstance } from "../reserves/warm-claim.js";
 
 export interface Instance {
   readonly slug: string;

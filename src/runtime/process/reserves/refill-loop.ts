@@ -1,8 +1,8 @@
 // What the warm pool and the spare copies share: made one at a time in the
 // background until there are enough, with a growing pause after a failure so
 // that a broken host (full disk, missing binaries) never becomes a busy loop.
-import { loggableError, type Logger } from "../../log.js";
-import { pause } from "./pause.js";
+import { loggableError, type Logger } from "../../../log.js";
+import { pause } from "../children/pause.js";
 
 const FIRST_RETRY_MS = 1_000;
 const MAX_RETRY_MS = 60_000;

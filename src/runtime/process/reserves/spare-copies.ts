@@ -13,11 +13,11 @@
 import { randomBytes } from "node:crypto";
 import { readdir, rename } from "node:fs/promises";
 import { join } from "node:path";
-import { loggableError, type Logger } from "../../log.js";
-import { instanceLayout } from "./instance-paths.js";
-import type { InstanceUsers } from "./instance-users.js";
-import { isReusableCopy } from "./instance-layout.js";
-import { ensureDir, removeTree, SERVICE_ONLY, syncDir } from "./owned-files.js";
+import { loggableError, type Logger } from "../../../log.js";
+import { instanceLayout } from "../instance/instance-paths.js";
+import type { InstanceUsers } from "../host/instance-users.js";
+import { isReusableCopy } from "../instance/instance-layout.js";
+import { ensureDir, removeTree, SERVICE_ONLY, syncDir } from "../host/owned-files.js";
 import { RefillLoop } from "./refill-loop.js";
 import { copyTemplate, syncFileSystem } from "./template-cluster.js";
 

@@ -2,13 +2,13 @@
 // and renamed to the project's directory while its PostgreSQL runs on.
 import { rename, rm, symlink } from "node:fs/promises";
 import { dirname } from "node:path";
-import { loggableError, type Logger } from "../../log.js";
-import type { DatabaseSpec } from "../runtime.js";
-import { socketDirInside, type InstancePaths } from "./instance-paths.js";
-import type { RunAs } from "./os-user.js";
-import { SERVICE_ONLY, syncDir, writeServiceFile } from "./owned-files.js";
-import { pathExists } from "./path-checks.js";
-import type { PostgresServer } from "./postgres-server.js";
+import { loggableError, type Logger } from "../../../log.js";
+import type { DatabaseSpec } from "../../runtime.js";
+import { socketDirInside, type InstancePaths } from "../instance/instance-paths.js";
+import type { RunAs } from "../host/os-user.js";
+import { SERVICE_ONLY, syncDir, writeServiceFile } from "../host/owned-files.js";
+import { pathExists } from "../host/path-checks.js";
+import type { PostgresServer } from "../children/postgres-server.js";
 import type { WarmPool } from "./warm-pool.js";
 
 /** A warm instance moved to a project's directory. */

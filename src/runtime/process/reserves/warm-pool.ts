@@ -8,17 +8,17 @@
 import { randomBytes } from "node:crypto";
 import { lstat, readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { loggableError, type Logger } from "../../log.js";
-import { instanceLayout, socketDirInside, type InstancePaths } from "./instance-paths.js";
-import { isReusableCopy, settleLayout } from "./instance-layout.js";
-import type { InstanceUsers } from "./instance-users.js";
-import type { RunAs } from "./os-user.js";
-import { ensureDir, removeTree, SERVICE_ONLY, syncDir } from "./owned-files.js";
-import { pathExists } from "./path-checks.js";
+import { loggableError, type Logger } from "../../../log.js";
+import { instanceLayout, socketDirInside, type InstancePaths } from "../instance/instance-paths.js";
+import { isReusableCopy, settleLayout } from "../instance/instance-layout.js";
+import type { InstanceUsers } from "../host/instance-users.js";
+import type { RunAs } from "../host/os-user.js";
+import { ensureDir, removeTree, SERVICE_ONLY, syncDir } from "../host/owned-files.js";
+import { pathExists } from "../host/path-checks.js";
 import { RefillLoop } from "./refill-loop.js";
-import type { PostgresBinaries } from "./postgres-binaries.js";
-import { PostgresServer } from "./postgres-server.js";
-import { stopStalePostmaster } from "./stale-process.js";
+import type { PostgresBinaries } from "../host/postgres-binaries.js";
+import { PostgresServer } from "../children/postgres-server.js";
+import { stopStalePostmaster } from "../children/stale-process.js";
 import { copyTemplate, syncFileSystem } from "./template-cluster.js";
 
 export interface WarmInstance {

@@ -2,8 +2,8 @@
 // app role over the instance's unix socket (see socket-sessions.ts for which
 // does what), the pooler console and the app role over loopback.
 import pg from "pg";
-import { SUPERUSER_STARTUP_OPTIONS } from "../socket-sessions.js";
-import { POSTGRES_PORT, SUPERUSER } from "./postgres-settings.js";
+import { SUPERUSER_STARTUP_OPTIONS } from "../../shared/socket-sessions.js";
+import { POSTGRES_PORT, SUPERUSER } from "../children/postgres-settings.js";
 
 export type Rows = Record<string, string | null>[];
 

@@ -6,10 +6,10 @@
 // the server's ERROR line of their stderr (else its last line) goes into errors.
 import { spawn } from "node:child_process";
 import { PassThrough, pipeline, type Readable } from "node:stream";
-import { RuntimeError } from "../runtime.js";
-import { socketConninfo } from "../socket-sessions.js";
-import { POSTGRES_PORT } from "./postgres-settings.js";
-import { childEnv } from "./run-command.js";
+import { RuntimeError } from "../../runtime.js";
+import { socketConninfo } from "../../shared/socket-sessions.js";
+import { POSTGRES_PORT } from "../children/postgres-settings.js";
+import { childEnv } from "../children/run-command.js";
 
 const STDERR_KEEP = 4096;
 
