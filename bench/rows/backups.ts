@@ -10,7 +10,7 @@ import { promisify } from "node:util";
 import pg from "pg";
 import type { Binaries } from "../../src/runtime/process/index.js";
 import { instancePaths } from "../../src/runtime/process/instance/instance-paths.js";
-import { appRoleName } from "../../src/runtime/process/instance/app-database.js";
+import { appRoleName } from "../../src/runtime/shared/app-role.js";
 import { POSTGRES_PORT } from "../../src/runtime/process/children/postgres-settings.js";
 import { socketConninfo } from "../../src/runtime/shared/socket-sessions.js";
 import { databaseUrl, newDatabaseThroughApi } from "../api-calls.js";

@@ -4,7 +4,8 @@
 // the whole checked end to end.
 import type pg from "pg";
 import type { DatabaseSpec, EnsureResult, PoolerInfo } from "../runtime.js";
-import { appRoleName, ensureAppDatabase } from "./instance/app-database.js";
+import { appRoleName } from "../shared/app-role.js";
+import { ensureAppDatabase } from "./instance/app-database.js";
 import { flushCopy } from "./instance/data-dir.js";
 import type { DriverParts } from "./driver-parts.js";
 import { prepareInstanceDir } from "./instance/instance-dir.js";

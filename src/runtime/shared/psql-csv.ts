@@ -2,8 +2,7 @@
 // setting, which the caller sets to a random marker that no real value holds,
 // so NULL and the empty string stay apart.
 import { randomBytes } from "node:crypto";
-
-export type Rows = Record<string, string | null>[];
+import type { Rows } from "../runtime.js";
 
 /** A fresh marker for `psql -P null=...`. */
 export function nullMarker(): string {

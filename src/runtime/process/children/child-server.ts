@@ -4,7 +4,7 @@
 // intervals: pg_ctl -w and similar sleep in coarse steps that would dominate
 // the time to a new database.
 import { RuntimeError } from "../../runtime.js";
-import { pause } from "./pause.js";
+import { pollUntil } from "../../shared/settle.js";
 import { SupervisedProcess, type SupervisedProcessOptions } from "./supervised-process.js";
 
 const POLL_MS = 5;
@@ -52,21 +52,24 @@ export abstract class ChildServer {
   protected async waitUntil<T>(attempt: () => Promise<T>, failure: string, deadline: number, signal: AbortSignal): Promise<T> {
     const { title, owner, logFile } = this.identity;
     let lastError: unknown;
-    for (;;) {
-      signal.throwIfAborted();
-      if (!this.process.running && !this.process.supervising) {
-        throw new RuntimeError("failed", `${title} for ${owner} exited while starting; see ${logFile}`);
-      }
-      try {
-        return await attempt();
-      } catch (error) {
-        lastError = error;
-      }
-      if (Date.now() >= deadline) {
-        throw new RuntimeError("timeout", `${title} for ${owner} ${failure} in time (${describe(lastError)}); see ${logFile}`);
-      }
-      await pause(POLL_MS, signal);
-    }
+    const answered = await pollUntil({
+      attempt: async () => {
+        if (!this.process.running && !this.process.supervising) {
+          throw new RuntimeError("failed", `${title} for ${owner} exited while starting; see ${logFile}`);
+        }
+        try {
+          return { value: await attempt() };
+        } catch (error) {
+          lastError = error;
+          return undefined;
+        }
+      },
+      deadline,
+      signal,
+      intervalMs: () => POLL_MS,
+      timedOut: () => new RuntimeError("timeout", `${title} for ${owner} ${failure} in time (${describe(lastError)}); see ${logFile}`),
+    });
+    return answered.value;
   }
 }
 

@@ -2,14 +2,19 @@
 // state step by step so that a run cut short anywhere is finished by the next.
 import pg from "pg";
 import { queryRows } from "../sql/pg-clients.js";
-import { scramVerifierMatches } from "../../shared/scram-secret.js";
+import {
+  appRoleName,
+  createDatabaseSql,
+  createRoleSql,
+  PRIVILEGE_COLUMNS,
+  resetRoleSql,
+  setOwnerSql,
+  setVerifierSql,
+  verifierToHold,
+} from "../../shared/app-role.js";
 
 /** Role and database in the template, renamed per project. Slugs cannot contain '_', so it never collides. */
 export const PLACEHOLDER_NAME = "sota_template_app";
-
-export function appRoleName(slug: string): string {
-  return `app_${slug}`;
-}
 
 export function quoteIdent(name: string): string {
   return pg.escapeIdentifier(name);
@@ -41,7 +46,7 @@ export async function ensureAppDatabase(client: pg.Client, slug: string, passwor
   }
   // CREATE DATABASE cannot run inside a transaction block; copies of the
   // template only get here when its placeholder database has gone missing.
-  if (createDatabase) await queryRows(client, `CREATE DATABASE ${quoteIdent(slug)} OWNER ${quoteIdent(appRoleName(slug))}`);
+  if (createDatabase) await queryRows(client, createDatabaseSql(slug, appRoleName(slug)));
   return current;
 }
 
@@ -59,20 +64,16 @@ async function ensureRole(client: pg.Client, slug: string, password: string, ver
     if (roles.some((row) => row["rolname"] === PLACEHOLDER_NAME)) {
       await queryRows(client, `ALTER ROLE ${quoteIdent(PLACEHOLDER_NAME)} RENAME TO ${quoteIdent(role)}`);
     } else {
-      await queryRows(client, `CREATE ROLE ${quoteIdent(role)} LOGIN`);
+      await queryRows(client, createRoleSql(role));
     }
     current = { rolpassword: null, rolcanlogin: "true" };
   }
-  const privileged = ["rolsuper", "rolcreatedb", "rolcreaterole", "rolreplication", "rolbypassrls"].some(
-    (column) => current[column] === "true",
-  );
-  if (privileged || current["rolcanlogin"] !== "true") {
-    await queryRows(client, `ALTER ROLE ${quoteIdent(role)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS`);
-  }
+  const privileged = PRIVILEGE_COLUMNS.some((column) => current[column] === "true");
+  if (privileged || current["rolcanlogin"] !== "true") await queryRows(client, resetRoleSql(role));
   const recorded = current["rolpassword"];
-  if (recorded && scramVerifierMatches(password, recorded)) return recorded;
-  await queryRows(client, `ALTER ROLE ${quoteIdent(role)} PASSWORD ${pg.escapeLiteral(verifier)}`);
-  return verifier;
+  const held = verifierToHold(password, recorded, verifier);
+  if (held !== recorded) await queryRows(client, setVerifierSql(role, held));
+  return held;
 }
 
 /** Renames the placeholder database or fixes the owner; returns whether the database must still be created. */
@@ -85,11 +86,11 @@ async function ensureOwnedDatabase(client: pg.Client, slug: string): Promise<boo
   );
   const database = databases.find((row) => row["datname"] === slug);
   if (database) {
-    if (database["owner"] !== role) await queryRows(client, `ALTER DATABASE ${quoteIdent(slug)} OWNER TO ${quoteIdent(role)}`);
+    if (database["owner"] !== role) await queryRows(client, setOwnerSql(slug, role));
     return false;
   }
   if (!databases.some((row) => row["datname"] === PLACEHOLDER_NAME)) return true;
   await queryRows(client, `ALTER DATABASE ${quoteIdent(PLACEHOLDER_NAME)} RENAME TO ${quoteIdent(slug)}`);
-  await queryRows(client, `ALTER DATABASE ${quoteIdent(slug)} OWNER TO ${quoteIdent(role)}`);
+  await queryRows(client, setOwnerSql(slug, role));
   return false;
 }

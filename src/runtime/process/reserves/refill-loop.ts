@@ -2,7 +2,7 @@
 // background until there are enough, with a growing pause after a failure so
 // that a broken host (full disk, missing binaries) never becomes a busy loop.
 import { loggableError, type Logger } from "../../../log.js";
-import { pause } from "../children/pause.js";
+import { pause } from "../../shared/settle.js";
 
 const FIRST_RETRY_MS = 1_000;
 const MAX_RETRY_MS = 60_000;

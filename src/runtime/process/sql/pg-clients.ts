@@ -2,10 +2,10 @@
 // app role over the instance's unix socket (see socket-sessions.ts for which
 // does what), the pooler console and the app role over loopback.
 import pg from "pg";
+import type { Rows } from "../../runtime.js";
 import { SUPERUSER_STARTUP_OPTIONS } from "../../shared/socket-sessions.js";
 import { POSTGRES_PORT, SUPERUSER } from "../children/postgres-settings.js";
 
-export type Rows = Record<string, string | null>[];
 
 /** Every value as the text the server sent: the Runtime port returns strings. */
 const TEXT_TYPES = { getTypeParser: () => (value: string) => value } as unknown as pg.CustomTypesConfig;

@@ -40,12 +40,6 @@ export function streamAfter(ready: Promise<unknown>, start: () => Readable): Rea
   return output;
 }
 
-/** Runtime.dump returns a stream, not a promise: a dump that cannot begin fails through it. */
-export function failedStream(error: unknown): Readable {
-  const stream = new PassThrough();
-  process.nextTick(() => stream.destroy(error instanceof Error ? error : new Error(String(error))));
-  return stream;
-}
 
 /** pg_dump's plain SQL on stdout; the stream errors when pg_dump does not exit 0. */
 export function dumpStream(pgDump: string, session: RoleSession): Readable {
