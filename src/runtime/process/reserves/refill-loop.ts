@@ -1,6 +1,7 @@
 // What the warm pool and the spare copies share: made one at a time in the
 // background until there are enough, with a growing pause after a failure so
-// that a broken host (full disk, missing binaries) never becomes a busy loop.
+// that a broken host (full disk, missing binaries) never becomes a busy loop;
+// and taken ones that could not be used removed in the background.
 import { loggableError, type Logger } from "../../../log.js";
 import { pause } from "../../shared/settle.js";
 
@@ -23,6 +24,8 @@ export interface RefillOptions {
 export class RefillLoop {
   private running: Promise<void> | undefined;
   private failures = 0;
+  /** Removals running in the background; settled() waits for them. */
+  private readonly chores = new Set<Promise<void>>();
 
   constructor(private readonly options: RefillOptions) {}
 
@@ -39,9 +42,18 @@ export class RefillLoop {
     while (this.options.wanted()) await pause(DONE_POLL_MS, signal);
   }
 
-  /** Resolves once the loop in progress, if any, has ended. */
+  /** Runs a removal in the background; a failure is logged as `failure`, with `context`. */
+  discard(removal: Promise<void>, context: Readonly<Record<string, unknown>>, failure: string): void {
+    const chore = removal
+      .catch((error: unknown) => this.options.logger.warn({ ...context, err: loggableError(error) }, failure))
+      .finally(() => this.chores.delete(chore));
+    this.chores.add(chore);
+  }
+
+  /** Resolves once the loop in progress, if any, and the removals have ended. */
   async settled(): Promise<void> {
     await this.running;
+    await Promise.all(this.chores);
   }
 
   private async loop(): Promise<void> {

@@ -51,8 +51,6 @@ export class SpareCopies implements SpareCopiesState {
   private readonly spares: string[] = [];
   private readonly closing = new AbortController();
   private readonly refill: RefillLoop;
-  /** Removals running in the background; close() waits for them. */
-  private readonly chores = new Set<Promise<void>>();
 
   constructor(private readonly options: SpareCopiesOptions) {
     this.refill = new RefillLoop({
@@ -106,10 +104,7 @@ export class SpareCopies implements SpareCopiesState {
 
   /** Deletes, in the background, a taken spare that could not be used, and its OS user. */
   discard(path: string): void {
-    const chore = this.remove(path)
-      .catch((error: unknown) => this.options.logger.warn({ spare: path, err: loggableError(error) }, "spare copies: removing a spare failed"))
-      .finally(() => this.chores.delete(chore));
-    this.chores.add(chore);
+    this.refill.discard(this.remove(path), { spare: path }, "spare copies: removing a spare failed");
   }
 
   whenFull(signal?: AbortSignal): Promise<void> {
@@ -120,7 +115,6 @@ export class SpareCopies implements SpareCopiesState {
   async close(): Promise<void> {
     this.closing.abort();
     await this.refill.settled();
-    await Promise.all(this.chores);
   }
 
   private async create(): Promise<void> {

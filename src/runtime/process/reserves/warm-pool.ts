@@ -60,8 +60,6 @@ export class WarmPool implements WarmPoolState {
   /** Unsubscribes the pool's exit watch of a ready instance. */
   private readonly unwatch = new Map<WarmInstance, () => void>();
   private readonly closing = new AbortController();
-  /** Removals running in the background; close() waits for them. */
-  private readonly chores = new Set<Promise<void>>();
   private readonly refill: RefillLoop;
   /** Complete copies a previous run left, started again before new ones are made. */
   private reusable: string[] = [];
@@ -109,10 +107,7 @@ export class WarmPool implements WarmPoolState {
 
   /** Stops and deletes a taken instance that could not be used. */
   discard(instance: WarmInstance): void {
-    const chore = this.remove(instance)
-      .catch((error: unknown) => this.options.logger.warn({ warm: instance.id, err: loggableError(error) }, "removing a warm instance failed"))
-      .finally(() => this.chores.delete(chore));
-    this.chores.add(chore);
+    this.refill.discard(this.remove(instance), { warm: instance.id }, "removing a warm instance failed");
   }
 
   whenFull(signal?: AbortSignal): Promise<void> {
@@ -123,7 +118,6 @@ export class WarmPool implements WarmPoolState {
   async close(): Promise<void> {
     this.closing.abort();
     await this.refill.settled();
-    await Promise.all(this.chores);
     const instances = this.instances.splice(0);
     await Promise.all(
       instances.map((instance) => {
