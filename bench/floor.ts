@@ -10,9 +10,9 @@ import { chown, mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import pg from "pg";
 import type { Binaries } from "../src/runtime/process/index.js";
-import type { RunAs } from "../src/runtime/process/os-user.js";
-import { renderPostgresConfig } from "../src/runtime/process/postgres-settings.js";
-import { copyTemplate } from "../src/runtime/process/template-cluster.js";
+import type { RunAs } from "../src/runtime/process/host/os-user.js";
+import { renderPostgresConfig } from "../src/runtime/process/children/postgres-settings.js";
+import { copyTemplate } from "../src/runtime/process/reserves/template-cluster.js";
 
 const POLL_MS = 5;
 const START_TIMEOUT_MS = 60_000;

@@ -10,6 +10,7 @@ import { backupDownloadRoute } from "./server/backup-download-route.js";
 import type { Config } from "./config.js";
 import { createLogger, type Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
+import { runtimeDriver } from "./runtime/registry.js";
 import type { Runtime } from "./runtime/runtime.js";
 import type { Store } from "./store/store.js";
 import { DatabaseService } from "./service/database-service.js";
@@ -86,10 +87,11 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
 
   const store = await openStateStore({ dataDir: config.dataDir, ...(config.stateUrl ? { stateUrl: config.stateUrl } : {}) });
   metrics.countDatabasesWith(() => store.countDatabasesByState());
+  const driver = runtimeDriver(config.runtime);
   let runtime: Runtime | undefined;
   let backups: BackupManager | undefined;
   try {
-    runtime = await createRuntime(config, store, logger);
+    runtime = await driver.create({ config, ports: store, logger });
     metrics.watchPoolerPorts(runtime);
     backups = await createBackupManager({
       store,
@@ -102,8 +104,7 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
       ...(config.backup.manualLimit ? { manualLimit: config.backup.manualLimit } : {}),
       loadConcurrency: config.backup.loadConcurrency,
       minFree: config.backup.minFree,
-      // Docker keeps databases in volumes the service cannot see; the process runtime keeps them here.
-      ...(config.runtime === "process" ? { scratchDir: config.dataDir } : {}),
+      ...(driver.scratchDir ? { scratchDir: driver.scratchDir(config) } : {}),
     });
     const service = new DatabaseService({ runtime, store, sealer: new Sealer(keyring), logger, metrics, backups });
     const ready = readiness(store, runtime);
@@ -149,38 +150,4 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
     await store.close();
     throw error;
   }
-}
-
-/** The configured Runtime driver; the Docker driver is loaded only when chosen. */
-async function createRuntime(config: Config, store: StateStore, logger: Logger): Promise<Runtime> {
-  if (config.runtime === "docker") {
-    const [{ createDockerRuntime }, { dockerConnection }, { default: Docker }] = await Promise.all([
-      import("./runtime/docker/index.js"),
-      import("./runtime/docker/docker-host.js"),
-      import("dockerode"),
-    ]);
-    return createDockerRuntime({
-      docker: new Docker(dockerConnection(config.docker.host)),
-      postgresImage: config.docker.postgresImage,
-      pgbouncerImage: config.docker.pgbouncerImage,
-      appNetwork: config.docker.network,
-      ...(config.docker.publishHost ? { publishHost: config.docker.publishHost } : {}),
-      postgresMemoryMb: config.docker.postgresMemoryMb,
-      readyTimeoutMs: config.readyTimeoutMs,
-      logger: logger.child({ runtime: "docker" }),
-    });
-  }
-  const { createProcessRuntime } = await import("./runtime/process/index.js");
-  return createProcessRuntime({
-    dataDir: config.dataDir,
-    ...(config.process.pgBinDir ? { pgBinDir: config.process.pgBinDir } : {}),
-    ...(config.process.pgbouncerBin ? { pgbouncerBin: config.process.pgbouncerBin } : {}),
-    ...(config.process.runAsUser ? { runAsUser: config.process.runAsUser } : {}),
-    portRange: config.process.poolerPorts,
-    warmPool: config.process.warmPool,
-    spareCopies: config.process.spareCopies,
-    ports: store,
-    readyTimeoutMs: config.readyTimeoutMs,
-    logger: logger.child({ runtime: "process" }),
-  });
 }

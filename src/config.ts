@@ -4,8 +4,9 @@ import { resolve, join } from "node:path";
 import { Cron } from "croner";
 import type { FreeSpaceReserve } from "./backup/free-space.js";
 import type { RollingLimit } from "./backup/manual-backup-limit.js";
+import { RUNTIME_KINDS, type RuntimeKind } from "./runtime/registry.js";
 
-export type RuntimeKind = "process" | "docker";
+export type { RuntimeKind };
 
 export interface Config {
   readonly listen: { readonly host: string; readonly port: number };
@@ -107,7 +108,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     dataDir,
     ...(stateUrl ? { stateUrl: postgresUrl(stateUrl, "SOTA_STATE_URL") } : {}),
     logLevel: oneOf(env, "SOTA_LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "fatal", "silent"], "info"),
-    runtime: oneOf(env, "SOTA_RUNTIME", ["process", "docker"], "process"),
+    runtime: oneOf(env, "SOTA_RUNTIME", RUNTIME_KINDS, "process"),
     readyTimeoutMs: integer(env, "SOTA_READY_TIMEOUT_MS", 60_000, 1_000, 600_000),
     ...(tokensFile ? { tokensFile: resolve(cwd, tokensFile) } : {}),
     ...(tlsCert && tlsKey ? { tls: { certFile: resolve(cwd, tlsCert), keyFile: resolve(cwd, tlsKey) } } : {}),

@@ -7,8 +7,8 @@
 // sample before.
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { ensureDir, SERVICE_USER } from "../../src/runtime/process/owned-files.js";
-import { templateDir } from "../../src/runtime/process/template-cluster.js";
+import { ensureDir, SERVICE_USER } from "../../src/runtime/process/host/owned-files.js";
+import { templateDir } from "../../src/runtime/process/reserves/template-cluster.js";
 import { newDatabaseThroughApi } from "../api-calls.js";
 import { appUrl, firstAppQuery, newSpec, openDirectRuntime, type DirectRuntime } from "../direct-runtime.js";
 import { floorOnce, type FloorSetup } from "../floor.js";

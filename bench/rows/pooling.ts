@@ -3,7 +3,7 @@
 // PostgreSQL, sampled every 10 ms while they wait in line, never serves more
 // than the pool's 20 connections for the app role.
 import pg from "pg";
-import { instancePaths } from "../../src/runtime/process/instance-paths.js";
+import { instancePaths } from "../../src/runtime/process/instance/instance-paths.js";
 import { databaseUrl } from "../api-calls.js";
 import type { Plan } from "../plan.js";
 import { repeat } from "../repeat.js";

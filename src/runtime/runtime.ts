@@ -13,6 +13,9 @@ export interface RuntimeTarget {
   readonly slug: string;
 }
 
+/** Rows of a query, as both drivers return them: every value as PostgreSQL's text, NULL as null. */
+export type Rows = Record<string, string | null>[];
+
 /** Everything a runtime needs to create or re-create a project's database. */
 export interface DatabaseSpec extends RuntimeTarget {
   /** The app role's password: 32 hex characters. Never logged. */
@@ -107,20 +110,20 @@ export interface Runtime {
    * database, "postgres", which no tenant owns; looking inside a tenant's
    * database is `appQuery`'s job (tests may pass another database to inspect).
    */
-  adminQuery(target: RuntimeTarget, sql: string, database?: string): Promise<Record<string, string | null>[]>;
+  adminQuery(target: RuntimeTarget, sql: string, database?: string): Promise<Rows>;
 
   /**
    * Runs one SQL statement as the project's app role in one of its databases
    * (default: its own) and returns the rows: the service's checks inside a
    * database a tenant wrote, with no more privilege than the tenant has.
    */
-  appQuery(target: RuntimeTarget, sql: string, database?: string): Promise<Record<string, string | null>[]>;
+  appQuery(target: RuntimeTarget, sql: string, database?: string): Promise<Rows>;
 
   /**
    * Runs one command on PgBouncer's admin console (SHOW CONFIG, PAUSE {db},
    * RESUME {db}, RELOAD ...) and returns the rows it answers with.
    */
-  poolerCommand(target: RuntimeTarget, command: string): Promise<Record<string, string | null>[]>;
+  poolerCommand(target: RuntimeTarget, command: string): Promise<Rows>;
 
   remove(target: RuntimeTarget, options: RemoveOptions): Promise<void>;
 

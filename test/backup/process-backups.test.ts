@@ -1,6 +1,6 @@
 // The backup contract against the process driver: real PostgreSQL and
 // PgBouncer child processes in a temp data dir.
-import { instancePaths } from "../../src/runtime/process/instance-paths.js";
+import { instancePaths } from "../../src/runtime/process/instance/instance-paths.js";
 import { describeBackupContract } from "../support/backup-contract.js";
 import { processTestBed, removeDataDir } from "../support/process-runtime-harness.js";
 

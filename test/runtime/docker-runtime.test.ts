@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRuntime } from "../../src/runtime/docker/index.js";
 import { renderContainerPgbouncerIni, supportsPreparedStatements } from "../../src/runtime/docker/pgbouncer-container-config.js";
 import { templateVolumeName } from "../../src/runtime/docker/postgres-template.js";
-import { parsePsqlCsv } from "../../src/runtime/docker/psql-csv.js";
+import { parsePsqlCsv } from "../../src/runtime/shared/psql-csv.js";
 import { RuntimeError, type DatabaseSpec } from "../../src/runtime/runtime.js";
 import { DockerTestBed, ensureTestImages, probeDockerEngine, TEST_POSTGRES_IMAGE } from "../support/docker-test-bed.js";
 import { describeRuntimeContract } from "./runtime-contract.js";

@@ -5,7 +5,7 @@ import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { connect, createServer, type Server } from "node:net";
 import { afterAll, describe, expect, it } from "vitest";
-import { PoolerSockets, PortHoldError } from "../../src/runtime/process/pooler-sockets.js";
+import { PoolerSockets, PortHoldError } from "../../src/runtime/process/host/pooler-sockets.js";
 import { tryToBind } from "../support/pooler-attacks.js";
 import { portRange } from "../support/process-runtime-harness.js";
 

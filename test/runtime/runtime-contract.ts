@@ -47,6 +47,32 @@ export function describeRuntimeContract(name: string, setup: () => Promise<Runti
       await harness?.cleanup();
     });
 
+    it("checks the spec itself: a bad slug, project id or password is refused and nothing is made", async () => {
+      const bad: DatabaseSpec[] = [
+        { ...a, slug: "Bad_Slug" },
+        { ...a, slug: "../escape" },
+        { ...a, slug: "" },
+        { ...a, projectId: "not-a-uuid" },
+        { ...a, password: "" },
+        { ...a, password: "has space" },
+        { ...a, password: "x".repeat(1025) },
+        { ...a, password: "caf\u00e9" },
+      ];
+      for (const spec of bad) {
+        const error = await runtime.ensure(spec).catch((reason: unknown) => reason);
+        expect(error, JSON.stringify(spec.slug)).toBeInstanceOf(RuntimeError);
+        expect((error as RuntimeError).reason).toBe("failed");
+        expect((error as RuntimeError).message).not.toContain(spec.password || "\u0000");
+      }
+      for (const target of bad.filter((spec) => spec.password === a.password)) {
+        await expect(runtime.status(target)).rejects.toMatchObject({ name: "RuntimeError", reason: "failed" });
+        await expect(runtime.remove(target, { keepData: false })).rejects.toMatchObject({ name: "RuntimeError", reason: "failed" });
+        await expect(runtime.adminQuery(target, "SELECT 1")).rejects.toMatchObject({ name: "RuntimeError", reason: "failed" });
+        await expect(collect(runtime.dump(target))).rejects.toMatchObject({ name: "RuntimeError", reason: "failed" });
+      }
+      expect((await runtime.status(a)).state).toBe("missing");
+    });
+
     it("ensure provisions a database that the app role uses through the pooler", async () => {
       first = await runtime.ensure(a);
       expect(first.endpoint.loopback).toBeDefined();
@@ -231,6 +257,21 @@ export function describeRuntimeContract(name: string, setup: () => Promise<Runti
         expect(rows.rows).toEqual([{ n: 0 }]);
       });
       await runtime.remove(b, { keepData: false });
+    });
+
+    it("after close(), every call fails as unavailable, and closing again is harmless", async () => {
+      await runtime.close();
+      const unavailable = { name: "RuntimeError", reason: "unavailable", message: expect.stringMatching(/runtime has been closed/) };
+      await expect(runtime.ensure(a)).rejects.toMatchObject(unavailable);
+      await expect(runtime.status(a)).rejects.toMatchObject(unavailable);
+      await expect(collect(runtime.dump(a))).rejects.toMatchObject(unavailable);
+      await expect(runtime.restore(a, Readable.from(["SELECT 1;\n"]))).rejects.toMatchObject(unavailable);
+      await expect(runtime.adminQuery(a, "SELECT 1")).rejects.toMatchObject(unavailable);
+      await expect(runtime.appQuery(a, "SELECT 1")).rejects.toMatchObject(unavailable);
+      await expect(runtime.poolerCommand(a, "SHOW VERSION")).rejects.toMatchObject(unavailable);
+      await expect(runtime.remove(a, { keepData: true })).rejects.toMatchObject(unavailable);
+      await expect(runtime.ping()).rejects.toMatchObject(unavailable);
+      await runtime.close();
     });
 
     it("never logs a password or a SCRAM verifier", (context) => {

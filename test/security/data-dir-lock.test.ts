@@ -13,7 +13,7 @@ import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { portRange } from "../support/process-runtime-harness.js";
 import { REPO_ROOT, serviceCommand } from "../support/service-command.js";
-import { instancePaths } from "../../src/runtime/process/instance-paths.js";
+import { instancePaths } from "../../src/runtime/process/instance/instance-paths.js";
 
 const { command: NODE, args: START_ARGS } = serviceCommand();
 const ports = portRange(35);

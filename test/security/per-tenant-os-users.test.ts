@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ProcessRuntime } from "../../src/runtime/process/index.js";
 import type { DatabaseSpec } from "../../src/runtime/runtime.js";
 import { processTestBed, removeDataDir, type ProcessTestBed } from "../support/process-runtime-harness.js";
-import { renderPostgresSettings } from "../../src/runtime/process/postgres-settings.js";
+import { renderPostgresSettings } from "../../src/runtime/process/children/postgres-settings.js";
 import { appQuery, newSpec, postmasterPid, processesUnder, withApp } from "../runtime/process-helpers.js";
 import { processUid } from "./os-child.js";
 

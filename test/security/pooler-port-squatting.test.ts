@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomUUID } from "node:crypto";
 import { Metrics } from "../../src/metrics.js";
-import { instancePaths } from "../../src/runtime/process/instance-paths.js";
+import { instancePaths } from "../../src/runtime/process/instance/instance-paths.js";
 import type { ProcessRuntime } from "../../src/runtime/process/index.js";
 import type { DatabaseSpec, EnsureResult } from "../../src/runtime/runtime.js";
 import { readiness } from "../../src/server/readiness.js";

@@ -27,7 +27,7 @@ import { backupFilePath } from "../../src/backup/backup-paths.js";
 import { createLogger } from "../../src/log.js";
 import { Metrics } from "../../src/metrics.js";
 import { newBackupId } from "../../src/names.js";
-import { instancePaths } from "../../src/runtime/process/instance-paths.js";
+import { instancePaths } from "../../src/runtime/process/instance/instance-paths.js";
 import type { Runtime, RuntimeTarget } from "../../src/runtime/runtime.js";
 import { SqliteStore } from "../../src/store/sqlite-store.js";
 import { DockerTestBed, ensureTestImages, probeDockerEngine } from "../support/docker-test-bed.js";

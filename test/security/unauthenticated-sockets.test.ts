@@ -6,7 +6,7 @@
 // with PgBouncer published on 127.0.0.1 (skipped without an engine).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DatabaseSpec, EnsureResult, Runtime } from "../../src/runtime/runtime.js";
-import { MAX_CLIENT_CONN } from "../../src/runtime/pgbouncer-settings.js";
+import { MAX_CLIENT_CONN } from "../../src/runtime/shared/pgbouncer-settings.js";
 import { DockerTestBed, ensureTestImages, probeDockerEngine } from "../support/docker-test-bed.js";
 import { openIdleSockets } from "../support/pooler-attacks.js";
 import { processTestBed, removeDataDir, type ProcessTestBed } from "../support/process-runtime-harness.js";

@@ -10,7 +10,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
-import { resolveUserPolicy, type RunAs } from "../../src/runtime/process/os-user.js";
+import { resolveUserPolicy, type RunAs } from "../../src/runtime/process/host/os-user.js";
 
 const BIN_DIRS = ["/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin"];
 

@@ -3,8 +3,16 @@
 // SCRAM verifier computed here, database {slug} owned by it, and no password
 // on the superuser (it is reached only through the container's unix socket).
 import pg from "pg";
-import { createScramVerifier, scramVerifierMatches } from "../scram-secret.js";
-import { socketConninfo, SUPERUSER_STARTUP_OPTIONS } from "../socket-sessions.js";
+import {
+  createDatabaseSql,
+  createRoleSql,
+  PRIVILEGE_COLUMNS,
+  resetRoleSql,
+  setOwnerSql,
+  setVerifierSql,
+  verifierToHold,
+} from "../shared/app-role.js";
+import { socketConninfo, SUPERUSER_STARTUP_OPTIONS } from "../shared/socket-sessions.js";
 import { CONTAINER_PORT } from "./docker-names.js";
 
 /** The superuser the official image creates (POSTGRES_USER), reached over its unix socket. */
@@ -20,7 +28,7 @@ export function appStateQuery(role: string, database: string): string {
   return `SELECT
   (SELECT count(*) FROM pg_authid WHERE rolname = ${roleLiteral})::text AS role_exists,
   (SELECT rolpassword FROM pg_authid WHERE rolname = ${roleLiteral}) AS role_password,
-  (SELECT (rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication OR rolbypassrls OR NOT rolcanlogin)::text
+  (SELECT (${PRIVILEGE_COLUMNS.join(" OR ")} OR NOT rolcanlogin)::text
      FROM pg_authid WHERE rolname = ${roleLiteral}) AS role_needs_reset,
   (SELECT count(*) FROM pg_database WHERE datname = ${databaseLiteral})::text AS database_exists,
   (SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = ${databaseLiteral}) AS database_owner,
@@ -58,24 +66,19 @@ export function planAppRole(
   proposed?: string,
 ): AppPlan {
   const statements: string[] = [];
-  const roleId = pg.escapeIdentifier(role);
-  const databaseId = pg.escapeIdentifier(database);
   if (state?.["role_exists"] !== "1") {
     // Tolerates a role created meanwhile by another service process.
-    statements.push(
-      `DO $sota$ BEGIN CREATE ROLE ${roleId} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $sota$;`,
-    );
+    statements.push(`DO $sota$ BEGIN ${createRoleSql(role)}; EXCEPTION WHEN duplicate_object THEN NULL; END $sota$;`);
   } else if (state["role_needs_reset"] === "true") {
-    statements.push(`ALTER ROLE ${roleId} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;`);
+    statements.push(`${resetRoleSql(role)};`);
   }
   const current = state?.["role_password"] ?? null;
-  const verifier =
-    current !== null && scramVerifierMatches(password, current) ? current : (proposed ?? createScramVerifier(password));
-  if (verifier !== current) statements.push(`ALTER ROLE ${roleId} PASSWORD ${pg.escapeLiteral(verifier)};`);
+  const verifier = verifierToHold(password, current, proposed);
+  if (verifier !== current) statements.push(`${setVerifierSql(role, verifier)};`);
   if (state?.["database_exists"] !== "1") {
-    statements.push(`CREATE DATABASE ${databaseId} OWNER ${roleId};`);
+    statements.push(`${createDatabaseSql(database, role)};`);
   } else if (state["database_owner"] !== role) {
-    statements.push(`ALTER DATABASE ${databaseId} OWNER TO ${roleId};`);
+    statements.push(`${setOwnerSql(database, role)};`);
   }
   // The official image's contract needs POSTGRES_PASSWORD to initialise; the
   // driver gives it a throwaway value and then takes the password away, so the

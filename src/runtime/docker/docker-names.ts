@@ -3,8 +3,9 @@
 // the template copy container keeps its name sota-db-{slug}-seed and its role
 // label "seed", as existing deployments have them. The labels are how the
 // driver recognises its own objects (and refuses to touch anyone else's).
-import { isProjectId, slugProblem } from "../../names.js";
-import { RuntimeError, type RuntimeTarget } from "../runtime.js";
+import type { RuntimeTarget } from "../runtime.js";
+import { appRoleName } from "../shared/app-role.js";
+import { checkTarget } from "../shared/target-checks.js";
 
 export const LABEL_MANAGED = "io.sota.managed";
 export const LABEL_PROJECT_ID = "io.sota.project-id";
@@ -44,15 +45,10 @@ export interface ProjectNames {
 }
 
 export function projectNames(target: RuntimeTarget): ProjectNames {
-  const { slug, projectId } = target;
   // The service validates names at the edge, but a bad one here would address
   // another object, so the driver checks again, by the same rules.
-  if (slugProblem(slug) !== undefined) {
-    throw new RuntimeError("failed", `invalid slug for a Docker database: ${JSON.stringify(slug)}`);
-  }
-  if (!isProjectId(projectId)) {
-    throw new RuntimeError("failed", "invalid project id for a Docker database");
-  }
+  checkTarget(target);
+  const { slug } = target;
   return {
     postgres: `sota-db-${slug}`,
     pgbouncer: `sota-pgbouncer-${slug}`,
@@ -60,7 +56,7 @@ export function projectNames(target: RuntimeTarget): ProjectNames {
     privateNetwork: `sota-db-${slug}-net`,
     projectAppNetwork: `sota-app-${slug}`,
     seed: `sota-db-${slug}-seed`,
-    role: `app_${slug}`,
+    role: appRoleName(slug),
     database: slug,
   };
 }

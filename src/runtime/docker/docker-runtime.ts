@@ -8,10 +8,14 @@ import type { Readable } from "node:stream";
 import Docker from "dockerode";
 import type { Logger } from "../../log.js";
 import { KeyedLock } from "../keyed-lock.js";
+import { failedStream } from "../shared/failed-stream.js";
+import { RuntimeClosing } from "../shared/runtime-closing.js";
+import { checkSpec } from "../shared/target-checks.js";
 import type {
   DatabaseSpec,
   EnsureResult,
   RemoveOptions,
+  Rows,
   Runtime,
   RuntimeStatus,
   RuntimeTarget,
@@ -37,7 +41,6 @@ import { dumpDatabase, restoreDatabase } from "./postgres-dump.js";
 import { PostgresTemplates } from "./postgres-template.js";
 import { ProjectNetworks } from "./project-networks.js";
 import { surveyContainers } from "./project-survey.js";
-import type { Rows } from "./psql-csv.js";
 import { removeProject } from "./remove-steps.js";
 
 export {
@@ -82,6 +85,7 @@ export class DockerRuntime implements Runtime, DriverSettings {
   private readonly engine: DockerEngine;
   private readonly parts: EnsureParts;
   private readonly locks = new KeyedLock();
+  private readonly closing = new RuntimeClosing("docker");
 
   constructor(options: DockerRuntimeOptions) {
     this.postgresImage = options.postgresImage ?? DEFAULT_POSTGRES_IMAGE;
@@ -103,22 +107,23 @@ export class DockerRuntime implements Runtime, DriverSettings {
     };
   }
 
-  ping(): Promise<void> {
-    return this.engine.ping();
+  async ping(): Promise<void> {
+    this.closing.assertOpen();
+    await this.engine.ping();
   }
 
-  ensure(spec: DatabaseSpec, signal?: AbortSignal): Promise<EnsureResult> {
-    let names: ProjectNames;
-    try {
-      names = projectNames(spec);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    return this.locks.run(spec.slug, () => ensureProject(this.parts, spec, names, signal));
+  async ensure(spec: DatabaseSpec, signal?: AbortSignal): Promise<EnsureResult> {
+    this.closing.assertOpen();
+    checkSpec(spec);
+    const names = projectNames(spec);
+    return this.locks.run(spec.slug, () => {
+      this.closing.assertOpen();
+      return ensureProject(this.parts, spec, names, signal);
+    });
   }
 
   async status(target: RuntimeTarget): Promise<RuntimeStatus> {
-    const names = projectNames(target);
+    const names = this.openNames(target);
     const survey = await surveyContainers(this.engine, target, names);
     if (isRunning(survey.postgres) && isRunning(survey.pgbouncer) && survey.pgbouncer) {
       return { state: "running", endpoint: endpointOf(this, target, survey.pgbouncer) };
@@ -128,38 +133,54 @@ export class DockerRuntime implements Runtime, DriverSettings {
   }
 
   dump(target: RuntimeTarget): Readable {
+    try {
+      this.openNames(target);
+    } catch (error) {
+      return failedStream(error);
+    }
     return dumpDatabase(this.engine, target);
   }
 
-  restore(target: RuntimeTarget, sql: Readable, database?: string): Promise<void> {
+  async restore(target: RuntimeTarget, sql: Readable, database?: string): Promise<void> {
+    this.openNames(target);
     return restoreDatabase(this.engine, target, sql, database);
   }
 
   async adminQuery(target: RuntimeTarget, sql: string, database = "postgres"): Promise<Rows> {
-    const names = projectNames(target);
+    const names = this.openNames(target);
     const container = await this.engine.runningContainer(target, names.postgres, "postgres");
     return superuserQuery(this.engine, container, sql, database);
   }
 
   async appQuery(target: RuntimeTarget, sql: string, database?: string): Promise<Rows> {
-    const names = projectNames(target);
+    const names = this.openNames(target);
     const container = await this.engine.runningContainer(target, names.postgres, "postgres");
     return appRoleQuery(this.engine, container, names.role, sql, database ?? names.database);
   }
 
   async poolerCommand(target: RuntimeTarget, command: string): Promise<Rows> {
-    const names = projectNames(target);
+    const names = this.openNames(target);
     const container = await this.engine.runningContainer(target, names.pgbouncer, "pgbouncer");
     return consoleQuery(this.engine, container, command);
   }
 
   async remove(target: RuntimeTarget, options: RemoveOptions): Promise<void> {
-    const names = projectNames(target);
-    await this.locks.run(target.slug, () => removeProject(this.engine, this.parts.networks, target, names, options));
+    const names = this.openNames(target);
+    await this.locks.run(target.slug, () => {
+      this.closing.assertOpen();
+      return removeProject(this.engine, this.parts.networks, target, names, options);
+    });
   }
 
   async close(): Promise<void> {
     // Containers keep running: they are the databases. Only in-flight work is awaited.
+    this.closing.begin();
     await this.locks.settled();
+  }
+
+  /** The callers' shared preamble: the runtime is open and the target valid. */
+  private openNames(target: RuntimeTarget): ProjectNames {
+    this.closing.assertOpen();
+    return projectNames(target);
   }
 }

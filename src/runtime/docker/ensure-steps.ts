@@ -3,7 +3,7 @@
 // anything is created. Steps that do not depend on each other run at once:
 // PgBouncer is created and started while PostgreSQL comes up.
 import type Docker from "dockerode";
-import { createScramVerifier } from "../scram-secret.js";
+import { createScramVerifier } from "../shared/scram-secret.js";
 import { RuntimeError, type DatabaseSpec, type EnsureResult, type PoolerInfo } from "../runtime.js";
 import { isRunning, neverStarted, type DockerEngine } from "./docker-engine.js";
 import type { ProjectNames } from "./docker-names.js";

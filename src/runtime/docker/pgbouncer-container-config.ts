@@ -2,10 +2,10 @@
 // format are shared with the process driver; what differs is where PgBouncer
 // listens (every interface of its container, port 5432) and where PostgreSQL
 // is (the sota-db-{slug} container, by name, on the private network).
-import { poolSettings, renderIni } from "../pgbouncer-settings.js";
+import { poolSettings, renderIni } from "../shared/pgbouncer-settings.js";
 import { CONTAINER_PORT } from "./docker-names.js";
 
-export { renderUserlist, supportsPreparedStatements } from "../pgbouncer-settings.js";
+export { renderUserlist, supportsPreparedStatements } from "../shared/pgbouncer-settings.js";
 
 export const PGBOUNCER_CONFIG_DIR = "/etc/pgbouncer";
 export const PGBOUNCER_INI = "pgbouncer.ini";

@@ -4,7 +4,7 @@
 // unix socket from inside the container.
 import { setTimeout as sleep } from "node:timers/promises";
 import type Docker from "dockerode";
-import { RuntimeError, type DatabaseSpec, type PoolerInfo } from "../runtime.js";
+import { RuntimeError, type DatabaseSpec, type PoolerInfo, type Rows } from "../runtime.js";
 import { hardenedHostConfig, isHardened, PGBOUNCER_HARDENING } from "./container-hardening.js";
 import { isConflict, statusCodeOf } from "./docker-errors.js";
 import { isRunning, type DockerEngine } from "./docker-engine.js";
@@ -24,7 +24,7 @@ import {
 } from "./pgbouncer-container-config.js";
 import type { PgbouncerImageFacts } from "./pgbouncer-image-facts.js";
 import { CONNECT_TIMEOUT_ENV } from "./postgres-container.js";
-import { nullMarker, parsePsqlCsv, type Rows } from "./psql-csv.js";
+import { nullMarker, parsePsqlCsv } from "../shared/psql-csv.js";
 import { firstError } from "./psql-messages.js";
 import { tarArchive } from "./tar-archive.js";
 

@@ -4,13 +4,13 @@
 import { randomBytes } from "node:crypto";
 import type Docker from "dockerode";
 import { loggableError } from "../../log.js";
-import { RuntimeError, type DatabaseSpec } from "../runtime.js";
+import { RuntimeError, type DatabaseSpec, type Rows } from "../runtime.js";
 import { roleConninfo, appStateQuery, planAppRole, SUPERUSER, superuserConninfo, TEMPLATE_STATE } from "./app-role-sql.js";
 import { hardenedHostConfig, isHardened, POSTGRES_HARDENING } from "./container-hardening.js";
 import type { DockerEngine } from "./docker-engine.js";
 import { CONTAINER_PORT, PGDATA, type ProjectNames } from "./docker-names.js";
 import type { DriverSettings } from "./driver-settings.js";
-import { nullMarker, parsePsqlCsv, type Rows } from "./psql-csv.js";
+import { nullMarker, parsePsqlCsv } from "../shared/psql-csv.js";
 import { firstError } from "./psql-messages.js";
 import { waitFor } from "./wait-for.js";
 

@@ -9,7 +9,8 @@ import { PassThrough, type Readable } from "node:stream";
 import type Docker from "dockerode";
 import { loggableError } from "../../log.js";
 import { RuntimeError, type RuntimeTarget } from "../runtime.js";
-import { DUMP_ROLE, dumpRoleSql } from "../dump-role.js";
+import { DUMP_ROLE, dumpRoleSql } from "../shared/dump-role.js";
+import { failedStream } from "../shared/failed-stream.js";
 import { roleConninfo } from "./app-role-sql.js";
 import type { DockerEngine } from "./docker-engine.js";
 import { toRuntimeError } from "./docker-errors.js";
@@ -104,10 +105,4 @@ async function terminateSession(engine: DockerEngine, container: Docker.Containe
   ).catch((error: unknown) => {
     engine.logger.warn({ err: loggableError(error) }, "could not end a broken-off restore session");
   });
-}
-
-function failedStream(error: unknown): Readable {
-  const stream = new PassThrough();
-  process.nextTick(() => stream.destroy(error instanceof Error ? error : new Error(String(error))));
-  return stream;
 }

@@ -2,10 +2,10 @@
 // running instances, the warm pool, the spare copies and the template, and the
 // runtime's settings.
 import type { PortRange, PortRegistry } from "../port-registry.js";
-import type { InstanceHost, Instance } from "./project-instance.js";
-import type { PasswordDigests } from "./password-digest.js";
-import type { SpareCopies } from "./spare-copies.js";
-import type { WarmPool } from "./warm-pool.js";
+import type { InstanceHost, Instance } from "./instance/project-instance.js";
+import type { PasswordDigests } from "./instance/password-digest.js";
+import type { SpareCopies } from "./reserves/spare-copies.js";
+import type { WarmPool } from "./reserves/warm-pool.js";
 
 export interface DriverParts extends InstanceHost {
   /** Absolute root of instances/, templates/, warm/ and spares/. */

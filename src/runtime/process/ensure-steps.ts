@@ -4,16 +4,17 @@
 // the whole checked end to end.
 import type pg from "pg";
 import type { DatabaseSpec, EnsureResult, PoolerInfo } from "../runtime.js";
-import { appRoleName, ensureAppDatabase } from "./app-database.js";
-import { flushCopy } from "./data-dir.js";
+import { appRoleName } from "../shared/app-role.js";
+import { ensureAppDatabase } from "./instance/app-database.js";
+import { flushCopy } from "./instance/data-dir.js";
 import type { DriverParts } from "./driver-parts.js";
-import { prepareInstanceDir } from "./instance-dir.js";
-import { instancePaths } from "./instance-paths.js";
-import { allocatePoolerPort, endpointFor } from "./pooler-endpoint.js";
-import { poolerSecrets, saveAdminPassword, writePoolerFiles } from "./pooler-setup.js";
-import { createInstance, stopInstance, type Instance } from "./project-instance.js";
-import { slugTaken } from "./target-checks.js";
-import { stopClaimed } from "./warm-claim.js";
+import { prepareInstanceDir } from "./instance/instance-dir.js";
+import { instancePaths } from "./instance/instance-paths.js";
+import { allocatePoolerPort, endpointFor } from "./instance/pooler-endpoint.js";
+import { poolerSecrets, saveAdminPassword, writePoolerFiles } from "./instance/pooler-setup.js";
+import { createInstance, stopInstance, type Instance } from "./instance/project-instance.js";
+import { slugTaken } from "../shared/target-checks.js";
+import { stopClaimed } from "./reserves/warm-claim.js";
 
 export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, callerSignal: AbortSignal | undefined): Promise<EnsureResult> {
   callerSignal?.throwIfAborted();

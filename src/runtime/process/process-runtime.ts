@@ -6,7 +6,7 @@ import { mkdir } from "node:fs/promises";
 import { resolve } from "node:path";
 import type { Readable } from "node:stream";
 import type { Logger } from "../../log.js";
-import { DUMP_ROLE, dumpRoleSql } from "../dump-role.js";
+import { DUMP_ROLE, dumpRoleSql } from "../shared/dump-role.js";
 import { KeyedLock } from "../keyed-lock.js";
 import type { PortRange, PortRegistry } from "../port-registry.js";
 import {
@@ -15,30 +15,33 @@ import {
   type EnsureResult,
   type LostPoolerPort,
   type RemoveOptions,
+  type Rows,
   type Runtime,
   type RuntimeStatus,
   type RuntimeTarget,
 } from "../runtime.js";
 import type { DriverParts } from "./driver-parts.js";
 import { ensureInstance } from "./ensure-steps.js";
-import { instancePaths, instancesRoot, sparesRoot, templatesRoot, warmRoot } from "./instance-paths.js";
-import { InstanceUsers, type AccountTools } from "./instance-users.js";
-import { assertUsersCanReach, resolveUserPolicy, type UserPolicy } from "./os-user.js";
-import { ensureDir, readIfExists, SERVICE_USER } from "./owned-files.js";
-import { findProgram } from "./path-checks.js";
-import { PasswordDigests } from "./password-digest.js";
-import { appRoleName } from "./app-database.js";
-import { appRoleSocketClient, queryOnce, superuserClient, type Rows } from "./pg-clients.js";
-import { endpointFor } from "./pooler-endpoint.js";
-import { PoolerSockets } from "./pooler-sockets.js";
-import { assertBinariesPresent, discoverBinaries, type Binaries } from "./postgres-binaries.js";
-import { stopInstance, type Instance } from "./project-instance.js";
+import { instancePaths, instancesRoot, sparesRoot, templatesRoot, warmRoot } from "./instance/instance-paths.js";
+import { InstanceUsers, type AccountTools } from "./host/instance-users.js";
+import { assertUsersCanReach, resolveUserPolicy, type UserPolicy } from "./host/os-user.js";
+import { ensureDir, readIfExists, SERVICE_USER } from "./host/owned-files.js";
+import { findProgram } from "./host/path-checks.js";
+import { PasswordDigests } from "./instance/password-digest.js";
+import { appRoleName } from "../shared/app-role.js";
+import { appRoleSocketClient, queryOnce, superuserClient } from "./sql/pg-clients.js";
+import { endpointFor } from "./instance/pooler-endpoint.js";
+import { PoolerSockets } from "./host/pooler-sockets.js";
+import { assertBinariesPresent, discoverBinaries, type Binaries } from "./host/postgres-binaries.js";
+import { stopInstance, type Instance } from "./instance/project-instance.js";
 import { removeInstance } from "./remove-steps.js";
-import { dumpStream, failedStream, restoreFromStream, streamAfter } from "./sql-tools.js";
-import { checkPassword, checkTarget } from "./target-checks.js";
-import { SpareCopies, type SpareCopiesState } from "./spare-copies.js";
-import { sharedTemplateCluster } from "./template-cluster.js";
-import { WarmPool, type WarmPoolState } from "./warm-pool.js";
+import { dumpStream, restoreFromStream, streamAfter } from "./sql/sql-tools.js";
+import { failedStream } from "../shared/failed-stream.js";
+import { checkSpec, checkTarget } from "../shared/target-checks.js";
+import { RuntimeClosing } from "../shared/runtime-closing.js";
+import { SpareCopies, type SpareCopiesState } from "./reserves/spare-copies.js";
+import { sharedTemplateCluster } from "./reserves/template-cluster.js";
+import { WarmPool, type WarmPoolState } from "./reserves/warm-pool.js";
 
 export interface ProcessRuntimeOptions {
   /** Root of instances/ and templates/ (SOTA_DATA_DIR). */
@@ -126,7 +129,7 @@ export class ProcessRuntime implements Runtime {
   readonly kind = "process";
   private readonly instances = new Map<string, Instance>();
   private readonly locks = new KeyedLock();
-  private readonly closing = new AbortController();
+  private readonly closing = new RuntimeClosing("process");
   private readonly pool: WarmPool;
   private readonly spares: SpareCopies;
   private readonly parts: DriverParts;
@@ -203,17 +206,16 @@ export class ProcessRuntime implements Runtime {
 
   /** Starts bringing the warm pool and the spares to their sizes, in the background. */
   refillReserves(): void {
-    if (this.closing.signal.aborted) return;
+    if (this.closing.closed) return;
     this.pool.fill();
     this.spares.fill();
   }
 
   async ensure(spec: DatabaseSpec, signal?: AbortSignal): Promise<EnsureResult> {
-    this.assertOpen();
-    checkTarget(spec);
-    checkPassword(spec.password);
+    this.closing.assertOpen();
+    checkSpec(spec);
     const ensureLocked = (): Promise<EnsureResult> => {
-      this.assertOpen();
+      this.closing.assertOpen();
       return ensureInstance(this.parts, spec, signal);
     };
     // A warm instance or spare taken by this ensure is replaced once it is
@@ -222,6 +224,7 @@ export class ProcessRuntime implements Runtime {
   }
 
   async status(target: RuntimeTarget): Promise<RuntimeStatus> {
+    this.closing.assertOpen();
     checkTarget(target);
     const instance = this.instances.get(target.slug);
     if (instance && instance.projectId === target.projectId && instance.postgres.running && instance.pgbouncer.running) {
@@ -267,13 +270,16 @@ export class ProcessRuntime implements Runtime {
   }
 
   async remove(target: RuntimeTarget, options: RemoveOptions): Promise<void> {
-    this.assertOpen();
+    this.closing.assertOpen();
     checkTarget(target);
-    await this.locks.run(target.slug, () => removeInstance(this.parts, target, options));
+    await this.locks.run(target.slug, () => {
+      this.closing.assertOpen();
+      return removeInstance(this.parts, target, options);
+    });
   }
 
   async ping(): Promise<void> {
-    this.assertOpen();
+    this.closing.assertOpen();
     await assertBinariesPresent(this.binaries);
   }
 
@@ -289,7 +295,7 @@ export class ProcessRuntime implements Runtime {
   }
 
   private async shutDown(): Promise<void> {
-    this.closing.abort(new RuntimeError("unavailable", "the process runtime is shutting down"));
+    this.closing.begin();
     await this.locks.settled();
     await Promise.all([this.pool.close(), this.spares.close(), ...[...this.instances.values()].map((instance) => stopInstance(instance))]);
     this.instances.clear();
@@ -299,16 +305,12 @@ export class ProcessRuntime implements Runtime {
 
   /** Also checks the runtime is open and the target valid: the callers' shared preamble. */
   private runningInstance(target: RuntimeTarget): Instance {
-    this.assertOpen();
+    this.closing.assertOpen();
     checkTarget(target);
     const instance = this.instances.get(target.slug);
     if (!instance || instance.projectId !== target.projectId || !instance.postgres.running) {
       throw new RuntimeError("unavailable", `database ${target.slug} is not running in this service; ensure it first`);
     }
     return instance;
-  }
-
-  private assertOpen(): void {
-    if (this.closing.signal.aborted) throw new RuntimeError("unavailable", "the process runtime has been closed");
   }
 }

@@ -4,11 +4,11 @@
 import { join } from "node:path";
 import type { RemoveOptions, RuntimeTarget } from "../runtime.js";
 import type { DriverParts } from "./driver-parts.js";
-import { instancePaths, socketDirInside } from "./instance-paths.js";
-import { readIfExists, removeTree } from "./owned-files.js";
-import { stopInstance } from "./project-instance.js";
-import { stopStalePgbouncer, stopStalePostmaster } from "./stale-process.js";
-import { slugTaken } from "./target-checks.js";
+import { instancePaths, socketDirInside } from "./instance/instance-paths.js";
+import { readIfExists, removeTree } from "./host/owned-files.js";
+import { stopInstance } from "./instance/project-instance.js";
+import { stopStalePgbouncer, stopStalePostmaster } from "./children/stale-process.js";
+import { slugTaken } from "../shared/target-checks.js";
 
 /** Under the slug's lock. */
 export async function removeInstance(parts: DriverParts, target: RuntimeTarget, options: RemoveOptions): Promise<void> {

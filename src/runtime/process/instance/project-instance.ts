@@ -1,0 +1,124 @@
+// One project's running pair, PostgreSQL and PgBouncer, and what the driver
+// remembers of it between ensures.
+import { rm } from "node:fs/promises";
+import type { Logger } from "../../../log.js";
+import type { DatabaseSpec, EnsureResult } from "../../runtime.js";
+import { socketDirInside, type InstancePaths } from "./instance-paths.js";
+import type { InstanceUsers } from "../host/instance-users.js";
+import type { RunAs } from "../host/os-user.js";
+import { PgbouncerServer } from "../children/pgbouncer-server.js";
+import type { PoolerAdmin } from "./pooler-setup.js";
+import type { PoolerSockets } from "../host/pooler-sockets.js";
+import type { Binaries } from "../host/postgres-binaries.js";
+import { PostgresServer, type PostgresServerOptions } from "../children/postgres-server.js";
+import type { ClaimedWarmInstance } from "../reserves/warm-claim.js";
+
+export interface Instance {
+  readonly slug: string;
+  readonly projectId: string;
+  readonly paths: InstancePaths;
+  /** The OS user its PostgreSQL and PgBouncer run as. */
+  readonly runAs: RunAs;
+  readonly logger: Logger;
+  readonly postgres: PostgresServer;
+  readonly pgbouncer: PgbouncerServer;
+  /** PgBouncer's console credentials, once set up. */
+  admin: PoolerAdmin | undefined;
+  /** Both processes answered a real query since their last unexpected exit. */
+  healthy: boolean;
+  /** HMAC of the password last verified end to end: the fast path compares without keeping the password. */
+  passwordDigest: Buffer | undefined;
+  result: EnsureResult | undefined;
+  /** Symlink at the old path of a warm instance's postmaster, until that process exits. */
+  alias: string | undefined;
+}
+
+/** What every instance is run with. */
+export interface InstanceHost {
+  readonly binaries: Binaries;
+  readonly users: InstanceUsers;
+  readonly logger: Logger;
+  /** Holds each pooler's listening socket for its database's life. */
+  readonly poolerSockets: PoolerSockets;
+}
+
+/** `warm`: a running warm PostgreSQL whose directory is now the project's. */
+export function createInstance(
+  host: InstanceHost,
+  spec: DatabaseSpec,
+  paths: InstancePaths,
+  port: number,
+  runAs: RunAs,
+  warm?: ClaimedWarmInstance,
+): Instance {
+  const postgresOptions = postgresOptionsFor(host, spec.slug, paths, runAs);
+  const { logger } = postgresOptions;
+  warm?.postgres.relocate(postgresOptions);
+  const postgres = warm?.postgres ?? new PostgresServer(postgresOptions);
+  const pgbouncer = new PgbouncerServer({
+    slug: spec.slug,
+    binary: host.binaries.pgbouncer,
+    runAs,
+    dir: paths.dir,
+    iniFile: paths.pgbouncerIni,
+    pidFile: paths.pgbouncerPid,
+    logFile: paths.pgbouncerLog,
+    logger,
+    port,
+    sockets: host.poolerSockets,
+  });
+  const instance: Instance = {
+    slug: spec.slug,
+    projectId: spec.projectId,
+    paths,
+    runAs,
+    logger,
+    postgres,
+    pgbouncer,
+    admin: undefined,
+    healthy: false,
+    passwordDigest: undefined,
+    result: undefined,
+    alias: warm?.alias,
+  };
+  const unhealthy = (): void => {
+    instance.healthy = false;
+  };
+  postgres.process.onExit(() => {
+    unhealthy();
+    // Restarts use the instance's own path.
+    void dropAlias(instance);
+  });
+  pgbouncer.process.onExit(unhealthy);
+  return instance;
+}
+
+function postgresOptionsFor(host: InstanceHost, slug: string, paths: InstancePaths, runAs: RunAs): PostgresServerOptions {
+  return {
+    name: slug,
+    binaries: host.binaries.postgres,
+    runAs,
+    pgdata: paths.pgdata,
+    configFile: paths.postgresConf,
+    hbaFile: paths.hbaConf,
+    socketDir: paths.socketDir,
+    socketDirShared: !socketDirInside(paths),
+    logFile: paths.postgresLog,
+    logger: host.logger.child({ slug }),
+  };
+}
+
+export async function stopInstance(instance: Instance): Promise<void> {
+  instance.healthy = false;
+  // The pooler first: its SIGINT lets transactions in flight finish against a live server.
+  await instance.pgbouncer.stop();
+  await instance.postgres.stop();
+  await dropAlias(instance);
+}
+
+async function dropAlias(instance: Instance): Promise<void> {
+  const alias = instance.alias;
+  if (alias === undefined) return;
+  instance.alias = undefined;
+  await rm(alias, { force: true }).catch(() => undefined);
+}
