@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadKeyring } from "./secrets/key-file.js";
 import { Sealer } from "./secrets/sealer.js";
-import { openStateStore, type StateStore } from "./store/open-store.js";
+import { openStateStore } from "./store/open-store.js";
 import { createBackupManager, type BackupManager } from "./backup/index.js";
 import { backupDownloadRoute } from "./server/backup-download-route.js";
 import type { Config } from "./config.js";
