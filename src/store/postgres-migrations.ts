@@ -55,6 +55,17 @@ CREATE INDEX backups_by_project ON sota.backups (project_id, started_at DESC, id
 CREATE INDEX backups_by_state ON sota.backups (state);
 `,
   },
+  {
+    version: 2,
+    description: "scheduled backup runs, one row per cron slot (claimed by the replica that leads the schedule)",
+    sql: `
+CREATE TABLE sota.scheduled_runs (
+  slot_at    BIGINT PRIMARY KEY,
+  replica    TEXT NOT NULL,
+  claimed_at BIGINT NOT NULL
+);
+`,
+  },
 ];
 
 /** Applies what is pending in one transaction (PostgreSQL DDL is transactional). Throws StateTooNewError. */

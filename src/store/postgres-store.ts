@@ -197,6 +197,22 @@ export class PostgresStore implements Store, PortRegistry {
     await this.pool.query(`DELETE FROM ${S}.backups WHERE id = $1`, [id]);
   }
 
+  async claimScheduledRuns(slots: readonly Date[], replica: string): Promise<Date[]> {
+    if (slots.length === 0) return [];
+    // One statement: the primary key decides, so two replicas claiming one slot at once get it once between them.
+    const rows = await this.rows<{ slot_at: number }>(
+      `INSERT INTO ${S}.scheduled_runs (slot_at, replica, claimed_at) SELECT unnest($1::bigint[]), $2, $3
+       ON CONFLICT (slot_at) DO NOTHING RETURNING slot_at`,
+      [slots.map((slot) => slot.getTime()), replica, this.now().getTime()],
+    );
+    return rows.map((row) => new Date(row.slot_at)).sort((a, b) => a.getTime() - b.getTime());
+  }
+
+  async lastScheduledRun(): Promise<Date | undefined> {
+    const [row] = await this.rows<{ slot_at: number | null }>(`SELECT max(slot_at) AS slot_at FROM ${S}.scheduled_runs`);
+    return row?.slot_at == null ? undefined : new Date(row.slot_at);
+  }
+
   /** Readiness shows the message to anyone who asks: it names the store, not where it is or who logs in. */
   async ping(): Promise<void> {
     try {

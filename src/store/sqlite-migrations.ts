@@ -50,6 +50,17 @@ CREATE INDEX IF NOT EXISTS backups_by_project ON backups (project_id, started_at
 CREATE INDEX IF NOT EXISTS backups_by_state ON backups (state);
 `,
   },
+  {
+    version: 2,
+    description: "scheduled backup runs, one row per cron slot",
+    sql: `
+CREATE TABLE scheduled_runs (
+  slot_at    INTEGER PRIMARY KEY,
+  replica    TEXT NOT NULL,
+  claimed_at INTEGER NOT NULL
+);
+`,
+  },
 ];
 
 export function sqliteSchemaVersion(db: Database.Database): number {

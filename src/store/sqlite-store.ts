@@ -175,6 +175,22 @@ export class SqliteStore implements Store, PortRegistry {
     this.statement("DELETE FROM backups WHERE id = ?").run(id);
   }
 
+  async claimScheduledRuns(slots: readonly Date[], replica: string): Promise<Date[]> {
+    const claimedAt = this.now().getTime();
+    return this.db.transaction(() =>
+      slots.filter(
+        (slot) =>
+          this.statement("INSERT OR IGNORE INTO scheduled_runs (slot_at, replica, claimed_at) VALUES (?, ?, ?)").run(slot.getTime(), replica, claimedAt)
+            .changes === 1,
+      ),
+    )();
+  }
+
+  async lastScheduledRun(): Promise<Date | undefined> {
+    const row = this.statement("SELECT max(slot_at) AS slot_at FROM scheduled_runs").get() as { slot_at: number | null };
+    return row.slot_at === null ? undefined : new Date(row.slot_at);
+  }
+
   async ping(): Promise<void> {
     this.statement("SELECT 1").get();
   }

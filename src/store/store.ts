@@ -39,6 +39,15 @@ export interface Store {
   listBackupsByState(state: BackupRecord["state"]): Promise<BackupRecord[]>;
   deleteBackup(id: string): Promise<void>;
 
+  /**
+   * Records the schedule's cron slots as run by `replica`; answers the ones
+   * this call recorded (a slot another replica already claimed is left out),
+   * so each slot is run once however many replicas lead in turn.
+   */
+  claimScheduledRuns(slots: readonly Date[], replica: string): Promise<Date[]>;
+  /** The newest slot any replica claimed, if any. */
+  lastScheduledRun(): Promise<Date | undefined>;
+
   /** Rejects when the store cannot be read. */
   ping(): Promise<void>;
   close(): Promise<void>;

@@ -46,7 +46,7 @@ describe("PostgresStore", () => {
       await store.close();
     }
     const tables = await sql(url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'sota' ORDER BY table_name");
-    expect(tables.rows.map((row) => row.table_name)).toEqual(["backups", "databases", "migrations", "pooler_ports"]);
+    expect(tables.rows.map((row) => row.table_name)).toEqual(["backups", "databases", "migrations", "pooler_ports", "scheduled_runs"]);
     const publicTables = await sql(url, "SELECT count(*)::int AS n FROM information_schema.tables WHERE table_schema = 'public'");
     expect(publicTables.rows[0].n).toBe(0);
     const versions = await sql(url, "SELECT max(version) AS v FROM sota.migrations");
@@ -74,10 +74,11 @@ describe("PostgresStore", () => {
 
   it("applies later migrations in order, once, and rolls a failing one back whole", async () => {
     const url = await cluster.createDatabase();
+    const n = latestVersion(POSTGRES_MIGRATIONS);
     const next: Migration[] = [
       ...POSTGRES_MIGRATIONS,
-      { version: 2, description: "a column", sql: "ALTER TABLE sota.databases ADD COLUMN note TEXT" },
-      { version: 3, description: "an index", sql: "CREATE INDEX databases_by_note ON sota.databases (note)" },
+      { version: n + 1, description: "a column", sql: "ALTER TABLE sota.databases ADD COLUMN note TEXT" },
+      { version: n + 2, description: "an index", sql: "CREATE INDEX databases_by_note ON sota.databases (note)" },
     ];
     const client = new pg.Client({ connectionString: url });
     await client.connect();
@@ -86,10 +87,10 @@ describe("PostgresStore", () => {
       await migratePostgres(client, next);
       await migratePostgres(client, next);
       const applied = await client.query("SELECT version FROM sota.migrations ORDER BY version");
-      expect(applied.rows.map((row) => row.version)).toEqual([1, 2, 3]);
-      const broken: Migration[] = [...next, { version: 4, description: "ok", sql: "CREATE TABLE sota.extra (x int)" }, { version: 5, description: "broken", sql: "NOT SQL" }];
+      expect(applied.rows.map((row) => row.version)).toEqual(next.map((migration) => migration.version));
+      const broken: Migration[] = [...next, { version: n + 3, description: "ok", sql: "CREATE TABLE sota.extra (x int)" }, { version: n + 4, description: "broken", sql: "NOT SQL" }];
       await expect(migratePostgres(client, broken)).rejects.toThrow();
-      expect((await client.query("SELECT max(version) AS v FROM sota.migrations")).rows[0].v).toBe(3);
+      expect((await client.query("SELECT max(version) AS v FROM sota.migrations")).rows[0].v).toBe(n + 2);
       expect((await client.query("SELECT to_regclass('sota.extra') AS t")).rows[0].t).toBeNull();
     } finally {
       await client.end();

@@ -125,19 +125,20 @@ describe("SqliteStore migrations", () => {
 
   it("applies later migrations in order, once, and rolls a failing one back whole", () => {
     const path = newPath();
+    const n = latestVersion(SQLITE_MIGRATIONS);
     const next: Migration[] = [
       ...SQLITE_MIGRATIONS,
-      { version: 2, description: "a column", sql: "ALTER TABLE databases ADD COLUMN note TEXT" },
-      { version: 3, description: "an index", sql: "CREATE INDEX databases_by_note ON databases (note)" },
+      { version: n + 1, description: "a column", sql: "ALTER TABLE databases ADD COLUMN note TEXT" },
+      { version: n + 2, description: "an index", sql: "CREATE INDEX databases_by_note ON databases (note)" },
     ];
     raw(path, (db) => {
       migrateSqlite(db, SQLITE_MIGRATIONS);
       migrateSqlite(db, next);
       migrateSqlite(db, next);
-      expect(sqliteSchemaVersion(db)).toBe(3);
-      const broken: Migration[] = [...next, { version: 4, description: "ok", sql: "CREATE TABLE extra (x INTEGER)" }, { version: 5, description: "broken", sql: "NOT SQL" }];
+      expect(sqliteSchemaVersion(db)).toBe(n + 2);
+      const broken: Migration[] = [...next, { version: n + 3, description: "ok", sql: "CREATE TABLE extra (x INTEGER)" }, { version: n + 4, description: "broken", sql: "NOT SQL" }];
       expect(() => migrateSqlite(db, broken)).toThrow();
-      expect(sqliteSchemaVersion(db)).toBe(3);
+      expect(sqliteSchemaVersion(db)).toBe(n + 2);
       expect(db.prepare("SELECT name FROM sqlite_master WHERE name = 'extra'").get()).toBeUndefined();
     });
   });
@@ -152,6 +153,6 @@ describe("SqliteStore migrations", () => {
     const path = newPath();
     raw(path, (db) => db.pragma("user_version = 99"));
     expect(() => new SqliteStore(path)).toThrow(StateTooNewError);
-    expect(() => new SqliteStore(path)).toThrow(/SQLite state \(state\.db\) is at schema version 99, newer than this sota-db knows \(1\)/);
+    expect(() => new SqliteStore(path)).toThrow(/SQLite state \(state\.db\) is at schema version 99, newer than this sota-db knows \(2\)/);
   });
 });

@@ -114,6 +114,19 @@ export function storeContract(name: string, newLocation: () => Promise<StoreLoca
       expect(await Promise.all(projects.map((projectId, i) => stores[(i + 1) % 2]!.allocate(projectId, range)))).toEqual(ports);
     });
 
+    it("records each scheduled slot once, however many stores claim it at once, and knows the newest", async () => {
+      const location = await newLocation();
+      const stores = [await open(location), await open(location)];
+      expect(await stores[0]!.lastScheduledRun()).toBeUndefined();
+      const slots = Array.from({ length: 12 }, (_, i) => new Date(Date.UTC(2026, 10, 26, 3, 0, i * 5)));
+      const [first, second] = await Promise.all([stores[0]!.claimScheduledRuns(slots, "one"), stores[1]!.claimScheduledRuns([...slots].reverse(), "two")]);
+      const claimed = [...first!, ...second!].map((slot) => slot.getTime()).sort((a, b) => a - b);
+      expect(claimed).toEqual(slots.map((slot) => slot.getTime()));
+      expect(await stores[1]!.claimScheduledRuns([slots[3]!], "two")).toEqual([]);
+      expect(await stores[0]!.claimScheduledRuns([], "one")).toEqual([]);
+      expect((await stores[1]!.lastScheduledRun())?.getTime()).toBe(slots[11]!.getTime());
+    });
+
     it("keeps backups: newest first per project, by state, patched, deleted", async () => {
       const location = await newLocation();
       const store = await open(location);
