@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { loadKeyring } from "./secrets/key-file.js";
 import { Sealer } from "./secrets/sealer.js";
 import { openStateStore } from "./store/open-store.js";
+import { openCoordination } from "./coordination/open-coordination.js";
 import { createBackupManager, type BackupManager } from "./backup/index.js";
 import { backupDownloadRoute } from "./server/backup-download-route.js";
 import type { Config } from "./config.js";
@@ -88,9 +89,13 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
   const store = await openStateStore({ dataDir: config.dataDir, ...(config.stateUrl ? { stateUrl: config.stateUrl } : {}) });
   metrics.countDatabasesWith(() => store.countDatabasesByState());
   const driver = runtimeDriver(config.runtime);
+  // Replicas sharing a PostgreSQL state agree through it: per-project locks and the schedule's leader.
+  const coordination = await openCoordination({ ...(config.stateUrl ? { stateUrl: config.stateUrl } : {}), logger });
   let runtime: Runtime | undefined;
   let backups: BackupManager | undefined;
   try {
+    // Its databases are children on this host: a second replica could neither run nor reach them.
+    if (config.runtime === "process") await coordination.holdExclusively("process runtime");
     runtime = await driver.create({ config, ports: store, logger });
     metrics.watchPoolerPorts(runtime);
     backups = await createBackupManager({
@@ -105,8 +110,9 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
       loadConcurrency: config.backup.loadConcurrency,
       minFree: config.backup.minFree,
       ...(driver.scratchDir ? { scratchDir: driver.scratchDir(config) } : {}),
+      coordination,
     });
-    const service = new DatabaseService({ runtime, store, sealer: new Sealer(keyring), logger, metrics, backups });
+    const service = new DatabaseService({ runtime, store, sealer: new Sealer(keyring), logger, metrics, backups, coordination });
     const ready = readiness(store, runtime);
     const server = new ApiServer({
       routes: [databaseRoutes(service), healthRoutes(ready)],
@@ -140,6 +146,7 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
         await server.close();
         await startedBackups.close();
         await started.close();
+        await coordination.close();
         await store.close();
         logger.info("sota-db stopped");
       },
@@ -147,6 +154,7 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
   } catch (error) {
     await backups?.close().catch(() => undefined);
     await runtime?.close().catch(() => undefined);
+    await coordination.close();
     await store.close();
     throw error;
   }

@@ -5,6 +5,7 @@ import { createLogger, loggableError } from "./log.js";
 import { startApp } from "./app.js";
 import { DataDirInUseError } from "./store/data-dir-lock.js";
 import { StateTooNewError } from "./store/migrations.js";
+import { SingleReplicaError } from "./coordination/coordination.js";
 
 async function main(): Promise<void> {
   let config;
@@ -22,8 +23,8 @@ async function main(): Promise<void> {
   try {
     app = await startApp(config, { logger });
   } catch (error) {
-    if (error instanceof DataDirInUseError || error instanceof StateTooNewError) {
-      // Another service runs on this data dir, or a newer release wrote the state: nothing was touched, one line says why.
+    if (error instanceof DataDirInUseError || error instanceof StateTooNewError || error instanceof SingleReplicaError) {
+      // Another service runs on this data dir or (process runtime) on this shared state, or a newer release wrote the state: nothing was touched, one line says why.
       process.stderr.write(`sota-db: could not start: ${error.message}\n`);
       process.exit(1);
     }

@@ -57,6 +57,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly schedulerLeader = new Gauge({
+    name: "sota_scheduler_leader",
+    help: "1 while this replica leads the backup schedule and retention (one replica of a shared state at a time), else 0.",
+    registers: [this.registry],
+  });
+
   private lostPoolerPorts: () => ReadonlyArray<{ readonly slug: string }> = () => [];
 
   /**

@@ -7,7 +7,7 @@ import { DomainError } from "../errors.js";
 import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { Runtime, RuntimeTarget } from "../runtime/runtime.js";
-import { KeyedLock } from "../runtime/keyed-lock.js";
+import { LocalCoordination, type Coordination } from "../coordination/coordination.js";
 import { isBackupId, newBackupId } from "../names.js";
 import { newBackupRecord, type BackupKind, type BackupRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
@@ -60,6 +60,12 @@ export interface BackupManagerOptions {
   readonly minFree?: FreeSpaceReserve;
   /** Where the runtime keeps databases, and so scratch copies (the process runtime's data dir); unset where the service cannot see it. */
   readonly scratchDir?: string;
+  /**
+   * Replicas sharing the state: dumps and restores of a database exclude each
+   * other on every replica, and only the leader runs the schedule. Default:
+   * one service (in-process locks, always leading).
+   */
+  readonly coordination?: Coordination;
   /** Test seam: where compressed bytes are written (a disk that fails). */
   readonly openOutput?: OpenOutput;
 }
@@ -75,10 +81,29 @@ interface RunningBackup {
 export async function createBackupManager(options: BackupManagerOptions): Promise<BackupManager> {
   const now = options.now ?? (() => new Date());
   await mkdir(options.dir, { recursive: true, mode: 0o700 });
-  await recoverInterruptedBackups({ store: options.store, backupDir: options.dir, now: now(), metrics: options.metrics, logger: options.logger });
+  await recoverOrphans(options, now());
   const manager = new BackupManager(options);
   await manager.publishLastSuccess();
   return manager;
+}
+
+/**
+ * Backups left `running` by a process that is gone (this one, killed, or
+ * another replica) are marked failed and their files removed; a live
+ * replica's running backup holds its dump lock and is left alone.
+ */
+async function recoverOrphans(options: BackupManagerOptions, now: Date): Promise<void> {
+  const coordination = options.coordination;
+  await recoverInterruptedBackups({
+    store: options.store,
+    backupDir: options.dir,
+    now,
+    metrics: options.metrics,
+    logger: options.logger,
+    ...(coordination
+      ? { whenUnheld: async (projectId: string, work: () => Promise<void>) => (await coordination.tryWithLock("dump", projectId, async () => (await work(), true))) ?? false }
+      : {}),
+  });
 }
 
 export class BackupManager implements Backups {
@@ -87,8 +112,8 @@ export class BackupManager implements Backups {
   private readonly logger: Logger;
   /** The backup running for each project: one per database at a time. */
   private readonly running = new Map<string, RunningBackup>();
-  /** Dumps and restores of one database never overlap (a restore's swap would end a dump's session). */
-  private readonly exclusive = new KeyedLock();
+  /** Dumps and restores of one database never overlap (a restore's swap would end a dump's session), on any replica. */
+  private readonly coordination: Coordination;
   /** Backups a restore, verification or download is reading: retention leaves them alone. */
   private readonly pinned = new Map<string, number>();
   private readonly verifying = new Map<string, Promise<BackupRecord>>();
@@ -103,6 +128,7 @@ export class BackupManager implements Backups {
     this.logger = options.logger;
     this.loads = new LoadSlots(options.loadConcurrency ?? 2);
     this.manualLimit = options.manualLimit ? new ManualBackupLimit(options.manualLimit, () => this.now().getTime()) : undefined;
+    this.coordination = options.coordination ?? new LocalCoordination("local");
     const schedule = options.schedule;
     this.scheduler = schedule
       ? new BackupScheduler({
@@ -116,6 +142,8 @@ export class BackupManager implements Backups {
           // The schedule's verifications wait for a load slot; the API's are refused when none is free.
           verifyBackup: (target, backupId) => this.startVerification(target, backupId, (task) => this.loads.runQueued(task)),
           prune: () => this.pruneAll(),
+          claimSlots: (slots) => options.store.claimScheduledRuns(slots, this.coordination.replica),
+          lastSlot: () => options.store.lastScheduledRun(),
           now: this.now,
           logger: this.logger,
         })
@@ -123,12 +151,26 @@ export class BackupManager implements Backups {
   }
 
   /**
-   * Resumes databases a killed restore left paused, then starts the schedule
-   * and its catch-up. Call once the runtime has brought the databases back.
+   * Resumes databases a killed restore left paused, then campaigns for the
+   * lead: the schedule (and with it the retention pass) runs only while this
+   * replica leads. Call once the runtime has brought the databases back.
    */
   start(): void {
     this.track(resumeInterruptedRestores(this.options.dir, this.options.runtime, this.logger));
-    this.scheduler?.start();
+    this.coordination.lead({
+      elected: () => {
+        this.options.metrics.schedulerLeader.set(1);
+        if (this.closed) return;
+        // A leader that died mid-backup left it running: the new one settles it.
+        if (this.options.coordination) this.track(recoverOrphans(this.options, this.now()).catch((error: unknown) => this.logger.error({ err: loggableError(error) }, "could not settle backups a stopped replica left running")));
+        this.scheduler?.start();
+      },
+      deposed: () => {
+        this.options.metrics.schedulerLeader.set(0);
+        // Backups already running finish; nothing new starts until the lead comes back.
+        if (this.scheduler) this.track(this.scheduler.stop());
+      },
+    });
   }
 
   /**
@@ -204,7 +246,7 @@ export class BackupManager implements Backups {
       takeSafetyBackup: () => this.startBackup(target, "safety", true).done,
     };
     const path = backupFilePath(this.options.dir, record.slug, record.id);
-    return this.exclusive.run(target.projectId, () => restoreFromBackup(context, target, record, path));
+    return this.coordination.withLock("dump", target.projectId, () => restoreFromBackup(context, target, record, path));
   }
 
   /**
@@ -288,7 +330,7 @@ export class BackupManager implements Backups {
       await recorded;
       return this.runBackup(target, record);
     };
-    const done = (holdingExclusive ? run() : this.exclusive.run(target.projectId, run)).finally(() => {
+    const done = (holdingExclusive ? run() : this.coordination.withLock("dump", target.projectId, run)).finally(() => {
       if (this.running.get(target.projectId)?.record.id === record.id) this.running.delete(target.projectId);
     });
     const job = { record, recorded, done };

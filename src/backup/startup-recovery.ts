@@ -1,7 +1,9 @@
 // After a crash or kill, backups the previous process left `running` never
 // finish: they are marked failed ("interrupted") and whatever they wrote is
 // removed, so no half-written dump is ever listed, served or restored. Runs
-// once at start, before anything can begin a new backup.
+// once at start, before this service can begin a new backup. Replicas
+// sharing the state and the backup directory: a backup another live replica
+// is writing holds its database's dump lock, and is left alone.
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { loggableError, type Logger } from "../log.js";
@@ -18,27 +20,40 @@ export interface RecoveryOptions {
   readonly now: Date;
   readonly metrics: Metrics;
   readonly logger: Logger;
+  /**
+   * Runs `work` only if no live replica holds the project's dump lock (a
+   * running backup does), answering false otherwise. Default: always runs
+   * (one service: nothing else is writing).
+   */
+  readonly whenUnheld?: (projectId: string, work: () => Promise<void>) => Promise<boolean>;
 }
 
 export async function recoverInterruptedBackups(options: RecoveryOptions): Promise<BackupRecord[]> {
   const { store, backupDir, metrics, logger } = options;
+  const whenUnheld = options.whenUnheld ?? (async (_projectId: string, work: () => Promise<void>) => (await work(), true));
   const recovered: BackupRecord[] = [];
+  const live = new Set<string>();
   for (const record of await store.listBackupsByState("running")) {
-    // The final name exists only if the kill came between rename and the
-    // record update; without a recorded checksum that file cannot be trusted.
-    await rm(partialFilePath(backupDir, record.slug, record.id), { force: true });
-    await rm(backupFilePath(backupDir, record.slug, record.id), { force: true });
-    const failed = await store.updateBackup(record.id, { state: "failed", error: INTERRUPTED, finishedAt: options.now });
-    metrics.backupFailures.inc({ kind: record.kind });
-    logger.error({ projectId: record.projectId, slug: record.slug, backupId: record.id, kind: record.kind }, "backup failed: interrupted by a restart");
-    recovered.push(failed);
+    const orphan = await whenUnheld(record.projectId, async () => {
+      // Read again under the lock: the replica that wrote it may have finished it since.
+      if ((await store.getBackup(record.projectId, record.id))?.state !== "running") return;
+      // The final name exists only if the kill came between rename and the
+      // record update; without a recorded checksum that file cannot be trusted.
+      await rm(partialFilePath(backupDir, record.slug, record.id), { force: true });
+      await rm(backupFilePath(backupDir, record.slug, record.id), { force: true });
+      const failed = await store.updateBackup(record.id, { state: "failed", error: INTERRUPTED, finishedAt: options.now });
+      metrics.backupFailures.inc({ kind: record.kind });
+      logger.error({ projectId: record.projectId, slug: record.slug, backupId: record.id, kind: record.kind }, "backup failed: interrupted by a restart");
+      recovered.push(failed);
+    });
+    if (!orphan) live.add(record.id);
   }
-  await removeStrayPartialFiles(backupDir, logger);
+  await removeStrayPartialFiles(backupDir, live, logger);
   return recovered;
 }
 
-/** Nothing is being written at start, so any partial file left (its record pruned or lost) is garbage. */
-async function removeStrayPartialFiles(backupDir: string, logger: Logger): Promise<void> {
+/** Nothing of ours is being written at start, so a partial file no live replica writes (its record pruned or lost) is garbage. */
+async function removeStrayPartialFiles(backupDir: string, live: ReadonlySet<string>, logger: Logger): Promise<void> {
   let projects: string[];
   try {
     projects = await readdir(backupDir);
@@ -53,7 +68,7 @@ async function removeStrayPartialFiles(backupDir: string, logger: Logger): Promi
     } catch {
       continue;
     }
-    for (const name of names.filter((entry) => entry.endsWith(PARTIAL_SUFFIX))) {
+    for (const name of names.filter((entry) => entry.endsWith(PARTIAL_SUFFIX) && !live.has(entry.slice(0, -PARTIAL_SUFFIX.length)))) {
       await rm(join(backupDir, project, name), { force: true }).catch((error: unknown) =>
         logger.warn({ file: join(project, name), err: loggableError(error) }, "could not remove a partial backup file"),
       );

@@ -17,6 +17,11 @@ export class KeyedLock {
     return result;
   }
 
+  /** True while work for the key runs or waits. */
+  busy(key: string): boolean {
+    return this.tails.has(key);
+  }
+
   /** Resolves once everything queued so far has finished. */
   async settled(): Promise<void> {
     await Promise.all(this.tails.values());

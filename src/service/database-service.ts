@@ -10,7 +10,7 @@ import type { EnsureResult, Runtime, RuntimeTarget } from "../runtime/runtime.js
 import { SealError, type Sealer } from "../secrets/sealer.js";
 import { newDatabaseRecord, type BackupRecord, type DatabaseRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
-import { KeyedLock } from "../runtime/keyed-lock.js";
+import { LocalCoordination, type Coordination } from "../coordination/coordination.js";
 import { normalizeProjectId, slugForProject, slugProblemFor, isBackupId } from "../names.js";
 import { databaseUrl } from "./database-url.js";
 
@@ -21,6 +21,11 @@ export interface DatabaseServiceDeps {
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly backups?: Backups;
+  /**
+   * Serializes each project's use-cases across every service sharing the
+   * state (one password, one outcome). Default: one service, in-process.
+   */
+  readonly coordination?: Coordination;
   readonly now?: () => Date;
 }
 
@@ -30,17 +35,19 @@ export interface EnsureOutcome {
 }
 
 export class DatabaseService {
-  private readonly locks = new KeyedLock();
+  private readonly coordination: Coordination;
   private readonly now: () => Date;
 
   constructor(private readonly deps: DatabaseServiceDeps) {
     this.now = deps.now ?? (() => new Date());
+    this.coordination = deps.coordination ?? new LocalCoordination("local");
   }
 
   async ensure(rawProjectId: string, rawSlug: string, signal?: AbortSignal): Promise<EnsureOutcome> {
     const projectId = validProjectId(rawProjectId);
     const requestedSlug = rawSlug === "" ? undefined : validSlug(projectId, rawSlug);
-    return this.locks.run(projectId, async () => {
+    // The record is read inside the lock: a replica that created it a moment ago is seen, and its password kept.
+    return this.coordination.withLock("project", projectId, async () => {
       let record = await this.deps.store.getDatabase(projectId);
       let created = false;
       if (record && requestedSlug && requestedSlug !== record.slug) {
@@ -97,8 +104,8 @@ export class DatabaseService {
     const worker = async (): Promise<void> => {
       for (let record = queue.shift(); record; record = queue.shift()) {
         const target = record;
-        await this.locks
-          .run(target.projectId, async () => this.provision((await this.deps.store.getDatabase(target.projectId)) ?? target))
+        await this.coordination
+          .withLock("project", target.projectId, async () => this.provision((await this.deps.store.getDatabase(target.projectId)) ?? target))
           .catch((error: unknown) =>
             this.deps.logger.error({ projectId: target.projectId, slug: target.slug, err: loggableError(error) }, "database did not come back"),
           );
@@ -125,7 +132,7 @@ export class DatabaseService {
   ): Promise<{ restored: BackupRecord; safety: BackupRecord }> {
     const database = await this.readyDatabase(rawProjectId);
     const backupId = validBackupId(rawBackupId);
-    return this.locks.run(database.projectId, () => this.backups().restore(target(database), backupId, options));
+    return this.coordination.withLock("project", database.projectId, () => this.backups().restore(target(database), backupId, options));
   }
 
   async verifyBackup(rawProjectId: string, rawBackupId: string): Promise<BackupRecord> {
