@@ -79,11 +79,15 @@ export class PostgresCoordination implements Coordination {
     client.on("error", onError);
     let locked = false;
     try {
-      const sql = wait ? "SELECT pg_advisory_lock($1, hashtext($2)) IS NULL AS got" : "SELECT pg_try_advisory_lock($1, hashtext($2)) AS got";
-      const { rows } = await client.query<{ got: boolean }>(sql, [LOCK_CLASS[scope], key]);
-      // pg_advisory_lock returns void (NULL): reaching here means it is held.
-      locked = rows[0]?.got === true;
-      if (!locked) return undefined;
+      if (wait) {
+        // Returns once held (void): the wait is on the server, on this connection.
+        await client.query("SELECT pg_advisory_lock($1, hashtext($2))", [LOCK_CLASS[scope], key]);
+        locked = true;
+      } else {
+        const { rows } = await client.query<{ got: boolean }>("SELECT pg_try_advisory_lock($1, hashtext($2)) AS got", [LOCK_CLASS[scope], key]);
+        locked = rows[0]?.got === true;
+        if (!locked) return undefined;
+      }
       return { value: await work() };
     } finally {
       if (locked && !lost) {

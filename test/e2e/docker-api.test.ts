@@ -6,7 +6,7 @@ import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startHarness, type Harness } from "../support/app-harness.js";
 import { grpcClients, type GrpcClients } from "../support/grpc-client.js";
-import { DockerTestBed, ensureTestImages, probeDockerEngine, TEST_PGBOUNCER_IMAGE, TEST_POSTGRES_IMAGE } from "../support/docker-test-bed.js";
+import { DockerTestBed, ensureTestImages, probeDockerEngine, removeProjectObjects, TEST_PGBOUNCER_IMAGE, TEST_POSTGRES_IMAGE } from "../support/docker-test-bed.js";
 
 const engine = await probeDockerEngine();
 const required = process.env["SOTA_REQUIRE_DOCKER"] === "1";
@@ -64,13 +64,8 @@ describe.skipIf(!engine.reachable && !required)("the service on the Docker runti
     rpc?.close();
     await h?.stop();
     // The service labels what it creates with the project id; remove by it.
+    await removeProjectObjects(projectId);
     const docker = new Docker();
-    const filters = { label: [`io.sota.project-id=${projectId}`] };
-    for (const container of await docker.listContainers({ all: true, filters })) {
-      await docker.getContainer(container.Id).remove({ force: true, v: true }).catch(() => undefined);
-    }
-    for (const network of await docker.listNetworks({ filters })) await docker.getNetwork(network.Id).remove().catch(() => undefined);
-    for (const volume of (await docker.listVolumes({ filters })).Volumes ?? []) await docker.getVolume(volume.Name).remove().catch(() => undefined);
     const shared = await docker.listNetworks({ filters: { name: [bed.appNetwork] } });
     for (const network of shared) await docker.getNetwork(network.Id).remove().catch(() => undefined);
     for (const volume of (await docker.listVolumes({ filters: templateFilter })).Volumes ?? []) {

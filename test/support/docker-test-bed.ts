@@ -69,6 +69,16 @@ export function ensureTestImages(docker = new Docker()): Promise<void> {
   return images;
 }
 
+/** Removes what the service created for a project (it labels everything with the project id): containers, networks, volumes. */
+export async function removeProjectObjects(projectId: string, docker = new Docker()): Promise<void> {
+  const filters = { label: [`io.sota.project-id=${projectId}`] };
+  for (const container of await docker.listContainers({ all: true, filters })) {
+    await docker.getContainer(container.Id).remove({ force: true, v: true }).catch(() => undefined);
+  }
+  for (const network of await docker.listNetworks({ filters })) await docker.getNetwork(network.Id).remove().catch(() => undefined);
+  for (const volume of (await docker.listVolumes({ filters })).Volumes ?? []) await docker.getVolume(volume.Name).remove().catch(() => undefined);
+}
+
 /** Log lines as pino writes them, with hooks a test can use to act at a given step. */
 export class CapturedLogs {
   private readonly lines: string[] = [];
