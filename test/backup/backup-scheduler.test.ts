@@ -89,6 +89,46 @@ describe("BackupScheduler", () => {
     expect(pruned).toBe(1);
   });
 
+  it("claims every slot since the newest any replica ran, and runs them as one pass", async () => {
+    const backedUp: string[] = [];
+    const offered: Date[][] = [];
+    const s = scheduler({
+      lastSlot: async () => new Date("2026-11-17T03:00:00Z"),
+      claimSlots: async (slots) => (offered.push([...slots]), slots.slice(1)),
+      backup: async (target) => (backedUp.push(target.projectId), { state: "succeeded", id: "x" }) as BackupRecord,
+    });
+    await s.runDueSlots("test");
+    expect(offered.map((slots) => slots.map((slot) => slot.toISOString()))).toEqual([
+      ["2026-11-18T03:00:00.000Z", "2026-11-19T03:00:00.000Z", "2026-11-20T03:00:00.000Z"],
+    ]);
+    expect(backedUp.sort()).toEqual(databases.map((d) => d.projectId).sort());
+  });
+
+  it("runs nothing for a slot another replica already claimed", async () => {
+    const backedUp: string[] = [];
+    const s = scheduler({
+      lastSlot: async () => new Date("2026-11-20T03:00:00Z"),
+      claimSlots: async () => [],
+      backup: async (target) => (backedUp.push(target.projectId), { state: "succeeded", id: "x" }) as BackupRecord,
+    });
+    await s.runDueSlots("test");
+    // Once slots are recorded, the catch-up follows them, not the backups' age.
+    await s.catchUp();
+    expect(backedUp).toEqual([]);
+  });
+
+  it("starts again after a stop (a replica that regains the lead)", async () => {
+    let passes = 0;
+    const s = scheduler({ prune: async () => void passes++ });
+    s.start();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await s.stop();
+    s.start();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await s.stop();
+    expect(passes).toBe(2);
+  });
+
   it("verifies scheduled backups that succeeded when verify is on", async () => {
     const verified: string[] = [];
     await scheduler({

@@ -221,7 +221,7 @@ describe.skipIf(!engine.reachable && !required)("two replicas on one PostgreSQL 
     const follower = replicas[gauges.indexOf(0)]!;
 
     // The leader runs slots; then it dies mid-flight.
-    await waitUntil("two slots run", async () => ((await slotsRun()).length >= 2 ? true : undefined), 60_000);
+    await waitUntil("two scheduled backups by the leader", async () => ((await scheduledBackups()).filter((b) => b.state === "succeeded").length >= 2 ? true : undefined), 60_000);
     leader.child.kill("SIGKILL");
     await leader.exited;
     const killedAt = Date.now();
@@ -229,8 +229,12 @@ describe.skipIf(!engine.reachable && !required)("two replicas on one PostgreSQL 
     expect(Date.now() - killedAt).toBeLessThan(30_000);
     const followerPid = String(follower.child.pid);
     await waitUntil(
-      "the new leader runs two slots",
-      async () => ((await slotsRun()).filter((slot) => slot.replica.endsWith(`:${followerPid}`)).length >= 2 ? true : undefined),
+      "the new leader runs two slots, each with its backup",
+      async () => {
+        const ran = (await slotsRun()).filter((slot) => slot.replica.endsWith(`:${followerPid}`)).length >= 2;
+        const backedUp = (await scheduledBackups()).filter((b) => b.state === "succeeded" && b.started_at > killedAt).length >= 2;
+        return ran && backedUp ? true : undefined;
+      },
       60_000,
     );
 
@@ -240,11 +244,7 @@ describe.skipIf(!engine.reachable && !required)("two replicas on one PostgreSQL 
     for (let i = 1; i < times.length; i++) expect(times[i]! - times[i - 1]!, `slot after ${new Date(times[i - 1]!).toISOString()}`).toBe(SLOT_MS);
     expect(new Set(slots.map((slot) => slot.replica)).size).toBe(2);
     // And no slot's interval saw two scheduled backups of the project.
-    const backups = await query<{ started_at: number; state: string }>(
-      stateUrl,
-      "SELECT started_at::float8 AS started_at, state FROM sota.backups WHERE project_id = $1 AND kind = 'scheduled' ORDER BY started_at",
-      [projectId],
-    );
+    const backups = await scheduledBackups();
     expect(backups.length).toBeGreaterThanOrEqual(4);
     const perSlot = new Map<number, number>();
     for (const backup of backups) {
@@ -255,6 +255,12 @@ describe.skipIf(!engine.reachable && !required)("two replicas on one PostgreSQL 
     // A backup the killed leader left running was settled by the new one, not left running.
     const stale = backups.filter((backup) => backup.state === "running" && backup.started_at < killedAt - SLOT_MS);
     expect(stale).toEqual([]);
+
+    async function scheduledBackups(): Promise<Array<{ started_at: number; state: string }>> {
+      return query(stateUrl, "SELECT started_at::float8 AS started_at, state FROM sota.backups WHERE project_id = $1 AND kind = 'scheduled' ORDER BY started_at", [
+        projectId,
+      ]);
+    }
 
     async function slotsRun(): Promise<Array<{ slot_at: number; replica: string }>> {
       return query(stateUrl, "SELECT slot_at::float8 AS slot_at, replica FROM sota.scheduled_runs ORDER BY slot_at");
