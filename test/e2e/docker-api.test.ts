@@ -2,11 +2,10 @@
 // the product spec's DATABASE_URL, used by an app container on the app network, and
 // what callers see when the Docker engine is gone.
 import { randomUUID } from "node:crypto";
-import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startHarness, type Harness } from "../support/app-harness.js";
 import { grpcClients, type GrpcClients } from "../support/grpc-client.js";
-import { DockerTestBed, ensureTestImages, probeDockerEngine, removeProjectObjects, TEST_PGBOUNCER_IMAGE, TEST_POSTGRES_IMAGE } from "../support/docker-test-bed.js";
+import { DockerTestBed, ensureTestImages, probeDockerEngine, serviceObjectsCleanup, TEST_PGBOUNCER_IMAGE, TEST_POSTGRES_IMAGE } from "../support/docker-test-bed.js";
 
 const engine = await probeDockerEngine();
 const required = process.env["SOTA_REQUIRE_DOCKER"] === "1";
@@ -43,14 +42,12 @@ describe.skipIf(!engine.reachable && !required)("the service on the Docker runti
   const slug = `e2e-${bed.runId}`;
   let h: Harness;
   let rpc: GrpcClients;
-  /** Template volumes (one per PostgreSQL image) that existed before: kept; any this test made: removed. */
-  let templatesBefore = new Set<string>();
-  const templateFilter = { label: ["io.sota.managed=true", "io.sota.role=template"] };
+  let cleanup: ((projectIds: readonly string[]) => Promise<void>) | undefined;
 
   beforeAll(async () => {
     if (!engine.reachable) throw new Error(`SOTA_REQUIRE_DOCKER=1 but ${engine.reason}`);
     await ensureTestImages();
-    templatesBefore = new Set(((await new Docker().listVolumes({ filters: templateFilter })).Volumes ?? []).map((volume) => volume.Name));
+    cleanup = await serviceObjectsCleanup(bed.appNetwork);
     h = await startHarness({
       SOTA_RUNTIME: "docker",
       SOTA_POSTGRES_IMAGE: TEST_POSTGRES_IMAGE,
@@ -64,13 +61,7 @@ describe.skipIf(!engine.reachable && !required)("the service on the Docker runti
     rpc?.close();
     await h?.stop();
     // The service labels what it creates with the project id; remove by it.
-    await removeProjectObjects(projectId);
-    const docker = new Docker();
-    const shared = await docker.listNetworks({ filters: { name: [bed.appNetwork] } });
-    for (const network of shared) await docker.getNetwork(network.Id).remove().catch(() => undefined);
-    for (const volume of (await docker.listVolumes({ filters: templateFilter })).Volumes ?? []) {
-      if (!templatesBefore.has(volume.Name)) await docker.getVolume(volume.Name).remove().catch(() => undefined);
-    }
+    await cleanup?.([projectId]);
   });
 
   it("Ensure gives the product spec's DATABASE_URL, and an app container on the reported network uses it", async () => {

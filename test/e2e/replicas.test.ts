@@ -14,7 +14,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hashToken } from "../../src/server/tokens.js";
 import { removeDataDir } from "../support/data-dir-cleanup.js";
-import { DockerTestBed, ensureTestImages, probeDockerEngine, removeProjectObjects, TEST_PGBOUNCER_IMAGE, TEST_POSTGRES_IMAGE } from "../support/docker-test-bed.js";
+import { DockerTestBed, ensureTestImages, probeDockerEngine, serviceObjectsCleanup, TEST_PGBOUNCER_IMAGE, TEST_POSTGRES_IMAGE } from "../support/docker-test-bed.js";
 import { portRange } from "../support/process-runtime-harness.js";
 import { REPO_ROOT, serviceCommand } from "../support/service-command.js";
 import { startStatePostgres, type StatePostgres } from "../support/state-postgres.js";
@@ -165,25 +165,19 @@ describe.skipIf(!engine.reachable && !required)("two replicas on one PostgreSQL 
   const projectId = randomUUID();
   const slug = `replicas-${bed.runId}`;
   let stateUrl: string;
-  let templatesBefore = new Set<string>();
-  const templateFilter = { label: ["io.sota.managed=true", "io.sota.role=template"] };
+  let cleanup: ((projectIds: readonly string[]) => Promise<void>) | undefined;
 
   beforeAll(async () => {
     if (!engine.reachable) throw new Error(`SOTA_REQUIRE_DOCKER=1 but ${engine.reason}`);
     await ensureTestImages();
-    templatesBefore = new Set(((await new Docker().listVolumes({ filters: templateFilter })).Volumes ?? []).map((volume) => volume.Name));
+    cleanup = await serviceObjectsCleanup(bed.appNetwork);
     stateUrl = await cluster.createDatabase();
   });
 
   afterAll(async () => {
     for (const replica of running) if (replica.child.exitCode === null && replica.child.signalCode === null) replica.child.kill("SIGTERM");
     await Promise.all(running.map((replica) => replica.exited));
-    await removeProjectObjects(projectId);
-    const docker = new Docker();
-    for (const network of await docker.listNetworks({ filters: { name: [bed.appNetwork] } })) await docker.getNetwork(network.Id).remove().catch(() => undefined);
-    for (const volume of (await docker.listVolumes({ filters: templateFilter })).Volumes ?? []) {
-      if (!templatesBefore.has(volume.Name)) await docker.getVolume(volume.Name).remove().catch(() => undefined);
-    }
+    await cleanup?.([projectId]);
   });
 
   it("serve one project with one database and one password, lead the schedule one at a time, and run every slot once across a leader's kill", async () => {

@@ -79,6 +79,23 @@ export async function removeProjectObjects(projectId: string, docker = new Docke
   for (const volume of (await docker.listVolumes({ filters })).Volumes ?? []) await docker.getVolume(volume.Name).remove().catch(() => undefined);
 }
 
+/**
+ * For a whole service under test: notes the template volumes (one per
+ * PostgreSQL image) that exist now, and answers the cleanup that removes the
+ * projects' objects, the app network, and any template volume made since.
+ */
+export async function serviceObjectsCleanup(appNetwork: string, docker = new Docker()): Promise<(projectIds: readonly string[]) => Promise<void>> {
+  const templateFilter = { label: ["io.sota.managed=true", "io.sota.role=template"] };
+  const templatesBefore = new Set(((await docker.listVolumes({ filters: templateFilter })).Volumes ?? []).map((volume) => volume.Name));
+  return async (projectIds) => {
+    for (const projectId of projectIds) await removeProjectObjects(projectId, docker);
+    for (const network of await docker.listNetworks({ filters: { name: [appNetwork] } })) await docker.getNetwork(network.Id).remove().catch(() => undefined);
+    for (const volume of (await docker.listVolumes({ filters: templateFilter })).Volumes ?? []) {
+      if (!templatesBefore.has(volume.Name)) await docker.getVolume(volume.Name).remove().catch(() => undefined);
+    }
+  };
+}
+
 /** Log lines as pino writes them, with hooks a test can use to act at a given step. */
 export class CapturedLogs {
   private readonly lines: string[] = [];
