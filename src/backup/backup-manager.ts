@@ -314,6 +314,8 @@ export class BackupManager implements Backups {
   /** Retention over every project that has backups. */
   async pruneAll(): Promise<void> {
     const { store } = this.options;
+    // The record of slots run needs no longer memory than the backups it led to.
+    await store.forgetScheduledRunsBefore(expiryOf(this.now(), -this.options.retentionDays));
     const records = [...(await store.listBackupsByState("succeeded")), ...(await store.listBackupsByState("failed"))];
     const projects = new Set(records.map((record) => record.projectId));
     for (const projectId of projects) await this.prune(projectId);

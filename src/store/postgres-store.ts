@@ -208,6 +208,10 @@ export class PostgresStore implements Store, PortRegistry {
     return rows.map((row) => new Date(row.slot_at)).sort((a, b) => a.getTime() - b.getTime());
   }
 
+  async forgetScheduledRunsBefore(before: Date): Promise<void> {
+    await this.pool.query(`DELETE FROM ${S}.scheduled_runs WHERE slot_at < $1 AND slot_at < (SELECT max(slot_at) FROM ${S}.scheduled_runs)`, [before.getTime()]);
+  }
+
   async lastScheduledRun(): Promise<Date | undefined> {
     const [row] = await this.rows<{ slot_at: number | null }>(`SELECT max(slot_at) AS slot_at FROM ${S}.scheduled_runs`);
     return row?.slot_at == null ? undefined : new Date(row.slot_at);

@@ -186,6 +186,10 @@ export class SqliteStore implements Store, PortRegistry {
     )();
   }
 
+  async forgetScheduledRunsBefore(before: Date): Promise<void> {
+    this.statement("DELETE FROM scheduled_runs WHERE slot_at < ? AND slot_at < (SELECT max(slot_at) FROM scheduled_runs)").run(before.getTime());
+  }
+
   async lastScheduledRun(): Promise<Date | undefined> {
     const row = this.statement("SELECT max(slot_at) AS slot_at FROM scheduled_runs").get() as { slot_at: number | null };
     return row.slot_at === null ? undefined : new Date(row.slot_at);

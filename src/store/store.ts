@@ -47,6 +47,8 @@ export interface Store {
   claimScheduledRuns(slots: readonly Date[], replica: string): Promise<Date[]>;
   /** The newest slot any replica claimed, if any. */
   lastScheduledRun(): Promise<Date | undefined>;
+  /** Forgets slots older than `before`, but never the newest (it says where the next leader picks up). */
+  forgetScheduledRunsBefore(before: Date): Promise<void>;
 
   /** Rejects when the store cannot be read. */
   ping(): Promise<void>;

@@ -125,6 +125,12 @@ export function storeContract(name: string, newLocation: () => Promise<StoreLoca
       expect(await stores[1]!.claimScheduledRuns([slots[3]!], "two")).toEqual([]);
       expect(await stores[0]!.claimScheduledRuns([], "one")).toEqual([]);
       expect((await stores[1]!.lastScheduledRun())?.getTime()).toBe(slots[11]!.getTime());
+      // Old slots are forgotten, but never the newest: the next leader picks up from it.
+      await stores[0]!.forgetScheduledRunsBefore(slots[6]!);
+      expect(await stores[0]!.claimScheduledRuns(slots, "one")).toEqual(slots.slice(0, 6));
+      await stores[0]!.forgetScheduledRunsBefore(new Date(Date.UTC(2027, 0, 1)));
+      expect((await stores[1]!.lastScheduledRun())?.getTime()).toBe(slots[11]!.getTime());
+      expect(await stores[1]!.claimScheduledRuns(slots, "two")).toHaveLength(11);
     });
 
     it("keeps backups: newest first per project, by state, patched, deleted", async () => {
