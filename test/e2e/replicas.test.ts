@@ -3,7 +3,7 @@
 // Docker runtime on one engine they serve the API together, Ensure of one
 // project through both gives one database and one password, one of them leads
 // the backup schedule and another takes over when it dies, and every cron
-// slot is run exactly once. With the process runtime a second one is refused.
+// slot is run exactly once; a restore through both at once runs one after the other. With the process runtime a second one is refused.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
@@ -203,8 +203,20 @@ describe.skipIf(!engine.reachable && !required)("two replicas on one PostgreSQL 
     expect(urls[1]).toBe(urls[0]);
     const containers = await new Docker().listContainers({ all: true, filters: { label: [`io.sota.project-id=${projectId}`] } });
     expect(containers.map((container) => container.Labels["io.sota.role"]).sort()).toEqual(["pgbouncer", "postgres"]);
-    const app = await bed.runClient(bed.appNetwork, `psql "$DATABASE_URL" -X -A -t -c "SELECT 'one password'"`, [`DATABASE_URL=${urls[0]}`]);
-    expect(app.output).toContain("one password");
+    const psql = async (sql: string): Promise<string> => {
+      const app = await bed.runClient(bed.appNetwork, `psql "$DATABASE_URL" -X -A -t -v ON_ERROR_STOP=1 -c "${sql}"`, [`DATABASE_URL=${urls[0]}`]);
+      expect(app.exitCode, app.output).toBe(0);
+      return app.output.trim();
+    };
+    expect(await psql("CREATE TABLE t (v int); INSERT INTO t VALUES (1); SELECT 'one password'")).toContain("one password");
+
+    // Restore of one backup through both at once: one after the other, the same data either way.
+    const backup = (await (await call(replicas[0]!, "CreateBackup", { projectId, wait: true })).json()) as { backup: { id: string; state: string } };
+    expect(backup.backup.state).toBe("BACKUP_STATE_SUCCEEDED");
+    await psql("INSERT INTO t VALUES (2)");
+    const restored = await Promise.all(replicas.map((replica) => call(replica, "RestoreBackup", { projectId, backupId: backup.backup.id })));
+    for (const response of restored) expect(response.status, await response.clone().text()).toBe(200);
+    expect(await psql("SELECT sum(v) FROM t")).toBe("1");
 
     // Exactly one leads.
     const gauges = await waitUntil("one leader", async () => {
