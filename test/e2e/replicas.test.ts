@@ -192,8 +192,19 @@ describe.skipIf(!engine.reachable && !required)("two replicas on one PostgreSQL 
     const replicas = [start(env), start(env)];
     await Promise.all(replicas.map((replica) => listening(replica)));
 
-    // Ensure through both at once: one record, one password, one set of containers.
-    const ensured = await Promise.all(replicas.map((replica) => call(replica, "Ensure", { projectId, slug })));
+    // Ensure through both at once: one record, one password, one set of containers. The
+    // databases table is held locked until both wait, so their reads of it come together.
+    const stall = new pg.Client({ connectionString: stateUrl });
+    await stall.connect();
+    await stall.query("BEGIN; LOCK TABLE sota.databases IN ACCESS EXCLUSIVE MODE");
+    const ensuring = Promise.all(replicas.map((replica) => call(replica, "Ensure", { projectId, slug })));
+    await waitUntil("both Ensures wait", async () => {
+      const [waiting] = await query<{ n: number }>(stateUrl, "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()");
+      return waiting!.n >= 2 ? true : undefined;
+    }, 30_000);
+    await stall.query("COMMIT");
+    await stall.end();
+    const ensured = await ensuring;
     for (const response of ensured) expect(response.status, await response.clone().text()).toBe(200);
     expect((await Promise.all(ensured.map((response) => response.json() as Promise<{ created?: boolean }>))).filter((body) => body.created).length).toBe(1);
     const urls = await Promise.all(
