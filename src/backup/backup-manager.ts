@@ -101,7 +101,10 @@ async function recoverOrphans(options: BackupManagerOptions, now: Date): Promise
     metrics: options.metrics,
     logger: options.logger,
     ...(coordination
-      ? { whenUnheld: async (projectId: string, work: () => Promise<void>) => (await coordination.tryWithLock("dump", projectId, async () => (await work(), true))) ?? false }
+      ? {
+          whenUnheld: async (projectId: string, work: () => Promise<void>) =>
+            (await coordination.tryWithLock("dump", projectId, async () => (await work(), true))) ?? false,
+        }
       : {}),
   });
 }
@@ -162,7 +165,12 @@ export class BackupManager implements Backups {
         this.options.metrics.schedulerLeader.set(1);
         if (this.closed) return;
         // A leader that died mid-backup left it running: the new one settles it.
-        if (this.options.coordination) this.track(recoverOrphans(this.options, this.now()).catch((error: unknown) => this.logger.error({ err: loggableError(error) }, "could not settle backups a stopped replica left running")));
+        if (this.options.coordination) {
+          const settled = recoverOrphans(this.options, this.now()).catch((error: unknown) =>
+            this.logger.error({ err: loggableError(error) }, "could not settle backups a stopped replica left running"),
+          );
+          this.track(settled);
+        }
         this.scheduler?.start();
       },
       deposed: () => {

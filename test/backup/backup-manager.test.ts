@@ -11,6 +11,7 @@ import { PassThrough, Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { backupFilePath, partialFilePath } from "../../src/backup/backup-paths.js";
 import { INTERRUPTED } from "../../src/backup/startup-recovery.js";
+import { LocalCoordination } from "../../src/coordination/coordination.js";
 import { DomainError } from "../../src/errors.js";
 import { RuntimeError, type RuntimeTarget } from "../../src/runtime/runtime.js";
 import { newBackupId } from "../../src/names.js";
@@ -129,6 +130,30 @@ describe("failed backups", () => {
     expect(await metricValue(bed.metrics, "sota_backup_failures_total", { kind: "scheduled" })).toBe(1);
     // A new backup works as usual.
     expect((await manager.create(target, "manual", { wait: true })).state).toBe("succeeded");
+  });
+
+  it("startup recovery leaves alone a backup another live replica is writing (its dump lock is held), and settles it once that replica is gone", async () => {
+    const target = shop();
+    const startedAt = new Date(Date.now() - 60_000);
+    const live = newBackupRecord({ id: newBackupId(startedAt), projectId: target.projectId, slug: target.slug, kind: "manual", startedAt });
+    await bed.store.insertBackup(live);
+    await mkdir(join(bed.backupDir, "shop"), { recursive: true });
+    await writeFile(partialFilePath(bed.backupDir, "shop", live.id), "being written");
+    // The other replica, standing in: it holds the project's dump lock while it writes.
+    const coordination = new LocalCoordination("here");
+    let finish!: () => void;
+    const writing = coordination.withLock("dump", target.projectId, () => new Promise<void>((resolve) => (finish = resolve)));
+
+    const manager = await bed.open({ coordination });
+    expect((await manager.list(target.projectId))[0]).toMatchObject({ id: live.id, state: "running" });
+    expect(await filesOf("shop")).toEqual([`${live.id}.sql.gz.partial`]);
+
+    // Gone without finishing: the next leader settles it.
+    finish();
+    await writing;
+    manager.start();
+    await waitForState(manager, target.projectId, "failed");
+    expect(await filesOf("shop")).toEqual([]);
   });
 
   it("disk full: the backup fails with a clear reason, no partial file, and older backups stay", async () => {
@@ -373,3 +398,11 @@ describe("limits against flooding", () => {
     expect(bed.logLines.join("")).toMatch(/"availableBytes":\d+.*backup refused: not enough free disk space/);
   });
 });
+
+async function waitForState(manager: { list(projectId: string): Promise<Array<{ state: string }>> }, projectId: string, state: string): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while ((await manager.list(projectId))[0]?.state !== state) {
+    if (Date.now() > deadline) throw new Error(`backup not ${state} in time`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
