@@ -95,7 +95,7 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
   let backups: BackupManager | undefined;
   try {
     // Its databases are children on this host: a second replica could neither run nor reach them.
-    if (config.runtime === "process") await coordination.holdExclusively("process runtime");
+    if (driver.hostBound) await coordination.holdExclusively(`${config.runtime} runtime`);
     runtime = await driver.create({ config, ports: store, logger });
     metrics.watchPoolerPorts(runtime);
     backups = await createBackupManager({

@@ -23,6 +23,12 @@ export interface RuntimeDriver {
    * the service cannot see (Docker volumes).
    */
   scratchDir?(config: Config): string;
+  /**
+   * Its databases are children of the service on this host: one replica per
+   * state may run it (a second one is refused at start); unset for a driver
+   * whose databases every replica reaches (Docker on one engine).
+   */
+  readonly hostBound?: boolean;
 }
 
 const DRIVERS = {
@@ -43,6 +49,7 @@ const DRIVERS = {
       });
     },
     scratchDir: (config) => config.dataDir,
+    hostBound: true,
   },
   docker: {
     async create({ config, logger }) {
