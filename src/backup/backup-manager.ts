@@ -81,8 +81,9 @@ interface RunningBackup {
 export async function createBackupManager(options: BackupManagerOptions): Promise<BackupManager> {
   const now = options.now ?? (() => new Date());
   await mkdir(options.dir, { recursive: true, mode: 0o700 });
-  await recoverOrphans(options, now());
+  const interrupted = await recoverOrphans(options, now());
   const manager = new BackupManager(options);
+  manager.interrupted.push(...interrupted);
   await manager.publishLastSuccess();
   return manager;
 }
@@ -92,9 +93,9 @@ export async function createBackupManager(options: BackupManagerOptions): Promis
  * another replica) are marked failed and their files removed; a live
  * replica's running backup holds its dump lock and is left alone.
  */
-async function recoverOrphans(options: BackupManagerOptions, now: Date): Promise<void> {
+async function recoverOrphans(options: BackupManagerOptions, now: Date): Promise<BackupRecord[]> {
   const coordination = options.coordination;
-  await recoverInterruptedBackups({
+  return recoverInterruptedBackups({
     store: options.store,
     backupDir: options.dir,
     now,
@@ -125,6 +126,8 @@ export class BackupManager implements Backups {
   private readonly loads: LoadSlots;
   private readonly manualLimit: ManualBackupLimit | undefined;
   private closed = false;
+  /** Backups found interrupted (failed by recovery) and not yet looked at by a leader: scheduled ones are taken again. */
+  readonly interrupted: BackupRecord[] = [];
 
   constructor(private readonly options: BackupManagerOptions) {
     this.now = options.now ?? (() => new Date());
@@ -164,14 +167,11 @@ export class BackupManager implements Backups {
       elected: () => {
         this.options.metrics.schedulerLeader.set(1);
         if (this.closed) return;
-        // A leader that died mid-backup left it running: the new one settles it.
-        if (this.options.coordination) {
-          const settled = recoverOrphans(this.options, this.now()).catch((error: unknown) =>
-            this.logger.error({ err: loggableError(error) }, "could not settle backups a stopped replica left running"),
-          );
-          this.track(settled);
-        }
         this.scheduler?.start();
+        const retaken = this.retakeInterrupted().catch((error: unknown) =>
+          this.logger.error({ err: loggableError(error) }, "could not settle or retake backups a stopped service left running"),
+        );
+        this.track(retaken);
       },
       deposed: () => {
         this.options.metrics.schedulerLeader.set(0);
@@ -179,6 +179,19 @@ export class BackupManager implements Backups {
         if (this.scheduler) this.track(this.scheduler.stop());
       },
     });
+  }
+
+  /**
+   * A leader that died mid-backup left it running: the new one settles it
+   * (failed, "interrupted") and takes the scheduled ones again now, so the
+   * slot's backup is not lost with the replica (or the killed service).
+   */
+  private async retakeInterrupted(): Promise<void> {
+    const found = [...this.interrupted.splice(0), ...(this.options.coordination ? await recoverOrphans(this.options, this.now()) : [])];
+    const projects = new Set(found.filter((record) => record.kind === "scheduled").map((record) => record.projectId));
+    if (projects.size === 0 || !this.scheduler || this.closed) return;
+    const databases = (await this.scheduledDatabases()).filter((database) => projects.has(database.projectId));
+    await this.scheduler.runPass(databases, "interrupted");
   }
 
   /**

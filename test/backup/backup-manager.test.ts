@@ -16,7 +16,7 @@ import { DomainError } from "../../src/errors.js";
 import { RuntimeError, type RuntimeTarget } from "../../src/runtime/runtime.js";
 import { newBackupId } from "../../src/names.js";
 import { newBackupRecord } from "../../src/store/records.js";
-import { controlledDump, FakeDumpRuntime, managerBed, metricValue, sqlText, TestClock, type ManagerBed } from "../support/backup-fakes.js";
+import { controlledDump, databaseRecord, FakeDumpRuntime, managerBed, metricValue, sqlText, TestClock, type ManagerBed } from "../support/backup-fakes.js";
 
 let bed: ManagerBed;
 beforeEach(async () => {
@@ -154,6 +154,27 @@ describe("failed backups", () => {
     manager.start();
     await waitForState(manager, target.projectId, "failed");
     expect(await filesOf("shop")).toEqual([]);
+  });
+
+  it("takes a scheduled backup a killed service left running again once it leads, and leaves other kinds failed", async () => {
+    const created = new Date(Date.now() - 24 * 60 * 60 * 1000);
+    const scheduled = databaseRecord(randomUUID(), "nightly", created);
+    const manual = databaseRecord(randomUUID(), "manual", created);
+    await bed.store.insertDatabase(scheduled);
+    await bed.store.insertDatabase(manual);
+    const startedAt = new Date(Date.now() - 60_000);
+    for (const [database, kind] of [[scheduled, "scheduled"], [manual, "manual"]] as const) {
+      await bed.store.insertBackup(newBackupRecord({ id: newBackupId(startedAt), projectId: database.projectId, slug: database.slug, kind, startedAt }));
+    }
+    bed.runtime.dumpWith = () => Readable.from([sqlText(5)]);
+    const manager = await bed.open({ schedule: { cron: "0 3 * * *", catchUpDelayMs: 60_000 } });
+    manager.start();
+    await waitForState(manager, scheduled.projectId, "succeeded");
+    expect((await manager.list(scheduled.projectId)).map((b) => [b.kind, b.state])).toEqual([
+      ["scheduled", "succeeded"],
+      ["scheduled", "failed"],
+    ]);
+    expect((await manager.list(manual.projectId)).map((b) => [b.kind, b.state])).toEqual([["manual", "failed"]]);
   });
 
   it("disk full: the backup fails with a clear reason, no partial file, and older backups stay", async () => {
