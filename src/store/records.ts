@@ -14,7 +14,14 @@ export interface PoolerRecord {
   readonly maxPreparedStatements: number;
 }
 
-export type DatabaseState = "provisioning" | "ready" | "failed";
+/**
+ * "deleting": DeleteDatabase has started removing it from the host (finished by
+ * the next delete, Ensure or start); "deleted": it is gone from the host, the
+ * record stays so its backups and its slug stay the project's. A deleted
+ * record is never updated again until Ensure makes a new database: its
+ * updatedAt is when it was deleted.
+ */
+export type DatabaseState = "provisioning" | "ready" | "failed" | "deleting" | "deleted";
 
 export interface DatabaseRecord {
   readonly projectId: string;
@@ -35,7 +42,7 @@ export interface DatabaseRecord {
   readonly updatedAt: Date;
 }
 
-export type BackupKind = "scheduled" | "manual" | "safety";
+export type BackupKind = "scheduled" | "manual" | "safety" | "final";
 export type BackupState = "running" | "succeeded" | "failed";
 export type VerificationState = "passed" | "failed";
 
