@@ -265,6 +265,7 @@ export class DatabaseService {
 
   /** Removes everything the runtime has for the database, then records it deleted with no secret kept. */
   private async finishDelete(record: DatabaseRecord): Promise<DatabaseRecord> {
+    this.deps.logger.info({ projectId: record.projectId, slug: record.slug }, "removing the database from the host");
     await this.deps.runtime.remove(target(record), { keepData: false });
     const deleted = await this.deps.store.updateDatabase(record.projectId, {
       state: "deleted",
