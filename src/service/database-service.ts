@@ -8,7 +8,7 @@ import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { EnsureResult, Runtime, RuntimeTarget } from "../runtime/runtime.js";
 import { SealError, type Sealer } from "../secrets/sealer.js";
-import { newDatabaseRecord, type BackupRecord, type DatabaseRecord } from "../store/records.js";
+import { newDatabaseRecord, NOTHING_RUNNING, type BackupRecord, type DatabaseRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
 import { KeyedLock } from "../runtime/keyed-lock.js";
 import { normalizeProjectId, slugForProject, slugProblemFor, isBackupId } from "../names.js";
@@ -267,17 +267,8 @@ export class DatabaseService {
   private async finishDelete(record: DatabaseRecord): Promise<DatabaseRecord> {
     this.deps.logger.info({ projectId: record.projectId, slug: record.slug }, "removing the database from the host");
     await this.deps.runtime.remove(target(record), { keepData: false });
-    const deleted = await this.deps.store.updateDatabase(record.projectId, {
-      state: "deleted",
-      sealedPassword: "",
-      sealedUrl: null,
-      host: null,
-      port: null,
-      network: null,
-      postgresVersion: null,
-      pooler: null,
-      error: null,
-    });
+    // No secret is kept: a deleted database's password and URL open nothing any more.
+    const deleted = await this.deps.store.updateDatabase(record.projectId, { state: "deleted", sealedPassword: "", ...NOTHING_RUNNING });
     this.deps.logger.info({ projectId: record.projectId, slug: record.slug }, "database deleted");
     return deleted;
   }

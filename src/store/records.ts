@@ -63,24 +63,23 @@ export interface BackupRecord {
   readonly verificationError: string | null;
 }
 
+/** What a database has while no runtime serves it: before its first Ensure, and once deleted. */
+export const NOTHING_RUNNING = {
+  sealedUrl: null,
+  host: null,
+  port: null,
+  network: null,
+  postgresVersion: null,
+  pooler: null,
+  error: null,
+} as const satisfies Partial<DatabaseRecord>;
+
 /** A database as Ensure first records it: provisioning, nothing reported by a runtime yet. */
 export function newDatabaseRecord(
   fields: Pick<DatabaseRecord, "projectId" | "slug" | "runtime" | "sealedPassword">,
   now: Date,
 ): DatabaseRecord {
-  return {
-    ...fields,
-    state: "provisioning",
-    sealedUrl: null,
-    host: null,
-    port: null,
-    network: null,
-    postgresVersion: null,
-    pooler: null,
-    error: null,
-    createdAt: now,
-    updatedAt: now,
-  };
+  return { ...fields, state: "provisioning", ...NOTHING_RUNNING, createdAt: now, updatedAt: now };
 }
 
 /** A backup as it starts: running, nothing measured or verified yet. */

@@ -10,13 +10,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import Database from "better-sqlite3";
-import Docker from "dockerode";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startHarness, type Harness } from "../support/app-harness.js";
 import { removeDataDir } from "../support/data-dir-cleanup.js";
-import { DockerTestBed, ensureTestImages, probeDockerEngine, TEST_PGBOUNCER_IMAGE, TEST_POSTGRES_IMAGE } from "../support/docker-test-bed.js";
-import { grpc, grpcClients, type GrpcClients } from "../support/grpc-client.js";
+import { dockerServiceEnv, DockerTestBed, dockerTestsRun, removeProjectObjects } from "../support/docker-test-bed.js";
+import { grpc, grpcClients, grpcCode, type GrpcClients } from "../support/grpc-client.js";
 import { dockerLeftovers, processFootprint, processLeftovers } from "../support/host-leftovers.js";
 import { REPO_ROOT, serviceCommand } from "../support/service-command.js";
 
@@ -29,15 +28,6 @@ async function query(url: string, sql: string): Promise<pg.QueryResult> {
     return await client.query(sql);
   } finally {
     await client.end();
-  }
-}
-
-async function grpcCode(promise: Promise<unknown>): Promise<number> {
-  try {
-    await promise;
-    return grpc.status.OK;
-  } catch (error) {
-    return (error as grpc.ServiceError).code;
   }
 }
 
@@ -273,11 +263,9 @@ describe("a delete cut short by kill -9", () => {
   });
 });
 
-const engine = await probeDockerEngine();
-const required = process.env["SOTA_REQUIRE_DOCKER"] === "1";
-if (!engine.reachable && !required) console.warn(`Docker delete tests skipped: ${engine.reason} (set SOTA_REQUIRE_DOCKER=1 to fail instead)`);
+const docker = await dockerTestsRun("Docker delete tests");
 
-describe.skipIf(!engine.reachable && !required)("DeleteDatabase on the Docker runtime", () => {
+describe.skipIf(!docker.run)("DeleteDatabase on the Docker runtime", () => {
   const bed = new DockerTestBed();
   const projectId = randomUUID();
   const slug = `del-${bed.runId}`;
@@ -285,28 +273,19 @@ describe.skipIf(!engine.reachable && !required)("DeleteDatabase on the Docker ru
   let rpc: GrpcClients;
 
   beforeAll(async () => {
-    if (!engine.reachable) throw new Error(`SOTA_REQUIRE_DOCKER=1 but ${engine.reason}`);
-    await ensureTestImages();
-    h = await startHarness({
-      SOTA_RUNTIME: "docker",
-      SOTA_POSTGRES_IMAGE: TEST_POSTGRES_IMAGE,
-      SOTA_PGBOUNCER_IMAGE: TEST_PGBOUNCER_IMAGE,
-      SOTA_DOCKER_NETWORK: "per-project",
-      SOTA_BACKUP_MIN_FREE: "0",
-    });
+    h = await startHarness(
+      await dockerServiceEnv(docker.engine, {
+        SOTA_DOCKER_NETWORK: "per-project",
+        SOTA_BACKUP_MIN_FREE: "0",
+      }),
+    );
     rpc = grpcClients(`127.0.0.1:${h.app.address.port}`);
   });
 
   afterAll(async () => {
     rpc?.close();
     await h?.stop();
-    const docker = new Docker();
-    const filters = { label: [`io.sota.project-id=${projectId}`] };
-    for (const container of await docker.listContainers({ all: true, filters })) {
-      await docker.getContainer(container.Id).remove({ force: true, v: true }).catch(() => undefined);
-    }
-    for (const network of await docker.listNetworks({ filters })) await docker.getNetwork(network.Id).remove().catch(() => undefined);
-    for (const volume of (await docker.listVolumes({ filters })).Volumes ?? []) await docker.getVolume(volume.Name).remove().catch(() => undefined);
+    await removeProjectObjects(projectId);
   });
 
   it("takes the final backup, leaves no container, volume or network, and a new Ensure restores it", async () => {

@@ -9,17 +9,8 @@ import Docker from "dockerode";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startHarness, type Harness } from "../support/app-harness.js";
-import { DockerTestBed, ensureTestImages, probeDockerEngine, TEST_PGBOUNCER_IMAGE, TEST_POSTGRES_IMAGE } from "../support/docker-test-bed.js";
-import { grpc, grpcClients, type GrpcClients } from "../support/grpc-client.js";
-
-async function grpcCode(promise: Promise<unknown>): Promise<number> {
-  try {
-    await promise;
-    return grpc.status.OK;
-  } catch (error) {
-    return (error as grpc.ServiceError).code;
-  }
-}
+import { dockerServiceEnv, DockerTestBed, dockerTestsRun, removeProjectObjects } from "../support/docker-test-bed.js";
+import { grpc, grpcClients, grpcCode, type GrpcClients } from "../support/grpc-client.js";
 
 async function connected(url: string): Promise<pg.Client> {
   const client = new pg.Client({ connectionString: url });
@@ -156,11 +147,9 @@ describe("RotateCredentials on the process runtime", () => {
   });
 });
 
-const engine = await probeDockerEngine();
-const required = process.env["SOTA_REQUIRE_DOCKER"] === "1";
-if (!engine.reachable && !required) console.warn(`Docker rotate tests skipped: ${engine.reason} (set SOTA_REQUIRE_DOCKER=1 to fail instead)`);
+const docker = await dockerTestsRun("Docker rotate tests");
 
-describe.skipIf(!engine.reachable && !required)("RotateCredentials on the Docker runtime", () => {
+describe.skipIf(!docker.run)("RotateCredentials on the Docker runtime", () => {
   const bed = new DockerTestBed();
   const projectId = randomUUID();
   const slug = `rot-${bed.runId}`;
@@ -168,29 +157,21 @@ describe.skipIf(!engine.reachable && !required)("RotateCredentials on the Docker
   let rpc: GrpcClients;
 
   beforeAll(async () => {
-    if (!engine.reachable) throw new Error(`SOTA_REQUIRE_DOCKER=1 but ${engine.reason}`);
-    await ensureTestImages();
-    h = await startHarness({
-      SOTA_RUNTIME: "docker",
-      SOTA_POSTGRES_IMAGE: TEST_POSTGRES_IMAGE,
-      SOTA_PGBOUNCER_IMAGE: TEST_PGBOUNCER_IMAGE,
-      SOTA_DOCKER_NETWORK: bed.appNetwork,
-    });
+    h = await startHarness(
+      await dockerServiceEnv(docker.engine, {
+        SOTA_DOCKER_NETWORK: bed.appNetwork,
+      }),
+    );
     rpc = grpcClients(`127.0.0.1:${h.app.address.port}`);
   });
 
   afterAll(async () => {
     rpc?.close();
     await h?.stop();
-    const docker = new Docker();
-    const filters = { label: [`io.sota.project-id=${projectId}`] };
-    for (const container of await docker.listContainers({ all: true, filters })) {
-      await docker.getContainer(container.Id).remove({ force: true, v: true }).catch(() => undefined);
-    }
-    for (const network of await docker.listNetworks({ filters })) await docker.getNetwork(network.Id).remove().catch(() => undefined);
-    for (const volume of (await docker.listVolumes({ filters })).Volumes ?? []) await docker.getVolume(volume.Name).remove().catch(() => undefined);
-    for (const network of await docker.listNetworks({ filters: { name: [bed.appNetwork] } })) {
-      await docker.getNetwork(network.Id).remove().catch(() => undefined);
+    await removeProjectObjects(projectId);
+    const engine = new Docker();
+    for (const network of await engine.listNetworks({ filters: { name: [bed.appNetwork] } })) {
+      await engine.getNetwork(network.Id).remove().catch(() => undefined);
     }
   });
 

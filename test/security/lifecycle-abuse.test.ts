@@ -15,7 +15,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DatabaseService } from "../../gen/sota/database/v1/database_pb.js";
 import { startHarness, type Harness } from "../support/app-harness.js";
-import { grpc, grpcClients, type GrpcClients } from "../support/grpc-client.js";
+import { grpc, grpcClients, grpcCode, type GrpcClients } from "../support/grpc-client.js";
 import { portRange } from "../support/process-runtime-harness.js";
 
 let h: Harness;
@@ -31,15 +31,6 @@ afterAll(async () => {
   rpc?.close();
   await h?.stop();
 });
-
-async function grpcCode(promise: Promise<unknown>): Promise<number> {
-  try {
-    await promise;
-    return grpc.status.OK;
-  } catch (error) {
-    return (error as grpc.ServiceError).code;
-  }
-}
 
 async function connectCode(promise: Promise<unknown>): Promise<Code | "ok"> {
   try {
