@@ -846,8 +846,8 @@ export const DatabaseService: GenService<{
   },
   /**
    * GetConnection returns the DATABASE_URL to inject into the app container.
-   * It is the only call that returns a password, and only to deployer and
-   * admin tokens.
+   * With RotateCredentials, the only call that returns a password, and only
+   * to deployer and admin tokens.
    *
    * @generated from rpc sota.database.v1.DatabaseService.GetConnection
    */
@@ -916,8 +916,9 @@ export const DatabaseService: GenService<{
     output: typeof DeleteDatabaseResponseSchema;
   },
   /**
-   * RotateCredentials gives the app role a new password and returns the new
-   * DATABASE_URL (with GetConnection, the only calls that return one).
+   * RotateCredentials gives the app role a new 32-hex password and returns the
+   * new DATABASE_URL (with GetConnection, the only calls that return one; only
+   * to deployer and admin tokens). The old sealed URL is replaced.
    * Connections already open keep working; new connections with the old
    * password are refused once the call returns.
    *
