@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import Database from "better-sqlite3";
 import Docker from "dockerode";
+import { instancePaths } from "../../src/runtime/process/instance/instance-paths.js";
 
 const run = promisify(execFile);
 
@@ -17,23 +18,25 @@ export interface ProcessFootprint {
   readonly slug: string;
   readonly port: number;
   readonly instanceDir: string;
+  /** PostgreSQL's socket directory: inside the instance's, or elsewhere when that path is too long for a socket. */
+  readonly socketDir: string;
   /** The instance's own OS user, and its uid; absent where the service runs every instance as one shared user. */
   readonly osUser?: { readonly name: string; readonly uid: number };
 }
 
 /** Call while the database exists. */
 export async function processFootprint(dataDir: string, projectId: string, slug: string, port: number): Promise<ProcessFootprint> {
-  const instanceDir = join(dataDir, "instances", slug);
+  const { dir: instanceDir, socketDir } = instancePaths(dataDir, slug);
   const userFile = join(instanceDir, "os-user");
   const name = existsSync(userFile) ? readFileSync(userFile, "utf8").trim() : undefined;
   const uid = name ? Number((await run("id", ["-u", name])).stdout.trim()) : undefined;
-  return { dataDir, projectId, slug, port, instanceDir, ...(name && uid !== undefined ? { osUser: { name, uid } } : {}) };
+  return { dataDir, projectId, slug, port, instanceDir, socketDir, ...(name && uid !== undefined ? { osUser: { name, uid } } : {}) };
 }
 
 /** Everything of the database still on the host, one line each: its directory, OS user, processes, port, port record. */
 export async function processLeftovers(footprint: ProcessFootprint): Promise<string[]> {
   const left: string[] = [];
-  if (existsSync(footprint.instanceDir)) left.push(`directory ${footprint.instanceDir}`);
+  for (const dir of new Set([footprint.instanceDir, footprint.socketDir])) if (existsSync(dir)) left.push(`directory ${dir}`);
   if (footprint.osUser) {
     const user = await run("getent", ["passwd", footprint.osUser.name]).then(
       () => true,
