@@ -5,7 +5,7 @@
 // the new database a later Ensure makes. A delete cut short by kill -9 is
 // finished by the next start.
 import { spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, mkdtempSync, readFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
@@ -98,6 +98,26 @@ describe("DeleteDatabase on the process runtime", () => {
     }
   });
 
+  it("deletes nothing when the final backup fails (its directory cannot be made), and says why", async () => {
+    const url = (await rpc.database("getConnection", { projectId }, h.tokens.deployer)).databaseUrl;
+    // A file where the project's backup directory would go: the dump has nowhere to be written.
+    const blocker = join(h.dataDir, "backups", slug);
+    writeFileSync(blocker, "not a directory");
+    try {
+      const response = await rest(`/v1/projects/${projectId}/database`, "DELETE", h.tokens.deployer);
+      expect(response.status).toBe(400);
+      const body = (await response.json()) as { code: string; message: string };
+      expect(body.code).toBe("failed_precondition");
+      expect(body.message).toMatch(/final backup .* failed .*nothing was deleted.*skip_final_backup/);
+      expect((await rpc.database("getDatabase", { projectId }, h.tokens.deployer)).database.state).toBe("DATABASE_STATE_READY");
+      expect((await query(url, "SELECT id FROM orders")).rows).toEqual([{ id: 42 }]);
+      const [failed] = (await rpc.database("listBackups", { projectId }, h.tokens.deployer)).backups;
+      expect(failed).toMatchObject({ kind: "BACKUP_KIND_FINAL", state: "BACKUP_STATE_FAILED" });
+    } finally {
+      rmSync(blocker);
+    }
+  });
+
   it("takes a final backup, removes everything of the database from the host, and keeps the backup downloadable", async () => {
     const before = (await rpc.database("getDatabase", { projectId }, h.tokens.deployer)).database;
     const footprint = await processFootprint(h.dataDir, projectId, slug, before.port);
@@ -116,8 +136,10 @@ describe("DeleteDatabase on the process runtime", () => {
     await expect(query(url, "SELECT 1")).rejects.toThrow();
 
     const listed = (await (await rest(`/v1/projects/${projectId}/database/backups`, "GET", h.tokens.deployer)).json()) as any;
-    expect(listed.backups.map((backup: any) => backup.id)).toEqual([body.finalBackup.id]);
-    const expires = Date.parse(listed.backups[0].expireTime);
+    // The final backup, and the failed attempt before it: a deleted database keeps every record for the period.
+    expect(listed.backups.map((backup: any) => backup.id)).toContain(body.finalBackup.id);
+    expect(listed.backups.filter((backup: any) => backup.state === "BACKUP_STATE_SUCCEEDED").map((backup: any) => backup.id)).toEqual([body.finalBackup.id]);
+    const expires = Date.parse(listed.backups.find((backup: any) => backup.id === body.finalBackup.id).expireTime);
     expect(Math.abs(expires - (Date.parse(body.database.updateTime) + 30 * DAY_MS))).toBeLessThan(1000);
     const download = await rest(`/v1/projects/${projectId}/database/backups/${body.finalBackup.id}/download`, "GET", h.tokens.deployer);
     expect(download.status).toBe(200);
@@ -130,17 +152,19 @@ describe("DeleteDatabase on the process runtime", () => {
   });
 
   it("is idempotent: deleting a deleted database answers the same, through gRPC", async () => {
-    const first = (await rpc.database("listBackups", { projectId }, h.tokens.deployer)).backups[0];
+    const before = (await rpc.database("listBackups", { projectId }, h.tokens.deployer)).backups;
     const again = await rpc.database("deleteDatabase", { projectId }, h.tokens.deployer);
     expect(again.database.state).toBe("DATABASE_STATE_DELETED");
-    expect(again.finalBackup.id).toBe(first.id);
-    expect((await rpc.database("listBackups", { projectId }, h.tokens.deployer)).backups).toHaveLength(1);
+    expect(again.finalBackup.id).toBe(before.find((backup: any) => backup.state === "BACKUP_STATE_SUCCEEDED").id);
+    expect((await rpc.database("listBackups", { projectId }, h.tokens.deployer)).backups).toEqual(before);
     expect(await grpcCode(rpc.database("deleteDatabase", { projectId: randomUUID() }, h.tokens.deployer))).toBe(grpc.status.NOT_FOUND);
     expect(await grpcCode(rpc.database("deleteDatabase", { projectId: "not-a-uuid" }, h.tokens.deployer))).toBe(grpc.status.INVALID_ARGUMENT);
   });
 
   it("Ensure after the delete makes a new, empty database with a new password; the final backup restores into it", async () => {
-    const finalBackup = (await rpc.database("listBackups", { projectId }, h.tokens.deployer)).backups[0];
+    const finalBackup = (await rpc.database("listBackups", { projectId }, h.tokens.deployer)).backups.find(
+      (backup: any) => backup.state === "BACKUP_STATE_SUCCEEDED",
+    );
     const oldPasswords = [...secrets];
     const ensured = await rpc.database("ensure", { projectId }, h.tokens.deployer);
     expect(ensured.created).toBe(true);
