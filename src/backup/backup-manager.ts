@@ -437,7 +437,11 @@ export class BackupManager implements Backups {
       const at = (record.finishedAt ?? record.startedAt).getTime();
       if (at > (newest.get(record.projectId) ?? 0)) newest.set(record.projectId, at);
     }
-    for (const [projectId, at] of newest) this.options.metrics.backupLastSuccess.set({ project_id: projectId }, at / 1000);
+    // A deleted database takes no more backups: a gauge for it would only grow old and alert.
+    const deleted = new Set((await this.options.store.listDatabases()).filter((database) => database.state === "deleted").map((database) => database.projectId));
+    for (const [projectId, at] of newest) {
+      if (!deleted.has(projectId)) this.options.metrics.backupLastSuccess.set({ project_id: projectId }, at / 1000);
+    }
   }
 
   private async withPinned<T>(backupId: string, work: () => Promise<T>): Promise<T> {

@@ -269,6 +269,8 @@ export class DatabaseService {
     await this.deps.runtime.remove(target(record), { keepData: false });
     // No secret is kept: a deleted database's password and URL open nothing any more.
     const deleted = await this.deps.store.updateDatabase(record.projectId, { state: "deleted", sealedPassword: "", ...NOTHING_RUNNING });
+    // It takes no more backups: its last-success gauge would only grow old and alert.
+    this.deps.metrics.backupLastSuccess.remove({ project_id: record.projectId });
     this.deps.logger.info({ projectId: record.projectId, slug: record.slug }, "database deleted");
     return deleted;
   }

@@ -134,6 +134,9 @@ describe("DeleteDatabase on the process runtime", () => {
 
     expect(await processLeftovers(footprint)).toEqual([]);
     await expect(query(url, "SELECT 1")).rejects.toThrow();
+    // No "backup too old" alert for a database that is gone.
+    const metrics = await (await rest("/metrics", "GET", h.tokens.admin)).text();
+    expect(metrics).not.toMatch(new RegExp(`sota_backup_last_success_timestamp_seconds\\{[^}]*${projectId}`));
 
     const listed = (await (await rest(`/v1/projects/${projectId}/database/backups`, "GET", h.tokens.deployer)).json()) as any;
     // The final backup, and the failed attempt before it: a deleted database keeps every record for the period.
