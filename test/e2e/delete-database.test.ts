@@ -209,6 +209,18 @@ describe("DeleteDatabase on the process runtime", () => {
     expect(await processLeftovers(footprint)).toEqual([]);
   });
 
+  it("finishes a delete cut short before Ensure makes the new database", async () => {
+    const id = randomUUID();
+    const oldUrl = await ensureWithData(id, "half-gone-again");
+    await h.app.store.updateDatabase(id, { state: "deleting" });
+    const ensured = await rpc.database("ensure", { projectId: id }, h.tokens.admin);
+    expect(ensured.created).toBe(true);
+    const { databaseUrl } = await rpc.database("getConnection", { projectId: id }, h.tokens.admin);
+    secrets.push(databaseUrl, new URL(databaseUrl).password);
+    expect(new URL(databaseUrl).password).not.toBe(new URL(oldUrl).password);
+    await expect(query(databaseUrl, "SELECT id FROM orders")).rejects.toThrow(/does not exist/);
+  });
+
   it("never writes a password, URL or token to the log", () => {
     const logs = h.logs.join("");
     for (const secret of secrets) expect(logs).not.toContain(secret);
