@@ -21,6 +21,12 @@ export interface Plan {
   /** Size of the backed-up database and rounds of each backup kind (row 6). */
   readonly backupBytes: number;
   readonly backupRounds: number;
+  /** Size of each deleted database and how many are deleted with a final backup, and without (row 7). */
+  readonly deleteBytes: number;
+  readonly deleteRounds: number;
+  /** Rotations timed, and connections held open across each (row 8). */
+  readonly rotateRounds: number;
+  readonly rotateOpenConnections: number;
 }
 
 export function planFor(argv: readonly string[]): Plan {
@@ -38,6 +44,10 @@ export function planFor(argv: readonly string[]): Plan {
       poolingRounds: 1,
       backupBytes: 32 * 1024 * 1024,
       backupRounds: 2,
+      deleteBytes: 16 * 1024 * 1024,
+      deleteRounds: 1,
+      rotateRounds: 3,
+      rotateOpenConnections: 5,
     };
   }
   return {
@@ -53,5 +63,9 @@ export function planFor(argv: readonly string[]): Plan {
     poolingRounds: 3,
     backupBytes: 1024 * 1024 * 1024,
     backupRounds: 2,
+    deleteBytes: 100 * 1024 * 1024,
+    deleteRounds: 3,
+    rotateRounds: 10,
+    rotateOpenConnections: 20,
   };
 }

@@ -12,6 +12,7 @@ import { dockerEnsureRows } from "./rows/ensure-docker.js";
 import { ensureExistingRows } from "./rows/ensure-existing.js";
 import { ensureNewRows } from "./rows/ensure-new.js";
 import { getConnectionRows } from "./rows/get-connection.js";
+import { deleteRows, rotateRows } from "./rows/lifecycle.js";
 import { poolingRows } from "./rows/pooling.js";
 import { startService } from "./service-process.js";
 import { POSTGRES_STATE } from "./state-store.js";
@@ -81,6 +82,8 @@ await section("2p-3p", "the service on the PostgreSQL state store", async () => 
 await section("1g", "Ensure new database, Docker driver", () => dockerEnsureRows(plan, floorMedianMs));
 await section("4", "Density", () => densityRows(plan));
 await section("6", "Backups", () => backupRows(plan, binaries));
+await section("7", "Delete", () => deleteRows(plan));
+await section("8", "Rotate", () => rotateRows(plan));
 
 const byId = (a: Row, b: Row): number => a.id.localeCompare(b.id, "en", { numeric: true });
 process.stdout.write(`${renderTable(rows.sort(byId), describeMachine(binaries), plan.mode)}\n`);

@@ -105,6 +105,7 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
       logger: logger.child({ component: "backup" }),
       dir: config.backup.dir,
       retentionDays: config.backup.retentionDays,
+      deletedRetentionDays: config.backup.deletedRetentionDays,
       schedule: { cron: config.backup.schedule, concurrency: config.backup.concurrency, verify: config.backup.verify },
       ...(config.backup.manualLimit ? { manualLimit: config.backup.manualLimit } : {}),
       loadConcurrency: config.backup.loadConcurrency,

@@ -61,6 +61,8 @@ export interface Config {
     readonly dir: string;
     readonly schedule: string;
     readonly retentionDays: number;
+    /** Days a deleted database's backups (its final one included) stay listed and downloadable after the delete. */
+    readonly deletedRetentionDays: number;
     readonly concurrency: number;
     readonly verify: boolean;
     /** Manual backups (and restores, each of which writes a safety backup) a project token may start per window; absent: no limit. */
@@ -135,6 +137,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       dir: resolve(cwd, text(env, "SOTA_BACKUP_DIR") ?? join(dataDir, "backups")),
       schedule: cron(env, "SOTA_BACKUP_SCHEDULE", "0 3 * * *"),
       retentionDays: integer(env, "SOTA_BACKUP_RETENTION_DAYS", 7, 1, 3650),
+      deletedRetentionDays: integer(env, "SOTA_DELETED_RETENTION_DAYS", 30, 1, 3650),
       concurrency: integer(env, "SOTA_BACKUP_CONCURRENCY", 2, 1, 64),
       verify: boolean(env, "SOTA_BACKUP_VERIFY", false),
       ...manualBackupLimit(env, "SOTA_BACKUP_MANUAL_LIMIT", "6/1h"),

@@ -122,8 +122,8 @@ async function serviceSubject(): Promise<BackupSubject> {
   }
 }
 
-/** Fills the database with about `bytes` of rows; returns its real size. */
-async function load(subject: BackupSubject, bytes: number): Promise<number> {
+/** Fills the database with about `bytes` of rows; returns its real size. Row 7 loads its databases the same way. */
+export async function load(subject: Pick<BackupSubject, "socketDir" | "database">, bytes: number): Promise<number> {
   // As the app role, as an app would: the table is the tenant's, which the service's dump (as the app role) can read.
   const client = new pg.Client({ host: subject.socketDir, user: appRoleName(subject.database), database: subject.database });
   client.on("error", () => undefined);

@@ -22,7 +22,7 @@ import { LoadSlots } from "./load-slots.js";
 import { ManualBackupLimit, type RollingLimit } from "./manual-backup-limit.js";
 import { backupBytes, scratchCopyBytes } from "./space-estimate.js";
 import { restoreFromBackup, assertChecksum } from "./restore.js";
-import { expiryOf, newestSucceeded, pruneBackups } from "./retention.js";
+import { backupExpiry, expiryOf, newestSucceeded, pruneBackups, type DeletedRetention } from "./retention.js";
 import { recoverInterruptedBackups } from "./startup-recovery.js";
 import { verifyBackupLoads } from "./verify.js";
 
@@ -45,6 +45,8 @@ export interface BackupManagerOptions {
   /** Backups live in {dir}/{slug}/{backup_id}.sql.gz (SOTA_BACKUP_DIR). */
   readonly dir: string;
   readonly retentionDays: number;
+  /** Days a deleted database's backups are kept after the delete (SOTA_DELETED_RETENTION_DAYS); default 30. */
+  readonly deletedRetentionDays?: number;
   readonly now?: () => Date;
   /** Without it only manual and safety backups are taken. Runs from start(). */
   readonly schedule?: BackupScheduleOptions;
@@ -223,8 +225,10 @@ export class BackupManager implements Backups {
 
   async list(projectId: string): Promise<BackupRecord[]> {
     // Expiry follows the retention configured now, even for backups written under another.
-    const records = await this.options.store.listBackups(projectId);
-    return records.map((record) => (record.state === "running" ? record : { ...record, expiresAt: expiryOf(record.startedAt, this.options.retentionDays) }));
+    const [records, deleted] = await Promise.all([this.options.store.listBackups(projectId), this.deletedRetention(projectId)]);
+    return records.map((record) =>
+      record.state === "running" ? record : { ...record, expiresAt: backupExpiry(record, this.options.retentionDays, deleted) },
+    );
   }
 
   /**
@@ -338,7 +342,9 @@ export class BackupManager implements Backups {
     // The record of slots run needs no longer memory than the backups it led to.
     await store.forgetScheduledRunsBefore(expiryOf(this.now(), -this.options.retentionDays));
     const records = [...(await store.listBackupsByState("succeeded")), ...(await store.listBackupsByState("failed"))];
-    const projects = new Set(records.map((record) => record.projectId));
+    // Deleted databases too, so that one with no backup left is forgotten.
+    const deleted = (await store.listDatabases()).filter((database) => database.state === "deleted");
+    const projects = new Set([...records, ...deleted].map((record) => record.projectId));
     for (const projectId of projects) await this.prune(projectId);
   }
 
@@ -423,16 +429,28 @@ export class BackupManager implements Backups {
     return updated;
   }
 
+  /** The rule for a deleted database's backups, when the project's database is deleted. */
+  private async deletedRetention(projectId: string): Promise<DeletedRetention | undefined> {
+    const database = await this.options.store.getDatabase(projectId);
+    // Nothing updates a deleted record: its updatedAt is when it was deleted.
+    return database?.state === "deleted" ? { deletedAt: database.updatedAt, days: this.options.deletedRetentionDays ?? 30 } : undefined;
+  }
+
   private async prune(projectId: string): Promise<void> {
-    await pruneBackups({
-      store: this.options.store,
-      backupDir: this.options.dir,
-      projectId,
-      now: this.now(),
-      retentionDays: this.options.retentionDays,
-      inUse: new Set(this.pinned.keys()),
-      logger: this.logger,
-    }).catch((error: unknown) => this.logger.error({ projectId, err: loggableError(error) }, "backup retention failed"));
+    const run = async () => {
+      const deleted = await this.deletedRetention(projectId);
+      await pruneBackups({
+        store: this.options.store,
+        backupDir: this.options.dir,
+        projectId,
+        now: this.now(),
+        retentionDays: this.options.retentionDays,
+        inUse: new Set(this.pinned.keys()),
+        ...(deleted ? { deleted } : {}),
+        logger: this.logger,
+      });
+    };
+    await run().catch((error: unknown) => this.logger.error({ projectId, err: loggableError(error) }, "backup retention failed"));
   }
 
   private assertManualAllowed(projectId: string): void {
@@ -484,7 +502,11 @@ export class BackupManager implements Backups {
       const at = (record.finishedAt ?? record.startedAt).getTime();
       if (at > (newest.get(record.projectId) ?? 0)) newest.set(record.projectId, at);
     }
-    for (const [projectId, at] of newest) this.options.metrics.backupLastSuccess.set({ project_id: projectId }, at / 1000);
+    // A deleted database takes no more backups: a gauge for it would only grow old and alert.
+    const deleted = new Set((await this.options.store.listDatabases()).filter((database) => database.state === "deleted").map((database) => database.projectId));
+    for (const [projectId, at] of newest) {
+      if (!deleted.has(projectId)) this.options.metrics.backupLastSuccess.set({ project_id: projectId }, at / 1000);
+    }
   }
 
   private async withPinned<T>(backupId: string, work: () => Promise<T>): Promise<T> {

@@ -2,7 +2,10 @@
 // record together. Two backups are never deleted, whatever their age: the
 // project's newest succeeded backup (an old good backup beats none when
 // backups have been failing for a week) and any backup still running or in
-// use by a restore, verification or download.
+// use by a restore, verification or download. A deleted database's backups
+// follow one rule instead: all of them, the newest too (there is no database
+// left for it to protect), are kept for the deleted retention period after
+// the delete, then go; the database's record goes with the last of them.
 import { rm } from "node:fs/promises";
 import { loggableError, type Logger } from "../log.js";
 import type { BackupRecord } from "../store/records.js";
@@ -15,13 +18,30 @@ export function expiryOf(startedAt: Date, retentionDays: number): Date {
   return new Date(startedAt.getTime() + retentionDays * DAY_MS);
 }
 
+/** A deleted database: when it was deleted, and for how many days its backups are kept after that. */
+export interface DeletedRetention {
+  readonly deletedAt: Date;
+  readonly days: number;
+}
+
+/** When a backup expires: its own retention, or the deleted database's. */
+export function backupExpiry(record: BackupRecord, retentionDays: number, deleted?: DeletedRetention): Date {
+  return deleted ? expiryOf(deleted.deletedAt, deleted.days) : expiryOf(record.startedAt, retentionDays);
+}
+
 /** Of one project's backups, those retention deletes at `now`. */
 export function expiredBackups(
   records: readonly BackupRecord[],
   now: Date,
   retentionDays: number,
   inUse: ReadonlySet<string> = new Set(),
+  deleted?: DeletedRetention,
 ): BackupRecord[] {
+  if (deleted) {
+    return records.filter(
+      (record) => record.state !== "running" && !inUse.has(record.id) && backupExpiry(record, retentionDays, deleted).getTime() <= now.getTime(),
+    );
+  }
   const newestGood = newestSucceeded(records);
   return records.filter(
     (record) =>
@@ -50,6 +70,8 @@ export interface PruneOptions {
   readonly now: Date;
   readonly retentionDays: number;
   readonly inUse?: ReadonlySet<string>;
+  /** Set when the project's database is deleted. */
+  readonly deleted?: DeletedRetention;
   readonly logger: Logger;
 }
 
@@ -60,7 +82,8 @@ export interface PruneOptions {
  */
 export async function pruneBackups(options: PruneOptions): Promise<BackupRecord[]> {
   const { store, backupDir, projectId, logger } = options;
-  const expired = expiredBackups(await store.listBackups(projectId), options.now, options.retentionDays, options.inUse);
+  const records = await store.listBackups(projectId);
+  const expired = expiredBackups(records, options.now, options.retentionDays, options.inUse, options.deleted);
   const deleted: BackupRecord[] = [];
   for (const record of expired) {
     try {
@@ -74,6 +97,17 @@ export async function pruneBackups(options: PruneOptions): Promise<BackupRecord[
   }
   if (deleted.length > 0) {
     logger.info({ projectId, deleted: deleted.map((record) => record.id) }, "expired backups deleted");
+  }
+  // A deleted database's period over and its last backup gone: so is its record, and its slug is
+  // free again. Only while still deleted: an Ensure may have made a new database meanwhile.
+  const { deleted: gone } = options;
+  if (
+    gone &&
+    expiryOf(gone.deletedAt, gone.days).getTime() <= options.now.getTime() &&
+    deleted.length === records.length &&
+    (await store.deleteDatabase(projectId, { onlyIfState: "deleted" }))
+  ) {
+    logger.info({ projectId }, "deleted database forgotten: its retention has passed");
   }
   return deleted;
 }

@@ -13,6 +13,13 @@ export function isPublicService(typeName: string): boolean {
 /** Methods that return a secret; project tokens never may call them. */
 const SECRET_METHODS = new Set(["GetConnection"]);
 
+/**
+ * Methods that end or change a database's life for the platform; project
+ * tokens never may call them: a leaked app token must not delete the
+ * database (with the final backup skipped) or lock the app out by rotating.
+ */
+const PLATFORM_METHODS = new Set(["DeleteDatabase", "RotateCredentials"]);
+
 export function authenticate(tokens: TokenRegistry, authorization: string | null | undefined): Principal {
   if (!authorization) throw new ConnectError("missing bearer token: send Authorization: Bearer <token>", Code.Unauthenticated);
   const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
@@ -30,6 +37,9 @@ export function authorize(principal: Principal, method: string, projectId: strin
   }
   if (SECRET_METHODS.has(method)) {
     throw new ConnectError(`token "${principal.name}" may not call ${method}: it returns secrets`, Code.PermissionDenied);
+  }
+  if (PLATFORM_METHODS.has(method)) {
+    throw new ConnectError(`token "${principal.name}" may not call ${method}: only admin and deployer tokens may`, Code.PermissionDenied);
   }
   if (principal.projectId !== projectId.trim().toLowerCase()) {
     throw new ConnectError(`token "${principal.name}" is not allowed for this project`, Code.PermissionDenied);

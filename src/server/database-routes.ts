@@ -33,6 +33,14 @@ export function databaseRoutes(service: DatabaseService) {
       async verifyBackup(req) {
         return { backup: backupMessage(await service.verifyBackup(req.projectId, req.backupId)) };
       },
+      async deleteDatabase(req) {
+        const { database, finalBackup } = await service.delete(req.projectId, { skipFinalBackup: req.skipFinalBackup });
+        return { database: databaseMessage(database), ...(finalBackup ? { finalBackup: backupMessage(finalBackup) } : {}) };
+      },
+      async rotateCredentials(req) {
+        const { url, database } = await service.rotate(req.projectId, { graceSeconds: req.graceSeconds });
+        return { databaseUrl: url, database: databaseMessage(database) };
+      },
     });
   };
 }

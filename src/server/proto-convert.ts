@@ -20,12 +20,15 @@ const DATABASE_STATES: Record<DatabaseRecord["state"], DatabaseState> = {
   provisioning: DatabaseState.PROVISIONING,
   ready: DatabaseState.READY,
   failed: DatabaseState.FAILED,
+  deleting: DatabaseState.DELETING,
+  deleted: DatabaseState.DELETED,
 };
 
 const BACKUP_KINDS: Record<BackupRecord["kind"], BackupKind> = {
   scheduled: BackupKind.SCHEDULED,
   manual: BackupKind.MANUAL,
   safety: BackupKind.SAFETY,
+  final: BackupKind.FINAL,
 };
 
 const BACKUP_STATES: Record<BackupRecord["state"], BackupState> = {

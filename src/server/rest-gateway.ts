@@ -16,7 +16,7 @@ import type { TokenRegistry } from "./tokens.js";
 
 export const MAX_REST_BODY_BYTES = 64 * 1024;
 
-type RestMethod = "GET" | "POST";
+type RestMethod = "GET" | "POST" | "DELETE";
 
 interface RestRoute {
   readonly method: RestMethod;
@@ -41,6 +41,24 @@ const ROUTES: readonly RestRoute[] = [
     pattern: new RegExp(`^${PROJECT}$`),
     rpc: "GetDatabase",
     request: ([projectId]) => ({ projectId: projectId! }),
+  },
+  {
+    method: "DELETE",
+    pattern: new RegExp(`^${PROJECT}$`),
+    rpc: "DeleteDatabase",
+    request: ([projectId], query, body) => ({
+      ...body,
+      ...(query.has("skip_final_backup") ? { skipFinalBackup: query.get("skip_final_backup") !== "false" && query.get("skip_final_backup") !== "0" } : {}),
+      projectId: projectId!,
+    }),
+  },
+  {
+    // The one REST path that returns a password: a caller that rotates must
+    // learn the new URL, and GetConnection has no REST path.
+    method: "POST",
+    pattern: new RegExp(`^${PROJECT}/credentials/rotate$`),
+    rpc: "RotateCredentials",
+    request: ([projectId], _query, body) => ({ ...body, projectId: projectId! }),
   },
   {
     method: "GET",

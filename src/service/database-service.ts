@@ -8,7 +8,7 @@ import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { EnsureResult, Runtime, RuntimeTarget } from "../runtime/runtime.js";
 import { SealError, type Sealer } from "../secrets/sealer.js";
-import { newDatabaseRecord, type BackupRecord, type DatabaseRecord } from "../store/records.js";
+import { newDatabaseRecord, NOTHING_RUNNING, type BackupRecord, type DatabaseRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
 import { LocalCoordination, type Coordination } from "../coordination/coordination.js";
 import { normalizeProjectId, slugForProject, slugProblemFor, isBackupId } from "../names.js";
@@ -56,14 +56,15 @@ export class DatabaseService {
           `project ${projectId} already has database "${record.slug}"; a database's slug cannot change`,
         );
       }
-      if (record && record.runtime !== this.deps.runtime.kind) {
-        throw new DomainError(
-          "failed_precondition",
-          `database "${record.slug}" lives on the ${record.runtime} runtime, but this service runs the ${this.deps.runtime.kind} runtime`,
-        );
-      }
+      // A deleted database lives nowhere: a new one may be made on this runtime.
+      if (record && record.state !== "deleted") this.assertOwnRuntime(record);
+      // A delete cut short is finished before a new database takes its place.
+      if (record?.state === "deleting") record = await this.finishDelete(record);
       if (!record) {
         record = await this.create(projectId, requestedSlug ?? slugForProject(projectId));
+        created = true;
+      } else if (record.state === "deleted") {
+        record = await this.recreate(record);
         created = true;
       }
       const database = await this.provision(record, signal);
@@ -98,14 +99,86 @@ export class DatabaseService {
     }
   }
 
-  /** Brings every known database back after a restart, a few at a time. */
+  /**
+   * Deletes the project's database: a final backup first (nothing is removed
+   * unless it succeeded, or `skipFinalBackup`), then everything the runtime
+   * had for it. The record stays, state "deleted", so the backups stay
+   * listed and downloadable and the slug stays the project's; the next
+   * Ensure makes a new database. Idempotent; a delete cut short (state
+   * "deleting") is finished by the next delete, Ensure or start.
+   */
+  async delete(rawProjectId: string, options: { skipFinalBackup: boolean }): Promise<{ database: DatabaseRecord; finalBackup?: BackupRecord }> {
+    const projectId = validProjectId(rawProjectId);
+    return this.coordination.withLock("project", projectId, async () => {
+      let record = await this.get(projectId);
+      if (record.state === "deleted") return { database: record, ...(await this.finalBackupOf(record)) };
+      this.assertOwnRuntime(record);
+      let finalBackup: BackupRecord | undefined;
+      if (record.state === "deleting") {
+        finalBackup = (await this.finalBackupOf(record)).finalBackup;
+      } else if (options.skipFinalBackup) {
+        this.deps.logger.warn({ projectId, slug: record.slug }, "deleting the database WITHOUT a final backup (skip_final_backup)");
+      } else {
+        finalBackup = await this.takeFinalBackup(record);
+      }
+      // Recorded before anything is removed: whatever cuts the removal short, the next call or start finishes it.
+      record = await this.deps.store.updateDatabase(projectId, { state: "deleting", error: null });
+      const database = await this.finishDelete(record);
+      return { database, ...(finalBackup ? { finalBackup } : {}) };
+    });
+  }
+
+  /**
+   * A new 32-hex password for the app role, applied by the runtime (the
+   * role's verifier and PgBouncer's userlist, reloaded: open connections
+   * stay), and the new DATABASE_URL sealed in place of the old one. The
+   * store is written first: should the runtime fail half way, the database
+   * is reported failed and the next Ensure applies the recorded password,
+   * never the old one back.
+   */
+  async rotate(rawProjectId: string, options: { graceSeconds?: number } = {}): Promise<{ url: string; database: DatabaseRecord }> {
+    const projectId = validProjectId(rawProjectId);
+    const grace = options.graceSeconds ?? 0;
+    if (!Number.isInteger(grace) || grace < 0) throw new DomainError("invalid_argument", "grace_seconds must be 0 or more");
+    if (grace > 0) {
+      throw new DomainError(
+        "unimplemented",
+        "grace_seconds is not supported: PostgreSQL keeps one password per role and PgBouncer one per user, so the old password stops working when the call returns; rotate between deploys, or deploy the new DATABASE_URL right after",
+      );
+    }
+    return this.coordination.withLock("project", projectId, async () => {
+      const record = await this.readyDatabase(projectId);
+      this.assertOwnRuntime(record);
+      if (record.host === null || record.port === null) {
+        throw new DomainError("failed_precondition", `database "${record.slug}" has no endpoint yet; call Ensure`);
+      }
+      const password = newPassword();
+      const url = databaseUrl({ slug: record.slug, password, host: record.host, port: record.port });
+      const rotated = await this.deps.store.updateDatabase(projectId, {
+        sealedPassword: this.deps.sealer.seal(password, projectId),
+        sealedUrl: this.deps.sealer.seal(url, projectId),
+      });
+      const database = await this.provision(rotated);
+      this.deps.logger.info({ projectId, slug: record.slug }, "credentials rotated");
+      return { url: this.open(database.sealedUrl!, projectId), database };
+    });
+  }
+
+  /** Brings every known database back after a restart, a few at a time, and finishes deletes cut short. */
   async resume(concurrency = 4): Promise<void> {
-    const queue = (await this.deps.store.listDatabases()).filter((record) => record.runtime === this.deps.runtime.kind);
+    const queue = (await this.deps.store.listDatabases()).filter(
+      (record) => record.runtime === this.deps.runtime.kind && record.state !== "deleted",
+    );
     const worker = async (): Promise<void> => {
       for (let record = queue.shift(); record; record = queue.shift()) {
         const target = record;
         await this.coordination
-          .withLock("project", target.projectId, async () => this.provision((await this.deps.store.getDatabase(target.projectId)) ?? target))
+          .withLock("project", target.projectId, async () => {
+            const current = (await this.deps.store.getDatabase(target.projectId)) ?? target;
+            if (current.state === "deleted") return;
+            if (current.state === "deleting") await this.finishDelete(current);
+            else await this.provision(current);
+          })
           .catch((error: unknown) =>
             this.deps.logger.error({ projectId: target.projectId, slug: target.slug, err: loggableError(error) }, "database did not come back"),
           );
@@ -148,8 +221,7 @@ export class DatabaseService {
   }
 
   private async create(projectId: string, slug: string): Promise<DatabaseRecord> {
-    // 16 bytes from the CSPRNG, hex: the 32 hex characters the product spec gives app passwords.
-    const password = randomBytes(16).toString("hex");
+    const password = newPassword();
     const now = this.now();
     const record = newDatabaseRecord(
       { projectId, slug, runtime: this.deps.runtime.kind, sealedPassword: this.deps.sealer.seal(password, projectId) },
@@ -159,6 +231,64 @@ export class DatabaseService {
     await this.deps.store.insertDatabase(record);
     this.deps.logger.info({ projectId, slug }, "database recorded");
     return record;
+  }
+
+  /** A deleted database's record made new: a new password, nothing of the old endpoint, created now. */
+  private async recreate(record: DatabaseRecord): Promise<DatabaseRecord> {
+    const password = newPassword();
+    const fresh = newDatabaseRecord(
+      { projectId: record.projectId, slug: record.slug, runtime: this.deps.runtime.kind, sealedPassword: this.deps.sealer.seal(password, record.projectId) },
+      this.now(),
+    );
+    const { projectId: _projectId, slug: _slug, updatedAt: _updatedAt, ...patch } = fresh;
+    const updated = await this.deps.store.updateDatabase(record.projectId, patch);
+    this.deps.logger.info({ projectId: record.projectId, slug: record.slug }, "database recorded again after a delete");
+    return updated;
+  }
+
+  /** Takes the final backup; anything but a succeeded one stops the delete with nothing removed. */
+  private async takeFinalBackup(record: DatabaseRecord): Promise<BackupRecord> {
+    const backups = this.backups();
+    let backup = await backups.create(target(record), "final", { wait: true });
+    // A backup of another kind was running and was joined: the final one is taken after it.
+    if (backup.kind !== "final") backup = await backups.create(target(record), "final", { wait: true });
+    if (backup.state !== "succeeded") {
+      throw new DomainError(
+        "failed_precondition",
+        `the final backup of database "${record.slug}" failed (${backup.error ?? "unknown reason"}); nothing was deleted: retry, or delete with skip_final_backup`,
+      );
+    }
+    return backup;
+  }
+
+  /** The final backup this database's life ended with, if one was taken. */
+  private async finalBackupOf(record: DatabaseRecord): Promise<{ finalBackup?: BackupRecord }> {
+    if (!this.deps.backups) return {};
+    const finalBackup = (await this.deps.backups.list(record.projectId)).find(
+      (backup) => backup.kind === "final" && backup.state === "succeeded" && backup.startedAt >= record.createdAt,
+    );
+    return finalBackup ? { finalBackup } : {};
+  }
+
+  /** Removes everything the runtime has for the database, then records it deleted with no secret kept. */
+  private async finishDelete(record: DatabaseRecord): Promise<DatabaseRecord> {
+    this.deps.logger.info({ projectId: record.projectId, slug: record.slug }, "removing the database from the host");
+    await this.deps.runtime.remove(target(record), { keepData: false });
+    // No secret is kept: a deleted database's password and URL open nothing any more.
+    const deleted = await this.deps.store.updateDatabase(record.projectId, { state: "deleted", sealedPassword: "", ...NOTHING_RUNNING });
+    // It takes no more backups: its last-success gauge would only grow old and alert.
+    this.deps.metrics.backupLastSuccess.remove({ project_id: record.projectId });
+    this.deps.logger.info({ projectId: record.projectId, slug: record.slug }, "database deleted");
+    return deleted;
+  }
+
+  private assertOwnRuntime(record: DatabaseRecord): void {
+    if (record.runtime !== this.deps.runtime.kind) {
+      throw new DomainError(
+        "failed_precondition",
+        `database "${record.slug}" lives on the ${record.runtime} runtime, but this service runs the ${this.deps.runtime.kind} runtime`,
+      );
+    }
   }
 
   private async provision(record: DatabaseRecord, signal?: AbortSignal): Promise<DatabaseRecord> {
@@ -230,6 +360,11 @@ export class DatabaseService {
   private observeEnsure(started: number, outcome: string): void {
     this.deps.metrics.ensureDuration.observe({ runtime: this.deps.runtime.kind, outcome }, (performance.now() - started) / 1000);
   }
+}
+
+/** 16 bytes from the CSPRNG, hex: the 32 hex characters the product spec gives app passwords. */
+function newPassword(): string {
+  return randomBytes(16).toString("hex");
 }
 
 function target(database: DatabaseRecord): RuntimeTarget {

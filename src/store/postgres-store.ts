@@ -6,7 +6,7 @@
 import pg from "pg";
 import { firstFreePort, type PortRange, type PortRegistry } from "./port-registry.js";
 import { migratePostgres, STATE_SCHEMA as S } from "./postgres-migrations.js";
-import type { BackupRecord, DatabaseRecord } from "./records.js";
+import type { BackupRecord, DatabaseRecord, DatabaseState } from "./records.js";
 import { backupPatchColumns, databasePatchColumns, fromBackup, fromDatabase, toBackup, toDatabase, type BackupRow, type DatabaseRow } from "./rows.js";
 import { slugTaken, type BackupPatch, type DatabasePatch, type Store } from "./store.js";
 
@@ -131,8 +131,11 @@ export class PostgresStore implements Store, PortRegistry {
     return toDatabase(row);
   }
 
-  async deleteDatabase(projectId: string): Promise<void> {
-    await this.pool.query(`DELETE FROM ${S}.databases WHERE project_id = $1`, [projectId]);
+  async deleteDatabase(projectId: string, options: { onlyIfState?: DatabaseState } = {}): Promise<boolean> {
+    const result = options.onlyIfState
+      ? await this.pool.query(`DELETE FROM ${S}.databases WHERE project_id = $1 AND state = $2`, [projectId, options.onlyIfState])
+      : await this.pool.query(`DELETE FROM ${S}.databases WHERE project_id = $1`, [projectId]);
+    return (result.rowCount ?? 0) > 0;
   }
 
   async countDatabasesByState(): Promise<Record<string, number>> {

@@ -14,7 +14,14 @@ export interface PoolerRecord {
   readonly maxPreparedStatements: number;
 }
 
-export type DatabaseState = "provisioning" | "ready" | "failed";
+/**
+ * "deleting": DeleteDatabase has started removing it from the host (finished by
+ * the next delete, Ensure or start); "deleted": it is gone from the host, the
+ * record stays so its backups and its slug stay the project's. A deleted
+ * record is never updated again until Ensure makes a new database: its
+ * updatedAt is when it was deleted.
+ */
+export type DatabaseState = "provisioning" | "ready" | "failed" | "deleting" | "deleted";
 
 export interface DatabaseRecord {
   readonly projectId: string;
@@ -35,7 +42,7 @@ export interface DatabaseRecord {
   readonly updatedAt: Date;
 }
 
-export type BackupKind = "scheduled" | "manual" | "safety";
+export type BackupKind = "scheduled" | "manual" | "safety" | "final";
 export type BackupState = "running" | "succeeded" | "failed";
 export type VerificationState = "passed" | "failed";
 
@@ -56,24 +63,23 @@ export interface BackupRecord {
   readonly verificationError: string | null;
 }
 
+/** What a database has while no runtime serves it: before its first Ensure, and once deleted. */
+export const NOTHING_RUNNING = {
+  sealedUrl: null,
+  host: null,
+  port: null,
+  network: null,
+  postgresVersion: null,
+  pooler: null,
+  error: null,
+} as const satisfies Partial<DatabaseRecord>;
+
 /** A database as Ensure first records it: provisioning, nothing reported by a runtime yet. */
 export function newDatabaseRecord(
   fields: Pick<DatabaseRecord, "projectId" | "slug" | "runtime" | "sealedPassword">,
   now: Date,
 ): DatabaseRecord {
-  return {
-    ...fields,
-    state: "provisioning",
-    sealedUrl: null,
-    host: null,
-    port: null,
-    network: null,
-    postgresVersion: null,
-    pooler: null,
-    error: null,
-    createdAt: now,
-    updatedAt: now,
-  };
+  return { ...fields, state: "provisioning", ...NOTHING_RUNNING, createdAt: now, updatedAt: now };
 }
 
 /** A backup as it starts: running, nothing measured or verified yet. */

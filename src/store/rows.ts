@@ -49,6 +49,7 @@ const DATABASE_COLUMNS: Record<keyof DatabasePatch, keyof DatabaseRow> = {
   postgresVersion: "postgres_version",
   pooler: "pooler_json",
   error: "error",
+  createdAt: "created_at",
 };
 
 const BACKUP_COLUMNS: Record<keyof BackupPatch, keyof BackupRow> = {
@@ -69,7 +70,7 @@ export function databasePatchColumns(patch: DatabasePatch): [keyof DatabaseRow, 
   for (const [field, column] of Object.entries(DATABASE_COLUMNS) as [keyof DatabasePatch, keyof DatabaseRow][]) {
     if (!(field in patch)) continue;
     const value = patch[field];
-    columns.push([column, field === "pooler" ? (value == null ? null : JSON.stringify(value)) : value]);
+    columns.push([column, field === "pooler" ? (value == null ? null : JSON.stringify(value)) : value instanceof Date ? value.getTime() : value]);
   }
   return columns;
 }

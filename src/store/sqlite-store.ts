@@ -8,7 +8,7 @@ import Database from "better-sqlite3";
 import { chmodSync, existsSync, mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { firstFreePort, type PortRange, type PortRegistry } from "./port-registry.js";
-import type { BackupRecord, DatabaseRecord } from "./records.js";
+import type { BackupRecord, DatabaseRecord, DatabaseState } from "./records.js";
 import { createPrivateFile } from "./private-files.js";
 import { backupPatchColumns, databasePatchColumns, fromBackup, fromDatabase, toBackup, toDatabase, type BackupRow, type DatabaseRow } from "./rows.js";
 import { migrateSqlite } from "./sqlite-migrations.js";
@@ -102,8 +102,11 @@ export class SqliteStore implements Store, PortRegistry {
     return toDatabase(row);
   }
 
-  async deleteDatabase(projectId: string): Promise<void> {
-    this.statement("DELETE FROM databases WHERE project_id = ?").run(projectId);
+  async deleteDatabase(projectId: string, options: { onlyIfState?: DatabaseState } = {}): Promise<boolean> {
+    const result = options.onlyIfState
+      ? this.statement("DELETE FROM databases WHERE project_id = ? AND state = ?").run(projectId, options.onlyIfState)
+      : this.statement("DELETE FROM databases WHERE project_id = ?").run(projectId);
+    return result.changes > 0;
   }
 
   async countDatabasesByState(): Promise<Record<string, number>> {

@@ -4,9 +4,10 @@
 // interface keeps service/ and backup/ free of SQL, and one contract suite
 // (test/support/store-contract.ts) holds both to the same behaviour.
 import { DomainError } from "../errors.js";
-import type { BackupRecord, DatabaseRecord } from "./records.js";
+import type { BackupRecord, DatabaseRecord, DatabaseState } from "./records.js";
 
-export type DatabasePatch = Partial<Omit<DatabaseRecord, "projectId" | "slug" | "createdAt" | "updatedAt">>;
+/** createdAt is set again only when Ensure makes a new database in place of a deleted one. */
+export type DatabasePatch = Partial<Omit<DatabaseRecord, "projectId" | "slug" | "updatedAt">>;
 export type BackupPatch = Partial<Omit<BackupRecord, "id" | "projectId" | "slug" | "kind" | "startedAt">>;
 
 /** Inserting a database whose slug another project already owns. */
@@ -28,7 +29,8 @@ export interface Store {
   /** Rejects with SlugTakenError when the slug belongs to another project; nothing is written then. */
   insertDatabase(record: DatabaseRecord): Promise<void>;
   updateDatabase(projectId: string, patch: DatabasePatch): Promise<DatabaseRecord>;
-  deleteDatabase(projectId: string): Promise<void>;
+  /** With onlyIfState, deletes only a record in that state, in one statement; resolves whether a record was deleted. */
+  deleteDatabase(projectId: string, options?: { onlyIfState?: DatabaseState }): Promise<boolean>;
   countDatabasesByState(): Promise<Record<string, number>>;
 
   insertBackup(record: BackupRecord): Promise<void>;

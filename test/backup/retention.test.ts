@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { backupFilePath } from "../../src/backup/backup-paths.js";
 import { expiredBackups } from "../../src/backup/retention.js";
 import { RuntimeError } from "../../src/runtime/runtime.js";
-import { newBackupRecord, type BackupRecord } from "../../src/store/records.js";
+import { newBackupRecord, newDatabaseRecord, type BackupRecord } from "../../src/store/records.js";
 import { controlledDump, managerBed, TestClock, type ManagerBed } from "../support/backup-fakes.js";
 
 const DAY = 24 * 60 * 60 * 1000;
@@ -26,6 +26,13 @@ describe("expiredBackups", () => {
   it("never selects the newest succeeded backup, however old", () => {
     const records = [record("failed-new", 1, "failed"), record("good-old", 40, "succeeded"), record("good-older", 50, "succeeded")];
     expect(expiredBackups(records, START, 7).map((r) => r.id)).toEqual(["good-older"]);
+  });
+
+  it("for a deleted database, selects every backup, the newest good one too, once the deleted period is over", () => {
+    const records = [record("final", 0, "succeeded"), record("old", 6, "succeeded"), record("running", 1, "running")];
+    const deleted = { deletedAt: START, days: 30 };
+    expect(expiredBackups(records, new Date(START.getTime() + 29 * DAY), 7, new Set(), deleted)).toEqual([]);
+    expect(expiredBackups(records, new Date(START.getTime() + 30 * DAY), 7, new Set(), deleted).map((r) => r.id)).toEqual(["final", "old"]);
   });
 
   it("never selects a running backup or one in use", () => {
@@ -99,5 +106,41 @@ describe("retention in the manager", () => {
     expect(left.map((r) => r.id)).toContain(running.id);
     expect(left.find((r) => r.id === running.id)?.state).toBe("running");
     dump.end("SELECT 1;\n");
+  });
+
+  it("keeps a deleted database's backups for the deleted period, then forgets them and the record", async () => {
+    const manager = await bed.open({ now: clock.now, retentionDays: 7, deletedRetentionDays: 30 });
+    const old = await manager.create(target, "scheduled", { wait: true });
+    clock.advanceDays(5);
+    const final = await manager.create(target, "final", { wait: true });
+    // Deleted now: a deleted record's updatedAt is when it was deleted.
+    const deletedAt = clock.now();
+    await bed.store.insertDatabase({
+      ...newDatabaseRecord({ projectId: target.projectId, slug: target.slug, runtime: "process", sealedPassword: "" }, deletedAt),
+      state: "deleted",
+    });
+    for (const backup of await manager.list(target.projectId)) {
+      expect(backup.expiresAt?.getTime()).toBe(deletedAt.getTime() + 30 * DAY);
+    }
+    // Past the ordinary 7 days, the older backup is kept all the same.
+    clock.advanceDays(29);
+    await manager.pruneAll();
+    expect((await manager.list(target.projectId)).map((r) => r.id).sort()).toEqual([old.id, final.id].sort());
+    expect((await manager.download(target.projectId, final.id)).sizeBytes).toBe(final.sizeBytes);
+    clock.advanceDays(1);
+    await manager.pruneAll();
+    expect(await manager.list(target.projectId)).toEqual([]);
+    expect(existsSync(backupFilePath(bed.backupDir, "shop", final.id))).toBe(false);
+    // The record went with its last backup: the slug is free again.
+    expect(await bed.store.getDatabase(target.projectId)).toBeUndefined();
+  });
+
+  it("never forgets a record an Ensure has made new meanwhile", async () => {
+    const manager = await bed.open({ now: clock.now, retentionDays: 7, deletedRetentionDays: 30 });
+    await bed.store.insertDatabase(newDatabaseRecord({ projectId: target.projectId, slug: target.slug, runtime: "process", sealedPassword: "x" }, clock.now()));
+    clock.advanceDays(60);
+    await manager.pruneAll();
+    expect(await bed.store.deleteDatabase(target.projectId, { onlyIfState: "deleted" })).toBe(false);
+    expect((await bed.store.getDatabase(target.projectId))?.state).toBe("provisioning");
   });
 });

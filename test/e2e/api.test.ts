@@ -211,7 +211,9 @@ describe("bad input changes nothing", () => {
       [rest(`/v1/projects/${fresh}/database`, { method: "POST", token: h.tokens.admin, body: JSON.stringify({ slug: "x".repeat(200_000) }) }), 413, "resource_exhausted"],
       [rest(`/v1/projects/${fresh}/database`, { token: h.tokens.admin }), 404, "not_found"],
       [rest(`/v1/projects/${fresh}/database/nope`, { token: h.tokens.admin }), 404, "not_found"],
-      [rest(`/v1/projects/${fresh}/database`, { method: "DELETE", token: h.tokens.admin }), 405, "unimplemented"],
+      [rest(`/v1/projects/${fresh}/database`, { method: "PUT", token: h.tokens.admin }), 405, "unimplemented"],
+      [rest(`/v1/projects/${fresh}/database`, { method: "DELETE", token: h.tokens.admin }), 404, "not_found"],
+      [rest(`/v1/projects/${fresh}/database/credentials/rotate`, { method: "POST", token: h.tokens.admin }), 404, "not_found"],
       [rest(`/nope`), 404, "not_found"],
     ];
     for (const [promise, status, code] of cases) {

@@ -209,6 +209,24 @@ export class DockerTestBed {
   }
 }
 
+/**
+ * Whether this file's Docker tests run: with an engine, or when CI requires
+ * one (they then fail in beforeAll). Says in one line why they are skipped.
+ */
+export async function dockerTestsRun(what: string): Promise<{ run: boolean; engine: EngineProbe }> {
+  const engine = await probeDockerEngine();
+  const required = process.env["SOTA_REQUIRE_DOCKER"] === "1";
+  if (!engine.reachable && !required) console.warn(`${what} skipped: ${engine.reason} (set SOTA_REQUIRE_DOCKER=1 to fail instead)`);
+  return { run: engine.reachable || required, engine };
+}
+
+/** The service's environment for the Docker runtime with the test images, after checking the engine and the images. */
+export async function dockerServiceEnv(engine: EngineProbe, extra: Record<string, string> = {}): Promise<Record<string, string>> {
+  if (!engine.reachable) throw new Error(`SOTA_REQUIRE_DOCKER=1 but ${engine.reason}`);
+  await ensureTestImages();
+  return { SOTA_RUNTIME: "docker", SOTA_POSTGRES_IMAGE: TEST_POSTGRES_IMAGE, SOTA_PGBOUNCER_IMAGE: TEST_PGBOUNCER_IMAGE, ...extra };
+}
+
 /** A stopped container's log as text (frames of an 8-byte header and a payload). */
 function demuxLogs(buffer: Buffer): string {
   const parts: Buffer[] = [];

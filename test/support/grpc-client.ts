@@ -49,4 +49,14 @@ export function grpcClients(address: string): GrpcClients {
   };
 }
 
+/** The status a call ends with: OK, or its error's code. */
+export async function grpcCode(promise: Promise<unknown>): Promise<number> {
+  try {
+    await promise;
+    return grpc.status.OK;
+  } catch (error) {
+    return (error as grpc.ServiceError).code;
+  }
+}
+
 export { grpc };

@@ -64,6 +64,20 @@ export function storeContract(name: string, newLocation: () => Promise<StoreLoca
       expect(await reopened.listDatabases()).toEqual([]);
     });
 
+    it("keeps a deleted database's slug its own, deletes it only in the state asked for, and can make it new", async () => {
+      const store = await open(await newLocation());
+      await store.insertDatabase(databaseRecord(A, "gone-app"));
+      await store.updateDatabase(A, { state: "deleted", sealedPassword: "" });
+      await expect(store.insertDatabase(databaseRecord(B, "gone-app"))).rejects.toBeInstanceOf(SlugTakenError);
+      const createdAt = new Date(Date.now() + 60_000);
+      const fresh = await store.updateDatabase(A, { state: "provisioning", sealedPassword: "v1.k.new", createdAt });
+      expect(fresh.createdAt).toEqual(createdAt);
+      expect(await store.deleteDatabase(A, { onlyIfState: "deleted" })).toBe(false);
+      await store.updateDatabase(A, { state: "deleted" });
+      expect(await store.deleteDatabase(A, { onlyIfState: "deleted" })).toBe(true);
+      expect(await store.getDatabase(A)).toBeUndefined();
+    });
+
     it("refuses a slug another project owns, and changes nothing", async () => {
       const store = await open(await newLocation());
       await store.insertDatabase(databaseRecord(A, "my-app"));

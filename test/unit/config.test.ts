@@ -14,7 +14,7 @@ describe("loadConfig", () => {
     expect(config.process).toMatchObject({ warmPool: 0, spareCopies: 1 });
     expect(config.docker.postgresMemoryMb).toBe(2048);
     expect(config.stateUrl).toBeUndefined();
-    expect(config.backup).toMatchObject({ dir: "/srv/sota/data/backups", retentionDays: 7, concurrency: 2, verify: false });
+    expect(config.backup).toMatchObject({ dir: "/srv/sota/data/backups", retentionDays: 7, deletedRetentionDays: 30, concurrency: 2, verify: false });
     expect(config.http).toEqual({ maxConnections: 256, headerTimeoutMs: 10_000, idleTimeoutMs: 30_000 });
     expect(config.backup).toMatchObject({ manualLimit: { count: 6, windowMs: 3_600_000 }, loadConcurrency: 2, minFree: { percent: 5 } });
   });
@@ -36,6 +36,7 @@ describe("loadConfig", () => {
         DOCKER_HOST: "unix:///run/docker.sock",
         SOTA_BACKUP_SCHEDULE: "*/5 * * * *",
         SOTA_BACKUP_RETENTION_DAYS: "14",
+        SOTA_DELETED_RETENTION_DAYS: "90",
         SOTA_BACKUP_VERIFY: "true",
         SOTA_MAX_CONNECTIONS: "50",
         SOTA_HTTP_HEADER_TIMEOUT_MS: "5000",
@@ -58,7 +59,7 @@ describe("loadConfig", () => {
       host: "unix:///run/docker.sock",
       postgresMemoryMb: 0,
     });
-    expect(config.backup).toMatchObject({ schedule: "*/5 * * * *", retentionDays: 14, verify: true });
+    expect(config.backup).toMatchObject({ schedule: "*/5 * * * *", retentionDays: 14, deletedRetentionDays: 90, verify: true });
     expect(config.http).toEqual({ maxConnections: 50, headerTimeoutMs: 5000, idleTimeoutMs: 120_000 });
     expect(config.backup).toMatchObject({ manualLimit: { count: 3, windowMs: 1_800_000 }, loadConcurrency: 1, minFree: { bytes: 2 * 1024 ** 3 } });
   });
@@ -113,6 +114,7 @@ describe("loadConfig", () => {
       [{ SOTA_BACKUP_MANUAL_LIMIT: "6/1w" }, /^SOTA_BACKUP_MANUAL_LIMIT: /],
       [{ SOTA_BACKUP_MANUAL_LIMIT: "6/0s" }, /^SOTA_BACKUP_MANUAL_LIMIT: /],
       [{ SOTA_BACKUP_MANUAL_LIMIT: "6/31d" }, /^SOTA_BACKUP_MANUAL_LIMIT: /],
+      [{ SOTA_DELETED_RETENTION_DAYS: "0" }, /^SOTA_DELETED_RETENTION_DAYS: must be a whole number from 1 to 3650/],
       [{ SOTA_BACKUP_LOAD_CONCURRENCY: "0" }, /^SOTA_BACKUP_LOAD_CONCURRENCY: must be a whole number from 1 to 64/],
       [{ SOTA_BACKUP_MIN_FREE: "100%" }, /^SOTA_BACKUP_MIN_FREE: must be a percentage below 100/],
       [{ SOTA_BACKUP_MIN_FREE: "-5%" }, /^SOTA_BACKUP_MIN_FREE: /],

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file sota/database/v1/database.proto.
  */
 export const file_sota_database_v1_database: GenFile = /*@__PURE__*/
-  fileDesc("Ch9zb3RhL2RhdGFiYXNlL3YxL2RhdGFiYXNlLnByb3RvEhBzb3RhLmRhdGFiYXNlLnYxIqgBCgZQb29sZXISDwoHdmVyc2lvbhgBIAEoCRIRCglwb29sX21vZGUYAiABKAkSGQoRZGVmYXVsdF9wb29sX3NpemUYAyABKAUSFwoPbWF4X2NsaWVudF9jb25uGAQgASgFEiUKHXByZXBhcmVkX3N0YXRlbWVudHNfc3VwcG9ydGVkGAUgASgIEh8KF21heF9wcmVwYXJlZF9zdGF0ZW1lbnRzGAYgASgFIvQCCghEYXRhYmFzZRISCgpwcm9qZWN0X2lkGAEgASgJEgwKBHNsdWcYAiABKAkSLgoFc3RhdGUYAyABKA4yHy5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlU3RhdGUSDwoHcnVudGltZRgEIAEoCRIYChBwb3N0Z3Jlc192ZXJzaW9uGAUgASgJEigKBnBvb2xlchgGIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuUG9vbGVyEgwKBGhvc3QYByABKAkSDAoEcG9ydBgIIAEoBRIVCg1kYXRhYmFzZV9uYW1lGAkgASgJEgwKBHVzZXIYCiABKAkSDwoHbmV0d29yaxgLIAEoCRIvCgtjcmVhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWVycm9yGA4gASgJIjEKDUVuc3VyZVJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIMCgRzbHVnGAIgASgJIk8KDkVuc3VyZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZRIPCgdjcmVhdGVkGAIgASgIIigKEkdldERhdGFiYXNlUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIkMKE0dldERhdGFiYXNlUmVzcG9uc2USLAoIZGF0YWJhc2UYASABKAsyGi5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlIioKFEdldENvbm5lY3Rpb25SZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkiWwoVR2V0Q29ubmVjdGlvblJlc3BvbnNlEhQKDGRhdGFiYXNlX3VybBgBIAEoCRIsCghkYXRhYmFzZRgCIAEoCzIaLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2UizwMKBkJhY2t1cBIKCgJpZBgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEioKBGtpbmQYAyABKA4yHC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cEtpbmQSLAoFc3RhdGUYBCABKA4yHS5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cFN0YXRlEhIKCnNpemVfYnl0ZXMYBSABKAMSDgoGc2hhMjU2GAYgASgJEi4KCnN0YXJ0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZXJyb3IYCiABKAkSOQoMdmVyaWZpY2F0aW9uGAsgASgOMiMuc290YS5kYXRhYmFzZS52MS5WZXJpZmljYXRpb25TdGF0ZRIvCgt2ZXJpZnlfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGgoSdmVyaWZpY2F0aW9uX2Vycm9yGA0gASgJIjcKE0NyZWF0ZUJhY2t1cFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIMCgR3YWl0GAIgASgIIkAKFENyZWF0ZUJhY2t1cFJlc3BvbnNlEigKBmJhY2t1cBgBIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIigKEkxpc3RCYWNrdXBzUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIkAKE0xpc3RCYWNrdXBzUmVzcG9uc2USKQoHYmFja3VwcxgBIAMoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIj0KFFJlc3RvcmVCYWNrdXBSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEQoJYmFja3VwX2lkGAIgASgJInQKFVJlc3RvcmVCYWNrdXBSZXNwb25zZRIqCghyZXN0b3JlZBgBIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwEi8KDXNhZmV0eV9iYWNrdXAYAiABKAsyGC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cCI8ChNWZXJpZnlCYWNrdXBSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEQoJYmFja3VwX2lkGAIgASgJIkAKFFZlcmlmeUJhY2t1cFJlc3BvbnNlEigKBmJhY2t1cBgBIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwKoUBCg1EYXRhYmFzZVN0YXRlEh4KGkRBVEFCQVNFX1NUQVRFX1VOU1BFQ0lGSUVEEAASHwobREFUQUJBU0VfU1RBVEVfUFJPVklTSU9OSU5HEAESGAoUREFUQUJBU0VfU1RBVEVfUkVBRFkQAhIZChVEQVRBQkFTRV9TVEFURV9GQUlMRUQQAyp0CgpCYWNrdXBLaW5kEhsKF0JBQ0tVUF9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVQkFDS1VQX0tJTkRfU0NIRURVTEVEEAESFgoSQkFDS1VQX0tJTkRfTUFOVUFMEAISFgoSQkFDS1VQX0tJTkRfU0FGRVRZEAMqegoLQmFja3VwU3RhdGUSHAoYQkFDS1VQX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQkFDS1VQX1NUQVRFX1JVTk5JTkcQARIaChZCQUNLVVBfU1RBVEVfU1VDQ0VFREVEEAISFwoTQkFDS1VQX1NUQVRFX0ZBSUxFRBADKnUKEVZlcmlmaWNhdGlvblN0YXRlEiIKHlZFUklGSUNBVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEh0KGVZFUklGSUNBVElPTl9TVEFURV9QQVNTRUQQARIdChlWRVJJRklDQVRJT05fU1RBVEVfRkFJTEVEEAIymAUKD0RhdGFiYXNlU2VydmljZRJLCgZFbnN1cmUSHy5zb3RhLmRhdGFiYXNlLnYxLkVuc3VyZVJlcXVlc3QaIC5zb3RhLmRhdGFiYXNlLnYxLkVuc3VyZVJlc3BvbnNlEloKC0dldERhdGFiYXNlEiQuc290YS5kYXRhYmFzZS52MS5HZXREYXRhYmFzZVJlcXVlc3QaJS5zb3RhLmRhdGFiYXNlLnYxLkdldERhdGFiYXNlUmVzcG9uc2USYAoNR2V0Q29ubmVjdGlvbhImLnNvdGEuZGF0YWJhc2UudjEuR2V0Q29ubmVjdGlvblJlcXVlc3QaJy5zb3RhLmRhdGFiYXNlLnYxLkdldENvbm5lY3Rpb25SZXNwb25zZRJdCgxDcmVhdGVCYWNrdXASJS5zb3RhLmRhdGFiYXNlLnYxLkNyZWF0ZUJhY2t1cFJlcXVlc3QaJi5zb3RhLmRhdGFiYXNlLnYxLkNyZWF0ZUJhY2t1cFJlc3BvbnNlEloKC0xpc3RCYWNrdXBzEiQuc290YS5kYXRhYmFzZS52MS5MaXN0QmFja3Vwc1JlcXVlc3QaJS5zb3RhLmRhdGFiYXNlLnYxLkxpc3RCYWNrdXBzUmVzcG9uc2USYAoNUmVzdG9yZUJhY2t1cBImLnNvdGEuZGF0YWJhc2UudjEuUmVzdG9yZUJhY2t1cFJlcXVlc3QaJy5zb3RhLmRhdGFiYXNlLnYxLlJlc3RvcmVCYWNrdXBSZXNwb25zZRJdCgxWZXJpZnlCYWNrdXASJS5zb3RhLmRhdGFiYXNlLnYxLlZlcmlmeUJhY2t1cFJlcXVlc3QaJi5zb3RhLmRhdGFiYXNlLnYxLlZlcmlmeUJhY2t1cFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch9zb3RhL2RhdGFiYXNlL3YxL2RhdGFiYXNlLnByb3RvEhBzb3RhLmRhdGFiYXNlLnYxIqgBCgZQb29sZXISDwoHdmVyc2lvbhgBIAEoCRIRCglwb29sX21vZGUYAiABKAkSGQoRZGVmYXVsdF9wb29sX3NpemUYAyABKAUSFwoPbWF4X2NsaWVudF9jb25uGAQgASgFEiUKHXByZXBhcmVkX3N0YXRlbWVudHNfc3VwcG9ydGVkGAUgASgIEh8KF21heF9wcmVwYXJlZF9zdGF0ZW1lbnRzGAYgASgFIvQCCghEYXRhYmFzZRISCgpwcm9qZWN0X2lkGAEgASgJEgwKBHNsdWcYAiABKAkSLgoFc3RhdGUYAyABKA4yHy5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlU3RhdGUSDwoHcnVudGltZRgEIAEoCRIYChBwb3N0Z3Jlc192ZXJzaW9uGAUgASgJEigKBnBvb2xlchgGIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuUG9vbGVyEgwKBGhvc3QYByABKAkSDAoEcG9ydBgIIAEoBRIVCg1kYXRhYmFzZV9uYW1lGAkgASgJEgwKBHVzZXIYCiABKAkSDwoHbmV0d29yaxgLIAEoCRIvCgtjcmVhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWVycm9yGA4gASgJIjEKDUVuc3VyZVJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIMCgRzbHVnGAIgASgJIk8KDkVuc3VyZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZRIPCgdjcmVhdGVkGAIgASgIIigKEkdldERhdGFiYXNlUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIkMKE0dldERhdGFiYXNlUmVzcG9uc2USLAoIZGF0YWJhc2UYASABKAsyGi5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlIioKFEdldENvbm5lY3Rpb25SZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkiWwoVR2V0Q29ubmVjdGlvblJlc3BvbnNlEhQKDGRhdGFiYXNlX3VybBgBIAEoCRIsCghkYXRhYmFzZRgCIAEoCzIaLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2UizwMKBkJhY2t1cBIKCgJpZBgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEioKBGtpbmQYAyABKA4yHC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cEtpbmQSLAoFc3RhdGUYBCABKA4yHS5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cFN0YXRlEhIKCnNpemVfYnl0ZXMYBSABKAMSDgoGc2hhMjU2GAYgASgJEi4KCnN0YXJ0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZXJyb3IYCiABKAkSOQoMdmVyaWZpY2F0aW9uGAsgASgOMiMuc290YS5kYXRhYmFzZS52MS5WZXJpZmljYXRpb25TdGF0ZRIvCgt2ZXJpZnlfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGgoSdmVyaWZpY2F0aW9uX2Vycm9yGA0gASgJIjcKE0NyZWF0ZUJhY2t1cFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIMCgR3YWl0GAIgASgIIkAKFENyZWF0ZUJhY2t1cFJlc3BvbnNlEigKBmJhY2t1cBgBIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIigKEkxpc3RCYWNrdXBzUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIkAKE0xpc3RCYWNrdXBzUmVzcG9uc2USKQoHYmFja3VwcxgBIAMoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIj0KFFJlc3RvcmVCYWNrdXBSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEQoJYmFja3VwX2lkGAIgASgJInQKFVJlc3RvcmVCYWNrdXBSZXNwb25zZRIqCghyZXN0b3JlZBgBIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwEi8KDXNhZmV0eV9iYWNrdXAYAiABKAsyGC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cCI8ChNWZXJpZnlCYWNrdXBSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEQoJYmFja3VwX2lkGAIgASgJIkAKFFZlcmlmeUJhY2t1cFJlc3BvbnNlEigKBmJhY2t1cBgBIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIkYKFURlbGV0ZURhdGFiYXNlUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhkKEXNraXBfZmluYWxfYmFja3VwGAIgASgIInYKFkRlbGV0ZURhdGFiYXNlUmVzcG9uc2USLAoIZGF0YWJhc2UYASABKAsyGi5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlEi4KDGZpbmFsX2JhY2t1cBgCIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIkUKGFJvdGF0ZUNyZWRlbnRpYWxzUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhUKDWdyYWNlX3NlY29uZHMYAiABKAUiXwoZUm90YXRlQ3JlZGVudGlhbHNSZXNwb25zZRIUCgxkYXRhYmFzZV91cmwYASABKAkSLAoIZGF0YWJhc2UYAiABKAsyGi5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlKr4BCg1EYXRhYmFzZVN0YXRlEh4KGkRBVEFCQVNFX1NUQVRFX1VOU1BFQ0lGSUVEEAASHwobREFUQUJBU0VfU1RBVEVfUFJPVklTSU9OSU5HEAESGAoUREFUQUJBU0VfU1RBVEVfUkVBRFkQAhIZChVEQVRBQkFTRV9TVEFURV9GQUlMRUQQAxIbChdEQVRBQkFTRV9TVEFURV9ERUxFVElORxAEEhoKFkRBVEFCQVNFX1NUQVRFX0RFTEVURUQQBSqLAQoKQmFja3VwS2luZBIbChdCQUNLVVBfS0lORF9VTlNQRUNJRklFRBAAEhkKFUJBQ0tVUF9LSU5EX1NDSEVEVUxFRBABEhYKEkJBQ0tVUF9LSU5EX01BTlVBTBACEhYKEkJBQ0tVUF9LSU5EX1NBRkVUWRADEhUKEUJBQ0tVUF9LSU5EX0ZJTkFMEAQqegoLQmFja3VwU3RhdGUSHAoYQkFDS1VQX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQkFDS1VQX1NUQVRFX1JVTk5JTkcQARIaChZCQUNLVVBfU1RBVEVfU1VDQ0VFREVEEAISFwoTQkFDS1VQX1NUQVRFX0ZBSUxFRBADKnUKEVZlcmlmaWNhdGlvblN0YXRlEiIKHlZFUklGSUNBVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEh0KGVZFUklGSUNBVElPTl9TVEFURV9QQVNTRUQQARIdChlWRVJJRklDQVRJT05fU1RBVEVfRkFJTEVEEAIy6wYKD0RhdGFiYXNlU2VydmljZRJLCgZFbnN1cmUSHy5zb3RhLmRhdGFiYXNlLnYxLkVuc3VyZVJlcXVlc3QaIC5zb3RhLmRhdGFiYXNlLnYxLkVuc3VyZVJlc3BvbnNlEloKC0dldERhdGFiYXNlEiQuc290YS5kYXRhYmFzZS52MS5HZXREYXRhYmFzZVJlcXVlc3QaJS5zb3RhLmRhdGFiYXNlLnYxLkdldERhdGFiYXNlUmVzcG9uc2USYAoNR2V0Q29ubmVjdGlvbhImLnNvdGEuZGF0YWJhc2UudjEuR2V0Q29ubmVjdGlvblJlcXVlc3QaJy5zb3RhLmRhdGFiYXNlLnYxLkdldENvbm5lY3Rpb25SZXNwb25zZRJdCgxDcmVhdGVCYWNrdXASJS5zb3RhLmRhdGFiYXNlLnYxLkNyZWF0ZUJhY2t1cFJlcXVlc3QaJi5zb3RhLmRhdGFiYXNlLnYxLkNyZWF0ZUJhY2t1cFJlc3BvbnNlEloKC0xpc3RCYWNrdXBzEiQuc290YS5kYXRhYmFzZS52MS5MaXN0QmFja3Vwc1JlcXVlc3QaJS5zb3RhLmRhdGFiYXNlLnYxLkxpc3RCYWNrdXBzUmVzcG9uc2USYAoNUmVzdG9yZUJhY2t1cBImLnNvdGEuZGF0YWJhc2UudjEuUmVzdG9yZUJhY2t1cFJlcXVlc3QaJy5zb3RhLmRhdGFiYXNlLnYxLlJlc3RvcmVCYWNrdXBSZXNwb25zZRJdCgxWZXJpZnlCYWNrdXASJS5zb3RhLmRhdGFiYXNlLnYxLlZlcmlmeUJhY2t1cFJlcXVlc3QaJi5zb3RhLmRhdGFiYXNlLnYxLlZlcmlmeUJhY2t1cFJlc3BvbnNlEmMKDkRlbGV0ZURhdGFiYXNlEicuc290YS5kYXRhYmFzZS52MS5EZWxldGVEYXRhYmFzZVJlcXVlc3QaKC5zb3RhLmRhdGFiYXNlLnYxLkRlbGV0ZURhdGFiYXNlUmVzcG9uc2USbAoRUm90YXRlQ3JlZGVudGlhbHMSKi5zb3RhLmRhdGFiYXNlLnYxLlJvdGF0ZUNyZWRlbnRpYWxzUmVxdWVzdBorLnNvdGEuZGF0YWJhc2UudjEuUm90YXRlQ3JlZGVudGlhbHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * Pooler describes the PgBouncer in front of a database, as it really runs.
@@ -148,6 +148,8 @@ export type Database = Message<"sota.database.v1.Database"> & {
   createTime?: Timestamp | undefined;
 
   /**
+   * For a DELETED database, when it was deleted.
+   *
    * @generated from field: google.protobuf.Timestamp update_time = 13;
    */
   updateTime?: Timestamp | undefined;
@@ -347,7 +349,9 @@ export type Backup = Message<"sota.database.v1.Backup"> & {
   finishTime?: Timestamp | undefined;
 
   /**
-   * When retention deletes it (the project's newest good backup is kept).
+   * When retention deletes it (the project's newest good backup is kept while
+   * the database exists; a deleted database's backups all expire
+   * SOTA_DELETED_RETENTION_DAYS after the delete).
    *
    * @generated from field: google.protobuf.Timestamp expire_time = 9;
    */
@@ -547,6 +551,108 @@ export const VerifyBackupResponseSchema: GenMessage<VerifyBackupResponse> = /*@_
   messageDesc(file_sota_database_v1_database, 16);
 
 /**
+ * @generated from message sota.database.v1.DeleteDatabaseRequest
+ */
+export type DeleteDatabaseRequest = Message<"sota.database.v1.DeleteDatabaseRequest"> & {
+  /**
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * Delete without a final backup. The only way to delete a database whose
+   * final backup fails; the service logs it at warn.
+   *
+   * @generated from field: bool skip_final_backup = 2;
+   */
+  skipFinalBackup: boolean;
+};
+
+/**
+ * Describes the message sota.database.v1.DeleteDatabaseRequest.
+ * Use `create(DeleteDatabaseRequestSchema)` to create a new message.
+ */
+export const DeleteDatabaseRequestSchema: GenMessage<DeleteDatabaseRequest> = /*@__PURE__*/
+  messageDesc(file_sota_database_v1_database, 17);
+
+/**
+ * @generated from message sota.database.v1.DeleteDatabaseResponse
+ */
+export type DeleteDatabaseResponse = Message<"sota.database.v1.DeleteDatabaseResponse"> & {
+  /**
+   * The database, now in state DELETED.
+   *
+   * @generated from field: sota.database.v1.Database database = 1;
+   */
+  database?: Database | undefined;
+
+  /**
+   * The backup taken before the removal; absent when skip_final_backup was set.
+   *
+   * @generated from field: sota.database.v1.Backup final_backup = 2;
+   */
+  finalBackup?: Backup | undefined;
+};
+
+/**
+ * Describes the message sota.database.v1.DeleteDatabaseResponse.
+ * Use `create(DeleteDatabaseResponseSchema)` to create a new message.
+ */
+export const DeleteDatabaseResponseSchema: GenMessage<DeleteDatabaseResponse> = /*@__PURE__*/
+  messageDesc(file_sota_database_v1_database, 18);
+
+/**
+ * @generated from message sota.database.v1.RotateCredentialsRequest
+ */
+export type RotateCredentialsRequest = Message<"sota.database.v1.RotateCredentialsRequest"> & {
+  /**
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * Must be 0 or unset: a grace period in which the old password still works
+   * is not offered. PostgreSQL keeps one password per role and PgBouncer one
+   * secret per user, and a second role would own objects the app role could
+   * not alter; a non-zero value is refused with UNIMPLEMENTED.
+   *
+   * @generated from field: int32 grace_seconds = 2;
+   */
+  graceSeconds: number;
+};
+
+/**
+ * Describes the message sota.database.v1.RotateCredentialsRequest.
+ * Use `create(RotateCredentialsRequestSchema)` to create a new message.
+ */
+export const RotateCredentialsRequestSchema: GenMessage<RotateCredentialsRequest> = /*@__PURE__*/
+  messageDesc(file_sota_database_v1_database, 19);
+
+/**
+ * @generated from message sota.database.v1.RotateCredentialsResponse
+ */
+export type RotateCredentialsResponse = Message<"sota.database.v1.RotateCredentialsResponse"> & {
+  /**
+   * The new postgresql://app_{slug}:{password}@{host}:{port}/{slug}?sslmode=disable
+   *
+   * @generated from field: string database_url = 1;
+   */
+  databaseUrl: string;
+
+  /**
+   * @generated from field: sota.database.v1.Database database = 2;
+   */
+  database?: Database | undefined;
+};
+
+/**
+ * Describes the message sota.database.v1.RotateCredentialsResponse.
+ * Use `create(RotateCredentialsResponseSchema)` to create a new message.
+ */
+export const RotateCredentialsResponseSchema: GenMessage<RotateCredentialsResponse> = /*@__PURE__*/
+  messageDesc(file_sota_database_v1_database, 20);
+
+/**
  * DatabaseState is where a database is in its life.
  *
  * @generated from enum sota.database.v1.DatabaseState
@@ -577,6 +683,22 @@ export enum DatabaseState {
    * @generated from enum value: DATABASE_STATE_FAILED = 3;
    */
   FAILED = 3,
+
+  /**
+   * DeleteDatabase has started removing it; the next DeleteDatabase (or
+   * Ensure, or a restart of the service) finishes the removal.
+   *
+   * @generated from enum value: DATABASE_STATE_DELETING = 4;
+   */
+  DELETING = 4,
+
+  /**
+   * Removed from the host; its backups are kept for
+   * SOTA_DELETED_RETENTION_DAYS. The next Ensure makes a new database.
+   *
+   * @generated from enum value: DATABASE_STATE_DELETED = 5;
+   */
+  DELETED = 5,
 }
 
 /**
@@ -616,6 +738,13 @@ export enum BackupKind {
    * @generated from enum value: BACKUP_KIND_SAFETY = 3;
    */
   SAFETY = 3,
+
+  /**
+   * Taken by DeleteDatabase before it removes the database.
+   *
+   * @generated from enum value: BACKUP_KIND_FINAL = 4;
+   */
+  FINAL = 4,
 }
 
 /**
@@ -717,8 +846,8 @@ export const DatabaseService: GenService<{
   },
   /**
    * GetConnection returns the DATABASE_URL to inject into the app container.
-   * It is the only call that returns a password, and only to deployer and
-   * admin tokens.
+   * With RotateCredentials, the only call that returns a password, and only
+   * to deployer and admin tokens.
    *
    * @generated from rpc sota.database.v1.DatabaseService.GetConnection
    */
@@ -768,6 +897,37 @@ export const DatabaseService: GenService<{
     methodKind: "unary";
     input: typeof VerifyBackupRequestSchema;
     output: typeof VerifyBackupResponseSchema;
+  },
+  /**
+   * DeleteDatabase takes a final backup, then removes everything the database
+   * had on the host (processes or containers, volumes, networks, pooler port,
+   * OS user). Nothing is removed unless the final backup succeeded, unless
+   * skip_final_backup is set. The project's backups stay listed and
+   * downloadable for SOTA_DELETED_RETENTION_DAYS, and its slug stays its own
+   * meanwhile. Idempotent: deleting a deleted database returns it again, and a
+   * delete cut short is finished by the next call (or the next start). A later
+   * Ensure makes a new database with a new password.
+   *
+   * @generated from rpc sota.database.v1.DatabaseService.DeleteDatabase
+   */
+  deleteDatabase: {
+    methodKind: "unary";
+    input: typeof DeleteDatabaseRequestSchema;
+    output: typeof DeleteDatabaseResponseSchema;
+  },
+  /**
+   * RotateCredentials gives the app role a new 32-hex password and returns the
+   * new DATABASE_URL (with GetConnection, the only calls that return one; only
+   * to deployer and admin tokens). The old sealed URL is replaced.
+   * Connections already open keep working; new connections with the old
+   * password are refused once the call returns.
+   *
+   * @generated from rpc sota.database.v1.DatabaseService.RotateCredentials
+   */
+  rotateCredentials: {
+    methodKind: "unary";
+    input: typeof RotateCredentialsRequestSchema;
+    output: typeof RotateCredentialsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_sota_database_v1_database, 0);
