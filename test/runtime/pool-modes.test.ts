@@ -10,7 +10,13 @@
 // publishes it there). Load is bounded (pgbench -t).
 import { execFile } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
 import { promisify } from "node:util";
+import { createGzip } from "node:zlib";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DatabaseSpec, EnsureResult, Runtime } from "../../src/runtime/runtime.js";
@@ -19,6 +25,7 @@ import { processTestBed, removeDataDir } from "../support/process-runtime-harnes
 
 const run = promisify(execFile);
 const PGBENCH = process.env["SOTA_PGBENCH"] || "/usr/lib/postgresql/15/bin/pgbench";
+const PSQL = process.env["SOTA_PSQL"] || "/usr/lib/postgresql/15/bin/psql";
 
 interface PoolHarness {
   readonly runtime: Runtime;
@@ -70,6 +77,29 @@ function describePoolModes(name: string, setup: () => Promise<PoolHarness>): voi
       }
       // And after it disconnected.
       await expectCleanSession(transactionUrl, firstPid);
+    });
+
+    it("DATABASE_URL: after `gunzip -c backup.sql.gz | psql \"$DATABASE_URL\"` the app's plain queries still find its tables", async () => {
+      const dir = await mkdtemp(join(tmpdir(), "sota-pools-"));
+      try {
+        const file = join(dir, "backup.sql.gz");
+        await pipeline(harness!.runtime.dump(spec), createGzip(), createWriteStream(file));
+        // Into the same database: its CREATEs fail (the tables exist) and its
+        // COPY adds the two rows again, but the dump's
+        // set_config('search_path', '', false) runs as in any restore.
+        await run("sh", ["-c", `gunzip -c "$FILE" | "$PSQL" -q "$URL" >/dev/null 2>&1`], {
+          env: { ...process.env, FILE: file, PSQL, URL: transactionUrl },
+          timeout: 60_000,
+        });
+        for (let i = 0; i < 3; i++) {
+          await withClient(transactionUrl, async (client) => {
+            expect((await client.query("SELECT count(*)::int AS n FROM leak_probe")).rows[0]).toEqual({ n: 4 });
+          });
+        }
+        await withClient(transactionUrl, (client) => client.query("TRUNCATE leak_probe; INSERT INTO leak_probe VALUES (1), (2)"));
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
     });
 
     it("the session URL reaches the same database as the same role, in PgBouncer's session pool", async () => {
