@@ -18,6 +18,9 @@ export interface Plan {
   readonly densityEdge: number;
   /** Rounds of the 100-client pooling check (row 5). */
   readonly poolingRounds: number;
+  /** Rounds with the pool reset on and off each, and transactions per client in each (rows 5d-5e). */
+  readonly poolResetRounds: number;
+  readonly poolResetTransactionsPerClient: number;
   /** Size of the backed-up database and rounds of each backup kind (row 6). */
   readonly backupBytes: number;
   readonly backupRounds: number;
@@ -42,6 +45,8 @@ export function planFor(argv: readonly string[]): Plan {
       densityDatabases: 10,
       densityEdge: 3,
       poolingRounds: 1,
+      poolResetRounds: 2,
+      poolResetTransactionsPerClient: 100,
       backupBytes: 32 * 1024 * 1024,
       backupRounds: 2,
       deleteBytes: 16 * 1024 * 1024,
@@ -61,6 +66,8 @@ export function planFor(argv: readonly string[]): Plan {
     densityDatabases: 100,
     densityEdge: 5,
     poolingRounds: 3,
+    poolResetRounds: 5,
+    poolResetTransactionsPerClient: 500,
     backupBytes: 1024 * 1024 * 1024,
     backupRounds: 2,
     deleteBytes: 100 * 1024 * 1024,

@@ -14,6 +14,7 @@ import { ensureNewRows } from "./rows/ensure-new.js";
 import { getConnectionRows } from "./rows/get-connection.js";
 import { deleteRows, rotateRows } from "./rows/lifecycle.js";
 import { poolingRows } from "./rows/pooling.js";
+import { poolResetRows } from "./rows/pool-reset.js";
 import { startService } from "./service-process.js";
 import { POSTGRES_STATE } from "./state-store.js";
 import { startStatePostgres } from "../test/support/state-postgres.js";
@@ -79,6 +80,7 @@ await section("2p-3p", "the service on the PostgreSQL state store", async () => 
     await cluster.stop();
   }
 });
+await section("5d-5e", "Pool reset cost", () => poolResetRows(plan));
 await section("1g", "Ensure new database, Docker driver", () => dockerEnsureRows(plan, floorMedianMs));
 await section("4", "Density", () => densityRows(plan));
 await section("6", "Backups", () => backupRows(plan, binaries));

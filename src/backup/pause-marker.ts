@@ -8,6 +8,7 @@ import { loggableError, type Logger } from "../log.js";
 import type { Runtime, RuntimeTarget } from "../runtime/runtime.js";
 import { normalizeProjectId, slugProblem } from "../names.js";
 import { projectBackupDir } from "./backup-paths.js";
+import { poolerDatabases } from "./pooler-pause.js";
 import { quoteIdent } from "./sql-text.js";
 
 const MARKER = "pooler-paused.json";
@@ -45,9 +46,11 @@ export async function resumeInterruptedRestores(backupDir: string, runtime: Runt
       continue;
     }
     try {
-      await runtime.poolerCommand(target, `RESUME ${quoteIdent(slug)}`).catch((error: unknown) => {
-        if (!/not paused/i.test((error as Error)?.message ?? "")) throw error;
-      });
+      for (const name of poolerDatabases(slug)) {
+        await runtime.poolerCommand(target, `RESUME ${quoteIdent(name)}`).catch((error: unknown) => {
+          if (!/not paused/i.test((error as Error)?.message ?? "")) throw error;
+        });
+      }
       await clearPaused(path);
       logger.warn({ projectId: target.projectId, slug }, "resumed a database left paused by an interrupted restore");
     } catch (error) {

@@ -2,10 +2,13 @@
 // lets running transactions finish, closes the server connections and queues
 // new queries instead of failing them; RESUME lets them through to whatever
 // database now carries the name. Apps see a short wait, never a
-// half-restored database and never a refused connection.
+// half-restored database and never a refused connection. Both of the
+// project's pooler databases are paused: the transaction pool's ({slug}) and
+// the session pool's ({slug}_session), which lead to the same database.
 import { setTimeout as sleep } from "node:timers/promises";
 import { loggableError, type Logger } from "../log.js";
 import type { Runtime, RuntimeTarget } from "../runtime/runtime.js";
+import { sessionDatabase } from "../runtime/shared/pgbouncer-settings.js";
 import { BackupError } from "./backup-errors.js";
 import { quoteIdent, quoteLiteral } from "./sql-text.js";
 
@@ -27,9 +30,15 @@ export async function withPausedDatabase<T>(runtime: Runtime, target: RuntimeTar
   }
 }
 
+/** The names under which the project's PgBouncer leads to its database. */
+export function poolerDatabases(slug: string): string[] {
+  return [slug, sessionDatabase(slug)];
+}
+
 async function pause(runtime: Runtime, target: RuntimeTarget, options: PauseOptions): Promise<void> {
   // PgBouncer's console takes a bare word of [a-z0-9_] or a double-quoted name; slugs have '-'.
-  const pausing = runtime.poolerCommand(target, `PAUSE ${quoteIdent(target.slug)}`);
+  // A session-pool PAUSE waits for its clients to leave: the grace period below ends them too.
+  const pausing = Promise.all(poolerDatabases(target.slug).map((name) => runtime.poolerCommand(target, `PAUSE ${quoteIdent(name)}`)));
   pausing.catch(() => undefined);
   if ((await settledWithin(pausing, options.graceMs)) === "pending") {
     // A transaction left open would hold PAUSE forever; its data is about to be replaced anyway.
@@ -43,16 +52,20 @@ async function pause(runtime: Runtime, target: RuntimeTarget, options: PauseOpti
 }
 
 async function resume(runtime: Runtime, target: RuntimeTarget, logger: Logger): Promise<void> {
+  for (const name of poolerDatabases(target.slug)) await resumeOne(runtime, target, name, logger);
+}
+
+async function resumeOne(runtime: Runtime, target: RuntimeTarget, name: string, logger: Logger): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
-      await runtime.poolerCommand(target, `RESUME ${quoteIdent(target.slug)}`);
+      await runtime.poolerCommand(target, `RESUME ${quoteIdent(name)}`);
       return;
     } catch (error) {
       // "not paused": PAUSE itself failed, nothing to undo.
       if (/not paused/i.test((error as Error)?.message ?? "")) return;
       if (attempt >= 5) {
         logger.error(
-          { projectId: target.projectId, slug: target.slug, err: loggableError(error) },
+          { projectId: target.projectId, slug: target.slug, database: name, err: loggableError(error) },
           "could not RESUME the database in PgBouncer: its clients stay paused until the pooler restarts",
         );
         return;

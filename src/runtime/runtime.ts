@@ -29,7 +29,7 @@ export interface PoolerInfo {
   readonly defaultPoolSize: number;
   readonly maxClientConn: number;
   readonly preparedStatementsSupported: boolean;
-  /** 0 where the installed PgBouncer predates max_prepared_statements (1.21). */
+  /** 0 where sota-db leaves max_prepared_statements off (PgBouncer before 1.22, see supportsPreparedStatements). */
   readonly maxPreparedStatements: number;
 }
 

@@ -17,8 +17,8 @@ export function databaseRoutes(service: DatabaseService) {
         return { database: databaseMessage(await service.get(req.projectId)) };
       },
       async getConnection(req) {
-        const { url, database } = await service.connection(req.projectId);
-        return { databaseUrl: url, database: databaseMessage(database) };
+        const { url, sessionUrl, database } = await service.connection(req.projectId);
+        return { databaseUrl: url, sessionUrl, database: databaseMessage(database) };
       },
       async createBackup(req, ctx) {
         return { backup: backupMessage(await service.createBackup(req.projectId, req.wait, { byTenant: byTenant(ctx) })) };

@@ -12,7 +12,7 @@ import { newDatabaseRecord, NOTHING_RUNNING, type BackupRecord, type DatabaseRec
 import type { Store } from "../store/store.js";
 import { LocalCoordination, type Coordination } from "../coordination/coordination.js";
 import { normalizeProjectId, slugForProject, slugProblemFor, isBackupId } from "../names.js";
-import { databaseUrl } from "./database-url.js";
+import { databaseUrl, sessionUrl } from "./database-url.js";
 
 export interface DatabaseServiceDeps {
   readonly runtime: Runtime;
@@ -80,12 +80,13 @@ export class DatabaseService {
   }
 
   /** The DATABASE_URL: the only way a password leaves the service. */
-  async connection(rawProjectId: string): Promise<{ url: string; database: DatabaseRecord }> {
+  async connection(rawProjectId: string): Promise<{ url: string; sessionUrl: string; database: DatabaseRecord }> {
     const database = await this.get(rawProjectId);
     if (database.state !== "ready" || !database.sealedUrl) {
       throw new DomainError("failed_precondition", `database "${database.slug}" is ${database.state}, not ready; call Ensure`);
     }
-    return { url: this.open(database.sealedUrl, database.projectId), database };
+    const url = this.open(database.sealedUrl, database.projectId);
+    return { url, sessionUrl: sessionUrl(url, database.slug), database };
   }
 
   /** A sealed value that fails to open is reported, never returned as garbage or left to crash a call. */

@@ -16,31 +16,33 @@ const logger = createLogger({ level: "silent" });
 
 class PoolerFake extends FakeDumpRuntime {
   readonly calls: string[] = [];
-  releasePause: () => void = () => undefined;
+  private readonly pendingPauses: Array<() => void> = [];
   constructor(private readonly pauseBehaviour: "at-once" | "until-terminated" | "never") {
     super();
   }
   override poolerCommand(_target: RuntimeTarget, command: string): Promise<Record<string, string | null>[]> {
     this.calls.push(command);
     if (command.startsWith("PAUSE") && this.pauseBehaviour !== "at-once") {
-      return new Promise((resolve) => (this.releasePause = () => resolve([])));
+      return new Promise((resolve) => this.pendingPauses.push(() => resolve([])));
     }
     return Promise.resolve([]);
   }
   override adminQuery(_target: RuntimeTarget, sql: string): Promise<Record<string, string | null>[]> {
     this.calls.push(sql.includes("pg_terminate_backend") ? "terminate" : sql);
-    if (this.pauseBehaviour === "until-terminated") this.releasePause();
+    if (this.pauseBehaviour === "until-terminated") for (const release of this.pendingPauses.splice(0)) release();
     return Promise.resolve([]);
   }
 }
 
 const options = { graceMs: 30, timeoutMs: 200, logger };
+const PAUSED = ['PAUSE "my-app"', 'PAUSE "my-app_session"'];
+const RESUMED = ['RESUME "my-app"', 'RESUME "my-app_session"'];
 
 describe("withPausedDatabase", () => {
-  it("pauses the quoted database name, runs the work, resumes", async () => {
+  it("pauses the quoted database names of both pools, runs the work, resumes both", async () => {
     const runtime = new PoolerFake("at-once");
     expect(await withPausedDatabase(runtime, target, options, async () => "swapped")).toBe("swapped");
-    expect(runtime.calls).toEqual(['PAUSE "my-app"', 'RESUME "my-app"']);
+    expect(runtime.calls).toEqual([...PAUSED, ...RESUMED]);
   });
 
   it("resumes when the work fails", async () => {
@@ -50,13 +52,13 @@ describe("withPausedDatabase", () => {
         throw new Error("rename failed");
       }),
     ).rejects.toThrow("rename failed");
-    expect(runtime.calls.at(-1)).toBe('RESUME "my-app"');
+    expect(runtime.calls.slice(-2)).toEqual(RESUMED);
   });
 
   it("ends the sessions of transactions still open after the grace period", async () => {
     const runtime = new PoolerFake("until-terminated");
     await withPausedDatabase(runtime, target, options, async () => undefined);
-    expect(runtime.calls).toEqual(['PAUSE "my-app"', "terminate", 'RESUME "my-app"']);
+    expect(runtime.calls).toEqual([...PAUSED, "terminate", ...RESUMED]);
   });
 
   it("gives up, without running the work, when PAUSE never completes, and still resumes", async () => {
@@ -68,7 +70,7 @@ describe("withPausedDatabase", () => {
       }),
     ).rejects.toThrow(/did not pause "my-app" within 200 ms/);
     expect(ran).toBe(false);
-    expect(runtime.calls.at(-1)).toBe('RESUME "my-app"');
+    expect(runtime.calls.slice(-2)).toEqual(RESUMED);
   });
 });
 
@@ -79,10 +81,10 @@ describe("a restore killed while the database is paused", () => {
       const marker = await notePaused(dir, target);
       const runtime = new PoolerFake("at-once");
       await resumeInterruptedRestores(dir, runtime, logger);
-      expect(runtime.calls).toEqual(['RESUME "my-app"']);
+      expect(runtime.calls).toEqual(RESUMED);
       expect(existsSync(marker)).toBe(false);
       await resumeInterruptedRestores(dir, runtime, logger);
-      expect(runtime.calls).toHaveLength(1);
+      expect(runtime.calls).toHaveLength(2);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

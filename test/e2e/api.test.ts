@@ -109,6 +109,13 @@ describe("the deploy engine's calls (gRPC)", () => {
     await query(url, "INSERT INTO notes (body) VALUES ($1), ($2)", ["hello", "world"]);
     const rows = await query(url, "SELECT current_user, current_database(), count(*)::int AS n FROM notes");
     expect(rows.rows[0]).toEqual({ current_user: "app_my-app", current_database: "my-app", n: 2 });
+
+    // The session URL: the same pooler and credentials, the session pool's database.
+    const session = connection.sessionUrl;
+    expect(session).toBe(url.replace("/my-app?", "/my-app_session?"));
+    secrets.push(session);
+    const viaSession = await query(session, "SELECT current_user, current_database(), count(*)::int AS n FROM notes");
+    expect(viaSession.rows[0]).toEqual({ current_user: "app_my-app", current_database: "my-app", n: 2 });
   });
 
   it("a second Ensure returns the same database and never changes the password", async () => {
@@ -136,6 +143,8 @@ describe("the deploy engine's calls (gRPC)", () => {
     expect(config.default_pool_size).toBe("20");
     expect(config.max_client_conn).toBe("100");
     expect(config.auth_type).toBe("scram-sha-256");
+    expect(config.server_reset_query).toBe("DISCARD ALL");
+    expect(config.server_reset_query_always).toBe("1");
     const database = (await rpc.database("getDatabase", { projectId }, h.tokens.deployer)).database;
     if (database.pooler.preparedStatementsSupported) {
       expect(Number(config.max_prepared_statements)).toBeGreaterThan(0);

@@ -30,7 +30,9 @@ describe("Docker runtime: pure parts", () => {
 
   it("writes PgBouncer's container config with the product spec's pool settings", () => {
     const ini = renderContainerPgbouncerIni({ database: "my-app", postgresHost: "sota-db-my-app", preparedStatementsSupported: true });
-    expect(ini).toContain("my-app = host=sota-db-my-app port=5432 dbname=my-app");
+    expect(ini).toContain("my-app = host=sota-db-my-app port=5432 dbname=my-app\n");
+    expect(ini).toContain("my-app_session = host=sota-db-my-app port=5432 dbname=my-app pool_mode=session pool_size=5 max_db_connections=5\n");
+    expect(ini).toContain("server_reset_query_always = 1\n");
     for (const line of ["pool_mode = transaction", "default_pool_size = 20", "max_client_conn = 100", "auth_type = scram-sha-256"]) {
       expect(ini).toContain(line);
     }
@@ -38,7 +40,8 @@ describe("Docker runtime: pure parts", () => {
     const old = renderContainerPgbouncerIni({ database: "a", postgresHost: "sota-db-a", preparedStatementsSupported: false });
     expect(old).not.toContain("max_prepared_statements");
     expect(supportsPreparedStatements("1.20.1")).toBe(false);
-    expect(supportsPreparedStatements("1.21.0")).toBe(true);
+    expect(supportsPreparedStatements("1.21.0")).toBe(false);
+    expect(supportsPreparedStatements("1.22.0")).toBe(true);
     expect(supportsPreparedStatements("1.24.1")).toBe(true);
   });
 });

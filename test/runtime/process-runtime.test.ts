@@ -67,12 +67,13 @@ describe("process runtime: host binaries", () => {
     expect((error as RuntimeError).message).toMatch(/install the pgbouncer package/);
   });
 
-  it("enables max_prepared_statements only from PgBouncer 1.21", () => {
+  it("enables max_prepared_statements only from PgBouncer 1.22 (the first to survive DISCARD ALL)", () => {
     expect(parsePgbouncerVersion("PgBouncer 1.18.0\nlibevent 2.1.12-stable")).toEqual([1, 18, 0]);
     expect(parsePgbouncerVersion("PgBouncer 1.24.1")).toEqual([1, 24, 1]);
     expect(supportsPreparedStatements("1.18.0")).toBe(false);
     expect(supportsPreparedStatements("1.20.9")).toBe(false);
-    expect(supportsPreparedStatements("1.21.0")).toBe(true);
+    expect(supportsPreparedStatements("1.21.0")).toBe(false);
+    expect(supportsPreparedStatements("1.22.0")).toBe(true);
     expect(supportsPreparedStatements("2.0.0")).toBe(true);
     const input = {
       slug: "my-app",
@@ -84,6 +85,11 @@ describe("process runtime: host binaries", () => {
     };
     expect(renderPgbouncerIni({ ...input, preparedStatementsSupported: true })).toContain("max_prepared_statements = 100");
     expect(renderPgbouncerIni({ ...input, preparedStatementsSupported: false })).not.toContain("max_prepared_statements");
+    const ini = renderPgbouncerIni({ ...input, preparedStatementsSupported: false });
+    expect(ini).toContain("my-app = host=/data/instances/my-app/run port=5432 dbname=my-app\n");
+    expect(ini).toContain("my-app_session = host=/data/instances/my-app/run port=5432 dbname=my-app pool_mode=session pool_size=5 max_db_connections=5\n");
+    expect(ini).toContain("server_reset_query = DISCARD ALL\n");
+    expect(ini).toContain("server_reset_query_always = 1\n");
   });
 });
 

@@ -125,7 +125,8 @@ export function describeRuntimeContract(name: string, setup: () => Promise<Runti
 
       const version = (await runtime.poolerCommand(a, "SHOW VERSION"))[0]?.["version"] ?? "";
       expect(version).toContain(first.pooler.version);
-      const supported = versionAtLeast(first.pooler.version, [1, 21]);
+      // sota-db turns prepared statement tracking on from 1.22 (see supportsPreparedStatements).
+      const supported = versionAtLeast(first.pooler.version, [1, 22]);
       expect(first.pooler.preparedStatementsSupported).toBe(supported);
       if (supported) {
         expect(Number(config.get("max_prepared_statements"))).toBeGreaterThan(0);

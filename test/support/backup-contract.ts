@@ -80,8 +80,9 @@ export function describeBackupContract(name: string, setup: () => Promise<Backup
       if (workDir) await rm(workDir, { recursive: true, force: true });
     });
 
-    function appClient(): pg.Client {
-      const client = new pg.Client({ host: pooler.host, port: pooler.port, user: `app_${target.slug}`, password, database: target.slug });
+    /** The app role through the pooler: DATABASE_URL's database, or the session URL's `{slug}_session`. */
+    function appClient(database = target.slug): pg.Client {
+      const client = new pg.Client({ host: pooler.host, port: pooler.port, user: `app_${target.slug}`, password, database });
       client.on("error", () => undefined);
       return client;
     }
@@ -176,6 +177,45 @@ export function describeBackupContract(name: string, setup: () => Promise<Backup
         await expect(idle.query("COMMIT")).rejects.toThrow();
         await idle.end().catch(() => undefined);
         expect(await appQuery(CUSTOMERS)).toEqual(atBackup);
+      });
+
+      it("holds the session URL's clients too: a worker that reconnects at once neither blocks the swap nor sees another database", async () => {
+        await seedShop(50);
+        const atBackup = await appQuery(CUSTOMERS);
+        const backup = await manager.create(target, "manual", { wait: true });
+        await changeShop();
+        const changed = await appQuery(CUSTOMERS);
+        // A LISTEN worker, a migration runner: on the session URL, back as soon as it is dropped.
+        let working = true;
+        const counts = new Set<number>();
+        const worker = (async () => {
+          while (working) {
+            const client = appClient(`${target.slug}_session`);
+            try {
+              await client.connect();
+              while (working) {
+                const rows = (await client.query<{ n: number }>("SELECT count(*)::int AS n FROM public.customers")).rows;
+                counts.add(rows[0]!.n);
+              }
+            } catch {
+              // Dropped by the restore: reconnect at once.
+            } finally {
+              await client.end().catch(() => undefined);
+            }
+          }
+        })();
+        try {
+          await new Promise((resolve) => setTimeout(resolve, 200));
+          await manager.restore(target, backup.id);
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        } finally {
+          working = false;
+          await worker;
+        }
+        expect(await appQuery(CUSTOMERS)).toEqual(atBackup);
+        // It saw the database before and after, nothing else.
+        expect([...counts].every((n) => n === changed.length || n === atBackup.length)).toBe(true);
+        expect(counts.has(atBackup.length)).toBe(true);
       });
 
       it("refuses a backup whose checksum does not match (DataLoss) and changes nothing", async () => {

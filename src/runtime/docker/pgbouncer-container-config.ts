@@ -2,7 +2,7 @@
 // format are shared with the process driver; what differs is where PgBouncer
 // listens (every interface of its container, port 5432) and where PostgreSQL
 // is (the sota-db-{slug} container, by name, on the private network).
-import { poolSettings, renderIni } from "../shared/pgbouncer-settings.js";
+import { databaseEntries, poolSettings, renderIni } from "../shared/pgbouncer-settings.js";
 import { CONTAINER_PORT } from "./docker-names.js";
 
 export { renderUserlist, supportsPreparedStatements } from "../shared/pgbouncer-settings.js";
@@ -30,8 +30,7 @@ export interface PgbouncerContainerConfigInput {
 export function renderContainerPgbouncerIni(input: PgbouncerContainerConfigInput): string {
   return renderIni({
     header: "Written by sota-db into this container; edits are overwritten.",
-    database: input.database,
-    connstring: `host=${input.postgresHost} port=${CONTAINER_PORT} dbname=${input.database}`,
+    databases: databaseEntries(input.database, `host=${input.postgresHost} port=${CONTAINER_PORT} dbname=${input.database}`),
     settings: [
       ["listen_addr", "0.0.0.0"],
       ["listen_port", String(CONTAINER_PORT)],

@@ -162,7 +162,8 @@ export async function queryThroughPooler(
 /** The pooler's facts from its console's SHOW CONFIG rows. */
 export function poolerInfoOf(config: Rows, version: string): PoolerInfo {
   const settings = new Map(config.map((row) => [row["key"] ?? "", row["value"] ?? ""]));
-  const preparedStatementsSupported = settings.has("max_prepared_statements");
+  // 1.21 lists it (as 0) although sota-db leaves it off there.
+  const preparedStatementsSupported = Number(settings.get("max_prepared_statements") ?? 0) > 0;
   return {
     version,
     poolMode: settings.get("pool_mode") ?? "",

@@ -2,7 +2,7 @@
 // of PostgreSQL's unix socket. The pool settings are shared with the Docker driver.
 // No listen_addr: PgBouncer is handed the socket the service holds on
 // 127.0.0.1 (see pgbouncer-server.ts) and binds nothing itself.
-import { poolSettings, renderIni } from "../../shared/pgbouncer-settings.js";
+import { databaseEntries, poolSettings, renderIni } from "../../shared/pgbouncer-settings.js";
 import { POSTGRES_PORT } from "./postgres-settings.js";
 
 export { renderUserlist, userlistSecret } from "../../shared/pgbouncer-settings.js";
@@ -18,15 +18,14 @@ export interface PgbouncerConfigInput {
   readonly userlistFile: string;
   readonly logFile: string;
   readonly pidFile: string;
-  /** Only PgBouncer >= 1.21 knows max_prepared_statements; older ones refuse to start with it. */
+  /** max_prepared_statements on (PgBouncer >= 1.22, see supportsPreparedStatements); older ones refuse to start with it. */
   readonly preparedStatementsSupported: boolean;
 }
 
 export function renderPgbouncerIni(input: PgbouncerConfigInput): string {
   return renderIni({
     header: "Written by sota-db; edits are overwritten.",
-    database: input.slug,
-    connstring: `host=${connstringValue(input.socketDir)} port=${POSTGRES_PORT} dbname=${input.slug}`,
+    databases: databaseEntries(input.slug, `host=${connstringValue(input.socketDir)} port=${POSTGRES_PORT} dbname=${input.slug}`),
     settings: [
       // For SHOW CONFIG only: the socket it is handed decides where it listens.
       ["listen_port", String(input.port)],

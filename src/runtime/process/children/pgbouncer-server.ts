@@ -115,7 +115,8 @@ export class PgbouncerServer extends ChildServer {
   async poolerInfo(adminPassword: string, deadline: number, signal: AbortSignal): Promise<PoolerInfo> {
     const rows = await this.waitUntil(() => this.console(adminPassword, "SHOW CONFIG"), "answered no console command", deadline, signal);
     const config = new Map(rows.map((row) => [row["key"] ?? "", row["value"] ?? ""]));
-    const preparedStatementsSupported = config.has("max_prepared_statements");
+    // 1.21 lists it (as 0) although sota-db leaves it off there.
+    const preparedStatementsSupported = Number(config.get("max_prepared_statements") ?? 0) > 0;
     return {
       version: this.options.binary.version,
       poolMode: config.get("pool_mode") ?? "",
