@@ -21,7 +21,7 @@ import { startStatePostgres } from "../test/support/state-postgres.js";
 import { errorRow, renderTable, type Row } from "./table.js";
 
 const MAIN_SERVICE_PORTS = "31000-31099";
-const POSTGRES_STATE_SERVICE_PORTS = "31100-31199";
+const POSTGRES_STATE_SERVICE_PORTS = "31900-31999";
 
 const plan = planFor(process.argv.slice(2));
 const started = Date.now();
