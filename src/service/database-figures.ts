@@ -1,0 +1,104 @@
+// Live figures of one database: its size on disk (PostgreSQL) and how busy its
+// pool is (PgBouncer's SHOW POOLS and SHOW STATS), read through the Runtime
+// port so both drivers answer alike. Read on demand (GetDatabase, a scrape),
+// never stored: a figure is only worth what it was a moment ago.
+import { quoteLiteral } from "../backup/sql-text.js";
+import { DomainError } from "../errors.js";
+import type { PoolerInfo, Rows, Runtime, RuntimeTarget } from "../runtime/runtime.js";
+
+/** PgBouncer's totals since it started: they restart from 0 with PgBouncer. */
+export interface PoolerTotals {
+  readonly transactions: number;
+  readonly queries: number;
+  readonly receivedBytes: number;
+  readonly sentBytes: number;
+  readonly transactionSeconds: number;
+  readonly querySeconds: number;
+  readonly waitSeconds: number;
+}
+
+export interface DatabaseFigures {
+  readonly sizeBytes: number;
+  readonly clients: { readonly active: number; readonly waiting: number };
+  readonly servers: { readonly active: number; readonly idle: number };
+  readonly maxWaitSeconds: number;
+  /** The pool limits in effect, as the running PgBouncer reported them at Ensure. */
+  readonly maxClientConnections: number;
+  readonly poolSize: number;
+  readonly totals: PoolerTotals;
+  readonly readAt: Date;
+}
+
+/** Thrown when the figures did not come within the time allowed; the reads go on unobserved. */
+export class FiguresTimeoutError extends DomainError {
+  constructor(slug: string, timeoutMs: number) {
+    super("deadline_exceeded", `database "${slug}" did not report its figures within ${timeoutMs} ms`);
+  }
+}
+
+export async function readFigures(
+  runtime: Runtime,
+  target: RuntimeTarget,
+  pooler: PoolerInfo | null,
+  timeoutMs: number,
+): Promise<DatabaseFigures> {
+  const reads = Promise.all([
+    // Catalog names qualified: this runs as the superuser, in the maintenance database.
+    runtime.adminQuery(
+      target,
+      `SELECT pg_catalog.pg_database_size(d.oid)::text AS bytes FROM pg_catalog.pg_database d WHERE d.datname = ${quoteLiteral(target.slug)}`,
+    ),
+    runtime.poolerCommand(target, "SHOW POOLS"),
+    runtime.poolerCommand(target, "SHOW STATS"),
+  ]);
+  const [size, pools, stats] = await withTimeout(reads, timeoutMs, () => new FiguresTimeoutError(target.slug, timeoutMs));
+  const ours = (rows: Rows) => rows.filter((row) => row["database"] === target.slug);
+  const pool = ours(pools);
+  const stat = ours(stats);
+  const microseconds = (column: string) => sum(stat, column) / 1e6;
+  return {
+    sizeBytes: Number(size[0]?.["bytes"] ?? 0),
+    clients: { active: sum(pool, "cl_active"), waiting: sum(pool, "cl_waiting") },
+    // An idle server is any the pool holds that no client uses: fresh, used, being tested, logging in.
+    servers: { active: sum(pool, "sv_active"), idle: sum(pool, "sv_idle", "sv_used", "sv_tested", "sv_login") },
+    maxWaitSeconds: Math.max(0, ...pool.map((row) => num(row["maxwait"]) + num(row["maxwait_us"]) / 1e6)),
+    maxClientConnections: pooler?.maxClientConn ?? 0,
+    poolSize: pooler?.defaultPoolSize ?? 0,
+    totals: {
+      transactions: sum(stat, "total_xact_count"),
+      queries: sum(stat, "total_query_count"),
+      receivedBytes: sum(stat, "total_received"),
+      sentBytes: sum(stat, "total_sent"),
+      transactionSeconds: microseconds("total_xact_time"),
+      querySeconds: microseconds("total_query_time"),
+      waitSeconds: microseconds("total_wait_time"),
+    },
+    readAt: new Date(),
+  };
+}
+
+/** Resolves or rejects with `work`, or rejects with `timeout()` first; the timer never holds the process open. */
+export async function withTimeout<T>(work: Promise<T>, ms: number, timeout: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(timeout()), ms);
+    timer.unref();
+  });
+  // A read that fails after the deadline must not surface as an unhandled rejection.
+  work.catch(() => undefined);
+  try {
+    return await Promise.race([work, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function sum(rows: Rows, ...columns: string[]): number {
+  return rows.reduce((total, row) => total + columns.reduce((part, column) => part + num(row[column]), 0), 0);
+}
+
+/** A column the installed PgBouncer does not have counts as 0. */
+function num(value: string | null | undefined): number {
+  const n = Number(value ?? 0);
+  return Number.isFinite(n) ? n : 0;
+}
