@@ -2,6 +2,7 @@
 // started by the process runtime: GetDatabase's usage and /metrics' per-database
 // gauges and pooler counters follow what clients really do, show no secret, and
 // a project token sees only its own project's figures.
+import { readFileSync } from "node:fs";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startHarness, type Harness } from "../support/app-harness.js";
@@ -196,5 +197,18 @@ describe("a database that cannot answer", () => {
     // Ensure brings it back, and its figures with it.
     expect((await rest(`/v1/projects/${h.projectId}/database`, { method: "POST", token: h.tokens.deployer })).status).toBe(200);
     expect((await usage()).usage.sizeBytes).toBeDefined();
+  });
+});
+
+describe("the alert rules and the dashboard in deploy/", () => {
+  it("use only metrics this service exports", async () => {
+    const exported = new Set([...(await scrape()).matchAll(/^# TYPE (\S+) /gm)].map((match) => match[1]));
+    const files = ["deploy/prometheus/sota-db-alerts.yml", "deploy/grafana/sota-db-dashboard.json"];
+    for (const file of files) {
+      const text = readFileSync(new URL(`../../${file}`, import.meta.url), "utf8");
+      const used = new Set([...text.matchAll(/\bsota_[a-z_]+/g)].map((match) => match[0]));
+      expect(used.size, file).toBeGreaterThan(5);
+      for (const name of used) expect(exported, `${file} uses ${name}`).toContain(name);
+    }
   });
 });
