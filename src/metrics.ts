@@ -2,25 +2,16 @@
 // several services in one process. Labels never carry a secret: method names,
 // codes, states, project ids and, for a database in trouble only, its slug.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { DatabaseFigures, PoolerTotals } from "./figures.js";
 
-/** One database's figures as a scrape sees them (see service/database-figures.ts); none when it did not answer. */
+/** One database's figures as a scrape sees them; none when it did not answer. */
 export interface DatabaseSample {
   readonly projectId: string;
-  readonly figures?: {
-    readonly sizeBytes: number;
-    readonly clients: { readonly active: number; readonly waiting: number };
-    readonly servers: { readonly active: number; readonly idle: number };
-    readonly maxWaitSeconds: number;
-    readonly maxClientConnections: number;
-    readonly poolSize: number;
-    readonly totals: Readonly<Record<PoolerTotal, number>>;
-  };
+  readonly figures?: DatabaseFigures;
 }
 
-type PoolerTotal = "transactions" | "queries" | "receivedBytes" | "sentBytes" | "transactionSeconds" | "querySeconds" | "waitSeconds";
-
 /** PgBouncer's SHOW STATS totals, as Prometheus counters: metric name, help, field. */
-const POOLER_TOTALS: ReadonlyArray<readonly [string, string, PoolerTotal]> = [
+const POOLER_TOTALS: ReadonlyArray<readonly [string, string, keyof PoolerTotals]> = [
   ["sota_pooler_transactions_total", "Transactions the pooler ran (SHOW STATS total_xact_count).", "transactions"],
   ["sota_pooler_queries_total", "Queries the pooler ran (SHOW STATS total_query_count).", "queries"],
   ["sota_pooler_received_bytes_total", "Bytes the pooler received from clients (SHOW STATS total_received).", "receivedBytes"],

@@ -4,30 +4,10 @@
 // never stored: a figure is only worth what it was a moment ago.
 import { quoteLiteral } from "../backup/sql-text.js";
 import { DomainError } from "../errors.js";
+import type { DatabaseFigures } from "../figures.js";
 import type { PoolerInfo, Rows, Runtime, RuntimeTarget } from "../runtime/runtime.js";
 
-/** PgBouncer's totals since it started: they restart from 0 with PgBouncer. */
-export interface PoolerTotals {
-  readonly transactions: number;
-  readonly queries: number;
-  readonly receivedBytes: number;
-  readonly sentBytes: number;
-  readonly transactionSeconds: number;
-  readonly querySeconds: number;
-  readonly waitSeconds: number;
-}
-
-export interface DatabaseFigures {
-  readonly sizeBytes: number;
-  readonly clients: { readonly active: number; readonly waiting: number };
-  readonly servers: { readonly active: number; readonly idle: number };
-  readonly maxWaitSeconds: number;
-  /** The pool limits in effect, as the running PgBouncer reported them at Ensure. */
-  readonly maxClientConnections: number;
-  readonly poolSize: number;
-  readonly totals: PoolerTotals;
-  readonly readAt: Date;
-}
+export type { DatabaseFigures } from "../figures.js";
 
 /** Thrown when the figures did not come within the time allowed; the reads go on unobserved. */
 export class FiguresTimeoutError extends DomainError {
