@@ -195,12 +195,13 @@ export class Metrics {
   private databaseSamples(): Promise<readonly DatabaseSample[]> {
     const now = performance.now();
     if (!this.sampled || now - this.sampled.at > FIGURES_CACHE_MS) {
-      const samples = this.readDatabases();
-      this.sampled = { at: now, samples };
-      // A failed read is not kept: the next scrape tries again.
-      samples.catch(() => {
+      // A failed read (the state store away) leaves the per-database series out of this scrape, not
+      // the whole scrape, and is not kept: the next scrape tries again.
+      const samples = this.readDatabases().catch((): readonly DatabaseSample[] => {
         if (this.sampled?.samples === samples) this.sampled = undefined;
+        return [];
       });
+      this.sampled = { at: now, samples };
     }
     return this.sampled.samples;
   }

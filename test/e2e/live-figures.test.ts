@@ -184,7 +184,28 @@ describe("/metrics' per-database figures", () => {
 });
 
 describe("a database that cannot answer", () => {
+  it("does not hold GetDatabase or a scrape: a frozen PostgreSQL is reported, within the figures' timeout", async () => {
+    const slug = (await usage()).database.slug;
+    const [dir] = await h.app.runtime.adminQuery({ projectId: h.projectId, slug }, "SHOW data_directory");
+    const postmaster = Number(readFileSync(`${dir!["data_directory"]}/postmaster.pid`, "utf8").split("\n")[0]);
+    // SIGSTOP: the server accepts connections into its backlog and never answers them.
+    process.kill(postmaster, "SIGSTOP");
+    try {
+      const body = await usage();
+      expect(body.usage).toBeUndefined();
+      expect(body.usageUnavailable).toMatch(/did not report its figures within 2000 ms/);
+      const scraped = await scrapeWhen((text) => sample(text, "sota_database_up", `project_id="${h.projectId}"`) === 0);
+      expect(sample(scraped, "sota_database_up", `project_id="${h.projectId}"`)).toBe(0);
+    } finally {
+      process.kill(postmaster, "SIGCONT");
+    }
+    const back = await usageWhen(() => true);
+    expect(back.sizeBytes).toBeDefined();
+  });
+
   it("is described without usage, says why, and is down in /metrics", async () => {
+    // Up first (the scrape's figures are cached a few seconds), so the 0 below is this test's.
+    await scrapeWhen((text) => sample(text, "sota_database_up", `project_id="${h.projectId}"`) === 1);
     await h.app.runtime.remove({ projectId: h.projectId, slug: (await usage()).database.slug }, { keepData: true });
     const body = await usage();
     expect(body.database.state).toBe("DATABASE_STATE_READY");
