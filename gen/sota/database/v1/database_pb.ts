@@ -800,7 +800,9 @@ export const DatabaseService: GenService<{
     output: typeof EnsureResponseSchema;
   },
   /**
-   * GetDatabase describes a project's database. It never carries a secret.
+   * GetDatabase describes a project's database and its live figures (size,
+   * connections, pool limits). It never carries a secret; project tokens may
+   * call it for their own project.
    *
    * @generated from rpc sota.database.v1.DatabaseService.GetDatabase
    */
