@@ -105,13 +105,23 @@ export class Metrics {
   private readDatabases: () => Promise<readonly DatabaseSample[]> = async () => [];
   private sampled: { at: number; samples: Promise<readonly DatabaseSample[]> } | undefined;
 
-  readonly databaseUp = this.perDatabase("sota_database_up", "1 when the database and its pooler answered this scrape, else 0 (not ready, not running, or too slow).", [], (gauge, sample) => {
-    gauge.set({ project_id: sample.projectId }, sample.figures ? 1 : 0);
-  });
+  readonly databaseUp = this.perDatabase(
+    "sota_database_up",
+    "1 when the database and its pooler answered this scrape, else 0 (not ready, not running, or too slow).",
+    [],
+    (gauge, sample) => {
+      gauge.set({ project_id: sample.projectId }, sample.figures ? 1 : 0);
+    },
+  );
 
-  readonly databaseSize = this.perDatabase("sota_database_size_bytes", "The database's size on disk (pg_database_size).", [], (gauge, { projectId, figures }) => {
-    if (figures) gauge.set({ project_id: projectId }, figures.sizeBytes);
-  });
+  readonly databaseSize = this.perDatabase(
+    "sota_database_size_bytes",
+    "The database's size on disk (pg_database_size).",
+    [],
+    (gauge, { projectId, figures }) => {
+      if (figures) gauge.set({ project_id: projectId }, figures.sizeBytes);
+    },
+  );
 
   readonly clientConnections = this.perDatabase(
     "sota_pooler_client_connections",
@@ -135,17 +145,32 @@ export class Metrics {
     },
   );
 
-  readonly maxWait = this.perDatabase("sota_pooler_max_wait_seconds", "How long the oldest waiting client has waited for a server connection.", [], (gauge, { projectId, figures }) => {
-    if (figures) gauge.set({ project_id: projectId }, figures.maxWaitSeconds);
-  });
+  readonly maxWait = this.perDatabase(
+    "sota_pooler_max_wait_seconds",
+    "How long the oldest waiting client has waited for a server connection.",
+    [],
+    (gauge, { projectId, figures }) => {
+      if (figures) gauge.set({ project_id: projectId }, figures.maxWaitSeconds);
+    },
+  );
 
-  readonly maxClientConnections = this.perDatabase("sota_pooler_max_client_connections", "The pooler's max_client_conn in effect.", [], (gauge, { projectId, figures }) => {
-    if (figures) gauge.set({ project_id: projectId }, figures.maxClientConnections);
-  });
+  readonly maxClientConnections = this.perDatabase(
+    "sota_pooler_max_client_connections",
+    "The pooler's max_client_conn in effect.",
+    [],
+    (gauge, { projectId, figures }) => {
+      if (figures) gauge.set({ project_id: projectId }, figures.maxClientConnections);
+    },
+  );
 
-  readonly poolSize = this.perDatabase("sota_pooler_pool_size", "Server connections the pool may open to the database (default_pool_size in effect).", [], (gauge, { projectId, figures }) => {
-    if (figures) gauge.set({ project_id: projectId }, figures.poolSize);
-  });
+  readonly poolSize = this.perDatabase(
+    "sota_pooler_pool_size",
+    "Server connections the pool may open to the database (default_pool_size in effect).",
+    [],
+    (gauge, { projectId, figures }) => {
+      if (figures) gauge.set({ project_id: projectId }, figures.poolSize);
+    },
+  );
 
   /**
    * PgBouncer's own totals. They are counters, but the pooler keeps them, not

@@ -1,13 +1,67 @@
-// Live figures of one database: its size on disk (PostgreSQL) and how busy its
+// Live figures of a database: its size on disk (PostgreSQL) and how busy its
 // pool is (PgBouncer's SHOW POOLS and SHOW STATS), read through the Runtime
 // port so both drivers answer alike. Read on demand (GetDatabase, a scrape),
 // never stored: a figure is only worth what it was a moment ago.
+import { ConcurrencyLimit } from "../backup/concurrency-limit.js";
 import { quoteLiteral } from "../backup/sql-text.js";
 import { DomainError } from "../errors.js";
+import { loggableError, type Logger } from "../log.js";
 import type { DatabaseFigures } from "../figures.js";
 import type { PoolerInfo, Rows, Runtime, RuntimeTarget } from "../runtime/runtime.js";
+import type { DatabaseRecord } from "../store/records.js";
 
 export type { DatabaseFigures } from "../figures.js";
+
+/** How long GetDatabase and a scrape wait for one database's figures: a stuck database must not hold either. */
+export const FIGURES_TIMEOUT_MS = 2_000;
+/** How many databases a scrape reads at once. */
+const FIGURES_CONCURRENCY = 4;
+/**
+ * How long a whole scrape may spend reading figures, below Prometheus' default
+ * 10 s scrape timeout: many stuck databases (2 s each) must not make the
+ * scrape itself time out; those not reached by then are reported down.
+ */
+const FIGURES_SCRAPE_BUDGET_MS = 8_000;
+
+/** A database's live figures, or why there are none. */
+export type FiguresOutcome = { readonly figures: DatabaseFigures } | { readonly unavailable: string };
+
+/** One database's figures (GetDatabase), or why there are none: never an error, so the description still answers. */
+export async function figuresOf(
+  runtime: Runtime,
+  database: DatabaseRecord,
+  logger: Logger,
+  timeoutMs = FIGURES_TIMEOUT_MS,
+): Promise<FiguresOutcome> {
+  if (database.state !== "ready") return { unavailable: `database "${database.slug}" is ${database.state}; call Ensure` };
+  if (database.runtime !== runtime.kind) {
+    return { unavailable: `database "${database.slug}" lives on the ${database.runtime} runtime, not this service's` };
+  }
+  try {
+    return { figures: await readFigures(runtime, { projectId: database.projectId, slug: database.slug }, database.pooler, timeoutMs) };
+  } catch (error) {
+    // Runtime and timeout errors say what went wrong without a secret; anything else only in the log.
+    if (error instanceof DomainError) return { unavailable: error.message };
+    logger.warn({ projectId: database.projectId, slug: database.slug, err: loggableError(error) }, "figures not read");
+    return { unavailable: `database "${database.slug}" did not report its figures; see the service log` };
+  }
+}
+
+/** Figures of many databases (a scrape): a few at a time, each within the timeout, all within the scrape's budget. */
+export async function figuresOfEach(
+  runtime: Runtime,
+  databases: readonly DatabaseRecord[],
+  logger: Logger,
+): Promise<Array<{ readonly projectId: string } & FiguresOutcome>> {
+  const limit = new ConcurrencyLimit(FIGURES_CONCURRENCY);
+  const deadline = performance.now() + FIGURES_SCRAPE_BUDGET_MS;
+  const read = (database: DatabaseRecord): Promise<FiguresOutcome> => {
+    const left = Math.floor(deadline - performance.now());
+    if (left <= 0) return Promise.resolve({ unavailable: `database "${database.slug}" was not reached within the scrape's time` });
+    return figuresOf(runtime, database, logger, Math.min(FIGURES_TIMEOUT_MS, left));
+  };
+  return Promise.all(databases.map(async (database) => ({ projectId: database.projectId, ...(await limit.run(() => read(database))) })));
+}
 
 /** Thrown when the figures did not come within the time allowed; the reads go on unobserved. */
 export class FiguresTimeoutError extends DomainError {

@@ -13,16 +13,7 @@ import type { Store } from "../store/store.js";
 import { LocalCoordination, type Coordination } from "../coordination/coordination.js";
 import { normalizeProjectId, slugForProject, slugProblemFor, isBackupId } from "../names.js";
 import { databaseUrl } from "./database-url.js";
-import { readFigures, type DatabaseFigures } from "./database-figures.js";
-import { ConcurrencyLimit } from "../backup/concurrency-limit.js";
-
-/** How long GetDatabase and a scrape wait for one database's figures: a stuck database must not hold either. */
-export const FIGURES_TIMEOUT_MS = 2_000;
-/** How many databases a scrape reads at once. */
-const FIGURES_CONCURRENCY = 4;
-
-/** A database's live figures, or why there are none. */
-export type FiguresOutcome = { readonly figures: DatabaseFigures } | { readonly unavailable: string };
+import { figuresOf, figuresOfEach, type FiguresOutcome } from "./database-figures.js";
 
 export interface DatabaseServiceDeps {
   readonly runtime: Runtime;
@@ -91,31 +82,13 @@ export class DatabaseService {
   /** The record and its live figures (GetDatabase): a database that cannot answer is described all the same. */
   async describe(rawProjectId: string): Promise<{ database: DatabaseRecord } & FiguresOutcome> {
     const database = await this.get(rawProjectId);
-    return { database, ...(await this.figuresOf(database)) };
+    return { database, ...(await figuresOf(this.deps.runtime, database, this.deps.logger)) };
   }
 
-  /** Figures of every database this runtime hosts, a few at a time, each within the timeout (the /metrics scrape). */
+  /** Figures of every database this runtime hosts (the /metrics scrape). */
   async figuresOfAll(): Promise<Array<{ readonly projectId: string } & FiguresOutcome>> {
-    const limit = new ConcurrencyLimit(FIGURES_CONCURRENCY);
     const databases = (await this.deps.store.listDatabases()).filter((record) => record.runtime === this.deps.runtime.kind);
-    return Promise.all(
-      databases.map(async (database) => ({ projectId: database.projectId, ...(await limit.run(() => this.figuresOf(database))) })),
-    );
-  }
-
-  private async figuresOf(database: DatabaseRecord): Promise<FiguresOutcome> {
-    if (database.state !== "ready") return { unavailable: `database "${database.slug}" is ${database.state}; call Ensure` };
-    if (database.runtime !== this.deps.runtime.kind) {
-      return { unavailable: `database "${database.slug}" lives on the ${database.runtime} runtime, not this service's` };
-    }
-    try {
-      return { figures: await readFigures(this.deps.runtime, target(database), database.pooler, FIGURES_TIMEOUT_MS) };
-    } catch (error) {
-      // Runtime and timeout errors say what went wrong without a secret; anything else only in the log.
-      if (error instanceof DomainError) return { unavailable: error.message };
-      this.deps.logger.warn({ projectId: database.projectId, slug: database.slug, err: loggableError(error) }, "figures not read");
-      return { unavailable: `database "${database.slug}" did not report its figures; see the service log` };
-    }
+    return figuresOfEach(this.deps.runtime, databases, this.deps.logger);
   }
 
   /** The DATABASE_URL: the only way a password leaves the service. */
