@@ -114,13 +114,10 @@ export class Metrics {
     },
   );
 
-  readonly databaseSize = this.perDatabase(
+  readonly databaseSize = this.perDatabaseValue(
     "sota_database_size_bytes",
     "The database's size on disk (pg_database_size).",
-    [],
-    (gauge, { projectId, figures }) => {
-      if (figures) gauge.set({ project_id: projectId }, figures.sizeBytes);
-    },
+    (figures) => figures.sizeBytes,
   );
 
   readonly clientConnections = this.perDatabase(
@@ -145,31 +142,22 @@ export class Metrics {
     },
   );
 
-  readonly maxWait = this.perDatabase(
+  readonly maxWait = this.perDatabaseValue(
     "sota_pooler_max_wait_seconds",
     "How long the oldest waiting client has waited for a server connection.",
-    [],
-    (gauge, { projectId, figures }) => {
-      if (figures) gauge.set({ project_id: projectId }, figures.maxWaitSeconds);
-    },
+    (figures) => figures.maxWaitSeconds,
   );
 
-  readonly maxClientConnections = this.perDatabase(
+  readonly maxClientConnections = this.perDatabaseValue(
     "sota_pooler_max_client_connections",
     "The pooler's max_client_conn in effect.",
-    [],
-    (gauge, { projectId, figures }) => {
-      if (figures) gauge.set({ project_id: projectId }, figures.maxClientConnections);
-    },
+    (figures) => figures.maxClientConnections,
   );
 
-  readonly poolSize = this.perDatabase(
+  readonly poolSize = this.perDatabaseValue(
     "sota_pooler_pool_size",
     "Server connections the pool may open to the database (default_pool_size in effect).",
-    [],
-    (gauge, { projectId, figures }) => {
-      if (figures) gauge.set({ project_id: projectId }, figures.poolSize);
-    },
+    (figures) => figures.poolSize,
   );
 
   /**
@@ -229,6 +217,13 @@ export class Metrics {
       this.sampled = { at: now, samples };
     }
     return this.sampled.samples;
+  }
+
+  /** One value per database that answered. */
+  private perDatabaseValue(name: string, help: string, value: (figures: DatabaseFigures) => number): Gauge<"project_id"> {
+    return this.perDatabase(name, help, [], (gauge, { projectId, figures }) => {
+      if (figures) gauge.set({ project_id: projectId }, value(figures));
+    });
   }
 
   /** A gauge per database, labelled by project id, rebuilt from the samples at every scrape (a removed database leaves no series). */
