@@ -114,6 +114,7 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
       coordination,
     });
     const service = new DatabaseService({ runtime, store, sealer: new Sealer(keyring), logger, metrics, backups, coordination });
+    metrics.watchDatabases(() => service.figuresOfAll());
     const ready = readiness(store, runtime);
     const server = new ApiServer({
       routes: [databaseRoutes(service), healthRoutes(ready)],

@@ -2,6 +2,27 @@
 // several services in one process. Labels never carry a secret: method names,
 // codes, states, project ids and, for a database in trouble only, its slug.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { DatabaseFigures, PoolerTotals } from "./figures.js";
+
+/** One database's figures as a scrape sees them; none when it did not answer. */
+export interface DatabaseSample {
+  readonly projectId: string;
+  readonly figures?: DatabaseFigures;
+}
+
+/** PgBouncer's SHOW STATS totals, as Prometheus counters: metric name, help, field. */
+const POOLER_TOTALS: ReadonlyArray<readonly [string, string, keyof PoolerTotals]> = [
+  ["sota_pooler_transactions_total", "Transactions the pooler ran (SHOW STATS total_xact_count).", "transactions"],
+  ["sota_pooler_queries_total", "Queries the pooler ran (SHOW STATS total_query_count).", "queries"],
+  ["sota_pooler_received_bytes_total", "Bytes the pooler received from clients (SHOW STATS total_received).", "receivedBytes"],
+  ["sota_pooler_sent_bytes_total", "Bytes the pooler sent to clients (SHOW STATS total_sent).", "sentBytes"],
+  ["sota_pooler_transaction_seconds_total", "Time spent in transactions (SHOW STATS total_xact_time).", "transactionSeconds"],
+  ["sota_pooler_query_seconds_total", "Time spent running queries (SHOW STATS total_query_time).", "querySeconds"],
+  ["sota_pooler_wait_seconds_total", "Time clients spent waiting for a server connection (SHOW STATS total_wait_time).", "waitSeconds"],
+];
+
+/** A scrape reuses figures read this recently: several scrapers (or replicas' Prometheus) do not multiply the reads. */
+const FIGURES_CACHE_MS = 5_000;
 
 export class Metrics {
   readonly registry = new Registry();
@@ -81,6 +102,87 @@ export class Metrics {
     },
   });
 
+  private readDatabases: () => Promise<readonly DatabaseSample[]> = async () => [];
+  private sampled: { at: number; samples: Promise<readonly DatabaseSample[]> } | undefined;
+
+  readonly databaseUp = this.perDatabase(
+    "sota_database_up",
+    "1 when the database and its pooler answered this scrape, else 0 (not ready, not running, or too slow).",
+    [],
+    (gauge, sample) => {
+      gauge.set({ project_id: sample.projectId }, sample.figures ? 1 : 0);
+    },
+  );
+
+  readonly databaseSize = this.perDatabaseValue(
+    "sota_database_size_bytes",
+    "The database's size on disk (pg_database_size).",
+    (figures) => figures.sizeBytes,
+  );
+
+  readonly clientConnections = this.perDatabase(
+    "sota_pooler_client_connections",
+    "Client connections to the pooler: active (linked to a server or idle) and waiting (for a server connection).",
+    ["state"],
+    (gauge, { projectId, figures }) => {
+      if (!figures) return;
+      gauge.set({ project_id: projectId, state: "active" }, figures.clients.active);
+      gauge.set({ project_id: projectId, state: "waiting" }, figures.clients.waiting);
+    },
+  );
+
+  readonly serverConnections = this.perDatabase(
+    "sota_pooler_server_connections",
+    "Server connections from the pooler to PostgreSQL: active (serving a client) and idle (in the pool).",
+    ["state"],
+    (gauge, { projectId, figures }) => {
+      if (!figures) return;
+      gauge.set({ project_id: projectId, state: "active" }, figures.servers.active);
+      gauge.set({ project_id: projectId, state: "idle" }, figures.servers.idle);
+    },
+  );
+
+  readonly maxWait = this.perDatabaseValue(
+    "sota_pooler_max_wait_seconds",
+    "How long the oldest waiting client has waited for a server connection.",
+    (figures) => figures.maxWaitSeconds,
+  );
+
+  readonly maxClientConnections = this.perDatabaseValue(
+    "sota_pooler_max_client_connections",
+    "The pooler's max_client_conn in effect.",
+    (figures) => figures.maxClientConnections,
+  );
+
+  readonly poolSize = this.perDatabaseValue(
+    "sota_pooler_pool_size",
+    "Server connections the pool may open to the database (default_pool_size in effect).",
+    (figures) => figures.poolSize,
+  );
+
+  /**
+   * PgBouncer's own totals. They are counters, but the pooler keeps them, not
+   * us: each scrape sets the value PgBouncer reports. When PgBouncer restarts
+   * they start again from 0, which Prometheus' rate() and increase() read as
+   * a counter reset, as they should.
+   */
+  readonly poolerTotals = POOLER_TOTALS.map(([name, help, field]) => {
+    const counter: Counter<"project_id"> = new Counter({
+      name,
+      help: `${help} Restarts from 0 with the pooler.`,
+      labelNames: ["project_id"] as const,
+      registers: [this.registry],
+      collect: async () => {
+        const samples = await this.databaseSamples();
+        counter.reset();
+        for (const { projectId, figures } of samples) {
+          if (figures) counter.inc({ project_id: projectId }, figures.totals[field]);
+        }
+      },
+    });
+    return counter;
+  });
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
@@ -94,6 +196,55 @@ export class Metrics {
   /** Where the databases gauge reads its counts from (the store). */
   countDatabasesWith(source: () => Promise<Record<string, number>>): void {
     this.countDatabases = source;
+  }
+
+  /** Where the per-database gauges and pooler counters read from, at scrape time (the service). */
+  watchDatabases(source: () => Promise<readonly DatabaseSample[]>): void {
+    this.readDatabases = source;
+    this.sampled = undefined;
+  }
+
+  /** One read per scrape (and per few seconds) for every per-database metric. */
+  private databaseSamples(): Promise<readonly DatabaseSample[]> {
+    const now = performance.now();
+    if (!this.sampled || now - this.sampled.at > FIGURES_CACHE_MS) {
+      // A failed read (the state store away) leaves the per-database series out of this scrape, not
+      // the whole scrape, and is not kept: the next scrape tries again.
+      const samples = this.readDatabases().catch((): readonly DatabaseSample[] => {
+        if (this.sampled?.samples === samples) this.sampled = undefined;
+        return [];
+      });
+      this.sampled = { at: now, samples };
+    }
+    return this.sampled.samples;
+  }
+
+  /** One value per database that answered. */
+  private perDatabaseValue(name: string, help: string, value: (figures: DatabaseFigures) => number): Gauge<"project_id"> {
+    return this.perDatabase(name, help, [], (gauge, { projectId, figures }) => {
+      if (figures) gauge.set({ project_id: projectId }, value(figures));
+    });
+  }
+
+  /** A gauge per database, labelled by project id, rebuilt from the samples at every scrape (a removed database leaves no series). */
+  private perDatabase<L extends string>(
+    name: string,
+    help: string,
+    labelNames: readonly L[],
+    fill: (gauge: Gauge<L | "project_id">, sample: DatabaseSample) => void,
+  ): Gauge<L | "project_id"> {
+    const gauge: Gauge<L | "project_id"> = new Gauge({
+      name,
+      help,
+      labelNames: ["project_id", ...labelNames],
+      registers: [this.registry],
+      collect: async () => {
+        const samples = await this.databaseSamples();
+        gauge.reset();
+        for (const sample of samples) fill(gauge, sample);
+      },
+    });
+    return gauge;
   }
 
   /** Where the pooler-port gauge reads from, at scrape time: the runtime, when it binds host ports. */

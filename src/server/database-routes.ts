@@ -4,7 +4,7 @@ import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
 import { DatabaseService as DatabaseServiceDesc } from "../../gen/sota/database/v1/database_pb.js";
 import type { DatabaseService } from "../service/database-service.js";
 import { principalKey } from "./interceptors.js";
-import { backupMessage, databaseMessage } from "./proto-convert.js";
+import { backupMessage, databaseMessage, usageMessage } from "./proto-convert.js";
 
 export function databaseRoutes(service: DatabaseService) {
   return (router: ConnectRouter): void => {
@@ -14,7 +14,11 @@ export function databaseRoutes(service: DatabaseService) {
         return { database: databaseMessage(database), created };
       },
       async getDatabase(req) {
-        return { database: databaseMessage(await service.get(req.projectId)) };
+        const described = await service.describe(req.projectId);
+        return {
+          database: databaseMessage(described.database),
+          ...("figures" in described ? { usage: usageMessage(described.figures) } : { usageUnavailable: described.unavailable }),
+        };
       },
       async getConnection(req) {
         const { url, sessionUrl, database } = await service.connection(req.projectId);

@@ -7,13 +7,16 @@ import {
   BackupSchema,
   BackupState,
   DatabaseSchema,
+  DatabaseUsageSchema,
   DatabaseState,
   PoolerSchema,
   VerificationState,
   type Backup,
   type Database,
+  type DatabaseUsage,
 } from "../../gen/sota/database/v1/database_pb.js";
 import { roleName } from "../service/database-url.js";
+import type { DatabaseFigures } from "../service/database-figures.js";
 import type { BackupRecord, DatabaseRecord } from "../store/records.js";
 
 const DATABASE_STATES: Record<DatabaseRecord["state"], DatabaseState> = {
@@ -53,6 +56,20 @@ export function databaseMessage(record: DatabaseRecord): Database {
     createTime: timestampFromDate(record.createdAt),
     updateTime: timestampFromDate(record.updatedAt),
     error: record.error ?? "",
+  });
+}
+
+export function usageMessage(figures: DatabaseFigures): DatabaseUsage {
+  return create(DatabaseUsageSchema, {
+    sizeBytes: BigInt(figures.sizeBytes),
+    clientConnectionsActive: figures.clients.active,
+    clientConnectionsWaiting: figures.clients.waiting,
+    serverConnectionsActive: figures.servers.active,
+    serverConnectionsIdle: figures.servers.idle,
+    maxWaitSeconds: figures.maxWaitSeconds,
+    maxClientConnections: figures.maxClientConnections,
+    poolSize: figures.poolSize,
+    readTime: timestampFromDate(figures.readAt),
   });
 }
 

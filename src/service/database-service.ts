@@ -13,6 +13,7 @@ import type { Store } from "../store/store.js";
 import { LocalCoordination, type Coordination } from "../coordination/coordination.js";
 import { normalizeProjectId, slugForProject, slugProblemFor, isBackupId } from "../names.js";
 import { databaseUrl, sessionUrl } from "./database-url.js";
+import { figuresOf, figuresOfEach, type FiguresOutcome } from "./database-figures.js";
 
 export interface DatabaseServiceDeps {
   readonly runtime: Runtime;
@@ -77,6 +78,18 @@ export class DatabaseService {
     const record = await this.deps.store.getDatabase(projectId);
     if (!record) throw new DomainError("not_found", `project ${projectId} has no database; call Ensure first`);
     return record;
+  }
+
+  /** The record and its live figures (GetDatabase): a database that cannot answer is described all the same. */
+  async describe(rawProjectId: string): Promise<{ database: DatabaseRecord } & FiguresOutcome> {
+    const database = await this.get(rawProjectId);
+    return { database, ...(await figuresOf(this.deps.runtime, database, this.deps.logger)) };
+  }
+
+  /** Figures of every database this runtime hosts (the /metrics scrape). */
+  async figuresOfAll(): Promise<Array<{ readonly projectId: string } & FiguresOutcome>> {
+    const databases = (await this.deps.store.listDatabases()).filter((record) => record.runtime === this.deps.runtime.kind);
+    return figuresOfEach(this.deps.runtime, databases, this.deps.logger);
   }
 
   /** The DATABASE_URL: the only way a password leaves the service. */

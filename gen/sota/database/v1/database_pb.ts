@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file sota/database/v1/database.proto.
  */
 export const file_sota_database_v1_database: GenFile = /*@__PURE__*/
-  fileDesc("Ch9zb3RhL2RhdGFiYXNlL3YxL2RhdGFiYXNlLnByb3RvEhBzb3RhLmRhdGFiYXNlLnYxIqgBCgZQb29sZXISDwoHdmVyc2lvbhgBIAEoCRIRCglwb29sX21vZGUYAiABKAkSGQoRZGVmYXVsdF9wb29sX3NpemUYAyABKAUSFwoPbWF4X2NsaWVudF9jb25uGAQgASgFEiUKHXByZXBhcmVkX3N0YXRlbWVudHNfc3VwcG9ydGVkGAUgASgIEh8KF21heF9wcmVwYXJlZF9zdGF0ZW1lbnRzGAYgASgFIvQCCghEYXRhYmFzZRISCgpwcm9qZWN0X2lkGAEgASgJEgwKBHNsdWcYAiABKAkSLgoFc3RhdGUYAyABKA4yHy5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlU3RhdGUSDwoHcnVudGltZRgEIAEoCRIYChBwb3N0Z3Jlc192ZXJzaW9uGAUgASgJEigKBnBvb2xlchgGIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuUG9vbGVyEgwKBGhvc3QYByABKAkSDAoEcG9ydBgIIAEoBRIVCg1kYXRhYmFzZV9uYW1lGAkgASgJEgwKBHVzZXIYCiABKAkSDwoHbmV0d29yaxgLIAEoCRIvCgtjcmVhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWVycm9yGA4gASgJIjEKDUVuc3VyZVJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIMCgRzbHVnGAIgASgJIk8KDkVuc3VyZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZRIPCgdjcmVhdGVkGAIgASgIIigKEkdldERhdGFiYXNlUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIkMKE0dldERhdGFiYXNlUmVzcG9uc2USLAoIZGF0YWJhc2UYASABKAsyGi5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlIioKFEdldENvbm5lY3Rpb25SZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkicAoVR2V0Q29ubmVjdGlvblJlc3BvbnNlEhQKDGRhdGFiYXNlX3VybBgBIAEoCRIsCghkYXRhYmFzZRgCIAEoCzIaLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2USEwoLc2Vzc2lvbl91cmwYAyABKAkizwMKBkJhY2t1cBIKCgJpZBgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEioKBGtpbmQYAyABKA4yHC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cEtpbmQSLAoFc3RhdGUYBCABKA4yHS5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cFN0YXRlEhIKCnNpemVfYnl0ZXMYBSABKAMSDgoGc2hhMjU2GAYgASgJEi4KCnN0YXJ0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZXJyb3IYCiABKAkSOQoMdmVyaWZpY2F0aW9uGAsgASgOMiMuc290YS5kYXRhYmFzZS52MS5WZXJpZmljYXRpb25TdGF0ZRIvCgt2ZXJpZnlfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGgoSdmVyaWZpY2F0aW9uX2Vycm9yGA0gASgJIjcKE0NyZWF0ZUJhY2t1cFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIMCgR3YWl0GAIgASgIIkAKFENyZWF0ZUJhY2t1cFJlc3BvbnNlEigKBmJhY2t1cBgBIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIigKEkxpc3RCYWNrdXBzUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIkAKE0xpc3RCYWNrdXBzUmVzcG9uc2USKQoHYmFja3VwcxgBIAMoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIj0KFFJlc3RvcmVCYWNrdXBSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEQoJYmFja3VwX2lkGAIgASgJInQKFVJlc3RvcmVCYWNrdXBSZXNwb25zZRIqCghyZXN0b3JlZBgBIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwEi8KDXNhZmV0eV9iYWNrdXAYAiABKAsyGC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cCI8ChNWZXJpZnlCYWNrdXBSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEQoJYmFja3VwX2lkGAIgASgJIkAKFFZlcmlmeUJhY2t1cFJlc3BvbnNlEigKBmJhY2t1cBgBIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIkYKFURlbGV0ZURhdGFiYXNlUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhkKEXNraXBfZmluYWxfYmFja3VwGAIgASgIInYKFkRlbGV0ZURhdGFiYXNlUmVzcG9uc2USLAoIZGF0YWJhc2UYASABKAsyGi5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlEi4KDGZpbmFsX2JhY2t1cBgCIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIkUKGFJvdGF0ZUNyZWRlbnRpYWxzUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhUKDWdyYWNlX3NlY29uZHMYAiABKAUiXwoZUm90YXRlQ3JlZGVudGlhbHNSZXNwb25zZRIUCgxkYXRhYmFzZV91cmwYASABKAkSLAoIZGF0YWJhc2UYAiABKAsyGi5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlKr4BCg1EYXRhYmFzZVN0YXRlEh4KGkRBVEFCQVNFX1NUQVRFX1VOU1BFQ0lGSUVEEAASHwobREFUQUJBU0VfU1RBVEVfUFJPVklTSU9OSU5HEAESGAoUREFUQUJBU0VfU1RBVEVfUkVBRFkQAhIZChVEQVRBQkFTRV9TVEFURV9GQUlMRUQQAxIbChdEQVRBQkFTRV9TVEFURV9ERUxFVElORxAEEhoKFkRBVEFCQVNFX1NUQVRFX0RFTEVURUQQBSqLAQoKQmFja3VwS2luZBIbChdCQUNLVVBfS0lORF9VTlNQRUNJRklFRBAAEhkKFUJBQ0tVUF9LSU5EX1NDSEVEVUxFRBABEhYKEkJBQ0tVUF9LSU5EX01BTlVBTBACEhYKEkJBQ0tVUF9LSU5EX1NBRkVUWRADEhUKEUJBQ0tVUF9LSU5EX0ZJTkFMEAQqegoLQmFja3VwU3RhdGUSHAoYQkFDS1VQX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQkFDS1VQX1NUQVRFX1JVTk5JTkcQARIaChZCQUNLVVBfU1RBVEVfU1VDQ0VFREVEEAISFwoTQkFDS1VQX1NUQVRFX0ZBSUxFRBADKnUKEVZlcmlmaWNhdGlvblN0YXRlEiIKHlZFUklGSUNBVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEh0KGVZFUklGSUNBVElPTl9TVEFURV9QQVNTRUQQARIdChlWRVJJRklDQVRJT05fU1RBVEVfRkFJTEVEEAIy6wYKD0RhdGFiYXNlU2VydmljZRJLCgZFbnN1cmUSHy5zb3RhLmRhdGFiYXNlLnYxLkVuc3VyZVJlcXVlc3QaIC5zb3RhLmRhdGFiYXNlLnYxLkVuc3VyZVJlc3BvbnNlEloKC0dldERhdGFiYXNlEiQuc290YS5kYXRhYmFzZS52MS5HZXREYXRhYmFzZVJlcXVlc3QaJS5zb3RhLmRhdGFiYXNlLnYxLkdldERhdGFiYXNlUmVzcG9uc2USYAoNR2V0Q29ubmVjdGlvbhImLnNvdGEuZGF0YWJhc2UudjEuR2V0Q29ubmVjdGlvblJlcXVlc3QaJy5zb3RhLmRhdGFiYXNlLnYxLkdldENvbm5lY3Rpb25SZXNwb25zZRJdCgxDcmVhdGVCYWNrdXASJS5zb3RhLmRhdGFiYXNlLnYxLkNyZWF0ZUJhY2t1cFJlcXVlc3QaJi5zb3RhLmRhdGFiYXNlLnYxLkNyZWF0ZUJhY2t1cFJlc3BvbnNlEloKC0xpc3RCYWNrdXBzEiQuc290YS5kYXRhYmFzZS52MS5MaXN0QmFja3Vwc1JlcXVlc3QaJS5zb3RhLmRhdGFiYXNlLnYxLkxpc3RCYWNrdXBzUmVzcG9uc2USYAoNUmVzdG9yZUJhY2t1cBImLnNvdGEuZGF0YWJhc2UudjEuUmVzdG9yZUJhY2t1cFJlcXVlc3QaJy5zb3RhLmRhdGFiYXNlLnYxLlJlc3RvcmVCYWNrdXBSZXNwb25zZRJdCgxWZXJpZnlCYWNrdXASJS5zb3RhLmRhdGFiYXNlLnYxLlZlcmlmeUJhY2t1cFJlcXVlc3QaJi5zb3RhLmRhdGFiYXNlLnYxLlZlcmlmeUJhY2t1cFJlc3BvbnNlEmMKDkRlbGV0ZURhdGFiYXNlEicuc290YS5kYXRhYmFzZS52MS5EZWxldGVEYXRhYmFzZVJlcXVlc3QaKC5zb3RhLmRhdGFiYXNlLnYxLkRlbGV0ZURhdGFiYXNlUmVzcG9uc2USbAoRUm90YXRlQ3JlZGVudGlhbHMSKi5zb3RhLmRhdGFiYXNlLnYxLlJvdGF0ZUNyZWRlbnRpYWxzUmVxdWVzdBorLnNvdGEuZGF0YWJhc2UudjEuUm90YXRlQ3JlZGVudGlhbHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Ch9zb3RhL2RhdGFiYXNlL3YxL2RhdGFiYXNlLnByb3RvEhBzb3RhLmRhdGFiYXNlLnYxIqgBCgZQb29sZXISDwoHdmVyc2lvbhgBIAEoCRIRCglwb29sX21vZGUYAiABKAkSGQoRZGVmYXVsdF9wb29sX3NpemUYAyABKAUSFwoPbWF4X2NsaWVudF9jb25uGAQgASgFEiUKHXByZXBhcmVkX3N0YXRlbWVudHNfc3VwcG9ydGVkGAUgASgIEh8KF21heF9wcmVwYXJlZF9zdGF0ZW1lbnRzGAYgASgFIvQCCghEYXRhYmFzZRISCgpwcm9qZWN0X2lkGAEgASgJEgwKBHNsdWcYAiABKAkSLgoFc3RhdGUYAyABKA4yHy5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlU3RhdGUSDwoHcnVudGltZRgEIAEoCRIYChBwb3N0Z3Jlc192ZXJzaW9uGAUgASgJEigKBnBvb2xlchgGIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuUG9vbGVyEgwKBGhvc3QYByABKAkSDAoEcG9ydBgIIAEoBRIVCg1kYXRhYmFzZV9uYW1lGAkgASgJEgwKBHVzZXIYCiABKAkSDwoHbmV0d29yaxgLIAEoCRIvCgtjcmVhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWVycm9yGA4gASgJIjEKDUVuc3VyZVJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIMCgRzbHVnGAIgASgJIk8KDkVuc3VyZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZRIPCgdjcmVhdGVkGAIgASgIIigKEkdldERhdGFiYXNlUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIo4BChNHZXREYXRhYmFzZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZRIuCgV1c2FnZRgeIAEoCzIfLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2VVc2FnZRIZChF1c2FnZV91bmF2YWlsYWJsZRgfIAEoCSKqAgoNRGF0YWJhc2VVc2FnZRISCgpzaXplX2J5dGVzGAEgASgDEiEKGWNsaWVudF9jb25uZWN0aW9uc19hY3RpdmUYAiABKAUSIgoaY2xpZW50X2Nvbm5lY3Rpb25zX3dhaXRpbmcYAyABKAUSIQoZc2VydmVyX2Nvbm5lY3Rpb25zX2FjdGl2ZRgEIAEoBRIfChdzZXJ2ZXJfY29ubmVjdGlvbnNfaWRsZRgFIAEoBRIYChBtYXhfd2FpdF9zZWNvbmRzGAYgASgBEh4KFm1heF9jbGllbnRfY29ubmVjdGlvbnMYByABKAUSEQoJcG9vbF9zaXplGAggASgFEi0KCXJlYWRfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiKgoUR2V0Q29ubmVjdGlvblJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSJwChVHZXRDb25uZWN0aW9uUmVzcG9uc2USFAoMZGF0YWJhc2VfdXJsGAEgASgJEiwKCGRhdGFiYXNlGAIgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZRITCgtzZXNzaW9uX3VybBgDIAEoCSLPAwoGQmFja3VwEgoKAmlkGAEgASgJEhIKCnByb2plY3RfaWQYAiABKAkSKgoEa2luZBgDIAEoDjIcLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwS2luZBIsCgVzdGF0ZRgEIAEoDjIdLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwU3RhdGUSEgoKc2l6ZV9ieXRlcxgFIAEoAxIOCgZzaGEyNTYYBiABKAkSLgoKc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVlcnJvchgKIAEoCRI5Cgx2ZXJpZmljYXRpb24YCyABKA4yIy5zb3RhLmRhdGFiYXNlLnYxLlZlcmlmaWNhdGlvblN0YXRlEi8KC3ZlcmlmeV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJ2ZXJpZmljYXRpb25fZXJyb3IYDSABKAkiNwoTQ3JlYXRlQmFja3VwUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEgwKBHdhaXQYAiABKAgiQAoUQ3JlYXRlQmFja3VwUmVzcG9uc2USKAoGYmFja3VwGAEgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiKAoSTGlzdEJhY2t1cHNSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkiQAoTTGlzdEJhY2t1cHNSZXNwb25zZRIpCgdiYWNrdXBzGAEgAygLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiPQoUUmVzdG9yZUJhY2t1cFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIRCgliYWNrdXBfaWQYAiABKAkidAoVUmVzdG9yZUJhY2t1cFJlc3BvbnNlEioKCHJlc3RvcmVkGAEgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXASLwoNc2FmZXR5X2JhY2t1cBgCIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIjwKE1ZlcmlmeUJhY2t1cFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIRCgliYWNrdXBfaWQYAiABKAkiQAoUVmVyaWZ5QmFja3VwUmVzcG9uc2USKAoGYmFja3VwGAEgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiRgoVRGVsZXRlRGF0YWJhc2VSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSGQoRc2tpcF9maW5hbF9iYWNrdXAYAiABKAgidgoWRGVsZXRlRGF0YWJhc2VSZXNwb25zZRIsCghkYXRhYmFzZRgBIAEoCzIaLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2USLgoMZmluYWxfYmFja3VwGAIgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiRQoYUm90YXRlQ3JlZGVudGlhbHNSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSFQoNZ3JhY2Vfc2Vjb25kcxgCIAEoBSJfChlSb3RhdGVDcmVkZW50aWFsc1Jlc3BvbnNlEhQKDGRhdGFiYXNlX3VybBgBIAEoCRIsCghkYXRhYmFzZRgCIAEoCzIaLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2UqvgEKDURhdGFiYXNlU3RhdGUSHgoaREFUQUJBU0VfU1RBVEVfVU5TUEVDSUZJRUQQABIfChtEQVRBQkFTRV9TVEFURV9QUk9WSVNJT05JTkcQARIYChREQVRBQkFTRV9TVEFURV9SRUFEWRACEhkKFURBVEFCQVNFX1NUQVRFX0ZBSUxFRBADEhsKF0RBVEFCQVNFX1NUQVRFX0RFTEVUSU5HEAQSGgoWREFUQUJBU0VfU1RBVEVfREVMRVRFRBAFKosBCgpCYWNrdXBLaW5kEhsKF0JBQ0tVUF9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVQkFDS1VQX0tJTkRfU0NIRURVTEVEEAESFgoSQkFDS1VQX0tJTkRfTUFOVUFMEAISFgoSQkFDS1VQX0tJTkRfU0FGRVRZEAMSFQoRQkFDS1VQX0tJTkRfRklOQUwQBCp6CgtCYWNrdXBTdGF0ZRIcChhCQUNLVVBfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRCQUNLVVBfU1RBVEVfUlVOTklORxABEhoKFkJBQ0tVUF9TVEFURV9TVUNDRUVERUQQAhIXChNCQUNLVVBfU1RBVEVfRkFJTEVEEAMqdQoRVmVyaWZpY2F0aW9uU3RhdGUSIgoeVkVSSUZJQ0FUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASHQoZVkVSSUZJQ0FUSU9OX1NUQVRFX1BBU1NFRBABEh0KGVZFUklGSUNBVElPTl9TVEFURV9GQUlMRUQQAjLrBgoPRGF0YWJhc2VTZXJ2aWNlEksKBkVuc3VyZRIfLnNvdGEuZGF0YWJhc2UudjEuRW5zdXJlUmVxdWVzdBogLnNvdGEuZGF0YWJhc2UudjEuRW5zdXJlUmVzcG9uc2USWgoLR2V0RGF0YWJhc2USJC5zb3RhLmRhdGFiYXNlLnYxLkdldERhdGFiYXNlUmVxdWVzdBolLnNvdGEuZGF0YWJhc2UudjEuR2V0RGF0YWJhc2VSZXNwb25zZRJgCg1HZXRDb25uZWN0aW9uEiYuc290YS5kYXRhYmFzZS52MS5HZXRDb25uZWN0aW9uUmVxdWVzdBonLnNvdGEuZGF0YWJhc2UudjEuR2V0Q29ubmVjdGlvblJlc3BvbnNlEl0KDENyZWF0ZUJhY2t1cBIlLnNvdGEuZGF0YWJhc2UudjEuQ3JlYXRlQmFja3VwUmVxdWVzdBomLnNvdGEuZGF0YWJhc2UudjEuQ3JlYXRlQmFja3VwUmVzcG9uc2USWgoLTGlzdEJhY2t1cHMSJC5zb3RhLmRhdGFiYXNlLnYxLkxpc3RCYWNrdXBzUmVxdWVzdBolLnNvdGEuZGF0YWJhc2UudjEuTGlzdEJhY2t1cHNSZXNwb25zZRJgCg1SZXN0b3JlQmFja3VwEiYuc290YS5kYXRhYmFzZS52MS5SZXN0b3JlQmFja3VwUmVxdWVzdBonLnNvdGEuZGF0YWJhc2UudjEuUmVzdG9yZUJhY2t1cFJlc3BvbnNlEl0KDFZlcmlmeUJhY2t1cBIlLnNvdGEuZGF0YWJhc2UudjEuVmVyaWZ5QmFja3VwUmVxdWVzdBomLnNvdGEuZGF0YWJhc2UudjEuVmVyaWZ5QmFja3VwUmVzcG9uc2USYwoORGVsZXRlRGF0YWJhc2USJy5zb3RhLmRhdGFiYXNlLnYxLkRlbGV0ZURhdGFiYXNlUmVxdWVzdBooLnNvdGEuZGF0YWJhc2UudjEuRGVsZXRlRGF0YWJhc2VSZXNwb25zZRJsChFSb3RhdGVDcmVkZW50aWFscxIqLnNvdGEuZGF0YWJhc2UudjEuUm90YXRlQ3JlZGVudGlhbHNSZXF1ZXN0Gisuc290YS5kYXRhYmFzZS52MS5Sb3RhdGVDcmVkZW50aWFsc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * Pooler describes the PgBouncer in front of a database, as it really runs.
@@ -246,6 +246,23 @@ export type GetDatabaseResponse = Message<"sota.database.v1.GetDatabaseResponse"
    * @generated from field: sota.database.v1.Database database = 1;
    */
   database?: Database | undefined;
+
+  /**
+   * Live figures, read from the running database and its pooler when the
+   * call is made (a short timeout bounds the wait). Absent when they could
+   * not be read: usage_unavailable says why.
+   *
+   * @generated from field: sota.database.v1.DatabaseUsage usage = 30;
+   */
+  usage?: DatabaseUsage | undefined;
+
+  /**
+   * Why usage is absent (the database is not ready, not running, or did not
+   * answer in time); empty when usage is present.
+   *
+   * @generated from field: string usage_unavailable = 31;
+   */
+  usageUnavailable: string;
 };
 
 /**
@@ -254,6 +271,83 @@ export type GetDatabaseResponse = Message<"sota.database.v1.GetDatabaseResponse"
  */
 export const GetDatabaseResponseSchema: GenMessage<GetDatabaseResponse> = /*@__PURE__*/
   messageDesc(file_sota_database_v1_database, 5);
+
+/**
+ * DatabaseUsage: how big and how busy a database is right now, and the pool
+ * limits in effect. Nothing in it is secret: project tokens may read their own.
+ *
+ * @generated from message sota.database.v1.DatabaseUsage
+ */
+export type DatabaseUsage = Message<"sota.database.v1.DatabaseUsage"> & {
+  /**
+   * pg_database_size of the project's database: its files on disk (tables,
+   * indexes, TOAST), without the server's WAL or its other databases.
+   *
+   * @generated from field: int64 size_bytes = 1;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * Client connections to the pooler: linked to a server connection or idle
+   * (active), and waiting for a server connection (waiting). Waiting clients
+   * mean the pool is saturated.
+   *
+   * @generated from field: int32 client_connections_active = 2;
+   */
+  clientConnectionsActive: number;
+
+  /**
+   * @generated from field: int32 client_connections_waiting = 3;
+   */
+  clientConnectionsWaiting: number;
+
+  /**
+   * Server connections from the pooler to PostgreSQL: serving a client
+   * (active) and idle in the pool (idle: unused, used, being tested or logging in).
+   *
+   * @generated from field: int32 server_connections_active = 4;
+   */
+  serverConnectionsActive: number;
+
+  /**
+   * @generated from field: int32 server_connections_idle = 5;
+   */
+  serverConnectionsIdle: number;
+
+  /**
+   * How long the oldest waiting client has waited, in seconds (0 when none).
+   *
+   * @generated from field: double max_wait_seconds = 6;
+   */
+  maxWaitSeconds: number;
+
+  /**
+   * The pooler limits in effect: at most max_client_connections clients, and
+   * pool_size server connections to the database.
+   *
+   * @generated from field: int32 max_client_connections = 7;
+   */
+  maxClientConnections: number;
+
+  /**
+   * @generated from field: int32 pool_size = 8;
+   */
+  poolSize: number;
+
+  /**
+   * When the figures were read.
+   *
+   * @generated from field: google.protobuf.Timestamp read_time = 9;
+   */
+  readTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message sota.database.v1.DatabaseUsage.
+ * Use `create(DatabaseUsageSchema)` to create a new message.
+ */
+export const DatabaseUsageSchema: GenMessage<DatabaseUsage> = /*@__PURE__*/
+  messageDesc(file_sota_database_v1_database, 6);
 
 /**
  * @generated from message sota.database.v1.GetConnectionRequest
@@ -270,7 +364,7 @@ export type GetConnectionRequest = Message<"sota.database.v1.GetConnectionReques
  * Use `create(GetConnectionRequestSchema)` to create a new message.
  */
 export const GetConnectionRequestSchema: GenMessage<GetConnectionRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 6);
+  messageDesc(file_sota_database_v1_database, 7);
 
 /**
  * @generated from message sota.database.v1.GetConnectionResponse
@@ -306,7 +400,7 @@ export type GetConnectionResponse = Message<"sota.database.v1.GetConnectionRespo
  * Use `create(GetConnectionResponseSchema)` to create a new message.
  */
 export const GetConnectionResponseSchema: GenMessage<GetConnectionResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 7);
+  messageDesc(file_sota_database_v1_database, 8);
 
 /**
  * Backup is one gzip pg_dump of a project's database on the server's disk.
@@ -397,7 +491,7 @@ export type Backup = Message<"sota.database.v1.Backup"> & {
  * Use `create(BackupSchema)` to create a new message.
  */
 export const BackupSchema: GenMessage<Backup> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 8);
+  messageDesc(file_sota_database_v1_database, 9);
 
 /**
  * @generated from message sota.database.v1.CreateBackupRequest
@@ -422,7 +516,7 @@ export type CreateBackupRequest = Message<"sota.database.v1.CreateBackupRequest"
  * Use `create(CreateBackupRequestSchema)` to create a new message.
  */
 export const CreateBackupRequestSchema: GenMessage<CreateBackupRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 9);
+  messageDesc(file_sota_database_v1_database, 10);
 
 /**
  * @generated from message sota.database.v1.CreateBackupResponse
@@ -439,7 +533,7 @@ export type CreateBackupResponse = Message<"sota.database.v1.CreateBackupRespons
  * Use `create(CreateBackupResponseSchema)` to create a new message.
  */
 export const CreateBackupResponseSchema: GenMessage<CreateBackupResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 10);
+  messageDesc(file_sota_database_v1_database, 11);
 
 /**
  * @generated from message sota.database.v1.ListBackupsRequest
@@ -456,7 +550,7 @@ export type ListBackupsRequest = Message<"sota.database.v1.ListBackupsRequest"> 
  * Use `create(ListBackupsRequestSchema)` to create a new message.
  */
 export const ListBackupsRequestSchema: GenMessage<ListBackupsRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 11);
+  messageDesc(file_sota_database_v1_database, 12);
 
 /**
  * @generated from message sota.database.v1.ListBackupsResponse
@@ -473,7 +567,7 @@ export type ListBackupsResponse = Message<"sota.database.v1.ListBackupsResponse"
  * Use `create(ListBackupsResponseSchema)` to create a new message.
  */
 export const ListBackupsResponseSchema: GenMessage<ListBackupsResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 12);
+  messageDesc(file_sota_database_v1_database, 13);
 
 /**
  * @generated from message sota.database.v1.RestoreBackupRequest
@@ -495,7 +589,7 @@ export type RestoreBackupRequest = Message<"sota.database.v1.RestoreBackupReques
  * Use `create(RestoreBackupRequestSchema)` to create a new message.
  */
 export const RestoreBackupRequestSchema: GenMessage<RestoreBackupRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 13);
+  messageDesc(file_sota_database_v1_database, 14);
 
 /**
  * @generated from message sota.database.v1.RestoreBackupResponse
@@ -521,7 +615,7 @@ export type RestoreBackupResponse = Message<"sota.database.v1.RestoreBackupRespo
  * Use `create(RestoreBackupResponseSchema)` to create a new message.
  */
 export const RestoreBackupResponseSchema: GenMessage<RestoreBackupResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 14);
+  messageDesc(file_sota_database_v1_database, 15);
 
 /**
  * @generated from message sota.database.v1.VerifyBackupRequest
@@ -543,7 +637,7 @@ export type VerifyBackupRequest = Message<"sota.database.v1.VerifyBackupRequest"
  * Use `create(VerifyBackupRequestSchema)` to create a new message.
  */
 export const VerifyBackupRequestSchema: GenMessage<VerifyBackupRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 15);
+  messageDesc(file_sota_database_v1_database, 16);
 
 /**
  * @generated from message sota.database.v1.VerifyBackupResponse
@@ -560,7 +654,7 @@ export type VerifyBackupResponse = Message<"sota.database.v1.VerifyBackupRespons
  * Use `create(VerifyBackupResponseSchema)` to create a new message.
  */
 export const VerifyBackupResponseSchema: GenMessage<VerifyBackupResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 16);
+  messageDesc(file_sota_database_v1_database, 17);
 
 /**
  * @generated from message sota.database.v1.DeleteDatabaseRequest
@@ -585,7 +679,7 @@ export type DeleteDatabaseRequest = Message<"sota.database.v1.DeleteDatabaseRequ
  * Use `create(DeleteDatabaseRequestSchema)` to create a new message.
  */
 export const DeleteDatabaseRequestSchema: GenMessage<DeleteDatabaseRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 17);
+  messageDesc(file_sota_database_v1_database, 18);
 
 /**
  * @generated from message sota.database.v1.DeleteDatabaseResponse
@@ -611,7 +705,7 @@ export type DeleteDatabaseResponse = Message<"sota.database.v1.DeleteDatabaseRes
  * Use `create(DeleteDatabaseResponseSchema)` to create a new message.
  */
 export const DeleteDatabaseResponseSchema: GenMessage<DeleteDatabaseResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 18);
+  messageDesc(file_sota_database_v1_database, 19);
 
 /**
  * @generated from message sota.database.v1.RotateCredentialsRequest
@@ -638,7 +732,7 @@ export type RotateCredentialsRequest = Message<"sota.database.v1.RotateCredentia
  * Use `create(RotateCredentialsRequestSchema)` to create a new message.
  */
 export const RotateCredentialsRequestSchema: GenMessage<RotateCredentialsRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 19);
+  messageDesc(file_sota_database_v1_database, 20);
 
 /**
  * @generated from message sota.database.v1.RotateCredentialsResponse
@@ -662,7 +756,7 @@ export type RotateCredentialsResponse = Message<"sota.database.v1.RotateCredenti
  * Use `create(RotateCredentialsResponseSchema)` to create a new message.
  */
 export const RotateCredentialsResponseSchema: GenMessage<RotateCredentialsResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 20);
+  messageDesc(file_sota_database_v1_database, 21);
 
 /**
  * DatabaseState is where a database is in its life.
@@ -847,7 +941,9 @@ export const DatabaseService: GenService<{
     output: typeof EnsureResponseSchema;
   },
   /**
-   * GetDatabase describes a project's database. It never carries a secret.
+   * GetDatabase describes a project's database and its live figures (size,
+   * connections, pool limits). It never carries a secret; project tokens may
+   * call it for their own project.
    *
    * @generated from rpc sota.database.v1.DatabaseService.GetDatabase
    */
