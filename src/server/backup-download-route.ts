@@ -16,7 +16,8 @@ import { codeName, errorJson, httpStatus, publicError } from "./error-codes.js";
 import type { ExtraRoute } from "./http-server.js";
 import type { TokenRegistry } from "./tokens.js";
 
-const PATH = /^\/v1\/projects\/([^/]+)\/database\/backups\/([^/]+)\/download$/;
+/** Exported for the OpenAPI test, which checks the route is documented. */
+export const DOWNLOAD_PATH = /^\/v1\/projects\/([^/]+)\/database\/backups\/([^/]+)\/download$/;
 const METHOD = "DownloadBackup";
 
 export interface BackupDownloadRouteOptions {
@@ -32,7 +33,7 @@ type Response = ServerResponse | Http2ServerResponse;
 
 export function backupDownloadRoute(options: BackupDownloadRouteOptions): ExtraRoute {
   return async (req, res, url) => {
-    const match = PATH.exec(url.pathname);
+    const match = DOWNLOAD_PATH.exec(url.pathname);
     if (!match) return false;
     const started = performance.now();
     let code = "ok";

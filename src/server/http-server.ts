@@ -17,9 +17,13 @@ import { authenticate, authorizeMetrics, isPublicService } from "./authorization
 import { boundHttp1, boundHttp2Sessions, DEFAULT_CONNECTION_LIMITS, HTTP2_SETTINGS, sniffDeadline, type ConnectionLimits } from "./connection-limits.js";
 import { errorJson, httpStatus } from "./error-codes.js";
 import type { Readiness } from "./readiness.js";
+import { openApiDocument } from "./openapi/openapi-document.js";
 import { matchRest, RestGateway, errorResponse } from "./rest-gateway.js";
 import { tokenBeforeBody } from "./token-before-body.js";
 import type { TokenRegistry } from "./tokens.js";
+
+/** The plain GET routes this server answers itself (the OpenAPI test checks each is documented). */
+export const PLAIN_ROUTES = ["/healthz", "/readyz", "/metrics", "/openapi.json"] as const;
 
 const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0");
 /** Largest RPC message accepted; requests here are a few fields. */
@@ -190,6 +194,11 @@ export class ApiServer {
       return;
     }
     if (await this.options.extraRoutes?.(req, res, url)) return;
+    if (req.method === "GET" && url.pathname === "/openapi.json") {
+      // No token: the API surface is public (it is in the repository); the data behind it is not.
+      sendJson(res, 200, (openApiJson ??= JSON.stringify(openApiDocument())));
+      return;
+    }
     if (req.method === "GET" && url.pathname === "/healthz") {
       sendJson(res, 200, JSON.stringify({ status: "ok" }));
       return;
@@ -216,6 +225,8 @@ export class ApiServer {
     sendJson(res, httpStatus(Code.NotFound), errorJson(notFound));
   }
 }
+
+let openApiJson: string | undefined;
 
 function sendJson(res: NodeResponse, status: number, body: string): void {
   res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });

@@ -18,7 +18,7 @@ export const MAX_REST_BODY_BYTES = 64 * 1024;
 
 type RestMethod = "GET" | "POST" | "DELETE";
 
-interface RestRoute {
+export interface RestRoute {
   readonly method: RestMethod;
   readonly pattern: RegExp;
   /** The DatabaseService method name, e.g. "Ensure". */
@@ -29,7 +29,8 @@ interface RestRoute {
 
 const PROJECT = "/v1/projects/([^/]+)/database";
 
-const ROUTES: readonly RestRoute[] = [
+/** Exported for the OpenAPI test, which checks every route is documented. */
+export const REST_ROUTES: readonly RestRoute[] = [
   {
     method: "POST",
     pattern: new RegExp(`^${PROJECT}$`),
@@ -99,7 +100,7 @@ export interface RestMatch {
 
 export function matchRest(method: string, pathname: string): RestMatch | undefined {
   let pathMatched = false;
-  for (const route of ROUTES) {
+  for (const route of REST_ROUTES) {
     const match = route.pattern.exec(pathname);
     if (!match) continue;
     pathMatched = true;
