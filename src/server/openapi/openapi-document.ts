@@ -15,6 +15,12 @@ const PROJECT = "/v1/projects/{projectId}/database";
 const ADMIN_DEPLOYER = "Tokens: admin and deployer; a project token is refused (permission_denied).";
 const ANY_FOR_PROJECT = "Tokens: admin and deployer for any project, a project token for its own project only.";
 
+const DOWNLOAD = `${PROJECT}/backups/{backupId}/download`;
+const DOWNLOAD_HEADERS = {
+  "X-Checksum-SHA256": { description: "SHA-256 of the file, hex.", schema: { type: "string", pattern: "^[0-9a-f]{64}$" } },
+  "Content-Length": { description: "The file's size in bytes.", schema: { type: "integer" } },
+};
+
 interface Operation {
   readonly method: "get" | "post" | "delete" | "head";
   readonly path: string;
@@ -27,8 +33,8 @@ interface Operation {
   /** The RPC request whose remaining fields are the body; path and query fields are left out. */
   readonly request?: { message: DescMessage; omit: readonly string[] };
   readonly response: Record<string, unknown>;
-  /** Documented error statuses beyond the shared ones. */
-  readonly extraErrors?: readonly number[];
+  /** /readyz answers 503 with its report rather than an error. */
+  readonly notReady?: Record<string, unknown>;
 }
 
 const json = (message: DescMessage, description: string) => ({
@@ -117,19 +123,25 @@ const OPERATIONS: readonly Operation[] = [
   },
   {
     method: "get",
-    path: `${PROJECT}/backups/{backupId}/download`,
+    path: DOWNLOAD,
     operationId: "DownloadBackup",
     summary: "The backup's .sql.gz file, streamed",
-    description: `Checksums in X-Checksum-SHA256 (hex), Repr-Digest and ETag. HEAD gives the headers only. ${ANY_FOR_PROJECT}`,
+    description: `Checksums in X-Checksum-SHA256 (hex), Repr-Digest and ETag. ${ANY_FOR_PROJECT}`,
     secured: true,
     response: {
       description: "The gzip-compressed SQL dump.",
-      headers: {
-        "X-Checksum-SHA256": { description: "SHA-256 of the file, hex.", schema: { type: "string", pattern: "^[0-9a-f]{64}$" } },
-        "Content-Length": { schema: { type: "integer" } },
-      },
+      headers: DOWNLOAD_HEADERS,
       content: { "application/gzip": { schema: { type: "string", contentMediaType: "application/gzip" } } },
     },
+  },
+  {
+    method: "head",
+    path: DOWNLOAD,
+    operationId: "DownloadBackupHead",
+    summary: "The download's headers (size, checksums) without the file",
+    description: ANY_FOR_PROJECT,
+    secured: true,
+    response: { description: "The headers a download would have.", headers: DOWNLOAD_HEADERS },
   },
   {
     method: "get",
@@ -151,7 +163,7 @@ const OPERATIONS: readonly Operation[] = [
     description: "No token.",
     secured: false,
     response: { description: "Ready.", content: { "application/json": { schema: { $ref: "#/components/schemas/Readiness" } } } },
-    extraErrors: [],
+    notReady: { description: "Not ready: the report says which check failed.", content: { "application/json": { schema: { $ref: "#/components/schemas/Readiness" } } } },
   },
   {
     method: "get",
@@ -204,8 +216,11 @@ function operationObject(op: Operation, statuses: Map<number, string[]>): JsonSc
   const pathParams = [...op.path.matchAll(/\{(\w+)\}/g)].map((m) => ({ $ref: `#/components/parameters/${m[1]}` }));
   const query = (op.query ?? []).map((q) => ({ name: q.name, in: "query", required: false, description: q.description, schema: { type: "boolean" } }));
   const errors: Record<string, unknown> = {};
-  const wanted = op.path.startsWith("/v1/") ? [...statuses.keys(), 405, ...(op.request ? [413] : [])] : op.secured ? [401, 403, 500] : op.operationId === "Readyz" ? [503] : [];
-  for (const status of [...new Set([...wanted, ...(op.extraErrors ?? [])])].sort((a, b) => a - b)) errors[String(status)] = { $ref: `#/components/responses/Error${status}` };
+  const wanted = op.path.startsWith("/v1/") ? [...statuses.keys(), 405, ...(op.request ? [413] : [])] : op.secured ? [401, 403, 500] : [];
+  for (const status of [...new Set(wanted)].sort((a, b) => a - b)) {
+    if (status !== 200) errors[String(status)] = { $ref: `#/components/responses/Error${status}` };
+  }
+  if (op.notReady) errors["503"] = op.notReady;
   return {
     operationId: op.operationId,
     summary: op.summary,
@@ -259,16 +274,17 @@ export function openApiDocument(): JsonSchema {
   };
   const responses: Record<string, unknown> = {};
   const errorBody = { "application/json": { schema: { $ref: "#/components/schemas/Error" } } };
+  const retryAfter = { "Retry-After": { description: "Seconds to wait before trying again, where the server knows.", schema: { type: "integer" } } };
   for (const [status, names] of statuses) {
     if (status === 200) continue;
-    responses[`Error${status}`] = { description: `Error codes: ${names.join(", ")}.`, content: errorBody };
+    responses[`Error${status}`] = {
+      description: `Error codes: ${names.join(", ")}.`,
+      ...(status === 429 || status === 503 ? { headers: retryAfter } : {}),
+      content: errorBody,
+    };
   }
   responses.Error405 = { description: "The path exists, not for this method (code unimplemented).", content: errorBody };
   responses.Error413 = { description: "The body is larger than 64 KiB (code resource_exhausted).", content: errorBody };
-  responses.Error503 = {
-    description: `Error codes: ${statuses.get(503)?.join(", ")}; on /readyz the readiness report.`,
-    content: { "application/json": { schema: { oneOf: [{ $ref: "#/components/schemas/Error" }, { $ref: "#/components/schemas/Readiness" }] } } },
-  };
   return {
     openapi: "3.1.0",
     info: {
