@@ -1,7 +1,7 @@
 // token new, key new: offline, no service needed.
 import { Option, type Command } from "commander";
 import type { Role } from "../server/tokens.js";
-import type { GlobalOptions, Print } from "./database-commands.js";
+import type { GlobalOptions, Print } from "./command-kit.js";
 import { newMasterKey, newToken, ROLES } from "./offline.js";
 
 export function addOfflineCommands(program: Command, print: Print, note: Print): void {
