@@ -213,6 +213,17 @@ describe("sota-db CLI against a running service", () => {
 });
 
 describe("sota-db offline helpers", () => {
+  it("runs as `npx sota-db` from the repo (the package.json bin)", async () => {
+    const help = await new Promise<{ code: number; stdout: string }>((resolve) => {
+      execFile("npx", ["--no-install", "sota-db", "--help"], { cwd: join(import.meta.dirname, "../.."), timeout: 60_000 }, (error, stdout) =>
+        resolve({ code: error ? -1 : 0, stdout }),
+      );
+    });
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain("Usage: sota-db");
+    expect(help.stdout).toMatch(/^\s+backups\s/m);
+  });
+
   it("token new prints the token once and a tokens-file line with its sha256", async () => {
     const run = await sotaDb(["token", "new", "--role", "project", "--project", projectId.toUpperCase(), "--name", "ci"]);
     expect(run.code).toBe(0);
