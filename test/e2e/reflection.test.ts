@@ -79,6 +79,12 @@ describe.each(VERSIONS)("grpc.reflection.%s, without a token", (version) => {
     }
   });
 
+  it("returns a file by name, as clients fetch imports", async () => {
+    const [answer] = await reflect(version, [{ fileByFilename: "google/protobuf/timestamp.proto" }]);
+    const file = fromBinary(FileDescriptorProtoSchema, answer.fileDescriptorResponse.fileDescriptorProto[0]);
+    expect(file.messageType.map((m) => m.name)).toEqual(["Timestamp"]);
+  });
+
   it("answers NOT_FOUND for what the server does not have, and keeps the stream open", async () => {
     const answers = await reflect(version, [{ fileContainingSymbol: "no.such.Service" }, { fileByFilename: "no/such.proto" }, { listServices: "" }]);
     expect(answers.map((a) => a.errorResponse?.errorCode)).toEqual([5, 5, undefined]);
