@@ -23,8 +23,11 @@ fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "sota-db: installing node packages" >&2
-  # npm install, not npm ci: npm 11 drops other platforms' optional packages
-  # (@bufbuild/buf-darwin-*, …) from the lock file and npm ci then refuses it.
-  # The lock file still pins every version installed here.
-  npm install --no-audit --no-fund
+  # npm ci installs exactly what the lock file pins and fails when the lock
+  # file and package.json disagree. The lock file records every platform's
+  # optional packages (@bufbuild/buf-darwin-*, @esbuild/*, …), so this works
+  # on Linux and macOS alike; CI checks that with npm ci --dry-run per platform.
+  # (@bufbuild/buf is 1.60.0 because 1.59.0's macOS and Windows packages are
+  # not on the registry, so no lock file could record them.)
+  npm ci --no-audit --no-fund
 fi

@@ -18,6 +18,7 @@ import { DatabaseService } from "./service/database-service.js";
 import { ApiServer } from "./server/http-server.js";
 import { databaseRoutes } from "./server/database-routes.js";
 import { healthRoutes } from "./server/health-routes.js";
+import { reflectionRoutes } from "./server/reflection-routes.js";
 import { authInterceptor, errorInterceptor, metricsInterceptor } from "./server/interceptors.js";
 import { readiness } from "./server/readiness.js";
 import { TokenRegistry, adminTokenEntry, readTokensFile } from "./server/tokens.js";
@@ -117,7 +118,7 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
     metrics.watchDatabases(() => service.figuresOfAll());
     const ready = readiness(store, runtime);
     const server = new ApiServer({
-      routes: [databaseRoutes(service), healthRoutes(ready)],
+      routes: [databaseRoutes(service), healthRoutes(ready), reflectionRoutes()],
       interceptors: [metricsInterceptor(metrics), errorInterceptor(logger), authInterceptor(registry)],
       readiness: ready,
       metrics,

@@ -3,8 +3,17 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Principal, TokenRegistry } from "./tokens.js";
 
-/** Services open to anyone who can reach the port: probes must not need a token. */
-const PUBLIC_SERVICES = new Set(["grpc.health.v1.Health"]);
+/**
+ * Services open to anyone who can reach the port: probes must not need a
+ * token, and reflection tells only what the published proto contract says
+ * (no project, no figure, no secret), while grpcurl, grpcui and Postman ask
+ * it before the user has set any header.
+ */
+const PUBLIC_SERVICES = new Set([
+  "grpc.health.v1.Health",
+  "grpc.reflection.v1.ServerReflection",
+  "grpc.reflection.v1alpha.ServerReflection",
+]);
 
 export function isPublicService(typeName: string): boolean {
   return PUBLIC_SERVICES.has(typeName);
