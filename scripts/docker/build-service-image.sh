@@ -49,6 +49,11 @@ app_files() {
   fi
 }
 
+if [[ ! -d "$repo/node_modules" ]]; then
+  log "$repo/node_modules is missing: run npm ci first"
+  exit 1
+fi
+
 base_id="$(docker image inspect --format '{{.Id}}' "$base")" || {
   log "base image $base is missing: run scripts/docker/build-images.sh"
   exit 1
