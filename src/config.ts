@@ -52,6 +52,8 @@ export interface Config {
     readonly host?: string;
     readonly postgresImage: string;
     readonly pgbouncerImage: string;
+    /** OS user (name or uid, optionally :group) PgBouncer runs as; unset: the image's own USER, else "pgbouncer". */
+    readonly pgbouncerUser?: string;
     readonly network: string;
     readonly publishHost?: string;
     /** Memory limit of each PostgreSQL container in MiB, swap included; 0: none. */
@@ -94,6 +96,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   const pgbouncerBin = text(env, "SOTA_PGBOUNCER_BIN");
   const runAsUser = text(env, "SOTA_RUN_AS_USER");
   const publishHost = text(env, "SOTA_DOCKER_PUBLISH_HOST");
+  const pgbouncerUser = text(env, "SOTA_PGBOUNCER_USER");
   const tlsCert = text(env, "SOTA_TLS_CERT_FILE");
   const tlsKey = text(env, "SOTA_TLS_KEY_FILE");
   const stateUrl = text(env, "SOTA_STATE_URL");
@@ -129,6 +132,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       ...(dockerHost(text(env, "DOCKER_HOST")) ?? {}),
       postgresImage: text(env, "SOTA_POSTGRES_IMAGE") ?? "postgres:17",
       pgbouncerImage: text(env, "SOTA_PGBOUNCER_IMAGE") ?? "sota-db/pgbouncer:1.24-trixie",
+      ...(pgbouncerUser ? { pgbouncerUser: containerUser(pgbouncerUser, "SOTA_PGBOUNCER_USER") } : {}),
       network: dockerNetwork(text(env, "SOTA_DOCKER_NETWORK") ?? "traefik-public"),
       ...(publishHost ? { publishHost: publishAddress(publishHost) } : {}),
       postgresMemoryMb: memoryMb(env, "SOTA_DOCKER_POSTGRES_MEMORY_MB", 2048),
@@ -228,6 +232,17 @@ function postgresUrl(value: string, name: string): string {
 
 function identifier(value: string, name: string): string {
   if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(value)) throw new ConfigError(name, "must be an OS user name");
+  return value;
+}
+
+/** A container's user as Docker takes it: name or uid, optionally :group or :gid; never root (PgBouncer refuses it). */
+function containerUser(value: string, name: string): string {
+  const part = "(?:[a-z_][a-z0-9_-]{0,31}|\\d{1,10})";
+  if (!new RegExp(`^${part}(?::${part})?$`).test(value)) {
+    throw new ConfigError(name, 'must be an OS user name or uid, optionally with ":group" or ":gid"');
+  }
+  const user = value.split(":")[0];
+  if (user === "root" || user === "0") throw new ConfigError(name, "must not be root: PgBouncer refuses to run as root");
   return value;
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the two local images the Docker driver's tests (and offline
+# Builds the local images the Docker driver's tests (and offline
 # installations) use, without any container registry: a Debian trixie root
 # filesystem (debootstrap, PostgreSQL 17 + PgBouncer 1.24 from Debian's
 # packages) imported twice with `docker import`, once per role:
@@ -9,13 +9,19 @@
 #   sota-db/pgbouncer:1.24-trixie   pgbouncer as an unprivileged user, config
 #                                   written into the container by the driver
 #
-# Idempotent: does nothing when both tags exist and were built from the same
-# inputs (this script and the two entrypoints). Needs root, a running Docker
-# engine (start-dockerd.sh) and a Debian mirror.
+# then sota-db's own image on top of the second (build-service-image.sh):
+#
+#   sota-db/sota-db:latest          the service, PostgreSQL and PgBouncer
+#
+# Idempotent: does nothing when the tags exist and were built from the same
+# inputs (this script and the two entrypoints; the service image has its own
+# check). Needs root, a running Docker engine (start-dockerd.sh) and a Debian
+# mirror.
 #
 # Environment:
 #   SOTA_POSTGRES_IMAGE   tag of the PostgreSQL image (default sota-db/postgres:17-trixie)
 #   SOTA_PGBOUNCER_IMAGE  tag of the PgBouncer image (default sota-db/pgbouncer:1.24-trixie)
+#   SOTA_SERVICE_IMAGE    tag of sota-db's own image (default sota-db/sota-db:latest)
 #   SOTA_DEBIAN_MIRROR    Debian mirror (default: the one apt uses on this machine)
 #   SOTA_IMAGE_CACHE      where downloaded .debs are kept between builds
 #                         (default /var/cache/sota-db/debootstrap)
@@ -41,8 +47,13 @@ image_is_current() {
   [[ "$key" == "$build_key" ]]
 }
 
+build_service_image() {
+  SOTA_PGBOUNCER_IMAGE="$pgbouncer_tag" bash "$here/build-service-image.sh"
+}
+
 if image_is_current "$postgres_tag" && image_is_current "$pgbouncer_tag"; then
   log "$postgres_tag and $pgbouncer_tag are up to date"
+  build_service_image
   exit 0
 fi
 
@@ -171,3 +182,5 @@ for image in $old_images; do
 done
 
 log "built $postgres_tag and $pgbouncer_tag in $((SECONDS - started))s"
+
+build_service_image

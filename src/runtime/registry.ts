@@ -62,6 +62,7 @@ const DRIVERS = {
         docker: new Docker(dockerConnection(config.docker.host)),
         postgresImage: config.docker.postgresImage,
         pgbouncerImage: config.docker.pgbouncerImage,
+        ...(config.docker.pgbouncerUser ? { pgbouncerUser: config.docker.pgbouncerUser } : {}),
         appNetwork: config.docker.network,
         ...(config.docker.publishHost ? { publishHost: config.docker.publishHost } : {}),
         postgresMemoryMb: config.docker.postgresMemoryMb,

@@ -13,6 +13,7 @@ describe("loadConfig", () => {
     expect(config.process.poolerPorts).toEqual({ min: 16432, max: 17431 });
     expect(config.process).toMatchObject({ warmPool: 0, spareCopies: 1 });
     expect(config.docker.postgresMemoryMb).toBe(2048);
+    expect(config.docker.pgbouncerUser).toBeUndefined();
     expect(config.stateUrl).toBeUndefined();
     expect(config.backup).toMatchObject({ dir: "/srv/sota/data/backups", retentionDays: 7, deletedRetentionDays: 30, concurrency: 2, verify: false });
     expect(config.http).toEqual({ maxConnections: 256, headerTimeoutMs: 10_000, idleTimeoutMs: 30_000 });
@@ -31,6 +32,7 @@ describe("loadConfig", () => {
         SOTA_WARM_POOL: "2",
         SOTA_SPARE_COPIES: "3",
         SOTA_DOCKER_NETWORK: "per-project",
+        SOTA_PGBOUNCER_USER: "70:70",
         SOTA_DOCKER_PUBLISH_HOST: "127.0.0.1",
         SOTA_DOCKER_POSTGRES_MEMORY_MB: "0",
         DOCKER_HOST: "unix:///run/docker.sock",
@@ -55,6 +57,7 @@ describe("loadConfig", () => {
     expect(config.process).toMatchObject({ poolerPorts: { min: 20000, max: 20010 }, warmPool: 2, spareCopies: 3 });
     expect(config.docker).toMatchObject({
       network: "per-project",
+      pgbouncerUser: "70:70",
       publishHost: "127.0.0.1",
       host: "unix:///run/docker.sock",
       postgresMemoryMb: 0,
@@ -62,6 +65,12 @@ describe("loadConfig", () => {
     expect(config.backup).toMatchObject({ schedule: "*/5 * * * *", retentionDays: 14, deletedRetentionDays: 90, verify: true });
     expect(config.http).toEqual({ maxConnections: 50, headerTimeoutMs: 5000, idleTimeoutMs: 120_000 });
     expect(config.backup).toMatchObject({ manualLimit: { count: 3, windowMs: 1_800_000 }, loadConcurrency: 1, minFree: { bytes: 2 * 1024 ** 3 } });
+  });
+
+  it("takes SOTA_PGBOUNCER_USER as a name or uid, with an optional group", () => {
+    for (const user of ["postgres", "1001", "postgres:postgres", "70:70"]) {
+      expect(loadConfig({ SOTA_PGBOUNCER_USER: user }, "/").docker.pgbouncerUser).toBe(user);
+    }
   });
 
   it("reads the backup limits' other forms", () => {
@@ -102,6 +111,9 @@ describe("loadConfig", () => {
       [{ SOTA_WARM_POOL: "-1" }, /^SOTA_WARM_POOL: must be a whole number from 0 to 64/],
       [{ SOTA_SPARE_COPIES: "2.5" }, /^SOTA_SPARE_COPIES: must be a whole number from 0 to 64/],
       [{ SOTA_DOCKER_PUBLISH_HOST: "localhost" }, /^SOTA_DOCKER_PUBLISH_HOST: /],
+      [{ SOTA_PGBOUNCER_USER: "root" }, /^SOTA_PGBOUNCER_USER: must not be root/],
+      [{ SOTA_PGBOUNCER_USER: "0:0" }, /^SOTA_PGBOUNCER_USER: must not be root/],
+      [{ SOTA_PGBOUNCER_USER: "pg bouncer" }, /^SOTA_PGBOUNCER_USER: must be an OS user name or uid/],
       [{ DOCKER_HOST: "ssh://me@host" }, /^DOCKER_HOST: must be unix:/],
       [{ SOTA_DOCKER_POSTGRES_MEMORY_MB: "32" }, /^SOTA_DOCKER_POSTGRES_MEMORY_MB: must be 0 \(no limit\) or from 64/],
       [{ SOTA_DOCKER_POSTGRES_MEMORY_MB: "2g" }, /^SOTA_DOCKER_POSTGRES_MEMORY_MB: must be a whole number/],

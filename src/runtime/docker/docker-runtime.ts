@@ -58,6 +58,8 @@ export interface DockerRuntimeOptions {
   readonly postgresImage?: string;
   /** PgBouncer image: runs `pgbouncer /etc/pgbouncer/pgbouncer.ini`, has a `pgbouncer` user and psql. */
   readonly pgbouncerImage?: string;
+  /** OS user PgBouncer runs as (SOTA_PGBOUNCER_USER); unset: the image's own USER unless root, else "pgbouncer". */
+  readonly pgbouncerUser?: string;
   /** Network apps join to reach sota-pgbouncer-{slug}; "per-project" gives each project its own. */
   readonly appNetwork?: string;
   /**
@@ -103,7 +105,7 @@ export class DockerRuntime implements Runtime, DriverSettings {
       images: new ImagePuller(engine.docker, logger, engine.endpoint),
       networks: new ProjectNetworks(engine, this, logger),
       templates: new PostgresTemplates(engine, this.postgresImage),
-      pgbouncerFacts: new PgbouncerImageFactsCache(engine, this.pgbouncerImage),
+      pgbouncerFacts: new PgbouncerImageFactsCache(engine, this.pgbouncerImage, options.pgbouncerUser),
     };
   }
 

@@ -151,7 +151,7 @@ async function startPgbouncer(
   signal: AbortSignal | undefined,
 ): Promise<PgbouncerBranch> {
   const { engine } = parts;
-  const info = await ensurePgbouncerContainer(engine, parts.settings, spec, names, survey.pgbouncer, networks);
+  const info = await ensurePgbouncerContainer(engine, parts.settings, spec, names, survey.pgbouncer, networks, facts.user);
   signal?.throwIfAborted();
   const container = engine.docker.getContainer(info.Id);
   if (isRunning(info)) return { container, facts, startedWith: undefined };

@@ -10,12 +10,16 @@ export { renderUserlist, supportsPreparedStatements } from "../shared/pgbouncer-
 export const PGBOUNCER_CONFIG_DIR = "/etc/pgbouncer";
 export const PGBOUNCER_INI = "pgbouncer.ini";
 export const PGBOUNCER_USERLIST = "userlist.txt";
-/** The unprivileged OS user PgBouncer runs as in its container. */
-export const PGBOUNCER_OS_USER = "pgbouncer";
 /**
- * PgBouncer lets the OS user it runs as log into its console as `pgbouncer`
- * over its unix socket without a password, so the driver holds no console
- * secret: it runs psql inside the container as that user.
+ * The OS user PgBouncer runs as when its image names none (or root, which
+ * PgBouncer refuses) and SOTA_PGBOUNCER_USER is unset: sota-db's own image has it.
+ */
+export const DEFAULT_PGBOUNCER_OS_USER = "pgbouncer";
+/**
+ * PgBouncer lets a client with its own uid log into its console as the
+ * database user `pgbouncer` over its unix socket without a password, whatever
+ * its OS user is called, so the driver holds no console secret: it runs psql
+ * inside the container as the container's user (exec's default).
  */
 export const CONSOLE_USER = "pgbouncer";
 /** Container-local socket directory, used only for that console login. */

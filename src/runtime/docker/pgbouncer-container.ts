@@ -15,7 +15,6 @@ import {
   CONSOLE_USER,
   PGBOUNCER_CONFIG_DIR,
   PGBOUNCER_INI,
-  PGBOUNCER_OS_USER,
   PGBOUNCER_SOCKET_DIR,
   PGBOUNCER_USERLIST,
   renderContainerPgbouncerIni,
@@ -50,6 +49,7 @@ export async function ensurePgbouncerContainer(
   names: ProjectNames,
   existing: Docker.ContainerInspectInfo | undefined,
   networks: NetworkIds,
+  user: string,
 ): Promise<Docker.ContainerInspectInfo> {
   const appNetwork = appNetworkName(settings, names);
   const wantedBinding = settings.publishHost;
@@ -58,6 +58,7 @@ export async function ensurePgbouncerContainer(
     const binding = info.HostConfig.PortBindings?.[PORT_KEY]?.[0]?.HostIp;
     if (
       info.Config.Image !== settings.pgbouncerImage ||
+      info.Config.User !== user ||
       binding !== wantedBinding ||
       !attachedTo(info, appNetwork, networks.app) ||
       !isHardened(info, PGBOUNCER_HARDENING)
@@ -73,7 +74,7 @@ export async function ensurePgbouncerContainer(
   }
   info ??= await engine.createContainer(spec, names.pgbouncer, "pgbouncer", {
     Image: settings.pgbouncerImage,
-    User: PGBOUNCER_OS_USER,
+    User: user,
     ExposedPorts: { [PORT_KEY]: {} },
     StopSignal: "SIGINT",
     HostConfig: {
@@ -152,7 +153,7 @@ export async function queryThroughPooler(
       ...["psql", "-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", String(CONTAINER_PORT)],
       ...["-U", names.role, "-d", names.database, "-c", "SELECT current_setting('server_version')"],
     ],
-    user: PGBOUNCER_OS_USER,
+    // No user: the exec runs as the container's, PgBouncer's own.
     // The password reaches psql through the exec's environment, never argv.
     env: [`PGPASSWORD=${password}`, CONNECT_TIMEOUT_ENV, "PGAPPNAME=sota-db-ready"],
   });
@@ -180,7 +181,7 @@ function consoleExec(command: string, marker = nullMarker()): ExecSpec {
       ...["psql", "-X", "-q", "--csv", "-P", `null=${marker}`, "-h", PGBOUNCER_SOCKET_DIR],
       ...["-p", String(CONTAINER_PORT), "-U", CONSOLE_USER, "-d", "pgbouncer"],
     ],
-    user: PGBOUNCER_OS_USER,
+    // No user: the exec runs as the container's, whose uid PgBouncer admits to its console.
     env: [CONNECT_TIMEOUT_ENV],
     stdin: `${command}\n`,
   };

@@ -1,6 +1,7 @@
 // What PgBouncer's config depends on and only its image can tell: its version
-// (max_prepared_statements exists from 1.21) and the ids its files must belong
-// to (it reads them as its own unprivileged user). Read once per image id, by
+// (max_prepared_statements exists from 1.21), the OS user it runs as (the
+// image's own, see pgbouncer-os-user.ts) and the ids its files must belong to
+// (it reads them as that user). Read once per image id, by
 // a short-lived container, for the runtime's life.
 import { PassThrough } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -8,10 +9,12 @@ import { RuntimeError, type RuntimeTarget } from "../runtime.js";
 import { hardenedHostConfig, PGBOUNCER_HARDENING } from "./container-hardening.js";
 import type { DockerEngine } from "./docker-engine.js";
 import { projectLabels } from "./docker-names.js";
-import { PGBOUNCER_OS_USER } from "./pgbouncer-container-config.js";
+import { pgbouncerOsUser } from "./pgbouncer-os-user.js";
 
 export interface PgbouncerImageFacts {
   readonly version: string;
+  /** The container's User: PgBouncer and the driver's execs run as it. */
+  readonly user: string;
   readonly uid: number;
   readonly gid: number;
 }
@@ -22,6 +25,7 @@ export class PgbouncerImageFactsCache {
   constructor(
     private readonly engine: DockerEngine,
     private readonly image: string,
+    private readonly configuredUser?: string,
   ) {}
 
   async get(target: RuntimeTarget): Promise<PgbouncerImageFacts> {
@@ -30,7 +34,8 @@ export class PgbouncerImageFactsCache {
     );
     let facts = this.facts.get(image.Id);
     if (!facts) {
-      facts = this.probe(target).catch((error: unknown) => {
+      const user = pgbouncerOsUser(this.configuredUser, image.Config?.User);
+      facts = this.probe(target, user).catch((error: unknown) => {
         this.facts.delete(image.Id);
         throw error;
       });
@@ -39,7 +44,7 @@ export class PgbouncerImageFactsCache {
     return facts;
   }
 
-  private async probe(target: RuntimeTarget): Promise<PgbouncerImageFacts> {
+  private async probe(target: RuntimeTarget, user: string): Promise<PgbouncerImageFacts> {
     const { engine } = this;
     return engine.call(`reading PgBouncer's version from ${this.image}`, async () => {
       // AutoRemove: the engine removes it once it exits, even if this service does not live to.
@@ -47,7 +52,7 @@ export class PgbouncerImageFactsCache {
         Image: this.image,
         Entrypoint: ["/bin/sh", "-c", 'echo "ids $(id -u) $(id -g)"; exec pgbouncer --version'],
         Cmd: [],
-        User: PGBOUNCER_OS_USER,
+        User: user,
         Labels: projectLabels(target, "probe", engine.labels),
         HostConfig: { Runtime: "runc", NetworkMode: "none", AutoRemove: true, ...hardenedHostConfig(PGBOUNCER_HARDENING) },
       });
@@ -62,7 +67,16 @@ export class PgbouncerImageFactsCache {
           stream.once("error", () => resolve());
         });
         engine.docker.modem.demuxStream(stream, output, output);
-        await container.start();
+        await container.start().catch((error: unknown) => {
+          // The engine refuses to start a container whose user the image lacks.
+          if (/unable to find user|no matching entries in passwd/i.test(String(error))) {
+            throw new RuntimeError(
+              "failed",
+              `image ${this.image} has no OS user "${user}" to run PgBouncer as: set SOTA_PGBOUNCER_USER to one it has (PgBouncer refuses root)`,
+            );
+          }
+          throw error;
+        });
         await Promise.race([ended, sleep(30_000)]);
       } catch (error) {
         await container.remove({ force: true }).catch(() => undefined);
@@ -74,10 +88,10 @@ export class PgbouncerImageFactsCache {
       if (!version || !ids) {
         throw new RuntimeError(
           "failed",
-          `image ${this.image} did not report a PgBouncer version and a "${PGBOUNCER_OS_USER}" user`,
+          `image ${this.image} did not report a PgBouncer version when run as OS user "${user}"`,
         );
       }
-      return { version, uid: Number(ids[1]), gid: Number(ids[2]) };
+      return { version, user, uid: Number(ids[1]), gid: Number(ids[2]) };
     });
   }
 }
