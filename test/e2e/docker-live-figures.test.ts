@@ -6,7 +6,7 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startHarness, type Harness } from "../support/app-harness.js";
 import { grpcClients, type GrpcClients } from "../support/grpc-client.js";
-import { DockerTestBed, ensureTestImages, probeDockerEngine, serviceObjectsCleanup, TEST_PGBOUNCER_IMAGE, TEST_POSTGRES_IMAGE } from "../support/docker-test-bed.js";
+import { dockerServiceEnv, DockerTestBed, probeDockerEngine, serviceObjectsCleanup } from "../support/docker-test-bed.js";
 
 const engine = await probeDockerEngine();
 const required = process.env["SOTA_REQUIRE_DOCKER"] === "1";
@@ -21,15 +21,9 @@ describe.skipIf(!engine.reachable && !required)("live figures on the Docker runt
   let cleanup: ((projectIds: readonly string[]) => Promise<void>) | undefined;
 
   beforeAll(async () => {
-    if (!engine.reachable) throw new Error(`SOTA_REQUIRE_DOCKER=1 but ${engine.reason}`);
-    await ensureTestImages();
+    const env = await dockerServiceEnv(engine, { SOTA_DOCKER_NETWORK: bed.appNetwork });
     cleanup = await serviceObjectsCleanup(bed.appNetwork);
-    h = await startHarness({
-      SOTA_RUNTIME: "docker",
-      SOTA_POSTGRES_IMAGE: TEST_POSTGRES_IMAGE,
-      SOTA_PGBOUNCER_IMAGE: TEST_PGBOUNCER_IMAGE,
-      SOTA_DOCKER_NETWORK: bed.appNetwork,
-    });
+    h = await startHarness(env);
     rpc = grpcClients(`127.0.0.1:${h.app.address.port}`);
     await rpc.database("ensure", { projectId, slug }, h.tokens.deployer);
   });
