@@ -15,6 +15,7 @@ import { poolerSecrets, saveAdminPassword, writePoolerFiles } from "./instance/p
 import { createInstance, stopInstance, type Instance } from "./instance/project-instance.js";
 import { slugTaken } from "../shared/target-checks.js";
 import { stopClaimed } from "./reserves/warm-claim.js";
+import { applyInstanceLimits } from "./instance/instance-limits.js";
 
 export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, callerSignal: AbortSignal | undefined): Promise<EnsureResult> {
   callerSignal?.throwIfAborted();
@@ -45,6 +46,8 @@ export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, cal
   const instance = existing ?? createInstance(parts, spec, paths, port, runAs, warm);
   parts.instances.set(spec.slug, instance);
   instance.healthy = false;
+  // Before anything (re)starts: its processes are born inside the limits.
+  await applyInstanceLimits(instance, parts.defaultLimits, spec.limits, existing === undefined);
   if (instance.pgbouncer.port !== port) {
     await instance.pgbouncer.stop();
     instance.pgbouncer.port = port;
