@@ -8,6 +8,9 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ProcessRuntime } from "../../src/runtime/process/index.js";
+import { instancePaths } from "../../src/runtime/process/instance/instance-paths.js";
+import { appRoleSocketClient } from "../../src/runtime/process/sql/pg-clients.js";
+import { APP_ROLE_CONNECTION_LIMIT, appRoleName } from "../../src/runtime/shared/app-role.js";
 import type { DatabaseSpec, EnsureResult } from "../../src/runtime/runtime.js";
 import { processTestBed, removeDataDir, type ProcessTestBed } from "../support/process-runtime-harness.js";
 import { eventually, newSpec, postmasterPid, processesUnder, withApp } from "../runtime/process-helpers.js";
@@ -167,6 +170,34 @@ describe.skipIf(process.getuid?.() !== 0 || mode === "none")(`security: per-data
     expect(reported[0]).toMatchObject({ level: 50, slug: hog.slug, projectId: hog.projectId });
     // Restarted in place: the hog answers again through its pooler.
     await withApp(results.get(hog.slug)!, hog, (client) => client.query("SELECT 1"));
+  });
+
+  it("keeps the app role to its pool's connections: the tenant cannot take the superuser's nor lift the limit", async () => {
+    const role = appRoleName(hog.slug);
+    const { socketDir } = instancePaths(bed.dataDir, hog.slug);
+    // The tenant tries to lift its own limit first.
+    await expect(withApp(results.get(hog.slug)!, hog, (client) => client.query(`ALTER ROLE "${role}" CONNECTION LIMIT -1`))).rejects.toThrow(
+      /permission denied|must have CREATEROLE/i,
+    );
+    const held = [];
+    try {
+      // Every session the role may have (PgBouncer holds some already), then
+      // one more: refused, while the service's superuser still gets in.
+      const [open] = await runtime.adminQuery(hog, `SELECT count(*)::text AS n FROM pg_stat_activity WHERE usename = '${role}'`);
+      for (let i = Number(open!["n"]); i < APP_ROLE_CONNECTION_LIMIT; i += 1) {
+        const client = appRoleSocketClient(socketDir, role, hog.slug);
+        held.push(client);
+        await client.connect();
+      }
+      const extra = appRoleSocketClient(socketDir, role, hog.slug);
+      await expect(extra.connect()).rejects.toThrow(/too many connections for role/);
+      await extra.end().catch(() => undefined);
+      expect(await runtime.adminQuery(hog, `SELECT rolconnlimit::text AS n FROM pg_roles WHERE rolname = '${role}'`)).toEqual([
+        { n: String(APP_ROLE_CONNECTION_LIMIT) },
+      ]);
+    } finally {
+      await Promise.all(held.map((client) => client.end().catch(() => undefined)));
+    }
   });
 
   it("removes a database's cgroup with the database", async () => {
