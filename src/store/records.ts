@@ -16,6 +16,18 @@ export interface PoolerRecord {
 
 export type DatabaseState = "provisioning" | "ready" | "failed";
 
+/**
+ * A project's override of the service's default resource limits, as stored:
+ * each field it sets replaces the default (0: no limit), the others follow
+ * the defaults as they change.
+ */
+export interface LimitsRecord {
+  readonly memoryMb?: number;
+  readonly cpus?: number;
+  readonly pids?: number;
+  readonly shmMb?: number;
+}
+
 export interface DatabaseRecord {
   readonly projectId: string;
   readonly slug: string;
@@ -31,6 +43,8 @@ export interface DatabaseRecord {
   readonly pooler: PoolerRecord | null;
   /** Why the last attempt failed; never holds a secret. */
   readonly error: string | null;
+  /** The project's limits override; absent: the defaults. */
+  readonly limits?: LimitsRecord | null;
   readonly createdAt: Date;
   readonly updatedAt: Date;
 }
