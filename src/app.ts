@@ -98,6 +98,7 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
     if (driver.hostBound) await coordination.holdExclusively(`${config.runtime} runtime`);
     runtime = await driver.create({ config, ports: store, logger });
     metrics.watchPoolerPorts(runtime);
+    metrics.watchOutOfMemory(runtime);
     backups = await createBackupManager({
       store,
       runtime,

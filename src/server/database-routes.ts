@@ -1,20 +1,29 @@
 // DatabaseService RPCs → the service's use-cases. Transport only: no logic
 // beyond converting messages.
-import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import { DatabaseService as DatabaseServiceDesc } from "../../gen/sota/database/v1/database_pb.js";
 import type { DatabaseService } from "../service/database-service.js";
 import { principalKey } from "./interceptors.js";
-import { backupMessage, databaseMessage } from "./proto-convert.js";
+import { backupMessage, databaseMessage, limitsChange } from "./proto-convert.js";
 
 export function databaseRoutes(service: DatabaseService) {
   return (router: ConnectRouter): void => {
     router.service(DatabaseServiceDesc, {
       async ensure(req, ctx) {
-        const { database, created } = await service.ensure(req.projectId, req.slug, ctx.signal);
+        // A project token may not choose its own limits: only the operator's tokens may.
+        if (req.limits && byTenant(ctx)) {
+          throw new ConnectError("a project token may not set limits: a project's limits are set by the operator", Code.PermissionDenied);
+        }
+        const { database, created } = await service.ensure(req.projectId, req.slug, ctx.signal, limitsChange(req.limits));
         return { database: databaseMessage(database), created };
       },
       async getDatabase(req) {
-        return { database: databaseMessage(await service.get(req.projectId)) };
+        const database = await service.get(req.projectId);
+        return { database: databaseMessage(database, await service.limitsStatus(database)) };
+      },
+      async updateDatabase(req) {
+        const database = await service.updateLimits(req.projectId, limitsChange(req.limits));
+        return { database: databaseMessage(database, await service.limitsStatus(database)) };
       },
       async getConnection(req) {
         const { url, database } = await service.connection(req.projectId);

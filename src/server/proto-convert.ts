@@ -6,15 +6,19 @@ import {
   BackupKind,
   BackupSchema,
   BackupState,
+  DatabaseLimitsSchema,
   DatabaseSchema,
   DatabaseState,
   PoolerSchema,
   VerificationState,
   type Backup,
   type Database,
+  type DatabaseLimits,
 } from "../../gen/sota/database/v1/database_pb.js";
 import { roleName } from "../service/database-url.js";
 import type { BackupRecord, DatabaseRecord } from "../store/records.js";
+import type { LimitsStatus } from "../runtime/runtime.js";
+import type { LimitsChange } from "../service/limits-override.js";
 
 const DATABASE_STATES: Record<DatabaseRecord["state"], DatabaseState> = {
   provisioning: DatabaseState.PROVISIONING,
@@ -34,8 +38,17 @@ const BACKUP_STATES: Record<BackupRecord["state"], BackupState> = {
   failed: BackupState.FAILED,
 };
 
-export function databaseMessage(record: DatabaseRecord): Database {
+/**
+ * `status`: the limits as the runtime enforces them (GetDatabase); without
+ * it, the project's stored override is shown as the limits.
+ */
+export function databaseMessage(record: DatabaseRecord, status?: LimitsStatus): Database {
   return create(DatabaseSchema, {
+    ...(status
+      ? { limits: create(DatabaseLimitsSchema, status.limits), limitsEnforcement: status.mechanism, oomKills: BigInt(status.oomKills) }
+      : record.limits
+        ? { limits: create(DatabaseLimitsSchema, record.limits) }
+        : {}),
     projectId: record.projectId,
     slug: record.slug,
     state: DATABASE_STATES[record.state],
@@ -51,6 +64,12 @@ export function databaseMessage(record: DatabaseRecord): Database {
     updateTime: timestampFromDate(record.updatedAt),
     error: record.error ?? "",
   });
+}
+
+/** A request's DatabaseLimits as a change of the override (unset fields stay undefined). */
+export function limitsChange(message: DatabaseLimits | undefined): LimitsChange | undefined {
+  if (!message) return undefined;
+  return { memoryMb: message.memoryMb, cpus: message.cpus, pids: message.pids, shmMb: message.shmMb };
 }
 
 export function backupMessage(record: BackupRecord): Backup {

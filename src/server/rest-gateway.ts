@@ -16,7 +16,7 @@ import type { TokenRegistry } from "./tokens.js";
 
 export const MAX_REST_BODY_BYTES = 64 * 1024;
 
-type RestMethod = "GET" | "POST";
+type RestMethod = "GET" | "POST" | "PATCH";
 
 interface RestRoute {
   readonly method: RestMethod;
@@ -41,6 +41,12 @@ const ROUTES: readonly RestRoute[] = [
     pattern: new RegExp(`^${PROJECT}$`),
     rpc: "GetDatabase",
     request: ([projectId]) => ({ projectId: projectId! }),
+  },
+  {
+    method: "PATCH",
+    pattern: new RegExp(`^${PROJECT}$`),
+    rpc: "UpdateDatabase",
+    request: ([projectId], _query, body) => ({ ...body, projectId: projectId! }),
   },
   {
     method: "GET",

@@ -16,12 +16,19 @@ import { createInstance, stopInstance, type Instance } from "./instance/project-
 import { slugTaken } from "../shared/target-checks.js";
 import { stopClaimed } from "./reserves/warm-claim.js";
 import { applyInstanceLimits } from "./instance/instance-limits.js";
+import { effectiveLimits, sameLimits } from "../shared/resource-limits.js";
 
 export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, callerSignal: AbortSignal | undefined): Promise<EnsureResult> {
   callerSignal?.throwIfAborted();
   const existing = parts.instances.get(spec.slug);
   if (existing && existing.projectId !== spec.projectId) throw slugTaken(spec.slug);
-  if (existing?.result && isHealthy(parts, existing, spec.password)) return existing.result;
+  if (existing?.result && isHealthy(parts, existing, spec.password)) {
+    // A changed override (UpdateDatabase) is applied in place, to the running processes.
+    if (!sameLimits(existing.limits, effectiveLimits(parts.defaultLimits, spec.limits))) {
+      await applyInstanceLimits(existing, parts.defaultLimits, spec.limits, false);
+    }
+    return existing.result;
+  }
 
   const signal = callerSignal ? AbortSignal.any([parts.closing, callerSignal]) : parts.closing;
 

@@ -29,3 +29,7 @@ export interface LimitsStatus {
 export function effectiveLimits(defaults: ResourceLimits, override: Partial<ResourceLimits> | undefined): ResourceLimits {
   return { ...defaults, ...Object.fromEntries(Object.entries(override ?? {}).filter(([, value]) => value !== undefined)) };
 }
+
+export function sameLimits(a: ResourceLimits, b: ResourceLimits): boolean {
+  return a.memoryMb === b.memoryMb && a.cpus === b.cpus && a.pids === b.pids && a.shmMb === b.shmMb;
+}

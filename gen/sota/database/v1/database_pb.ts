@@ -12,7 +12,52 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file sota/database/v1/database.proto.
  */
 export const file_sota_database_v1_database: GenFile = /*@__PURE__*/
-  fileDesc("Ch9zb3RhL2RhdGFiYXNlL3YxL2RhdGFiYXNlLnByb3RvEhBzb3RhLmRhdGFiYXNlLnYxIqgBCgZQb29sZXISDwoHdmVyc2lvbhgBIAEoCRIRCglwb29sX21vZGUYAiABKAkSGQoRZGVmYXVsdF9wb29sX3NpemUYAyABKAUSFwoPbWF4X2NsaWVudF9jb25uGAQgASgFEiUKHXByZXBhcmVkX3N0YXRlbWVudHNfc3VwcG9ydGVkGAUgASgIEh8KF21heF9wcmVwYXJlZF9zdGF0ZW1lbnRzGAYgASgFIvQCCghEYXRhYmFzZRISCgpwcm9qZWN0X2lkGAEgASgJEgwKBHNsdWcYAiABKAkSLgoFc3RhdGUYAyABKA4yHy5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlU3RhdGUSDwoHcnVudGltZRgEIAEoCRIYChBwb3N0Z3Jlc192ZXJzaW9uGAUgASgJEigKBnBvb2xlchgGIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuUG9vbGVyEgwKBGhvc3QYByABKAkSDAoEcG9ydBgIIAEoBRIVCg1kYXRhYmFzZV9uYW1lGAkgASgJEgwKBHVzZXIYCiABKAkSDwoHbmV0d29yaxgLIAEoCRIvCgtjcmVhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWVycm9yGA4gASgJIjEKDUVuc3VyZVJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIMCgRzbHVnGAIgASgJIk8KDkVuc3VyZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZRIPCgdjcmVhdGVkGAIgASgIIigKEkdldERhdGFiYXNlUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIkMKE0dldERhdGFiYXNlUmVzcG9uc2USLAoIZGF0YWJhc2UYASABKAsyGi5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlIioKFEdldENvbm5lY3Rpb25SZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkiWwoVR2V0Q29ubmVjdGlvblJlc3BvbnNlEhQKDGRhdGFiYXNlX3VybBgBIAEoCRIsCghkYXRhYmFzZRgCIAEoCzIaLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2UizwMKBkJhY2t1cBIKCgJpZBgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEioKBGtpbmQYAyABKA4yHC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cEtpbmQSLAoFc3RhdGUYBCABKA4yHS5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cFN0YXRlEhIKCnNpemVfYnl0ZXMYBSABKAMSDgoGc2hhMjU2GAYgASgJEi4KCnN0YXJ0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZXJyb3IYCiABKAkSOQoMdmVyaWZpY2F0aW9uGAsgASgOMiMuc290YS5kYXRhYmFzZS52MS5WZXJpZmljYXRpb25TdGF0ZRIvCgt2ZXJpZnlfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGgoSdmVyaWZpY2F0aW9uX2Vycm9yGA0gASgJIjcKE0NyZWF0ZUJhY2t1cFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIMCgR3YWl0GAIgASgIIkAKFENyZWF0ZUJhY2t1cFJlc3BvbnNlEigKBmJhY2t1cBgBIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIigKEkxpc3RCYWNrdXBzUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIkAKE0xpc3RCYWNrdXBzUmVzcG9uc2USKQoHYmFja3VwcxgBIAMoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIj0KFFJlc3RvcmVCYWNrdXBSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEQoJYmFja3VwX2lkGAIgASgJInQKFVJlc3RvcmVCYWNrdXBSZXNwb25zZRIqCghyZXN0b3JlZBgBIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwEi8KDXNhZmV0eV9iYWNrdXAYAiABKAsyGC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cCI8ChNWZXJpZnlCYWNrdXBSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEQoJYmFja3VwX2lkGAIgASgJIkAKFFZlcmlmeUJhY2t1cFJlc3BvbnNlEigKBmJhY2t1cBgBIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwKoUBCg1EYXRhYmFzZVN0YXRlEh4KGkRBVEFCQVNFX1NUQVRFX1VOU1BFQ0lGSUVEEAASHwobREFUQUJBU0VfU1RBVEVfUFJPVklTSU9OSU5HEAESGAoUREFUQUJBU0VfU1RBVEVfUkVBRFkQAhIZChVEQVRBQkFTRV9TVEFURV9GQUlMRUQQAyp0CgpCYWNrdXBLaW5kEhsKF0JBQ0tVUF9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVQkFDS1VQX0tJTkRfU0NIRURVTEVEEAESFgoSQkFDS1VQX0tJTkRfTUFOVUFMEAISFgoSQkFDS1VQX0tJTkRfU0FGRVRZEAMqegoLQmFja3VwU3RhdGUSHAoYQkFDS1VQX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQkFDS1VQX1NUQVRFX1JVTk5JTkcQARIaChZCQUNLVVBfU1RBVEVfU1VDQ0VFREVEEAISFwoTQkFDS1VQX1NUQVRFX0ZBSUxFRBADKnUKEVZlcmlmaWNhdGlvblN0YXRlEiIKHlZFUklGSUNBVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEh0KGVZFUklGSUNBVElPTl9TVEFURV9QQVNTRUQQARIdChlWRVJJRklDQVRJT05fU1RBVEVfRkFJTEVEEAIymAUKD0RhdGFiYXNlU2VydmljZRJLCgZFbnN1cmUSHy5zb3RhLmRhdGFiYXNlLnYxLkVuc3VyZVJlcXVlc3QaIC5zb3RhLmRhdGFiYXNlLnYxLkVuc3VyZVJlc3BvbnNlEloKC0dldERhdGFiYXNlEiQuc290YS5kYXRhYmFzZS52MS5HZXREYXRhYmFzZVJlcXVlc3QaJS5zb3RhLmRhdGFiYXNlLnYxLkdldERhdGFiYXNlUmVzcG9uc2USYAoNR2V0Q29ubmVjdGlvbhImLnNvdGEuZGF0YWJhc2UudjEuR2V0Q29ubmVjdGlvblJlcXVlc3QaJy5zb3RhLmRhdGFiYXNlLnYxLkdldENvbm5lY3Rpb25SZXNwb25zZRJdCgxDcmVhdGVCYWNrdXASJS5zb3RhLmRhdGFiYXNlLnYxLkNyZWF0ZUJhY2t1cFJlcXVlc3QaJi5zb3RhLmRhdGFiYXNlLnYxLkNyZWF0ZUJhY2t1cFJlc3BvbnNlEloKC0xpc3RCYWNrdXBzEiQuc290YS5kYXRhYmFzZS52MS5MaXN0QmFja3Vwc1JlcXVlc3QaJS5zb3RhLmRhdGFiYXNlLnYxLkxpc3RCYWNrdXBzUmVzcG9uc2USYAoNUmVzdG9yZUJhY2t1cBImLnNvdGEuZGF0YWJhc2UudjEuUmVzdG9yZUJhY2t1cFJlcXVlc3QaJy5zb3RhLmRhdGFiYXNlLnYxLlJlc3RvcmVCYWNrdXBSZXNwb25zZRJdCgxWZXJpZnlCYWNrdXASJS5zb3RhLmRhdGFiYXNlLnYxLlZlcmlmeUJhY2t1cFJlcXVlc3QaJi5zb3RhLmRhdGFiYXNlLnYxLlZlcmlmeUJhY2t1cFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch9zb3RhL2RhdGFiYXNlL3YxL2RhdGFiYXNlLnByb3RvEhBzb3RhLmRhdGFiYXNlLnYxIo4BCg5EYXRhYmFzZUxpbWl0cxIWCgltZW1vcnlfbWIYASABKAVIAIgBARIRCgRjcHVzGAIgASgBSAGIAQESEQoEcGlkcxgDIAEoBUgCiAEBEhMKBnNobV9tYhgEIAEoBUgDiAEBQgwKCl9tZW1vcnlfbWJCBwoFX2NwdXNCBwoFX3BpZHNCCQoHX3NobV9tYiKoAQoGUG9vbGVyEg8KB3ZlcnNpb24YASABKAkSEQoJcG9vbF9tb2RlGAIgASgJEhkKEWRlZmF1bHRfcG9vbF9zaXplGAMgASgFEhcKD21heF9jbGllbnRfY29ubhgEIAEoBRIlCh1wcmVwYXJlZF9zdGF0ZW1lbnRzX3N1cHBvcnRlZBgFIAEoCBIfChdtYXhfcHJlcGFyZWRfc3RhdGVtZW50cxgGIAEoBSLVAwoIRGF0YWJhc2USEgoKcHJvamVjdF9pZBgBIAEoCRIMCgRzbHVnGAIgASgJEi4KBXN0YXRlGAMgASgOMh8uc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZVN0YXRlEg8KB3J1bnRpbWUYBCABKAkSGAoQcG9zdGdyZXNfdmVyc2lvbhgFIAEoCRIoCgZwb29sZXIYBiABKAsyGC5zb3RhLmRhdGFiYXNlLnYxLlBvb2xlchIMCgRob3N0GAcgASgJEgwKBHBvcnQYCCABKAUSFQoNZGF0YWJhc2VfbmFtZRgJIAEoCRIMCgR1c2VyGAogASgJEg8KB25ldHdvcmsYCyABKAkSLwoLY3JlYXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVlcnJvchgOIAEoCRIwCgZsaW1pdHMYFCABKAsyIC5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlTGltaXRzEhoKEmxpbWl0c19lbmZvcmNlbWVudBgVIAEoCRIRCglvb21fa2lsbHMYFiABKAMiYwoNRW5zdXJlUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEgwKBHNsdWcYAiABKAkSMAoGbGltaXRzGBQgASgLMiAuc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZUxpbWl0cyJPCg5FbnN1cmVSZXNwb25zZRIsCghkYXRhYmFzZRgBIAEoCzIaLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2USDwoHY3JlYXRlZBgCIAEoCCIoChJHZXREYXRhYmFzZVJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSJDChNHZXREYXRhYmFzZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZSIqChRHZXRDb25uZWN0aW9uUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIlsKFUdldENvbm5lY3Rpb25SZXNwb25zZRIUCgxkYXRhYmFzZV91cmwYASABKAkSLAoIZGF0YWJhc2UYAiABKAsyGi5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlIs8DCgZCYWNrdXASCgoCaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIqCgRraW5kGAMgASgOMhwuc290YS5kYXRhYmFzZS52MS5CYWNrdXBLaW5kEiwKBXN0YXRlGAQgASgOMh0uc290YS5kYXRhYmFzZS52MS5CYWNrdXBTdGF0ZRISCgpzaXplX2J5dGVzGAUgASgDEg4KBnNoYTI1NhgGIAEoCRIuCgpzdGFydF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWVycm9yGAogASgJEjkKDHZlcmlmaWNhdGlvbhgLIAEoDjIjLnNvdGEuZGF0YWJhc2UudjEuVmVyaWZpY2F0aW9uU3RhdGUSLwoLdmVyaWZ5X3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEnZlcmlmaWNhdGlvbl9lcnJvchgNIAEoCSI3ChNDcmVhdGVCYWNrdXBSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSDAoEd2FpdBgCIAEoCCJAChRDcmVhdGVCYWNrdXBSZXNwb25zZRIoCgZiYWNrdXAYASABKAsyGC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cCIoChJMaXN0QmFja3Vwc1JlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSJAChNMaXN0QmFja3Vwc1Jlc3BvbnNlEikKB2JhY2t1cHMYASADKAsyGC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cCI9ChRSZXN0b3JlQmFja3VwUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhEKCWJhY2t1cF9pZBgCIAEoCSJ0ChVSZXN0b3JlQmFja3VwUmVzcG9uc2USKgoIcmVzdG9yZWQYASABKAsyGC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cBIvCg1zYWZldHlfYmFja3VwGAIgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiPAoTVmVyaWZ5QmFja3VwUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhEKCWJhY2t1cF9pZBgCIAEoCSJAChRWZXJpZnlCYWNrdXBSZXNwb25zZRIoCgZiYWNrdXAYASABKAsyGC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cCJdChVVcGRhdGVEYXRhYmFzZVJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIwCgZsaW1pdHMYAiABKAsyIC5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlTGltaXRzIkYKFlVwZGF0ZURhdGFiYXNlUmVzcG9uc2USLAoIZGF0YWJhc2UYASABKAsyGi5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlKoUBCg1EYXRhYmFzZVN0YXRlEh4KGkRBVEFCQVNFX1NUQVRFX1VOU1BFQ0lGSUVEEAASHwobREFUQUJBU0VfU1RBVEVfUFJPVklTSU9OSU5HEAESGAoUREFUQUJBU0VfU1RBVEVfUkVBRFkQAhIZChVEQVRBQkFTRV9TVEFURV9GQUlMRUQQAyp0CgpCYWNrdXBLaW5kEhsKF0JBQ0tVUF9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVQkFDS1VQX0tJTkRfU0NIRURVTEVEEAESFgoSQkFDS1VQX0tJTkRfTUFOVUFMEAISFgoSQkFDS1VQX0tJTkRfU0FGRVRZEAMqegoLQmFja3VwU3RhdGUSHAoYQkFDS1VQX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQkFDS1VQX1NUQVRFX1JVTk5JTkcQARIaChZCQUNLVVBfU1RBVEVfU1VDQ0VFREVEEAISFwoTQkFDS1VQX1NUQVRFX0ZBSUxFRBADKnUKEVZlcmlmaWNhdGlvblN0YXRlEiIKHlZFUklGSUNBVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEh0KGVZFUklGSUNBVElPTl9TVEFURV9QQVNTRUQQARIdChlWRVJJRklDQVRJT05fU1RBVEVfRkFJTEVEEAIy/QUKD0RhdGFiYXNlU2VydmljZRJLCgZFbnN1cmUSHy5zb3RhLmRhdGFiYXNlLnYxLkVuc3VyZVJlcXVlc3QaIC5zb3RhLmRhdGFiYXNlLnYxLkVuc3VyZVJlc3BvbnNlEloKC0dldERhdGFiYXNlEiQuc290YS5kYXRhYmFzZS52MS5HZXREYXRhYmFzZVJlcXVlc3QaJS5zb3RhLmRhdGFiYXNlLnYxLkdldERhdGFiYXNlUmVzcG9uc2USYAoNR2V0Q29ubmVjdGlvbhImLnNvdGEuZGF0YWJhc2UudjEuR2V0Q29ubmVjdGlvblJlcXVlc3QaJy5zb3RhLmRhdGFiYXNlLnYxLkdldENvbm5lY3Rpb25SZXNwb25zZRJdCgxDcmVhdGVCYWNrdXASJS5zb3RhLmRhdGFiYXNlLnYxLkNyZWF0ZUJhY2t1cFJlcXVlc3QaJi5zb3RhLmRhdGFiYXNlLnYxLkNyZWF0ZUJhY2t1cFJlc3BvbnNlEloKC0xpc3RCYWNrdXBzEiQuc290YS5kYXRhYmFzZS52MS5MaXN0QmFja3Vwc1JlcXVlc3QaJS5zb3RhLmRhdGFiYXNlLnYxLkxpc3RCYWNrdXBzUmVzcG9uc2USYAoNUmVzdG9yZUJhY2t1cBImLnNvdGEuZGF0YWJhc2UudjEuUmVzdG9yZUJhY2t1cFJlcXVlc3QaJy5zb3RhLmRhdGFiYXNlLnYxLlJlc3RvcmVCYWNrdXBSZXNwb25zZRJdCgxWZXJpZnlCYWNrdXASJS5zb3RhLmRhdGFiYXNlLnYxLlZlcmlmeUJhY2t1cFJlcXVlc3QaJi5zb3RhLmRhdGFiYXNlLnYxLlZlcmlmeUJhY2t1cFJlc3BvbnNlEmMKDlVwZGF0ZURhdGFiYXNlEicuc290YS5kYXRhYmFzZS52MS5VcGRhdGVEYXRhYmFzZVJlcXVlc3QaKC5zb3RhLmRhdGFiYXNlLnYxLlVwZGF0ZURhdGFiYXNlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+
+/**
+ * DatabaseLimits are a database's resource limits. In a request, a project's
+ * override of the service's defaults: each field set replaces the stored
+ * override's, -1 returns it to the default, 0 means no limit, an unset field
+ * keeps what is stored. In a Database, the limits in effect (0: none).
+ *
+ * @generated from message sota.database.v1.DatabaseLimits
+ */
+export type DatabaseLimits = Message<"sota.database.v1.DatabaseLimits"> & {
+  /**
+   * Memory, swap included, in MiB: 0 or from 64 to 1048576.
+   *
+   * @generated from field: optional int32 memory_mb = 1;
+   */
+  memoryMb?: number | undefined;
+
+  /**
+   * CPUs' worth of time (0.5, 2...): 0 or from 0.01 to 1024.
+   *
+   * @generated from field: optional double cpus = 2;
+   */
+  cpus?: number | undefined;
+
+  /**
+   * Processes and threads at once: 0 or from 64 to 4194304.
+   *
+   * @generated from field: optional int32 pids = 3;
+   */
+  pids?: number | undefined;
+
+  /**
+   * /dev/shm in MiB (Docker runtime only): 0 (the engine's default) to 1048576.
+   *
+   * @generated from field: optional int32 shm_mb = 4;
+   */
+  shmMb?: number | undefined;
+};
+
+/**
+ * Describes the message sota.database.v1.DatabaseLimits.
+ * Use `create(DatabaseLimitsSchema)` to create a new message.
+ */
+export const DatabaseLimitsSchema: GenMessage<DatabaseLimits> = /*@__PURE__*/
+  messageDesc(file_sota_database_v1_database, 0);
 
 /**
  * Pooler describes the PgBouncer in front of a database, as it really runs.
@@ -65,7 +110,7 @@ export type Pooler = Message<"sota.database.v1.Pooler"> & {
  * Use `create(PoolerSchema)` to create a new message.
  */
 export const PoolerSchema: GenMessage<Pooler> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 0);
+  messageDesc(file_sota_database_v1_database, 1);
 
 /**
  * Database is a project's managed database. It never carries a secret.
@@ -158,6 +203,32 @@ export type Database = Message<"sota.database.v1.Database"> & {
    * @generated from field: string error = 14;
    */
   error: string;
+
+  /**
+   * The resource limits in effect (GetDatabase; the project's override over
+   * the defaults where the database is not running in this service).
+   *
+   * @generated from field: sota.database.v1.DatabaseLimits limits = 20;
+   */
+  limits?: DatabaseLimits | undefined;
+
+  /**
+   * How the limits are enforced on this host: "cgroup-v2", "cgroup-v1",
+   * "docker", or "none" (not enforced; the service logs why at start). Empty
+   * where the database is not running in this service.
+   *
+   * @generated from field: string limits_enforcement = 21;
+   */
+  limitsEnforcement: string;
+
+  /**
+   * Times the kernel killed one of the database's processes for running out
+   * of memory (PostgreSQL then restarts its sessions), since the service
+   * started it (GetDatabase only).
+   *
+   * @generated from field: int64 oom_kills = 22;
+   */
+  oomKills: bigint;
 };
 
 /**
@@ -165,7 +236,7 @@ export type Database = Message<"sota.database.v1.Database"> & {
  * Use `create(DatabaseSchema)` to create a new message.
  */
 export const DatabaseSchema: GenMessage<Database> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 1);
+  messageDesc(file_sota_database_v1_database, 2);
 
 /**
  * @generated from message sota.database.v1.EnsureRequest
@@ -186,6 +257,14 @@ export type EnsureRequest = Message<"sota.database.v1.EnsureRequest"> & {
    * @generated from field: string slug = 2;
    */
   slug: string;
+
+  /**
+   * Optional: the project's resource limits override (see DatabaseLimits),
+   * stored and applied. Admin and deployer only.
+   *
+   * @generated from field: sota.database.v1.DatabaseLimits limits = 20;
+   */
+  limits?: DatabaseLimits | undefined;
 };
 
 /**
@@ -193,7 +272,7 @@ export type EnsureRequest = Message<"sota.database.v1.EnsureRequest"> & {
  * Use `create(EnsureRequestSchema)` to create a new message.
  */
 export const EnsureRequestSchema: GenMessage<EnsureRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 2);
+  messageDesc(file_sota_database_v1_database, 3);
 
 /**
  * @generated from message sota.database.v1.EnsureResponse
@@ -217,7 +296,7 @@ export type EnsureResponse = Message<"sota.database.v1.EnsureResponse"> & {
  * Use `create(EnsureResponseSchema)` to create a new message.
  */
 export const EnsureResponseSchema: GenMessage<EnsureResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 3);
+  messageDesc(file_sota_database_v1_database, 4);
 
 /**
  * @generated from message sota.database.v1.GetDatabaseRequest
@@ -234,7 +313,7 @@ export type GetDatabaseRequest = Message<"sota.database.v1.GetDatabaseRequest"> 
  * Use `create(GetDatabaseRequestSchema)` to create a new message.
  */
 export const GetDatabaseRequestSchema: GenMessage<GetDatabaseRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 4);
+  messageDesc(file_sota_database_v1_database, 5);
 
 /**
  * @generated from message sota.database.v1.GetDatabaseResponse
@@ -251,7 +330,7 @@ export type GetDatabaseResponse = Message<"sota.database.v1.GetDatabaseResponse"
  * Use `create(GetDatabaseResponseSchema)` to create a new message.
  */
 export const GetDatabaseResponseSchema: GenMessage<GetDatabaseResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 5);
+  messageDesc(file_sota_database_v1_database, 6);
 
 /**
  * @generated from message sota.database.v1.GetConnectionRequest
@@ -268,7 +347,7 @@ export type GetConnectionRequest = Message<"sota.database.v1.GetConnectionReques
  * Use `create(GetConnectionRequestSchema)` to create a new message.
  */
 export const GetConnectionRequestSchema: GenMessage<GetConnectionRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 6);
+  messageDesc(file_sota_database_v1_database, 7);
 
 /**
  * @generated from message sota.database.v1.GetConnectionResponse
@@ -292,7 +371,7 @@ export type GetConnectionResponse = Message<"sota.database.v1.GetConnectionRespo
  * Use `create(GetConnectionResponseSchema)` to create a new message.
  */
 export const GetConnectionResponseSchema: GenMessage<GetConnectionResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 7);
+  messageDesc(file_sota_database_v1_database, 8);
 
 /**
  * Backup is one gzip pg_dump of a project's database on the server's disk.
@@ -381,7 +460,7 @@ export type Backup = Message<"sota.database.v1.Backup"> & {
  * Use `create(BackupSchema)` to create a new message.
  */
 export const BackupSchema: GenMessage<Backup> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 8);
+  messageDesc(file_sota_database_v1_database, 9);
 
 /**
  * @generated from message sota.database.v1.CreateBackupRequest
@@ -406,7 +485,7 @@ export type CreateBackupRequest = Message<"sota.database.v1.CreateBackupRequest"
  * Use `create(CreateBackupRequestSchema)` to create a new message.
  */
 export const CreateBackupRequestSchema: GenMessage<CreateBackupRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 9);
+  messageDesc(file_sota_database_v1_database, 10);
 
 /**
  * @generated from message sota.database.v1.CreateBackupResponse
@@ -423,7 +502,7 @@ export type CreateBackupResponse = Message<"sota.database.v1.CreateBackupRespons
  * Use `create(CreateBackupResponseSchema)` to create a new message.
  */
 export const CreateBackupResponseSchema: GenMessage<CreateBackupResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 10);
+  messageDesc(file_sota_database_v1_database, 11);
 
 /**
  * @generated from message sota.database.v1.ListBackupsRequest
@@ -440,7 +519,7 @@ export type ListBackupsRequest = Message<"sota.database.v1.ListBackupsRequest"> 
  * Use `create(ListBackupsRequestSchema)` to create a new message.
  */
 export const ListBackupsRequestSchema: GenMessage<ListBackupsRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 11);
+  messageDesc(file_sota_database_v1_database, 12);
 
 /**
  * @generated from message sota.database.v1.ListBackupsResponse
@@ -457,7 +536,7 @@ export type ListBackupsResponse = Message<"sota.database.v1.ListBackupsResponse"
  * Use `create(ListBackupsResponseSchema)` to create a new message.
  */
 export const ListBackupsResponseSchema: GenMessage<ListBackupsResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 12);
+  messageDesc(file_sota_database_v1_database, 13);
 
 /**
  * @generated from message sota.database.v1.RestoreBackupRequest
@@ -479,7 +558,7 @@ export type RestoreBackupRequest = Message<"sota.database.v1.RestoreBackupReques
  * Use `create(RestoreBackupRequestSchema)` to create a new message.
  */
 export const RestoreBackupRequestSchema: GenMessage<RestoreBackupRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 13);
+  messageDesc(file_sota_database_v1_database, 14);
 
 /**
  * @generated from message sota.database.v1.RestoreBackupResponse
@@ -505,7 +584,7 @@ export type RestoreBackupResponse = Message<"sota.database.v1.RestoreBackupRespo
  * Use `create(RestoreBackupResponseSchema)` to create a new message.
  */
 export const RestoreBackupResponseSchema: GenMessage<RestoreBackupResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 14);
+  messageDesc(file_sota_database_v1_database, 15);
 
 /**
  * @generated from message sota.database.v1.VerifyBackupRequest
@@ -527,7 +606,7 @@ export type VerifyBackupRequest = Message<"sota.database.v1.VerifyBackupRequest"
  * Use `create(VerifyBackupRequestSchema)` to create a new message.
  */
 export const VerifyBackupRequestSchema: GenMessage<VerifyBackupRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 15);
+  messageDesc(file_sota_database_v1_database, 16);
 
 /**
  * @generated from message sota.database.v1.VerifyBackupResponse
@@ -544,7 +623,48 @@ export type VerifyBackupResponse = Message<"sota.database.v1.VerifyBackupRespons
  * Use `create(VerifyBackupResponseSchema)` to create a new message.
  */
 export const VerifyBackupResponseSchema: GenMessage<VerifyBackupResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 16);
+  messageDesc(file_sota_database_v1_database, 17);
+
+/**
+ * @generated from message sota.database.v1.UpdateDatabaseRequest
+ */
+export type UpdateDatabaseRequest = Message<"sota.database.v1.UpdateDatabaseRequest"> & {
+  /**
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * The override to apply (see DatabaseLimits).
+   *
+   * @generated from field: sota.database.v1.DatabaseLimits limits = 2;
+   */
+  limits?: DatabaseLimits | undefined;
+};
+
+/**
+ * Describes the message sota.database.v1.UpdateDatabaseRequest.
+ * Use `create(UpdateDatabaseRequestSchema)` to create a new message.
+ */
+export const UpdateDatabaseRequestSchema: GenMessage<UpdateDatabaseRequest> = /*@__PURE__*/
+  messageDesc(file_sota_database_v1_database, 18);
+
+/**
+ * @generated from message sota.database.v1.UpdateDatabaseResponse
+ */
+export type UpdateDatabaseResponse = Message<"sota.database.v1.UpdateDatabaseResponse"> & {
+  /**
+   * @generated from field: sota.database.v1.Database database = 1;
+   */
+  database?: Database | undefined;
+};
+
+/**
+ * Describes the message sota.database.v1.UpdateDatabaseResponse.
+ * Use `create(UpdateDatabaseResponseSchema)` to create a new message.
+ */
+export const UpdateDatabaseResponseSchema: GenMessage<UpdateDatabaseResponse> = /*@__PURE__*/
+  messageDesc(file_sota_database_v1_database, 19);
 
 /**
  * DatabaseState is where a database is in its life.
@@ -768,6 +888,18 @@ export const DatabaseService: GenService<{
     methodKind: "unary";
     input: typeof VerifyBackupRequestSchema;
     output: typeof VerifyBackupResponseSchema;
+  },
+  /**
+   * UpdateDatabase changes a project's resource limits override and applies
+   * it to the running database where the runtime can (admin and deployer
+   * only: a project token may not raise its own limits).
+   *
+   * @generated from rpc sota.database.v1.DatabaseService.UpdateDatabase
+   */
+  updateDatabase: {
+    methodKind: "unary";
+    input: typeof UpdateDatabaseRequestSchema;
+    output: typeof UpdateDatabaseResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_sota_database_v1_database, 0);
