@@ -113,7 +113,16 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
       ...(driver.scratchDir ? { scratchDir: driver.scratchDir(config) } : {}),
       coordination,
     });
-    const service = new DatabaseService({ runtime, store, sealer: new Sealer(keyring), logger, metrics, backups, coordination });
+    const service = new DatabaseService({
+      runtime,
+      store,
+      sealer: new Sealer(keyring),
+      logger,
+      metrics,
+      backups,
+      coordination,
+      sizeQuotaMb: config.sizeQuotaMb,
+    });
     const ready = readiness(store, runtime);
     const server = new ApiServer({
       routes: [databaseRoutes(service), healthRoutes(ready)],

@@ -39,6 +39,8 @@ export interface Config {
    * process runtime through cgroups, the Docker runtime through the containers'.
    */
   readonly limits: ResourceLimits;
+  /** Every database's size quota in MiB unless its project overrides it; 0: none. Reported when exceeded, never enforced. */
+  readonly sizeQuotaMb: number;
   readonly process: {
     readonly pgBinDir?: string;
     readonly pgbouncerBin?: string;
@@ -123,6 +125,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     masterKeyFile: keyFile ? resolve(cwd, keyFile) : join(dataDir, "master.key"),
     masterKeyFileIsDefault: !keyFile,
     limits,
+    sizeQuotaMb: integer(env, "SOTA_DB_SIZE_QUOTA_MB", 0, 0, 1_073_741_824),
     process: {
       ...(pgBinDir ? { pgBinDir: resolve(cwd, pgBinDir) } : {}),
       ...(pgbouncerBin ? { pgbouncerBin: resolve(cwd, pgbouncerBin) } : {}),

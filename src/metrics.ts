@@ -98,6 +98,14 @@ export class Metrics {
     },
   });
 
+  /** 1 for each database measured over its size quota (GetDatabase, Ensure); none otherwise. */
+  readonly databaseOverSizeQuota = new Gauge({
+    name: "sota_database_over_size_quota",
+    help: "1 for each database whose size on disk was last measured over its quota (never truncated: an alert for the operator).",
+    labelNames: ["project_id"] as const,
+    registers: [this.registry],
+  });
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }

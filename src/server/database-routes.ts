@@ -19,7 +19,8 @@ export function databaseRoutes(service: DatabaseService) {
       },
       async getDatabase(req) {
         const database = await service.get(req.projectId);
-        return { database: databaseMessage(database, await service.limitsStatus(database)) };
+        const [status, quota] = await Promise.all([service.limitsStatus(database), service.sizeQuota(database)]);
+        return { database: databaseMessage(database, status, quota) };
       },
       async updateDatabase(req) {
         const database = await service.updateLimits(req.projectId, limitsChange(req.limits));

@@ -10,15 +10,17 @@ import {
   DatabaseSchema,
   DatabaseState,
   PoolerSchema,
+  SizeQuotaSchema,
   VerificationState,
   type Backup,
   type Database,
   type DatabaseLimits,
 } from "../../gen/sota/database/v1/database_pb.js";
 import { roleName } from "../service/database-url.js";
-import type { BackupRecord, DatabaseRecord } from "../store/records.js";
+import type { BackupRecord, DatabaseRecord, LimitsRecord } from "../store/records.js";
 import type { LimitsStatus } from "../runtime/runtime.js";
 import type { LimitsChange } from "../service/limits-override.js";
+import type { SizeQuotaReport } from "../service/size-quota.js";
 
 const DATABASE_STATES: Record<DatabaseRecord["state"], DatabaseState> = {
   provisioning: DatabaseState.PROVISIONING,
@@ -42,12 +44,25 @@ const BACKUP_STATES: Record<BackupRecord["state"], BackupState> = {
  * `status`: the limits as the runtime enforces them (GetDatabase); without
  * it, the project's stored override is shown as the limits.
  */
-export function databaseMessage(record: DatabaseRecord, status?: LimitsStatus): Database {
+export function databaseMessage(record: DatabaseRecord, status?: LimitsStatus, quota?: SizeQuotaReport): Database {
   return create(DatabaseSchema, {
+    ...(quota
+      ? {
+          sizeQuota: create(SizeQuotaSchema, {
+            quotaBytes: BigInt(quota.quotaBytes),
+            sizeBytes: BigInt(quota.sizeBytes),
+            exceeded: quota.exceeded,
+          }),
+        }
+      : {}),
     ...(status
-      ? { limits: create(DatabaseLimitsSchema, status.limits), limitsEnforcement: status.mechanism, oomKills: BigInt(status.oomKills) }
+      ? {
+          limits: limitsMessage({ ...status.limits, ...(quota ? { sizeQuotaMb: quota.quotaBytes / MIB } : {}) }),
+          limitsEnforcement: status.mechanism,
+          oomKills: BigInt(status.oomKills),
+        }
       : record.limits
-        ? { limits: create(DatabaseLimitsSchema, record.limits) }
+        ? { limits: limitsMessage(record.limits) }
         : {}),
     projectId: record.projectId,
     slug: record.slug,
@@ -66,10 +81,18 @@ export function databaseMessage(record: DatabaseRecord, status?: LimitsStatus): 
   });
 }
 
+const MIB = 1024 * 1024;
+
+function limitsMessage(limits: LimitsRecord): DatabaseLimits {
+  const { sizeQuotaMb, ...rest } = limits;
+  return create(DatabaseLimitsSchema, { ...rest, ...(sizeQuotaMb !== undefined ? { sizeQuotaMb: BigInt(sizeQuotaMb) } : {}) });
+}
+
 /** A request's DatabaseLimits as a change of the override (unset fields stay undefined). */
 export function limitsChange(message: DatabaseLimits | undefined): LimitsChange | undefined {
   if (!message) return undefined;
-  return { memoryMb: message.memoryMb, cpus: message.cpus, pids: message.pids, shmMb: message.shmMb };
+  const sizeQuotaMb = message.sizeQuotaMb === undefined ? undefined : Number(message.sizeQuotaMb);
+  return { memoryMb: message.memoryMb, cpus: message.cpus, pids: message.pids, shmMb: message.shmMb, sizeQuotaMb };
 }
 
 export function backupMessage(record: BackupRecord): Backup {

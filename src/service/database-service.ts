@@ -13,7 +13,8 @@ import type { Store } from "../store/store.js";
 import { LocalCoordination, type Coordination } from "../coordination/coordination.js";
 import { normalizeProjectId, slugForProject, slugProblemFor, isBackupId } from "../names.js";
 import { databaseUrl } from "./database-url.js";
-import { applyLimitsChange, checkLimitsChange, isLimitsChange, type LimitsChange } from "./limits-override.js";
+import { applyLimitsChange, checkLimitsChange, isLimitsChange, runtimeLimits, type LimitsChange } from "./limits-override.js";
+import { SizeQuotas, type SizeQuotaReport } from "./size-quota.js";
 import type { LimitsStatus } from "../runtime/runtime.js";
 
 export interface DatabaseServiceDeps {
@@ -29,6 +30,8 @@ export interface DatabaseServiceDeps {
    */
   readonly coordination?: Coordination;
   readonly now?: () => Date;
+  /** Every database's size quota in MiB unless its project overrides it (SOTA_DB_SIZE_QUOTA_MB); default 0, none. */
+  readonly sizeQuotaMb?: number;
 }
 
 export interface EnsureOutcome {
@@ -39,9 +42,11 @@ export interface EnsureOutcome {
 export class DatabaseService {
   private readonly coordination: Coordination;
   private readonly now: () => Date;
+  private readonly quotas: SizeQuotas;
 
   constructor(private readonly deps: DatabaseServiceDeps) {
     this.now = deps.now ?? (() => new Date());
+    this.quotas = new SizeQuotas(deps, deps.sizeQuotaMb ?? 0);
     this.coordination = deps.coordination ?? new LocalCoordination("local");
   }
 
@@ -72,6 +77,7 @@ export class DatabaseService {
       }
       if (isLimitsChange(limits)) record = await this.storeLimits(record, limits);
       const database = await this.provision(record, signal);
+      await this.quotas.check(database);
       return { database, created };
     });
   }
@@ -103,6 +109,11 @@ export class DatabaseService {
       // Not running here (yet): the stored override is what GetDatabase shows.
       return undefined;
     }
+  }
+
+  /** The database's size against its quota, measured now (and reported when over); undefined without a quota. */
+  sizeQuota(database: DatabaseRecord): Promise<SizeQuotaReport | undefined> {
+    return this.quotas.check(database);
   }
 
   private async storeLimits(record: DatabaseRecord, change: LimitsChange): Promise<DatabaseRecord> {
@@ -207,7 +218,8 @@ export class DatabaseService {
     const started = performance.now();
     let result: EnsureResult;
     try {
-      const spec = { projectId: record.projectId, slug: record.slug, password, ...(record.limits ? { limits: record.limits } : {}) };
+      const limits = runtimeLimits(record.limits);
+      const spec = { projectId: record.projectId, slug: record.slug, password, ...(limits ? { limits } : {}) };
       result = await this.deps.runtime.ensure(spec, signal);
     } catch (error) {
       this.observeEnsure(started, "error");

@@ -13,6 +13,7 @@ const BOUNDS: Record<keyof LimitsRecord, readonly [min: number, max: number, wha
   cpus: [0.01, 1024, "cpus must be -1 (default), 0 (no limit) or from 0.01 to 1024"],
   pids: [64, 4_194_304, "pids must be -1 (default), 0 (no limit) or from 64 to 4194304"],
   shmMb: [1, 1_048_576, "shm_mb must be -1 (default), 0 (the engine's default) or from 1 to 1048576 MiB"],
+  sizeQuotaMb: [1, 1_073_741_824, "size_quota_mb must be -1 (default), 0 (no quota) or from 1 to 1073741824 MiB"],
 };
 
 /** Whether the change sets any field at all. */
@@ -41,4 +42,11 @@ export function applyLimitsChange(stored: LimitsRecord | null | undefined, chang
     else next[field] = value;
   }
   return Object.keys(next).length === 0 ? null : (next as LimitsRecord);
+}
+
+/** What the runtime enforces of an override: the size quota is the service's to watch, not the runtime's. */
+export function runtimeLimits(override: LimitsRecord | null | undefined): Omit<LimitsRecord, "sizeQuotaMb"> | undefined {
+  if (!override) return undefined;
+  const { sizeQuotaMb: _quota, ...enforced } = override;
+  return Object.keys(enforced).length === 0 ? undefined : enforced;
 }

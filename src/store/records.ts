@@ -26,6 +26,8 @@ export interface LimitsRecord {
   readonly cpus?: number;
   readonly pids?: number;
   readonly shmMb?: number;
+  /** Size quota in MiB: over it, the database is reported, never truncated. */
+  readonly sizeQuotaMb?: number;
 }
 
 export interface DatabaseRecord {

@@ -6,6 +6,7 @@
 // effect and how they are enforced.
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startHarness, type Harness } from "../support/app-harness.js";
 
@@ -81,6 +82,42 @@ describe("limits through the API", () => {
     expect(reset.status).toBe(200);
     const { json } = await call("GET", h.tokens.project);
     expect(json["database"]["limits"]).toMatchObject({ memoryMb: 512, cpus: 0.5, pids: 200 });
+  });
+});
+
+describe("size quota", () => {
+  it("reports a database over its quota (GetDatabase, metric, error log) and never truncates nor refuses its writes", async () => {
+    const connection = await fetch(`${h.app.url}/sota.database.v1.DatabaseService/GetConnection`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${h.tokens.deployer}`, "content-type": "application/json" },
+      body: JSON.stringify({ projectId: h.projectId }),
+    }).then((response) => response.json() as Promise<Record<string, string>>);
+    const client = new pg.Client({ connectionString: connection["databaseUrl"] });
+    await client.connect();
+    try {
+      await client.query("CREATE TABLE kept AS SELECT g AS n, repeat('x', 200) AS pad FROM generate_series(1, 20000) g");
+      const quota = await call("PATCH", h.tokens.admin, { limits: { sizeQuotaMb: 2 } });
+      expect(quota.status).toBe(200);
+      const { json } = await call("GET", h.tokens.project);
+      const reported = json["database"]["sizeQuota"];
+      expect(reported).toMatchObject({ quotaBytes: String(2 * 1024 * 1024), exceeded: true });
+      expect(Number(reported["sizeBytes"])).toBeGreaterThan(2 * 1024 * 1024);
+      expect(json["database"]["limits"]["sizeQuotaMb"]).toBe("2");
+      const metrics = await fetch(`${h.app.url}/metrics`, { headers: { authorization: `Bearer ${h.tokens.admin}` } }).then((r) => r.text());
+      expect(metrics).toContain(`sota_database_over_size_quota{project_id="${h.projectId}"} 1`);
+      expect(h.logs.join("")).toMatch(/"level":50[^\n]*database is over its size quota/);
+      // Nothing truncated, writes still accepted.
+      expect((await client.query("SELECT count(*)::int AS n FROM kept")).rows[0].n).toBe(20000);
+      await client.query("INSERT INTO kept SELECT 0, 'more'");
+      // No quota any more: nothing reported, the series is gone.
+      await call("PATCH", h.tokens.admin, { limits: { sizeQuotaMb: 0 } });
+      const after = await call("GET", h.tokens.project);
+      expect(after.json["database"]["sizeQuota"]).toBeUndefined();
+      const cleared = await fetch(`${h.app.url}/metrics`, { headers: { authorization: `Bearer ${h.tokens.admin}` } }).then((r) => r.text());
+      expect(cleared).not.toContain(`sota_database_over_size_quota{project_id="${h.projectId}"}`);
+    } finally {
+      await client.end();
+    }
   });
 });
 

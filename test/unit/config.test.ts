@@ -79,6 +79,9 @@ describe("loadConfig", () => {
       shmMb: 0,
     });
     expect(limits({ SOTA_DOCKER_POSTGRES_MEMORY_MB: "512" }).memoryMb).toBe(512);
+    expect(loadConfig({}, "/").sizeQuotaMb).toBe(0);
+    expect(loadConfig({ SOTA_DB_SIZE_QUOTA_MB: "10240" }, "/").sizeQuotaMb).toBe(10240);
+    expect(() => loadConfig({ SOTA_DB_SIZE_QUOTA_MB: "10G" }, "/")).toThrow(/^SOTA_DB_SIZE_QUOTA_MB: must be a whole number/);
     expect(limits({ SOTA_DOCKER_POSTGRES_MEMORY_MB: "512", SOTA_DB_MEMORY_MB: "256" }).memoryMb).toBe(256);
     expect(loadConfig({ SOTA_DB_MEMORY_MB: "300" }, "/").docker.postgresMemoryMb).toBe(300);
     expect(() => limits({ SOTA_DB_MEMORY_MB: "32" })).toThrow(/^SOTA_DB_MEMORY_MB: must be 0 \(no limit\) or from 64/);

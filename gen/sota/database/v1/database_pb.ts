@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file sota/database/v1/database.proto.
  */
 export const file_sota_database_v1_database: GenFile = /*@__PURE__*/
-  fileDesc("Ch9zb3RhL2RhdGFiYXNlL3YxL2RhdGFiYXNlLnByb3RvEhBzb3RhLmRhdGFiYXNlLnYxIo4BCg5EYXRhYmFzZUxpbWl0cxIWCgltZW1vcnlfbWIYASABKAVIAIgBARIRCgRjcHVzGAIgASgBSAGIAQESEQoEcGlkcxgDIAEoBUgCiAEBEhMKBnNobV9tYhgEIAEoBUgDiAEBQgwKCl9tZW1vcnlfbWJCBwoFX2NwdXNCBwoFX3BpZHNCCQoHX3NobV9tYiKoAQoGUG9vbGVyEg8KB3ZlcnNpb24YASABKAkSEQoJcG9vbF9tb2RlGAIgASgJEhkKEWRlZmF1bHRfcG9vbF9zaXplGAMgASgFEhcKD21heF9jbGllbnRfY29ubhgEIAEoBRIlCh1wcmVwYXJlZF9zdGF0ZW1lbnRzX3N1cHBvcnRlZBgFIAEoCBIfChdtYXhfcHJlcGFyZWRfc3RhdGVtZW50cxgGIAEoBSLVAwoIRGF0YWJhc2USEgoKcHJvamVjdF9pZBgBIAEoCRIMCgRzbHVnGAIgASgJEi4KBXN0YXRlGAMgASgOMh8uc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZVN0YXRlEg8KB3J1bnRpbWUYBCABKAkSGAoQcG9zdGdyZXNfdmVyc2lvbhgFIAEoCRIoCgZwb29sZXIYBiABKAsyGC5zb3RhLmRhdGFiYXNlLnYxLlBvb2xlchIMCgRob3N0GAcgASgJEgwKBHBvcnQYCCABKAUSFQoNZGF0YWJhc2VfbmFtZRgJIAEoCRIMCgR1c2VyGAogASgJEg8KB25ldHdvcmsYCyABKAkSLwoLY3JlYXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVlcnJvchgOIAEoCRIwCgZsaW1pdHMYFCABKAsyIC5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlTGltaXRzEhoKEmxpbWl0c19lbmZvcmNlbWVudBgVIAEoCRIRCglvb21fa2lsbHMYFiABKAMiYwoNRW5zdXJlUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEgwKBHNsdWcYAiABKAkSMAoGbGltaXRzGBQgASgLMiAuc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZUxpbWl0cyJPCg5FbnN1cmVSZXNwb25zZRIsCghkYXRhYmFzZRgBIAEoCzIaLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2USDwoHY3JlYXRlZBgCIAEoCCIoChJHZXREYXRhYmFzZVJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSJDChNHZXREYXRhYmFzZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZSIqChRHZXRDb25uZWN0aW9uUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIlsKFUdldENvbm5lY3Rpb25SZXNwb25zZRIUCgxkYXRhYmFzZV91cmwYASABKAkSLAoIZGF0YWJhc2UYAiABKAsyGi5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlIs8DCgZCYWNrdXASCgoCaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIqCgRraW5kGAMgASgOMhwuc290YS5kYXRhYmFzZS52MS5CYWNrdXBLaW5kEiwKBXN0YXRlGAQgASgOMh0uc290YS5kYXRhYmFzZS52MS5CYWNrdXBTdGF0ZRISCgpzaXplX2J5dGVzGAUgASgDEg4KBnNoYTI1NhgGIAEoCRIuCgpzdGFydF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWVycm9yGAogASgJEjkKDHZlcmlmaWNhdGlvbhgLIAEoDjIjLnNvdGEuZGF0YWJhc2UudjEuVmVyaWZpY2F0aW9uU3RhdGUSLwoLdmVyaWZ5X3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEnZlcmlmaWNhdGlvbl9lcnJvchgNIAEoCSI3ChNDcmVhdGVCYWNrdXBSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSDAoEd2FpdBgCIAEoCCJAChRDcmVhdGVCYWNrdXBSZXNwb25zZRIoCgZiYWNrdXAYASABKAsyGC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cCIoChJMaXN0QmFja3Vwc1JlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSJAChNMaXN0QmFja3Vwc1Jlc3BvbnNlEikKB2JhY2t1cHMYASADKAsyGC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cCI9ChRSZXN0b3JlQmFja3VwUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhEKCWJhY2t1cF9pZBgCIAEoCSJ0ChVSZXN0b3JlQmFja3VwUmVzcG9uc2USKgoIcmVzdG9yZWQYASABKAsyGC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cBIvCg1zYWZldHlfYmFja3VwGAIgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiPAoTVmVyaWZ5QmFja3VwUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhEKCWJhY2t1cF9pZBgCIAEoCSJAChRWZXJpZnlCYWNrdXBSZXNwb25zZRIoCgZiYWNrdXAYASABKAsyGC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cCJdChVVcGRhdGVEYXRhYmFzZVJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIwCgZsaW1pdHMYAiABKAsyIC5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlTGltaXRzIkYKFlVwZGF0ZURhdGFiYXNlUmVzcG9uc2USLAoIZGF0YWJhc2UYASABKAsyGi5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlKoUBCg1EYXRhYmFzZVN0YXRlEh4KGkRBVEFCQVNFX1NUQVRFX1VOU1BFQ0lGSUVEEAASHwobREFUQUJBU0VfU1RBVEVfUFJPVklTSU9OSU5HEAESGAoUREFUQUJBU0VfU1RBVEVfUkVBRFkQAhIZChVEQVRBQkFTRV9TVEFURV9GQUlMRUQQAyp0CgpCYWNrdXBLaW5kEhsKF0JBQ0tVUF9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVQkFDS1VQX0tJTkRfU0NIRURVTEVEEAESFgoSQkFDS1VQX0tJTkRfTUFOVUFMEAISFgoSQkFDS1VQX0tJTkRfU0FGRVRZEAMqegoLQmFja3VwU3RhdGUSHAoYQkFDS1VQX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQkFDS1VQX1NUQVRFX1JVTk5JTkcQARIaChZCQUNLVVBfU1RBVEVfU1VDQ0VFREVEEAISFwoTQkFDS1VQX1NUQVRFX0ZBSUxFRBADKnUKEVZlcmlmaWNhdGlvblN0YXRlEiIKHlZFUklGSUNBVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEh0KGVZFUklGSUNBVElPTl9TVEFURV9QQVNTRUQQARIdChlWRVJJRklDQVRJT05fU1RBVEVfRkFJTEVEEAIy/QUKD0RhdGFiYXNlU2VydmljZRJLCgZFbnN1cmUSHy5zb3RhLmRhdGFiYXNlLnYxLkVuc3VyZVJlcXVlc3QaIC5zb3RhLmRhdGFiYXNlLnYxLkVuc3VyZVJlc3BvbnNlEloKC0dldERhdGFiYXNlEiQuc290YS5kYXRhYmFzZS52MS5HZXREYXRhYmFzZVJlcXVlc3QaJS5zb3RhLmRhdGFiYXNlLnYxLkdldERhdGFiYXNlUmVzcG9uc2USYAoNR2V0Q29ubmVjdGlvbhImLnNvdGEuZGF0YWJhc2UudjEuR2V0Q29ubmVjdGlvblJlcXVlc3QaJy5zb3RhLmRhdGFiYXNlLnYxLkdldENvbm5lY3Rpb25SZXNwb25zZRJdCgxDcmVhdGVCYWNrdXASJS5zb3RhLmRhdGFiYXNlLnYxLkNyZWF0ZUJhY2t1cFJlcXVlc3QaJi5zb3RhLmRhdGFiYXNlLnYxLkNyZWF0ZUJhY2t1cFJlc3BvbnNlEloKC0xpc3RCYWNrdXBzEiQuc290YS5kYXRhYmFzZS52MS5MaXN0QmFja3Vwc1JlcXVlc3QaJS5zb3RhLmRhdGFiYXNlLnYxLkxpc3RCYWNrdXBzUmVzcG9uc2USYAoNUmVzdG9yZUJhY2t1cBImLnNvdGEuZGF0YWJhc2UudjEuUmVzdG9yZUJhY2t1cFJlcXVlc3QaJy5zb3RhLmRhdGFiYXNlLnYxLlJlc3RvcmVCYWNrdXBSZXNwb25zZRJdCgxWZXJpZnlCYWNrdXASJS5zb3RhLmRhdGFiYXNlLnYxLlZlcmlmeUJhY2t1cFJlcXVlc3QaJi5zb3RhLmRhdGFiYXNlLnYxLlZlcmlmeUJhY2t1cFJlc3BvbnNlEmMKDlVwZGF0ZURhdGFiYXNlEicuc290YS5kYXRhYmFzZS52MS5VcGRhdGVEYXRhYmFzZVJlcXVlc3QaKC5zb3RhLmRhdGFiYXNlLnYxLlVwZGF0ZURhdGFiYXNlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Ch9zb3RhL2RhdGFiYXNlL3YxL2RhdGFiYXNlLnByb3RvEhBzb3RhLmRhdGFiYXNlLnYxIrwBCg5EYXRhYmFzZUxpbWl0cxIWCgltZW1vcnlfbWIYASABKAVIAIgBARIRCgRjcHVzGAIgASgBSAGIAQESEQoEcGlkcxgDIAEoBUgCiAEBEhMKBnNobV9tYhgEIAEoBUgDiAEBEhoKDXNpemVfcXVvdGFfbWIYBSABKANIBIgBAUIMCgpfbWVtb3J5X21iQgcKBV9jcHVzQgcKBV9waWRzQgkKB19zaG1fbWJCEAoOX3NpemVfcXVvdGFfbWIiRgoJU2l6ZVF1b3RhEhMKC3F1b3RhX2J5dGVzGAEgASgDEhIKCnNpemVfYnl0ZXMYAiABKAMSEAoIZXhjZWVkZWQYAyABKAgiqAEKBlBvb2xlchIPCgd2ZXJzaW9uGAEgASgJEhEKCXBvb2xfbW9kZRgCIAEoCRIZChFkZWZhdWx0X3Bvb2xfc2l6ZRgDIAEoBRIXCg9tYXhfY2xpZW50X2Nvbm4YBCABKAUSJQodcHJlcGFyZWRfc3RhdGVtZW50c19zdXBwb3J0ZWQYBSABKAgSHwoXbWF4X3ByZXBhcmVkX3N0YXRlbWVudHMYBiABKAUihgQKCERhdGFiYXNlEhIKCnByb2plY3RfaWQYASABKAkSDAoEc2x1ZxgCIAEoCRIuCgVzdGF0ZRgDIAEoDjIfLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2VTdGF0ZRIPCgdydW50aW1lGAQgASgJEhgKEHBvc3RncmVzX3ZlcnNpb24YBSABKAkSKAoGcG9vbGVyGAYgASgLMhguc290YS5kYXRhYmFzZS52MS5Qb29sZXISDAoEaG9zdBgHIAEoCRIMCgRwb3J0GAggASgFEhUKDWRhdGFiYXNlX25hbWUYCSABKAkSDAoEdXNlchgKIAEoCRIPCgduZXR3b3JrGAsgASgJEi8KC2NyZWF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZXJyb3IYDiABKAkSMAoGbGltaXRzGBQgASgLMiAuc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZUxpbWl0cxIaChJsaW1pdHNfZW5mb3JjZW1lbnQYFSABKAkSEQoJb29tX2tpbGxzGBYgASgDEi8KCnNpemVfcXVvdGEYFyABKAsyGy5zb3RhLmRhdGFiYXNlLnYxLlNpemVRdW90YSJjCg1FbnN1cmVSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSDAoEc2x1ZxgCIAEoCRIwCgZsaW1pdHMYFCABKAsyIC5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlTGltaXRzIk8KDkVuc3VyZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZRIPCgdjcmVhdGVkGAIgASgIIigKEkdldERhdGFiYXNlUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIkMKE0dldERhdGFiYXNlUmVzcG9uc2USLAoIZGF0YWJhc2UYASABKAsyGi5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlIioKFEdldENvbm5lY3Rpb25SZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkiWwoVR2V0Q29ubmVjdGlvblJlc3BvbnNlEhQKDGRhdGFiYXNlX3VybBgBIAEoCRIsCghkYXRhYmFzZRgCIAEoCzIaLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2UizwMKBkJhY2t1cBIKCgJpZBgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEioKBGtpbmQYAyABKA4yHC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cEtpbmQSLAoFc3RhdGUYBCABKA4yHS5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cFN0YXRlEhIKCnNpemVfYnl0ZXMYBSABKAMSDgoGc2hhMjU2GAYgASgJEi4KCnN0YXJ0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZXJyb3IYCiABKAkSOQoMdmVyaWZpY2F0aW9uGAsgASgOMiMuc290YS5kYXRhYmFzZS52MS5WZXJpZmljYXRpb25TdGF0ZRIvCgt2ZXJpZnlfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGgoSdmVyaWZpY2F0aW9uX2Vycm9yGA0gASgJIjcKE0NyZWF0ZUJhY2t1cFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIMCgR3YWl0GAIgASgIIkAKFENyZWF0ZUJhY2t1cFJlc3BvbnNlEigKBmJhY2t1cBgBIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIigKEkxpc3RCYWNrdXBzUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIkAKE0xpc3RCYWNrdXBzUmVzcG9uc2USKQoHYmFja3VwcxgBIAMoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIj0KFFJlc3RvcmVCYWNrdXBSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEQoJYmFja3VwX2lkGAIgASgJInQKFVJlc3RvcmVCYWNrdXBSZXNwb25zZRIqCghyZXN0b3JlZBgBIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwEi8KDXNhZmV0eV9iYWNrdXAYAiABKAsyGC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cCI8ChNWZXJpZnlCYWNrdXBSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEQoJYmFja3VwX2lkGAIgASgJIkAKFFZlcmlmeUJhY2t1cFJlc3BvbnNlEigKBmJhY2t1cBgBIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIl0KFVVwZGF0ZURhdGFiYXNlUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEjAKBmxpbWl0cxgCIAEoCzIgLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2VMaW1pdHMiRgoWVXBkYXRlRGF0YWJhc2VSZXNwb25zZRIsCghkYXRhYmFzZRgBIAEoCzIaLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2UqhQEKDURhdGFiYXNlU3RhdGUSHgoaREFUQUJBU0VfU1RBVEVfVU5TUEVDSUZJRUQQABIfChtEQVRBQkFTRV9TVEFURV9QUk9WSVNJT05JTkcQARIYChREQVRBQkFTRV9TVEFURV9SRUFEWRACEhkKFURBVEFCQVNFX1NUQVRFX0ZBSUxFRBADKnQKCkJhY2t1cEtpbmQSGwoXQkFDS1VQX0tJTkRfVU5TUEVDSUZJRUQQABIZChVCQUNLVVBfS0lORF9TQ0hFRFVMRUQQARIWChJCQUNLVVBfS0lORF9NQU5VQUwQAhIWChJCQUNLVVBfS0lORF9TQUZFVFkQAyp6CgtCYWNrdXBTdGF0ZRIcChhCQUNLVVBfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRCQUNLVVBfU1RBVEVfUlVOTklORxABEhoKFkJBQ0tVUF9TVEFURV9TVUNDRUVERUQQAhIXChNCQUNLVVBfU1RBVEVfRkFJTEVEEAMqdQoRVmVyaWZpY2F0aW9uU3RhdGUSIgoeVkVSSUZJQ0FUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASHQoZVkVSSUZJQ0FUSU9OX1NUQVRFX1BBU1NFRBABEh0KGVZFUklGSUNBVElPTl9TVEFURV9GQUlMRUQQAjL9BQoPRGF0YWJhc2VTZXJ2aWNlEksKBkVuc3VyZRIfLnNvdGEuZGF0YWJhc2UudjEuRW5zdXJlUmVxdWVzdBogLnNvdGEuZGF0YWJhc2UudjEuRW5zdXJlUmVzcG9uc2USWgoLR2V0RGF0YWJhc2USJC5zb3RhLmRhdGFiYXNlLnYxLkdldERhdGFiYXNlUmVxdWVzdBolLnNvdGEuZGF0YWJhc2UudjEuR2V0RGF0YWJhc2VSZXNwb25zZRJgCg1HZXRDb25uZWN0aW9uEiYuc290YS5kYXRhYmFzZS52MS5HZXRDb25uZWN0aW9uUmVxdWVzdBonLnNvdGEuZGF0YWJhc2UudjEuR2V0Q29ubmVjdGlvblJlc3BvbnNlEl0KDENyZWF0ZUJhY2t1cBIlLnNvdGEuZGF0YWJhc2UudjEuQ3JlYXRlQmFja3VwUmVxdWVzdBomLnNvdGEuZGF0YWJhc2UudjEuQ3JlYXRlQmFja3VwUmVzcG9uc2USWgoLTGlzdEJhY2t1cHMSJC5zb3RhLmRhdGFiYXNlLnYxLkxpc3RCYWNrdXBzUmVxdWVzdBolLnNvdGEuZGF0YWJhc2UudjEuTGlzdEJhY2t1cHNSZXNwb25zZRJgCg1SZXN0b3JlQmFja3VwEiYuc290YS5kYXRhYmFzZS52MS5SZXN0b3JlQmFja3VwUmVxdWVzdBonLnNvdGEuZGF0YWJhc2UudjEuUmVzdG9yZUJhY2t1cFJlc3BvbnNlEl0KDFZlcmlmeUJhY2t1cBIlLnNvdGEuZGF0YWJhc2UudjEuVmVyaWZ5QmFja3VwUmVxdWVzdBomLnNvdGEuZGF0YWJhc2UudjEuVmVyaWZ5QmFja3VwUmVzcG9uc2USYwoOVXBkYXRlRGF0YWJhc2USJy5zb3RhLmRhdGFiYXNlLnYxLlVwZGF0ZURhdGFiYXNlUmVxdWVzdBooLnNvdGEuZGF0YWJhc2UudjEuVXBkYXRlRGF0YWJhc2VSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * DatabaseLimits are a database's resource limits. In a request, a project's
@@ -50,6 +50,15 @@ export type DatabaseLimits = Message<"sota.database.v1.DatabaseLimits"> & {
    * @generated from field: optional int32 shm_mb = 4;
    */
   shmMb?: number | undefined;
+
+  /**
+   * Size quota in MiB: 0 (none) or from 1. Over it, the database is reported
+   * (GetDatabase, the sota_database_over_size_quota metric, an error in the
+   * log), never truncated nor refused writes.
+   *
+   * @generated from field: optional int64 size_quota_mb = 5;
+   */
+  sizeQuotaMb?: bigint | undefined;
 };
 
 /**
@@ -58,6 +67,38 @@ export type DatabaseLimits = Message<"sota.database.v1.DatabaseLimits"> & {
  */
 export const DatabaseLimitsSchema: GenMessage<DatabaseLimits> = /*@__PURE__*/
   messageDesc(file_sota_database_v1_database, 0);
+
+/**
+ * SizeQuota is a database's size on disk against its quota, measured when
+ * GetDatabase asked.
+ *
+ * @generated from message sota.database.v1.SizeQuota
+ */
+export type SizeQuota = Message<"sota.database.v1.SizeQuota"> & {
+  /**
+   * @generated from field: int64 quota_bytes = 1;
+   */
+  quotaBytes: bigint;
+
+  /**
+   * @generated from field: int64 size_bytes = 2;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * True while the database is larger than its quota.
+   *
+   * @generated from field: bool exceeded = 3;
+   */
+  exceeded: boolean;
+};
+
+/**
+ * Describes the message sota.database.v1.SizeQuota.
+ * Use `create(SizeQuotaSchema)` to create a new message.
+ */
+export const SizeQuotaSchema: GenMessage<SizeQuota> = /*@__PURE__*/
+  messageDesc(file_sota_database_v1_database, 1);
 
 /**
  * Pooler describes the PgBouncer in front of a database, as it really runs.
@@ -110,7 +151,7 @@ export type Pooler = Message<"sota.database.v1.Pooler"> & {
  * Use `create(PoolerSchema)` to create a new message.
  */
 export const PoolerSchema: GenMessage<Pooler> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 1);
+  messageDesc(file_sota_database_v1_database, 2);
 
 /**
  * Database is a project's managed database. It never carries a secret.
@@ -229,6 +270,13 @@ export type Database = Message<"sota.database.v1.Database"> & {
    * @generated from field: int64 oom_kills = 22;
    */
   oomKills: bigint;
+
+  /**
+   * Set when the database has a size quota (GetDatabase only).
+   *
+   * @generated from field: sota.database.v1.SizeQuota size_quota = 23;
+   */
+  sizeQuota?: SizeQuota | undefined;
 };
 
 /**
@@ -236,7 +284,7 @@ export type Database = Message<"sota.database.v1.Database"> & {
  * Use `create(DatabaseSchema)` to create a new message.
  */
 export const DatabaseSchema: GenMessage<Database> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 2);
+  messageDesc(file_sota_database_v1_database, 3);
 
 /**
  * @generated from message sota.database.v1.EnsureRequest
@@ -272,7 +320,7 @@ export type EnsureRequest = Message<"sota.database.v1.EnsureRequest"> & {
  * Use `create(EnsureRequestSchema)` to create a new message.
  */
 export const EnsureRequestSchema: GenMessage<EnsureRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 3);
+  messageDesc(file_sota_database_v1_database, 4);
 
 /**
  * @generated from message sota.database.v1.EnsureResponse
@@ -296,7 +344,7 @@ export type EnsureResponse = Message<"sota.database.v1.EnsureResponse"> & {
  * Use `create(EnsureResponseSchema)` to create a new message.
  */
 export const EnsureResponseSchema: GenMessage<EnsureResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 4);
+  messageDesc(file_sota_database_v1_database, 5);
 
 /**
  * @generated from message sota.database.v1.GetDatabaseRequest
@@ -313,7 +361,7 @@ export type GetDatabaseRequest = Message<"sota.database.v1.GetDatabaseRequest"> 
  * Use `create(GetDatabaseRequestSchema)` to create a new message.
  */
 export const GetDatabaseRequestSchema: GenMessage<GetDatabaseRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 5);
+  messageDesc(file_sota_database_v1_database, 6);
 
 /**
  * @generated from message sota.database.v1.GetDatabaseResponse
@@ -330,7 +378,7 @@ export type GetDatabaseResponse = Message<"sota.database.v1.GetDatabaseResponse"
  * Use `create(GetDatabaseResponseSchema)` to create a new message.
  */
 export const GetDatabaseResponseSchema: GenMessage<GetDatabaseResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 6);
+  messageDesc(file_sota_database_v1_database, 7);
 
 /**
  * @generated from message sota.database.v1.GetConnectionRequest
@@ -347,7 +395,7 @@ export type GetConnectionRequest = Message<"sota.database.v1.GetConnectionReques
  * Use `create(GetConnectionRequestSchema)` to create a new message.
  */
 export const GetConnectionRequestSchema: GenMessage<GetConnectionRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 7);
+  messageDesc(file_sota_database_v1_database, 8);
 
 /**
  * @generated from message sota.database.v1.GetConnectionResponse
@@ -371,7 +419,7 @@ export type GetConnectionResponse = Message<"sota.database.v1.GetConnectionRespo
  * Use `create(GetConnectionResponseSchema)` to create a new message.
  */
 export const GetConnectionResponseSchema: GenMessage<GetConnectionResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 8);
+  messageDesc(file_sota_database_v1_database, 9);
 
 /**
  * Backup is one gzip pg_dump of a project's database on the server's disk.
@@ -460,7 +508,7 @@ export type Backup = Message<"sota.database.v1.Backup"> & {
  * Use `create(BackupSchema)` to create a new message.
  */
 export const BackupSchema: GenMessage<Backup> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 9);
+  messageDesc(file_sota_database_v1_database, 10);
 
 /**
  * @generated from message sota.database.v1.CreateBackupRequest
@@ -485,7 +533,7 @@ export type CreateBackupRequest = Message<"sota.database.v1.CreateBackupRequest"
  * Use `create(CreateBackupRequestSchema)` to create a new message.
  */
 export const CreateBackupRequestSchema: GenMessage<CreateBackupRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 10);
+  messageDesc(file_sota_database_v1_database, 11);
 
 /**
  * @generated from message sota.database.v1.CreateBackupResponse
@@ -502,7 +550,7 @@ export type CreateBackupResponse = Message<"sota.database.v1.CreateBackupRespons
  * Use `create(CreateBackupResponseSchema)` to create a new message.
  */
 export const CreateBackupResponseSchema: GenMessage<CreateBackupResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 11);
+  messageDesc(file_sota_database_v1_database, 12);
 
 /**
  * @generated from message sota.database.v1.ListBackupsRequest
@@ -519,7 +567,7 @@ export type ListBackupsRequest = Message<"sota.database.v1.ListBackupsRequest"> 
  * Use `create(ListBackupsRequestSchema)` to create a new message.
  */
 export const ListBackupsRequestSchema: GenMessage<ListBackupsRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 12);
+  messageDesc(file_sota_database_v1_database, 13);
 
 /**
  * @generated from message sota.database.v1.ListBackupsResponse
@@ -536,7 +584,7 @@ export type ListBackupsResponse = Message<"sota.database.v1.ListBackupsResponse"
  * Use `create(ListBackupsResponseSchema)` to create a new message.
  */
 export const ListBackupsResponseSchema: GenMessage<ListBackupsResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 13);
+  messageDesc(file_sota_database_v1_database, 14);
 
 /**
  * @generated from message sota.database.v1.RestoreBackupRequest
@@ -558,7 +606,7 @@ export type RestoreBackupRequest = Message<"sota.database.v1.RestoreBackupReques
  * Use `create(RestoreBackupRequestSchema)` to create a new message.
  */
 export const RestoreBackupRequestSchema: GenMessage<RestoreBackupRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 14);
+  messageDesc(file_sota_database_v1_database, 15);
 
 /**
  * @generated from message sota.database.v1.RestoreBackupResponse
@@ -584,7 +632,7 @@ export type RestoreBackupResponse = Message<"sota.database.v1.RestoreBackupRespo
  * Use `create(RestoreBackupResponseSchema)` to create a new message.
  */
 export const RestoreBackupResponseSchema: GenMessage<RestoreBackupResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 15);
+  messageDesc(file_sota_database_v1_database, 16);
 
 /**
  * @generated from message sota.database.v1.VerifyBackupRequest
@@ -606,7 +654,7 @@ export type VerifyBackupRequest = Message<"sota.database.v1.VerifyBackupRequest"
  * Use `create(VerifyBackupRequestSchema)` to create a new message.
  */
 export const VerifyBackupRequestSchema: GenMessage<VerifyBackupRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 16);
+  messageDesc(file_sota_database_v1_database, 17);
 
 /**
  * @generated from message sota.database.v1.VerifyBackupResponse
@@ -623,7 +671,7 @@ export type VerifyBackupResponse = Message<"sota.database.v1.VerifyBackupRespons
  * Use `create(VerifyBackupResponseSchema)` to create a new message.
  */
 export const VerifyBackupResponseSchema: GenMessage<VerifyBackupResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 17);
+  messageDesc(file_sota_database_v1_database, 18);
 
 /**
  * @generated from message sota.database.v1.UpdateDatabaseRequest
@@ -647,7 +695,7 @@ export type UpdateDatabaseRequest = Message<"sota.database.v1.UpdateDatabaseRequ
  * Use `create(UpdateDatabaseRequestSchema)` to create a new message.
  */
 export const UpdateDatabaseRequestSchema: GenMessage<UpdateDatabaseRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 18);
+  messageDesc(file_sota_database_v1_database, 19);
 
 /**
  * @generated from message sota.database.v1.UpdateDatabaseResponse
@@ -664,7 +712,7 @@ export type UpdateDatabaseResponse = Message<"sota.database.v1.UpdateDatabaseRes
  * Use `create(UpdateDatabaseResponseSchema)` to create a new message.
  */
 export const UpdateDatabaseResponseSchema: GenMessage<UpdateDatabaseResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 19);
+  messageDesc(file_sota_database_v1_database, 20);
 
 /**
  * DatabaseState is where a database is in its life.
