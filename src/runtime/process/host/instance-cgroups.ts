@@ -3,6 +3,7 @@
 // run in a cgroup of their own, with a memory, CPU and process limit. cgroup
 // v2 where the host has it (one directory with memory.max, cpu.max,
 // pids.max), v1 otherwise (a directory under each controller's hierarchy),
+// both below the service's own cgroup (sota-db/<slug>),
 // neither: limits are not enforced, which the log says at start and
 // GetDatabase says per database.
 //
@@ -161,9 +162,10 @@ async function ownCgroups(): Promise<Map<string, string>> {
 
 /**
  * v2 hands controllers down only to cgroups whose parent enables them, and
- * only a cgroup without processes of its own may (the root aside): the
- * service moves itself into a leaf "service" of its cgroup, then enables
- * memory, cpu and pids there and in sota-db (as systemd's Delegate=yes expects).
+ * only a cgroup without processes of its own may (the root aside): where its
+ * cgroup refuses, the service moves itself into a leaf "service" of it, then
+ * enables memory, cpu and pids there and in sota-db. Under systemd, give the
+ * unit Delegate=yes so that systemd leaves that subtree to the service.
  */
 async function prepareV2Parent(root: string, ownPath: string): Promise<string> {
   const base = join(root, ownPath);
@@ -172,15 +174,18 @@ async function prepareV2Parent(root: string, ownPath: string): Promise<string> {
     .filter((name) => available.includes(name))
     .map((name) => `+${name}`)
     .join(" ");
-  if (ownPath !== "/") {
+  try {
+    await writeFile(join(base, "cgroup.subtree_control"), enable);
+  } catch (error) {
+    // EBUSY: the cgroup has processes of its own (ours; a container's
+    // namespace root counts too). They move to the leaf, then it is allowed.
+    if ((error as NodeJS.ErrnoException).code !== "EBUSY") throw error;
+    const leaf = join(base, "service");
+    await mkdir(leaf, { recursive: true });
     const members = (await readFile(join(base, "cgroup.procs"), "utf8")).split("\n").filter(Boolean);
-    if (members.length > 0) {
-      const leaf = join(base, "service");
-      await mkdir(leaf, { recursive: true });
-      for (const pid of members) await writeFile(join(leaf, "cgroup.procs"), pid).catch(ignoreGone);
-    }
+    for (const pid of members) await writeFile(join(leaf, "cgroup.procs"), pid).catch(ignoreGone);
+    await writeFile(join(base, "cgroup.subtree_control"), enable);
   }
-  await writeFile(join(base, "cgroup.subtree_control"), enable);
   const parent = join(base, PARENT);
   await mkdir(parent, { recursive: true });
   await writeFile(join(parent, "cgroup.subtree_control"), enable);
