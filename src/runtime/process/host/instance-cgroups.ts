@@ -232,8 +232,13 @@ async function writeIfPresent(dir: string, file: string, value: string): Promise
   if (await exists(join(dir, file))) await writeFile(join(dir, file), value);
 }
 
-/** Direct children of `pid` now, from /proc. */
+/**
+ * Direct children of `pid` now: the kernel's list for its main thread (a
+ * postmaster has no other), else a walk over /proc.
+ */
 async function childrenOf(pid: number): Promise<number[]> {
+  const listed = await readFile(`/proc/${pid}/task/${pid}/children`, "utf8").catch(() => undefined);
+  if (listed !== undefined) return listed.split(/\s+/).filter(Boolean).map(Number);
   const children: number[] = [];
   for (const entry of await readdir("/proc").catch(() => [] as string[])) {
     if (!/^\d+$/.test(entry)) continue;
