@@ -18,10 +18,27 @@ export async function applyInstanceLimits(
   override: Partial<ResourceLimits> | undefined,
   isNew: boolean,
 ): Promise<void> {
-  instance.limits = effectiveLimits(defaults, override);
+  const wanted = effectiveLimits(defaults, override);
   const { cgroup } = instance;
-  if (!cgroup.enforced) return;
-  await cgroup.apply(instance.limits);
+  if (!cgroup.enforced) {
+    instance.limits = wanted;
+    return;
+  }
+  try {
+    await cgroup.apply(wanted);
+  } catch (error) {
+    // A running database keeps the limits it has when the kernel refuses a
+    // change (v1 refuses a memory limit below what the cgroup holds and
+    // cannot reclaim): it keeps serving, and the next ensure tries again. A
+    // database that is not running yet does not start without its limits.
+    if (isNew || !instance.postgres.running) throw error;
+    instance.logger.warn(
+      { projectId: instance.projectId, limits: wanted, kept: instance.limits, err: loggableError(error) },
+      "could not change the database's limits in place; keeping the ones it has",
+    );
+    return;
+  }
+  instance.limits = wanted;
   if (isNew) {
     instance.oomKillsBase = await cgroup.oomKills();
     instance.oomKillsSeen = instance.oomKillsBase;
