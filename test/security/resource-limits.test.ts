@@ -8,6 +8,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ProcessRuntime } from "../../src/runtime/process/index.js";
+import { Metrics } from "../../src/metrics.js";
 import { instancePaths } from "../../src/runtime/process/instance/instance-paths.js";
 import { appRoleSocketClient } from "../../src/runtime/process/sql/pg-clients.js";
 import { APP_ROLE_CONNECTION_LIMIT, appRoleName } from "../../src/runtime/shared/app-role.js";
@@ -160,6 +161,11 @@ describe.skipIf(process.getuid?.() !== 0 || mode === "none")(`security: per-data
     expect(status.oomKills).toBeGreaterThanOrEqual(1);
     expect((await runtime.limitsStatus(neighbour)).oomKills).toBe(0);
     expect(runtime.outOfMemoryKills()).toEqual([{ projectId: hog.projectId, kills: status.oomKills }]);
+    const metrics = new Metrics({ defaultMetrics: false });
+    metrics.watchOutOfMemory(runtime);
+    const scraped = await metrics.registry.metrics();
+    expect(scraped).toContain(`sota_database_oom_kills_total{project_id="${hog.projectId}"} ${status.oomKills}`);
+    expect(scraped).not.toContain(neighbour.projectId);
     const reported = bed.logs
       .text()
       .split("\n")
