@@ -99,6 +99,7 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
     if (driver.hostBound) await coordination.holdExclusively(`${config.runtime} runtime`);
     runtime = await driver.create({ config, ports: store, logger });
     metrics.watchPoolerPorts(runtime);
+    metrics.watchOutOfMemory(runtime);
     backups = await createBackupManager({
       store,
       runtime,
@@ -114,7 +115,16 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
       ...(driver.scratchDir ? { scratchDir: driver.scratchDir(config) } : {}),
       coordination,
     });
-    const service = new DatabaseService({ runtime, store, sealer: new Sealer(keyring), logger, metrics, backups, coordination });
+    const service = new DatabaseService({
+      runtime,
+      store,
+      sealer: new Sealer(keyring),
+      logger,
+      metrics,
+      backups,
+      coordination,
+      sizeQuotaMb: config.sizeQuotaMb,
+    });
     metrics.watchDatabases(() => service.figuresOfAll());
     const ready = readiness(store, runtime);
     const server = new ApiServer({

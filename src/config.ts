@@ -5,6 +5,7 @@ import { Cron } from "croner";
 import type { FreeSpaceReserve } from "./backup/free-space.js";
 import type { RollingLimit } from "./backup/manual-backup-limit.js";
 import { RUNTIME_KINDS, type RuntimeKind } from "./runtime/registry.js";
+import type { ResourceLimits } from "./runtime/shared/resource-limits.js";
 
 export type { RuntimeKind };
 
@@ -33,6 +34,13 @@ export interface Config {
   readonly masterKeyFile: string;
   /** True when the key file path is the default one, which may be created. */
   readonly masterKeyFileIsDefault: boolean;
+  /**
+   * Every database's resource limits unless its project overrides them: the
+   * process runtime through cgroups, the Docker runtime through the containers'.
+   */
+  readonly limits: ResourceLimits;
+  /** Every database's size quota in MiB unless its project overrides it; 0: none. Reported when exceeded, never enforced. */
+  readonly sizeQuotaMb: number;
   readonly process: {
     readonly pgBinDir?: string;
     readonly pgbouncerBin?: string;
@@ -56,7 +64,7 @@ export interface Config {
     readonly pgbouncerUser?: string;
     readonly network: string;
     readonly publishHost?: string;
-    /** Memory limit of each PostgreSQL container in MiB, swap included; 0: none. */
+    /** Memory limit of each PostgreSQL container in MiB, swap included; 0: none (limits.memoryMb). */
     readonly postgresMemoryMb: number;
   };
   readonly backup: {
@@ -100,6 +108,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   const tlsCert = text(env, "SOTA_TLS_CERT_FILE");
   const tlsKey = text(env, "SOTA_TLS_KEY_FILE");
   const stateUrl = text(env, "SOTA_STATE_URL");
+  const limits = resourceLimits(env);
   if (Boolean(tlsCert) !== Boolean(tlsKey)) {
     throw new ConfigError(tlsCert ? "SOTA_TLS_KEY_FILE" : "SOTA_TLS_CERT_FILE", "SOTA_TLS_CERT_FILE and SOTA_TLS_KEY_FILE go together: set both or neither");
   }
@@ -120,6 +129,8 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     ...(masterKey ? { masterKeys: masterKeys(masterKey) } : {}),
     masterKeyFile: keyFile ? resolve(cwd, keyFile) : join(dataDir, "master.key"),
     masterKeyFileIsDefault: !keyFile,
+    limits,
+    sizeQuotaMb: integer(env, "SOTA_DB_SIZE_QUOTA_MB", 0, 0, 1_073_741_824),
     process: {
       ...(pgBinDir ? { pgBinDir: resolve(cwd, pgBinDir) } : {}),
       ...(pgbouncerBin ? { pgbouncerBin: resolve(cwd, pgbouncerBin) } : {}),
@@ -135,7 +146,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       ...(pgbouncerUser ? { pgbouncerUser: containerUser(pgbouncerUser, "SOTA_PGBOUNCER_USER") } : {}),
       network: dockerNetwork(text(env, "SOTA_DOCKER_NETWORK") ?? "traefik-public"),
       ...(publishHost ? { publishHost: publishAddress(publishHost) } : {}),
-      postgresMemoryMb: memoryMb(env, "SOTA_DOCKER_POSTGRES_MEMORY_MB", 2048),
+      postgresMemoryMb: limits.memoryMb,
     },
     backup: {
       dir: resolve(cwd, text(env, "SOTA_BACKUP_DIR") ?? join(dataDir, "backups")),
@@ -177,6 +188,35 @@ function memoryMb(env: Env, name: string, fallback: number): number {
   const value = integer(env, name, fallback, 0, 1_048_576);
   if (value > 0 && value < 64) throw new ConfigError(name, "must be 0 (no limit) or from 64 to 1048576");
   return value;
+}
+
+/**
+ * SOTA_DB_MEMORY_MB (SOTA_DOCKER_POSTGRES_MEMORY_MB, its earlier name, still
+ * read when it is unset), SOTA_DB_CPUS, SOTA_DB_PIDS and SOTA_DB_SHM_MB; 0
+ * turns each off. The pids default leaves room for max_connections backends,
+ * background and parallel workers, PgBouncer and the service's own sessions.
+ */
+function resourceLimits(env: Env): ResourceLimits {
+  const memoryName = text(env, "SOTA_DB_MEMORY_MB") === undefined && text(env, "SOTA_DOCKER_POSTGRES_MEMORY_MB") !== undefined
+    ? "SOTA_DOCKER_POSTGRES_MEMORY_MB"
+    : "SOTA_DB_MEMORY_MB";
+  const shmMb = integer(env, "SOTA_DB_SHM_MB", 256, 0, 1_048_576);
+  return {
+    memoryMb: memoryMb(env, memoryName, 2048),
+    cpus: cpus(env, "SOTA_DB_CPUS", 1),
+    pids: integer(env, "SOTA_DB_PIDS", 512, 0, 4_194_304),
+    shmMb,
+  };
+}
+
+/** CPUs' worth of time: 0 (no limit) or 0.01 to 1024, at most two decimals. */
+function cpus(env: Env, name: string, fallback: number): number {
+  const value = text(env, name);
+  if (value === undefined) return fallback;
+  if (!/^\d+(\.\d{1,2})?$/.test(value) || Number(value) > 1024 || (Number(value) > 0 && Number(value) < 0.01)) {
+    throw new ConfigError(name, "must be 0 (no limit) or a number of CPUs from 0.01 to 1024, such as 0.5 or 2");
+  }
+  return Number(value);
 }
 
 function boolean(env: Env, name: string, fallback: boolean): boolean {

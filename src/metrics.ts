@@ -183,6 +183,31 @@ export class Metrics {
     return counter;
   });
 
+  private outOfMemoryKills: () => ReadonlyArray<{ readonly projectId: string; readonly kills: number }> = () => [];
+
+  /**
+   * Out-of-memory kills per database since the service started it, read from
+   * the runtime at scrape time; only databases with at least one are listed.
+   */
+  readonly databaseOomKills: Counter<"project_id"> = new Counter({
+    name: "sota_database_oom_kills_total",
+    help: "Times the kernel killed a process of a database for running out of memory (PostgreSQL then restarted its sessions).",
+    labelNames: ["project_id"] as const,
+    registers: [this.registry],
+    collect: () => {
+      this.databaseOomKills.reset();
+      for (const { projectId, kills } of this.outOfMemoryKills()) this.databaseOomKills.inc({ project_id: projectId }, kills);
+    },
+  });
+
+  /** 1 for each database measured over its size quota (GetDatabase, Ensure); none otherwise. */
+  readonly databaseOverSizeQuota = new Gauge({
+    name: "sota_database_over_size_quota",
+    help: "1 for each database whose size on disk was last measured over its quota (never truncated: an alert for the operator).",
+    labelNames: ["project_id"] as const,
+    registers: [this.registry],
+  });
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
@@ -250,5 +275,10 @@ export class Metrics {
   /** Where the pooler-port gauge reads from, at scrape time: the runtime, when it binds host ports. */
   watchPoolerPorts(runtime: { lostPoolerPorts?(): ReadonlyArray<{ readonly slug: string }> }): void {
     this.lostPoolerPorts = () => runtime.lostPoolerPorts?.() ?? [];
+  }
+
+  /** Where the out-of-memory counter reads from, at scrape time: the runtime, when it watches its databases' memory. */
+  watchOutOfMemory(runtime: { outOfMemoryKills?(): ReadonlyArray<{ readonly projectId: string; readonly kills: number }> }): void {
+    this.outOfMemoryKills = () => runtime.outOfMemoryKills?.() ?? [];
   }
 }

@@ -5,6 +5,9 @@
 // Ensure times are compared with those of a second service that holds only a
 // few, sample for sample in alternation: the 1st and the 100th database lie a
 // minute apart, long enough for this machine's load to change under them.
+// Row 4d: a third service with the default resource limits on (each database
+// in a cgroup of its own) makes a few databases; their idle memory is read the
+// same way, next to 4a's (that service runs with the limits off, as before).
 import { join, sep } from "node:path";
 import { newDatabaseThroughApi } from "../api-calls.js";
 import type { Plan } from "../plan.js";
@@ -17,14 +20,22 @@ import { mb, ms, NONE, times, verdict, type Row } from "../table.js";
 
 const POOLER_PORTS = "31400-31599";
 const BASELINE_POOLER_PORTS = "31800-31849";
+const LIMITED_POOLER_PORTS = "31900-31949";
+/** The limits off: 4a measures what a database costs without them, as before they existed. */
+const NO_LIMITS = { SOTA_DB_MEMORY_MB: "0", SOTA_DB_CPUS: "0", SOTA_DB_PIDS: "0" };
 const BUDGET_MS = 240_000;
 /** Start-up work (first checkpoints, autovacuum's first look) done before memory is read. */
 const SETTLE_MS = 5_000;
 
 export async function densityRows(plan: Plan): Promise<Row[]> {
-  const service = await startService({ poolerPorts: POOLER_PORTS });
-  const baseline = await startService({ poolerPorts: BASELINE_POOLER_PORTS }).catch(async (error: unknown) => {
+  const service = await startService({ poolerPorts: POOLER_PORTS, env: NO_LIMITS });
+  const baseline = await startService({ poolerPorts: BASELINE_POOLER_PORTS, env: NO_LIMITS }).catch(async (error: unknown) => {
     await service.stop();
+    throw error;
+  });
+  // The defaults: memory, CPU and pids limits per database.
+  const limited = await startService({ poolerPorts: LIMITED_POOLER_PORTS }).catch(async (error: unknown) => {
+    await Promise.all([service.stop(), baseline.stop()]);
     throw error;
   });
   try {
@@ -44,8 +55,11 @@ export async function densityRows(plan: Plan): Promise<Row[]> {
       lastMs.push((await timed(() => newDatabaseThroughApi(service))).ms);
     }
     const total = made + k;
+    const limitedCount = Math.min(10, plan.densityDatabases);
+    for (let i = 0; i < limitedCount; i++) await newDatabaseThroughApi(limited);
     await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
     const perDatabase = summarize([...pssByInstance(service.pid, join(service.dataDir, "instances")).values()]);
+    const perLimited = summarize([...pssByInstance(limited.pid, join(limited.dataDir, "instances")).values()]);
     const serviceRss = service.rssBytes();
     const first = summarize(firstMs);
     const last = summarize(lastMs);
@@ -78,9 +92,18 @@ export async function densityRows(plan: Plan): Promise<Row[]> {
         goal: "≤ 1.5× the first",
         met: verdict(growth <= 1.5),
       },
+      {
+        id: "4d",
+        name: `idle memory per database with the default limits on (own cgroup: memory, CPU, pids), ${perLimited.n} databases`,
+        median: mb(perLimited.median),
+        p95: mb(perLimited.p95),
+        ratio: `${times(perLimited.median / perDatabase.median)} 4a (${mb(perDatabase.median)}, limits off)`,
+        goal: "≤ 25 MB",
+        met: verdict(perLimited.median <= 25 * 1024 * 1024),
+      },
     ];
   } finally {
-    await Promise.all([service.stop(), baseline.stop()]);
+    await Promise.all([service.stop(), baseline.stop(), limited.stop()]);
   }
 }
 

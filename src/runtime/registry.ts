@@ -43,6 +43,7 @@ const DRIVERS = {
         portRange: config.process.poolerPorts,
         warmPool: config.process.warmPool,
         spareCopies: config.process.spareCopies,
+        limits: config.limits,
         ports,
         readyTimeoutMs: config.readyTimeoutMs,
         logger: logger.child({ runtime: "process" }),
@@ -66,6 +67,7 @@ const DRIVERS = {
         appNetwork: config.docker.network,
         ...(config.docker.publishHost ? { publishHost: config.docker.publishHost } : {}),
         postgresMemoryMb: config.docker.postgresMemoryMb,
+        limits: { cpus: config.limits.cpus, pids: config.limits.pids, shmMb: config.limits.shmMb },
         readyTimeoutMs: config.readyTimeoutMs,
         logger: logger.child({ runtime: "docker" }),
       });

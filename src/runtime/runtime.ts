@@ -4,6 +4,9 @@
 // the embedded default) and `docker` (containers through dockerode).
 import type { Readable } from "node:stream";
 import { DomainError, type ErrorKind } from "../errors.js";
+import type { LimitsStatus, ResourceLimits } from "./shared/resource-limits.js";
+
+export type { LimitsMechanism, LimitsStatus, ResourceLimits } from "./shared/resource-limits.js";
 
 /** Identifies one project's database inside a runtime. */
 export interface RuntimeTarget {
@@ -20,6 +23,8 @@ export type Rows = Record<string, string | null>[];
 export interface DatabaseSpec extends RuntimeTarget {
   /** The app role's password: 32 hex characters. Never logged. */
   readonly password: string;
+  /** The project's override of the runtime's default limits, field by field. */
+  readonly limits?: Partial<ResourceLimits>;
 }
 
 /** The pooler's settings as they really are in the running PgBouncer. */
@@ -137,8 +142,19 @@ export interface Runtime {
    */
   lostPoolerPorts?(): readonly LostPoolerPort[];
 
+  /** The database's limits as enforced (or not) on this host, and its out-of-memory kills. */
+  limitsStatus?(target: RuntimeTarget): Promise<LimitsStatus>;
+
+  /** Out-of-memory kills seen per database this service runs (only those with at least one). */
+  outOfMemoryKills?(): readonly OutOfMemoryKills[];
+
   /** Stops what this process started (process driver); leaves containers running. */
   close(): Promise<void>;
+}
+
+export interface OutOfMemoryKills {
+  readonly projectId: string;
+  readonly kills: number;
 }
 
 export interface LostPoolerPort {

@@ -21,6 +21,8 @@ export function isPublicService(typeName: string): boolean {
 
 /** Methods that return a secret; project tokens never may call them. */
 const SECRET_METHODS = new Set(["GetConnection"]);
+/** Methods that change what a project may use (its limits); project tokens never may call them. */
+const OPERATOR_METHODS = new Set(["UpdateDatabase"]);
 
 /**
  * Methods that end or change a database's life for the platform; project
@@ -49,6 +51,9 @@ export function authorize(principal: Principal, method: string, projectId: strin
   }
   if (PLATFORM_METHODS.has(method)) {
     throw new ConnectError(`token "${principal.name}" may not call ${method}: only admin and deployer tokens may`, Code.PermissionDenied);
+  }
+  if (OPERATOR_METHODS.has(method)) {
+    throw new ConnectError(`token "${principal.name}" may not call ${method}: a project's limits are set by the operator`, Code.PermissionDenied);
   }
   if (principal.projectId !== projectId.trim().toLowerCase()) {
     throw new ConnectError(`token "${principal.name}" is not allowed for this project`, Code.PermissionDenied);

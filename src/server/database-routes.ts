@@ -1,24 +1,33 @@
 // DatabaseService RPCs → the service's use-cases. Transport only: no logic
 // beyond converting messages.
-import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import { DatabaseService as DatabaseServiceDesc } from "../../gen/sota/database/v1/database_pb.js";
 import type { DatabaseService } from "../service/database-service.js";
 import { principalKey } from "./interceptors.js";
-import { backupMessage, databaseMessage, usageMessage } from "./proto-convert.js";
+import { backupMessage, databaseMessage, limitsChange, usageMessage } from "./proto-convert.js";
 
 export function databaseRoutes(service: DatabaseService) {
   return (router: ConnectRouter): void => {
     router.service(DatabaseServiceDesc, {
       async ensure(req, ctx) {
-        const { database, created } = await service.ensure(req.projectId, req.slug, ctx.signal);
+        // A project token may not choose its own limits: only the operator's tokens may.
+        if (req.limits && byTenant(ctx)) {
+          throw new ConnectError("a project token may not set limits: a project's limits are set by the operator", Code.PermissionDenied);
+        }
+        const { database, created } = await service.ensure(req.projectId, req.slug, ctx.signal, limitsChange(req.limits));
         return { database: databaseMessage(database), created };
       },
       async getDatabase(req) {
         const described = await service.describe(req.projectId);
+        const [status, quota] = await Promise.all([service.limitsStatus(described.database), service.sizeQuota(described.database)]);
         return {
-          database: databaseMessage(described.database),
+          database: databaseMessage(described.database, status, quota),
           ...("figures" in described ? { usage: usageMessage(described.figures) } : { usageUnavailable: described.unavailable }),
         };
+      },
+      async updateDatabase(req) {
+        const database = await service.updateLimits(req.projectId, limitsChange(req.limits));
+        return { database: databaseMessage(database, await service.limitsStatus(database)) };
       },
       async getConnection(req) {
         const { url, sessionUrl, database } = await service.connection(req.projectId);

@@ -6,18 +6,24 @@ import {
   BackupKind,
   BackupSchema,
   BackupState,
+  DatabaseLimitsSchema,
   DatabaseSchema,
   DatabaseUsageSchema,
   DatabaseState,
   PoolerSchema,
+  SizeQuotaSchema,
   VerificationState,
   type Backup,
   type Database,
+  type DatabaseLimits,
   type DatabaseUsage,
 } from "../../gen/sota/database/v1/database_pb.js";
 import { roleName } from "../service/database-url.js";
 import type { DatabaseFigures } from "../service/database-figures.js";
-import type { BackupRecord, DatabaseRecord } from "../store/records.js";
+import type { BackupRecord, DatabaseRecord, LimitsRecord } from "../store/records.js";
+import type { LimitsStatus } from "../runtime/runtime.js";
+import type { LimitsChange } from "../service/limits-override.js";
+import type { SizeQuotaReport } from "../service/size-quota.js";
 
 const DATABASE_STATES: Record<DatabaseRecord["state"], DatabaseState> = {
   provisioning: DatabaseState.PROVISIONING,
@@ -40,8 +46,30 @@ const BACKUP_STATES: Record<BackupRecord["state"], BackupState> = {
   failed: BackupState.FAILED,
 };
 
-export function databaseMessage(record: DatabaseRecord): Database {
+/**
+ * `status`: the limits as the runtime enforces them (GetDatabase); without
+ * it, the project's stored override is shown as the limits.
+ */
+export function databaseMessage(record: DatabaseRecord, status?: LimitsStatus, quota?: SizeQuotaReport): Database {
   return create(DatabaseSchema, {
+    ...(quota
+      ? {
+          sizeQuota: create(SizeQuotaSchema, {
+            quotaBytes: BigInt(quota.quotaBytes),
+            sizeBytes: BigInt(quota.sizeBytes),
+            exceeded: quota.exceeded,
+          }),
+        }
+      : {}),
+    ...(status
+      ? {
+          limits: limitsMessage({ ...status.limits, ...(quota ? { sizeQuotaMb: quota.quotaBytes / MIB } : {}) }),
+          limitsEnforcement: status.mechanism,
+          oomKills: BigInt(status.oomKills),
+        }
+      : record.limits
+        ? { limits: limitsMessage(record.limits) }
+        : {}),
     projectId: record.projectId,
     slug: record.slug,
     state: DATABASE_STATES[record.state],
@@ -71,6 +99,20 @@ export function usageMessage(figures: DatabaseFigures): DatabaseUsage {
     poolSize: figures.poolSize,
     readTime: timestampFromDate(figures.readAt),
   });
+}
+
+const MIB = 1024 * 1024;
+
+function limitsMessage(limits: LimitsRecord): DatabaseLimits {
+  const { sizeQuotaMb, ...rest } = limits;
+  return create(DatabaseLimitsSchema, { ...rest, ...(sizeQuotaMb !== undefined ? { sizeQuotaMb: BigInt(sizeQuotaMb) } : {}) });
+}
+
+/** A request's DatabaseLimits as a change of the override (unset fields stay undefined). */
+export function limitsChange(message: DatabaseLimits | undefined): LimitsChange | undefined {
+  if (!message) return undefined;
+  const sizeQuotaMb = message.sizeQuotaMb === undefined ? undefined : Number(message.sizeQuotaMb);
+  return { memoryMb: message.memoryMb, cpus: message.cpus, pids: message.pids, shmMb: message.shmMb, sizeQuotaMb };
 }
 
 export function backupMessage(record: BackupRecord): Backup {

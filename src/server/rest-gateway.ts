@@ -16,7 +16,7 @@ import type { TokenRegistry } from "./tokens.js";
 
 export const MAX_REST_BODY_BYTES = 64 * 1024;
 
-type RestMethod = "GET" | "POST" | "DELETE";
+type RestMethod = "GET" | "POST" | "DELETE" | "PATCH";
 
 export interface RestRoute {
   readonly method: RestMethod;
@@ -59,6 +59,12 @@ export const REST_ROUTES: readonly RestRoute[] = [
     method: "POST",
     pattern: new RegExp(`^${PROJECT}/credentials/rotate$`),
     rpc: "RotateCredentials",
+    request: ([projectId], _query, body) => ({ ...body, projectId: projectId! }),
+  },
+  {
+    method: "PATCH",
+    pattern: new RegExp(`^${PROJECT}$`),
+    rpc: "UpdateDatabase",
     request: ([projectId], _query, body) => ({ ...body, projectId: projectId! }),
   },
   {

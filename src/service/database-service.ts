@@ -14,6 +14,9 @@ import { LocalCoordination, type Coordination } from "../coordination/coordinati
 import { normalizeProjectId, slugForProject, slugProblemFor, isBackupId } from "../names.js";
 import { databaseUrl, sessionUrl } from "./database-url.js";
 import { figuresOf, figuresOfEach, type FiguresOutcome } from "./database-figures.js";
+import { applyLimitsChange, checkLimitsChange, isLimitsChange, runtimeLimits, type LimitsChange } from "./limits-override.js";
+import { SizeQuotas, type SizeQuotaReport } from "./size-quota.js";
+import type { LimitsStatus } from "../runtime/runtime.js";
 
 export interface DatabaseServiceDeps {
   readonly runtime: Runtime;
@@ -28,6 +31,8 @@ export interface DatabaseServiceDeps {
    */
   readonly coordination?: Coordination;
   readonly now?: () => Date;
+  /** Every database's size quota in MiB unless its project overrides it (SOTA_DB_SIZE_QUOTA_MB); default 0, none. */
+  readonly sizeQuotaMb?: number;
 }
 
 export interface EnsureOutcome {
@@ -38,15 +43,19 @@ export interface EnsureOutcome {
 export class DatabaseService {
   private readonly coordination: Coordination;
   private readonly now: () => Date;
+  private readonly quotas: SizeQuotas;
 
   constructor(private readonly deps: DatabaseServiceDeps) {
     this.now = deps.now ?? (() => new Date());
+    this.quotas = new SizeQuotas(deps, deps.sizeQuotaMb ?? 0);
     this.coordination = deps.coordination ?? new LocalCoordination("local");
   }
 
-  async ensure(rawProjectId: string, rawSlug: string, signal?: AbortSignal): Promise<EnsureOutcome> {
+  /** `limits`: a change of the project's limits override, stored before the database is provisioned with it. */
+  async ensure(rawProjectId: string, rawSlug: string, signal?: AbortSignal, limits?: LimitsChange): Promise<EnsureOutcome> {
     const projectId = validProjectId(rawProjectId);
     const requestedSlug = rawSlug === "" ? undefined : validSlug(projectId, rawSlug);
+    if (isLimitsChange(limits)) checkLimitsChange(limits);
     // The record is read inside the lock: a replica that created it a moment ago is seen, and its password kept.
     return this.coordination.withLock("project", projectId, async () => {
       let record = await this.deps.store.getDatabase(projectId);
@@ -68,9 +77,52 @@ export class DatabaseService {
         record = await this.recreate(record);
         created = true;
       }
+      if (isLimitsChange(limits)) record = await this.storeLimits(record, limits);
       const database = await this.provision(record, signal);
+      await this.quotas.check(database);
       return { database, created };
     });
+  }
+
+  /**
+   * Changes the project's limits override and applies it: through an ensure
+   * of the running database (the runtime changes its limits in place where it
+   * can), or at its next ensure when it is not ready.
+   */
+  async updateLimits(rawProjectId: string, limits: LimitsChange | undefined): Promise<DatabaseRecord> {
+    const projectId = validProjectId(rawProjectId);
+    if (!isLimitsChange(limits)) throw new DomainError("invalid_argument", "limits must set at least one field");
+    checkLimitsChange(limits);
+    return this.coordination.withLock("project", projectId, async () => {
+      const record = await this.deps.store.getDatabase(projectId);
+      if (!record) throw new DomainError("not_found", `project ${projectId} has no database; call Ensure first`);
+      const updated = await this.storeLimits(record, limits);
+      if (updated.state !== "ready" || updated.runtime !== this.deps.runtime.kind) return updated;
+      return this.provision(updated);
+    });
+  }
+
+  /** The limits in effect, where the runtime runs the database and can say; undefined otherwise. */
+  async limitsStatus(database: DatabaseRecord): Promise<LimitsStatus | undefined> {
+    if (!this.deps.runtime.limitsStatus || database.runtime !== this.deps.runtime.kind) return undefined;
+    try {
+      return await this.deps.runtime.limitsStatus(target(database));
+    } catch {
+      // Not running here (yet): the stored override is what GetDatabase shows.
+      return undefined;
+    }
+  }
+
+  /** The database's size against its quota, measured now (and reported when over); undefined without a quota. */
+  sizeQuota(database: DatabaseRecord): Promise<SizeQuotaReport | undefined> {
+    return this.quotas.check(database);
+  }
+
+  private async storeLimits(record: DatabaseRecord, change: LimitsChange): Promise<DatabaseRecord> {
+    const limits = applyLimitsChange(record.limits, change);
+    const updated = await this.deps.store.updateDatabase(record.projectId, { limits });
+    this.deps.logger.info({ projectId: record.projectId, slug: record.slug, limits }, "database limits override changed");
+    return updated;
   }
 
   async get(rawProjectId: string): Promise<DatabaseRecord> {
@@ -310,7 +362,9 @@ export class DatabaseService {
     const started = performance.now();
     let result: EnsureResult;
     try {
-      result = await this.deps.runtime.ensure({ projectId: record.projectId, slug: record.slug, password }, signal);
+      const limits = runtimeLimits(record.limits);
+      const spec = { projectId: record.projectId, slug: record.slug, password, ...(limits ? { limits } : {}) };
+      result = await this.deps.runtime.ensure(spec, signal);
     } catch (error) {
       this.observeEnsure(started, "error");
       const problem = ensureProblem(error);

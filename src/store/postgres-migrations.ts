@@ -66,6 +66,11 @@ CREATE TABLE sota.scheduled_runs (
 );
 `,
   },
+  {
+    version: 3,
+    description: "a project's resource limits override, as JSON",
+    sql: "ALTER TABLE sota.databases ADD COLUMN limits_json TEXT;",
+  },
 ];
 
 /** Applies what is pending in one transaction (PostgreSQL DDL is transactional). Throws StateTooNewError. */

@@ -22,7 +22,7 @@ const types = {
 };
 
 const DATABASE_INSERT = `INSERT INTO ${S}.databases (project_id, slug, state, runtime, sealed_password, sealed_url, host, port, network,
-  postgres_version, pooler_json, error, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`;
+  postgres_version, pooler_json, error, created_at, updated_at, limits_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`;
 const BACKUP_INSERT = `INSERT INTO ${S}.backups (id, project_id, slug, kind, state, size_bytes, sha256, started_at, finished_at, expires_at,
   error, verification, verified_at, verification_error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`;
 
@@ -109,7 +109,7 @@ export class PostgresStore implements Store, PortRegistry {
         if (owner.rows[0] && owner.rows[0].project_id !== record.projectId) throw slugTaken(record.slug);
         await client.query(DATABASE_INSERT, [
           row.project_id, row.slug, row.state, row.runtime, row.sealed_password, row.sealed_url, row.host, row.port, row.network,
-          row.postgres_version, row.pooler_json, row.error, row.created_at, row.updated_at,
+          row.postgres_version, row.pooler_json, row.error, row.created_at, row.updated_at, row.limits_json,
         ]);
       });
     } catch (error) {

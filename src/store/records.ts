@@ -23,6 +23,20 @@ export interface PoolerRecord {
  */
 export type DatabaseState = "provisioning" | "ready" | "failed" | "deleting" | "deleted";
 
+/**
+ * A project's override of the service's default resource limits, as stored:
+ * each field it sets replaces the default (0: no limit), the others follow
+ * the defaults as they change.
+ */
+export interface LimitsRecord {
+  readonly memoryMb?: number;
+  readonly cpus?: number;
+  readonly pids?: number;
+  readonly shmMb?: number;
+  /** Size quota in MiB: over it, the database is reported, never truncated. */
+  readonly sizeQuotaMb?: number;
+}
+
 export interface DatabaseRecord {
   readonly projectId: string;
   readonly slug: string;
@@ -38,6 +52,8 @@ export interface DatabaseRecord {
   readonly pooler: PoolerRecord | null;
   /** Why the last attempt failed; never holds a secret. */
   readonly error: string | null;
+  /** The project's limits override; absent: the defaults. */
+  readonly limits?: LimitsRecord | null;
   readonly createdAt: Date;
   readonly updatedAt: Date;
 }

@@ -17,6 +17,7 @@ export interface DatabaseRow {
   postgres_version: string | null;
   pooler_json: string | null;
   error: string | null;
+  limits_json: string | null;
   created_at: number;
   updated_at: number;
 }
@@ -50,7 +51,11 @@ const DATABASE_COLUMNS: Record<keyof DatabasePatch, keyof DatabaseRow> = {
   pooler: "pooler_json",
   error: "error",
   createdAt: "created_at",
+  limits: "limits_json",
 };
+
+/** Fields stored as JSON text. */
+const JSON_FIELDS: ReadonlySet<keyof DatabasePatch> = new Set(["pooler", "limits"]);
 
 const BACKUP_COLUMNS: Record<keyof BackupPatch, keyof BackupRow> = {
   state: "state",
@@ -70,7 +75,7 @@ export function databasePatchColumns(patch: DatabasePatch): [keyof DatabaseRow, 
   for (const [field, column] of Object.entries(DATABASE_COLUMNS) as [keyof DatabasePatch, keyof DatabaseRow][]) {
     if (!(field in patch)) continue;
     const value = patch[field];
-    columns.push([column, field === "pooler" ? (value == null ? null : JSON.stringify(value)) : value instanceof Date ? value.getTime() : value]);
+    columns.push([column, JSON_FIELDS.has(field) ? (value == null ? null : JSON.stringify(value)) : value instanceof Date ? value.getTime() : value]);
   }
   return columns;
 }
@@ -104,6 +109,7 @@ export function toDatabase(row: DatabaseRow): DatabaseRecord {
     postgresVersion: row.postgres_version,
     pooler: row.pooler_json ? JSON.parse(row.pooler_json) : null,
     error: row.error,
+    ...(row.limits_json ? { limits: JSON.parse(row.limits_json) } : {}),
     createdAt: new Date(row.created_at),
     updatedAt: new Date(row.updated_at),
   };
@@ -123,6 +129,7 @@ export function fromDatabase(record: DatabaseRecord): DatabaseRow {
     postgres_version: record.postgresVersion,
     pooler_json: record.pooler ? JSON.stringify(record.pooler) : null,
     error: record.error,
+    limits_json: record.limits ? JSON.stringify(record.limits) : null,
     created_at: record.createdAt.getTime(),
     updated_at: record.updatedAt.getTime(),
   };

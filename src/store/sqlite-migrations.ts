@@ -61,6 +61,11 @@ CREATE TABLE scheduled_runs (
 );
 `,
   },
+  {
+    version: 3,
+    description: "a project's resource limits override, as JSON",
+    sql: "ALTER TABLE databases ADD COLUMN limits_json TEXT;",
+  },
 ];
 
 export function sqliteSchemaVersion(db: Database.Database): number {

@@ -77,9 +77,9 @@ export class SqliteStore implements Store, PortRegistry {
         if (owner && owner.project_id !== record.projectId) throw slugTaken(record.slug);
         this.statement(
           `INSERT INTO databases (project_id, slug, state, runtime, sealed_password, sealed_url, host, port, network,
-             postgres_version, pooler_json, error, created_at, updated_at)
+             postgres_version, pooler_json, error, limits_json, created_at, updated_at)
            VALUES (@project_id, @slug, @state, @runtime, @sealed_password, @sealed_url, @host, @port, @network,
-             @postgres_version, @pooler_json, @error, @created_at, @updated_at)`,
+             @postgres_version, @pooler_json, @error, @limits_json, @created_at, @updated_at)`,
         ).run(fromDatabase(record));
       })
       .immediate();

@@ -132,6 +132,7 @@ describe("the document against the running service", () => {
     const plans: Record<string, { query?: string; body?: unknown; token?: string; status?: number }> = {
       Ensure: { body: { slug: "openapi-walk" } },
       GetDatabase: {},
+      UpdateDatabase: { body: { limits: { sizeQuotaMb: "1024" } } },
       CreateBackup: { query: "?wait=true" },
       ListBackups: {},
       VerifyBackup: {},

@@ -132,7 +132,7 @@ describe("process runtime: driver behaviour", () => {
       `SELECT current_setting('listen_addresses') AS listen, current_setting('shared_buffers') AS buffers,
               current_setting('max_connections') AS conns, current_setting('fsync') AS fsync`,
     );
-    expect(rows).toEqual([{ listen: "", buffers: "16MB", conns: "30", fsync: "on" }]);
+    expect(rows).toEqual([{ listen: "", buffers: "16MB", conns: "33", fsync: "on" }]);
   });
 
   it("writes a PgBouncer config without a unix socket or an address of its own, and with prepared statements only where supported", async () => {

@@ -153,6 +153,8 @@ describe("SqliteStore migrations", () => {
     const path = newPath();
     raw(path, (db) => db.pragma("user_version = 99"));
     expect(() => new SqliteStore(path)).toThrow(StateTooNewError);
-    expect(() => new SqliteStore(path)).toThrow(/SQLite state \(state\.db\) is at schema version 99, newer than this sota-db knows \(2\)/);
+    expect(() => new SqliteStore(path)).toThrow(
+      new RegExp(`SQLite state \\(state\\.db\\) is at schema version 99, newer than this sota-db knows \\(${latestVersion(SQLITE_MIGRATIONS)}\\)`),
+    );
   });
 });

@@ -78,6 +78,22 @@ export function storeContract(name: string, newLocation: () => Promise<StoreLoca
       expect(await store.getDatabase(A)).toBeUndefined();
     });
 
+    it("keeps a project's limits override, and forgets it when set to null", async () => {
+      const location = await newLocation();
+      const store = await open(location);
+      const limits = { memoryMb: 512, cpus: 0.5 };
+      await store.insertDatabase({ ...databaseRecord(A, "my-app"), limits });
+      await store.insertDatabase(databaseRecord(B, "other"));
+      expect((await store.getDatabase(A))?.limits).toEqual(limits);
+      expect((await store.getDatabase(B))?.limits).toBeUndefined();
+      const updated = await store.updateDatabase(B, { limits: { pids: 100, shmMb: 0 } });
+      expect(updated.limits).toEqual({ pids: 100, shmMb: 0 });
+      await store.close();
+      const reopened = await open(location);
+      expect((await reopened.getDatabase(B))?.limits).toEqual({ pids: 100, shmMb: 0 });
+      expect((await reopened.updateDatabase(A, { limits: null })).limits).toBeUndefined();
+    });
+
     it("refuses a slug another project owns, and changes nothing", async () => {
       const store = await open(await newLocation());
       await store.insertDatabase(databaseRecord(A, "my-app"));

@@ -14,6 +14,7 @@ describe("loadConfig", () => {
     expect(config.process).toMatchObject({ warmPool: 0, spareCopies: 1 });
     expect(config.docker.postgresMemoryMb).toBe(2048);
     expect(config.docker.pgbouncerUser).toBeUndefined();
+    expect(config.limits).toEqual({ memoryMb: 2048, cpus: 1, pids: 512, shmMb: 256 });
     expect(config.stateUrl).toBeUndefined();
     expect(config.backup).toMatchObject({ dir: "/srv/sota/data/backups", retentionDays: 7, deletedRetentionDays: 30, concurrency: 2, verify: false });
     expect(config.http).toEqual({ maxConnections: 256, headerTimeoutMs: 10_000, idleTimeoutMs: 30_000 });
@@ -71,6 +72,34 @@ describe("loadConfig", () => {
     for (const user of ["postgres", "1001", "postgres:postgres", "70:70"]) {
       expect(loadConfig({ SOTA_PGBOUNCER_USER: user }, "/").docker.pgbouncerUser).toBe(user);
     }
+  });
+
+  it("reads the databases' resource limits, and the Docker memory limit's earlier name", () => {
+    const limits = (env: Record<string, string>) => loadConfig(env, "/").limits;
+    expect(limits({ SOTA_DB_MEMORY_MB: "128", SOTA_DB_CPUS: "0.5", SOTA_DB_PIDS: "100", SOTA_DB_SHM_MB: "64" })).toEqual({
+      memoryMb: 128,
+      cpus: 0.5,
+      pids: 100,
+      shmMb: 64,
+    });
+    expect(limits({ SOTA_DB_MEMORY_MB: "0", SOTA_DB_CPUS: "0", SOTA_DB_PIDS: "0", SOTA_DB_SHM_MB: "0" })).toEqual({
+      memoryMb: 0,
+      cpus: 0,
+      pids: 0,
+      shmMb: 0,
+    });
+    expect(limits({ SOTA_DOCKER_POSTGRES_MEMORY_MB: "512" }).memoryMb).toBe(512);
+    expect(loadConfig({}, "/").sizeQuotaMb).toBe(0);
+    expect(loadConfig({ SOTA_DB_SIZE_QUOTA_MB: "10240" }, "/").sizeQuotaMb).toBe(10240);
+    expect(() => loadConfig({ SOTA_DB_SIZE_QUOTA_MB: "10G" }, "/")).toThrow(/^SOTA_DB_SIZE_QUOTA_MB: must be a whole number/);
+    expect(limits({ SOTA_DOCKER_POSTGRES_MEMORY_MB: "512", SOTA_DB_MEMORY_MB: "256" }).memoryMb).toBe(256);
+    expect(loadConfig({ SOTA_DB_MEMORY_MB: "300" }, "/").docker.postgresMemoryMb).toBe(300);
+    expect(() => limits({ SOTA_DB_MEMORY_MB: "32" })).toThrow(/^SOTA_DB_MEMORY_MB: must be 0 \(no limit\) or from 64/);
+    for (const bad of ["-1", "1.234", "2k", "0.001", "2000"]) {
+      expect(() => limits({ SOTA_DB_CPUS: bad })).toThrow(/^SOTA_DB_CPUS: must be 0 \(no limit\) or a number of CPUs/);
+    }
+    expect(() => limits({ SOTA_DB_PIDS: "many" })).toThrow(/^SOTA_DB_PIDS: must be a whole number/);
+    expect(() => limits({ SOTA_DB_SHM_MB: "1.5" })).toThrow(/^SOTA_DB_SHM_MB: must be a whole number/);
   });
 
   it("reads the backup limits' other forms", () => {

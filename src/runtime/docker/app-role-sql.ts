@@ -4,6 +4,7 @@
 // on the superuser (it is reached only through the container's unix socket).
 import pg from "pg";
 import {
+  APP_ROLE_CONNECTION_LIMIT,
   createDatabaseSql,
   createRoleSql,
   PRIVILEGE_COLUMNS,
@@ -28,7 +29,7 @@ export function appStateQuery(role: string, database: string): string {
   return `SELECT
   (SELECT count(*) FROM pg_authid WHERE rolname = ${roleLiteral})::text AS role_exists,
   (SELECT rolpassword FROM pg_authid WHERE rolname = ${roleLiteral}) AS role_password,
-  (SELECT (${PRIVILEGE_COLUMNS.join(" OR ")} OR NOT rolcanlogin)::text
+  (SELECT (${PRIVILEGE_COLUMNS.join(" OR ")} OR NOT rolcanlogin OR rolconnlimit <> ${APP_ROLE_CONNECTION_LIMIT})::text
      FROM pg_authid WHERE rolname = ${roleLiteral}) AS role_needs_reset,
   (SELECT count(*) FROM pg_database WHERE datname = ${databaseLiteral})::text AS database_exists,
   (SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = ${databaseLiteral}) AS database_owner,

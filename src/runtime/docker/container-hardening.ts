@@ -67,6 +67,7 @@ export function isHardened(info: Docker.ContainerInspectInfo, hardening: Hardeni
     strings(host.CapDrop).some((name) => capabilityName(name) === "ALL") &&
     strings(host.CapAdd).every((name) => wanted.has(capabilityName(name))) &&
     strings(host.SecurityOpt).some((option) => /^no-new-privileges(?::true|=true)?$/.test(option)) &&
-    host.PidsLimit === hardening.pidsLimit
+    // Any pids limit: a project's own (see container-limits.ts) replaces the default.
+    (host.PidsLimit ?? 0) > 0
   );
 }

@@ -20,6 +20,7 @@ import type {
   RuntimeStatus,
   RuntimeTarget,
 } from "../runtime.js";
+import type { LimitsStatus, ResourceLimits } from "../shared/resource-limits.js";
 import { isRunning, DockerEngine } from "./docker-engine.js";
 import { projectNames, type ProjectNames } from "./docker-names.js";
 import { projectVolumeExists } from "./docker-volumes.js";
@@ -28,6 +29,7 @@ import {
   DEFAULT_PGBOUNCER_IMAGE,
   DEFAULT_POSTGRES_IMAGE,
   DEFAULT_POSTGRES_MEMORY_MB,
+  DEFAULT_POSTGRES_SHM_MB,
   DEFAULT_READY_TIMEOUT_MS,
   endpointOf,
   type DriverSettings,
@@ -37,6 +39,8 @@ import { ImagePuller } from "./image-puller.js";
 import { consoleQuery } from "./pgbouncer-container.js";
 import { PgbouncerImageFactsCache } from "./pgbouncer-image-facts.js";
 import { appRoleQuery, superuserQuery } from "./postgres-container.js";
+import { postgresLimitsStatus } from "./container-limits.js";
+import { POSTGRES_HARDENING } from "./container-hardening.js";
 import { dumpDatabase, restoreDatabase } from "./postgres-dump.js";
 import { PostgresTemplates } from "./postgres-template.js";
 import { ProjectNetworks } from "./project-networks.js";
@@ -71,6 +75,12 @@ export interface DockerRuntimeOptions {
   readonly readyTimeoutMs?: number;
   /** Memory limit of each PostgreSQL container in MiB, swap included; 0: none. */
   readonly postgresMemoryMb?: number;
+  /**
+   * The other default limits of each PostgreSQL container (CPUs, pids, shm;
+   * memory comes from postgresMemoryMb). Unset fields: no CPU limit, the
+   * hardening's pids limit, 256 MB of shm.
+   */
+  readonly limits?: Partial<Omit<ResourceLimits, "memoryMb">>;
   /** Extra labels put on everything the driver creates (tests use one to clean up). */
   readonly labels?: Readonly<Record<string, string>>;
   readonly logger: Logger;
@@ -84,6 +94,7 @@ export class DockerRuntime implements Runtime, DriverSettings {
   readonly publishHost: string | undefined;
   readonly readyTimeoutMs: number;
   readonly postgresMemoryMb: number;
+  readonly limits: ResourceLimits;
   private readonly engine: DockerEngine;
   private readonly parts: EnsureParts;
   private readonly locks = new KeyedLock();
@@ -96,6 +107,12 @@ export class DockerRuntime implements Runtime, DriverSettings {
     this.publishHost = options.publishHost;
     this.readyTimeoutMs = options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
     this.postgresMemoryMb = options.postgresMemoryMb ?? DEFAULT_POSTGRES_MEMORY_MB;
+    this.limits = {
+      memoryMb: this.postgresMemoryMb,
+      cpus: options.limits?.cpus ?? 0,
+      pids: options.limits?.pids ?? POSTGRES_HARDENING.pidsLimit,
+      shmMb: options.limits?.shmMb ?? DEFAULT_POSTGRES_SHM_MB,
+    };
     const logger = options.logger.child({ runtime: "docker" });
     const engine = new DockerEngine(options.docker ?? new Docker(), logger, options.labels ?? {});
     this.engine = engine;
@@ -172,6 +189,12 @@ export class DockerRuntime implements Runtime, DriverSettings {
       this.closing.assertOpen();
       return removeProject(this.engine, this.parts.networks, target, names, options);
     });
+  }
+
+  async limitsStatus(target: RuntimeTarget): Promise<LimitsStatus> {
+    const names = this.openNames(target);
+    const container = await this.engine.runningContainer(target, names.postgres, "postgres");
+    return postgresLimitsStatus(this.engine, container);
   }
 
   async close(): Promise<void> {

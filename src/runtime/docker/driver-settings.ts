@@ -1,6 +1,7 @@
 // The Docker driver's settings, resolved once from its options, and where
 // they decide something: which network apps join, what address the pooler
 // is reached at.
+import type { ResourceLimits } from "../shared/resource-limits.js";
 import type Docker from "dockerode";
 import type { Endpoint, RuntimeTarget } from "../runtime.js";
 import { CONTAINER_PORT, PORT_KEY, projectNames, type ProjectNames } from "./docker-names.js";
@@ -20,6 +21,8 @@ export const DEFAULT_READY_TIMEOUT_MS = 120_000;
  * inside its own container instead of the host's OOM killer choosing a victim.
  */
 export const DEFAULT_POSTGRES_MEMORY_MB = 2048;
+/** Docker's own /dev/shm of 64 MB is too small for parallel query's shared memory. */
+export const DEFAULT_POSTGRES_SHM_MB = 256;
 
 export interface DriverSettings {
   readonly postgresImage: string;
@@ -29,6 +32,8 @@ export interface DriverSettings {
   readonly readyTimeoutMs: number;
   /** Memory limit of each PostgreSQL container, swap included; 0: none. */
   readonly postgresMemoryMb: number;
+  /** Each PostgreSQL container's limits unless its project overrides them (memoryMb: postgresMemoryMb). */
+  readonly limits: ResourceLimits;
 }
 
 export function isPerProject(settings: DriverSettings): boolean {

@@ -7,6 +7,8 @@ import { loggableError } from "../../log.js";
 import { RuntimeError, type DatabaseSpec, type Rows } from "../runtime.js";
 import { roleConninfo, appStateQuery, planAppRole, SUPERUSER, superuserConninfo, TEMPLATE_STATE } from "./app-role-sql.js";
 import { hardenedHostConfig, isHardened, POSTGRES_HARDENING } from "./container-hardening.js";
+import { limitFields, limitInPlace } from "./container-limits.js";
+import { effectiveLimits } from "../shared/resource-limits.js";
 import type { DockerEngine } from "./docker-engine.js";
 import { CONTAINER_PORT, PGDATA, type ProjectNames } from "./docker-names.js";
 import type { DriverSettings } from "./driver-settings.js";
@@ -32,12 +34,12 @@ export async function ensurePostgresContainer(
   engine: DockerEngine,
   spec: DatabaseSpec,
   names: ProjectNames,
-  settings: Pick<DriverSettings, "postgresImage" | "postgresMemoryMb">,
+  settings: Pick<DriverSettings, "postgresImage" | "limits">,
   existing: Docker.ContainerInspectInfo | undefined,
   privateNetworkId: string,
 ): Promise<Docker.ContainerInspectInfo> {
   const image = settings.postgresImage;
-  const memory = memoryLimit(settings.postgresMemoryMb);
+  const limits = limitFields(effectiveLimits(settings.limits, spec.limits));
   if (existing && existing.Config.Image !== image) {
     // Data outlives images; switching PostgreSQL images is an operator's decision.
     engine.logger.warn(
@@ -45,7 +47,10 @@ export async function ensurePostgresContainer(
       "PostgreSQL container runs another image than configured; keeping it",
     );
   }
-  if (existing) await limitInPlace(engine, names, existing, memory);
+  if (existing) {
+    await limitInPlace(engine, names, existing, limits);
+    warnIfNotHardened(engine, names, existing);
+  }
   return (
     existing ??
     (await engine.createContainer(spec, names.postgres, "postgres", {
@@ -66,47 +71,19 @@ export async function ensurePostgresContainer(
         Mounts: [{ Type: "volume", Source: names.volume, Target: PGDATA }],
         NetworkMode: privateNetworkId,
         ...hardenedHostConfig(POSTGRES_HARDENING),
-        ...memory,
+        ...limits,
       },
     }))
   );
 }
 
-/** Swap counts against the limit too: swap is the host's, shared by every tenant. */
-function memoryLimit(megabytes: number): { Memory?: number; MemorySwap?: number } {
-  if (megabytes <= 0) return {};
-  const bytes = megabytes * 1024 * 1024;
-  return { Memory: bytes, MemorySwap: bytes };
-}
-
 /**
- * An existing container holds the project's running server, so it is kept,
- * and what the engine can change in place (pids and memory limits) is
- * changed without a restart. Capabilities and no-new-privileges cannot be:
- * a container made before the driver dropped them keeps them until the
- * operator removes it (never its volume) and the next ensure makes it anew
- * on the same data. A limit configured away (0) stays until then too.
+ * An existing container holds the project's running server, so it is kept.
+ * Capabilities and no-new-privileges cannot be changed in place: a container
+ * made before the driver dropped them keeps them until the operator removes
+ * it (never its volume) and the next ensure makes it anew on the same data.
  */
-async function limitInPlace(
-  engine: DockerEngine,
-  names: ProjectNames,
-  existing: Docker.ContainerInspectInfo,
-  memory: { Memory?: number; MemorySwap?: number },
-): Promise<void> {
-  const update = {
-    ...(existing.HostConfig.PidsLimit !== POSTGRES_HARDENING.pidsLimit ? { PidsLimit: POSTGRES_HARDENING.pidsLimit } : {}),
-    ...(memory.Memory !== undefined && existing.HostConfig.Memory !== memory.Memory ? memory : {}),
-  };
-  if (Object.keys(update).length > 0) {
-    try {
-      await engine.call(`updating the limits of ${names.postgres}`, () => engine.docker.getContainer(existing.Id).update(update));
-      engine.logger.info({ container: names.postgres, ...update }, "PostgreSQL container's limits updated in place");
-    } catch (error) {
-      // A memory limit below what the server holds now is refused by the
-      // kernel; the database keeps serving, and the next ensure tries again.
-      engine.logger.warn({ container: names.postgres, err: loggableError(error) }, "could not update the PostgreSQL container's limits in place");
-    }
-  }
+function warnIfNotHardened(engine: DockerEngine, names: ProjectNames, existing: Docker.ContainerInspectInfo): void {
   if (isHardened(existing, POSTGRES_HARDENING)) return;
   engine.logger.warn(
     { container: names.postgres },

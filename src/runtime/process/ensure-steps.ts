@@ -15,12 +15,20 @@ import { poolerSecrets, saveAdminPassword, writePoolerFiles } from "./instance/p
 import { createInstance, stopInstance, type Instance } from "./instance/project-instance.js";
 import { slugTaken } from "../shared/target-checks.js";
 import { stopClaimed } from "./reserves/warm-claim.js";
+import { applyInstanceLimits } from "./instance/instance-limits.js";
+import { effectiveLimits, sameLimits } from "../shared/resource-limits.js";
 
 export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, callerSignal: AbortSignal | undefined): Promise<EnsureResult> {
   callerSignal?.throwIfAborted();
   const existing = parts.instances.get(spec.slug);
   if (existing && existing.projectId !== spec.projectId) throw slugTaken(spec.slug);
-  if (existing?.result && isHealthy(parts, existing, spec.password)) return existing.result;
+  if (existing?.result && isHealthy(parts, existing, spec.password)) {
+    // A changed override (UpdateDatabase) is applied in place, to the running processes.
+    if (!sameLimits(existing.limits, effectiveLimits(parts.defaultLimits, spec.limits))) {
+      await applyInstanceLimits(existing, parts.defaultLimits, spec.limits, false);
+    }
+    return existing.result;
+  }
 
   const signal = callerSignal ? AbortSignal.any([parts.closing, callerSignal]) : parts.closing;
 
@@ -45,6 +53,8 @@ export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, cal
   const instance = existing ?? createInstance(parts, spec, paths, port, runAs, warm);
   parts.instances.set(spec.slug, instance);
   instance.healthy = false;
+  // Before anything (re)starts: its processes are born inside the limits.
+  await applyInstanceLimits(instance, parts.defaultLimits, spec.limits, existing === undefined);
   if (instance.pgbouncer.port !== port) {
     await instance.pgbouncer.stop();
     instance.pgbouncer.port = port;

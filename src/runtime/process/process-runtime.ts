@@ -13,7 +13,10 @@ import {
   RuntimeError,
   type DatabaseSpec,
   type EnsureResult,
+  type LimitsStatus,
   type LostPoolerPort,
+  type OutOfMemoryKills,
+  type ResourceLimits,
   type RemoveOptions,
   type Rows,
   type Runtime,
@@ -42,6 +45,8 @@ import { RuntimeClosing } from "../shared/runtime-closing.js";
 import { SpareCopies, type SpareCopiesState } from "./reserves/spare-copies.js";
 import { sharedTemplateCluster } from "./reserves/template-cluster.js";
 import { WarmPool, type WarmPoolState } from "./reserves/warm-pool.js";
+import { CgroupHost } from "./host/instance-cgroups.js";
+import { instanceLimitsStatus, reportOutOfMemory } from "./instance/instance-limits.js";
 
 export interface ProcessRuntimeOptions {
   /** Root of instances/ and templates/ (SOTA_DATA_DIR). */
@@ -73,8 +78,16 @@ export interface ProcessRuntimeOptions {
    * the template's size on disk and no memory.
    */
   readonly spareCopies?: number | undefined;
+  /** Every database's resource limits unless its project overrides them (SOTA_DB_*); default: none. */
+  readonly limits?: ResourceLimits | undefined;
+  /** Where the cgroup file systems are mounted (tests); default /sys/fs/cgroup. */
+  readonly cgroupRoot?: string | undefined;
   readonly logger: Logger;
 }
+
+/** How often each database's out-of-memory count is looked at. */
+const OOM_CHECK_MS = 5_000;
+const NO_LIMITS: ResourceLimits = { memoryMb: 0, cpus: 0, pids: 0, shmMb: 0 };
 
 /**
  * Finds the binaries and the run-as user and prepares the data dir; fails with
@@ -91,7 +104,9 @@ export async function createProcessRuntime(options: ProcessRuntimeOptions): Prom
   for (const dir of dirs) await ensureDir(dir, { ...SERVICE_USER, mode: 0o711 });
   await assertUsersCanReach(policy, dataDir, dirs);
   logUserPolicy(policy, options.logger);
-  const runtime = new ProcessRuntime({ ...options, dataDir }, binaries, new InstanceUsers(policy, accountTools, options.logger));
+  const cgroups = await CgroupHost.detect({ ...(options.cgroupRoot ? { root: options.cgroupRoot } : {}), logger: options.logger });
+  const users = new InstanceUsers(policy, accountTools, options.logger);
+  const runtime = new ProcessRuntime({ ...options, dataDir }, binaries, users, cgroups);
   await runtime.openReserves();
   return runtime;
 }
@@ -141,6 +156,8 @@ export class ProcessRuntime implements Runtime {
     readonly binaries: Binaries,
     /** Who each instance runs as. */
     readonly users: InstanceUsers,
+    /** How each instance is limited; by default, it is not. */
+    readonly cgroups: CgroupHost = CgroupHost.none(),
   ) {
     const template = sharedTemplateCluster({
       templatesDir: templatesRoot(options.dataDir),
@@ -179,9 +196,21 @@ export class ProcessRuntime implements Runtime {
       spares: this.spares,
       digests: new PasswordDigests(),
       poolerSockets: new PoolerSockets(),
+      cgroups,
+      defaultLimits: options.limits ?? NO_LIMITS,
       closing: this.closing.signal,
       template,
     };
+    if (cgroups.mechanism !== "none") {
+      this.oomCheck = setInterval(() => void this.checkOutOfMemory(), OOM_CHECK_MS);
+      this.oomCheck.unref();
+    }
+  }
+
+  private readonly oomCheck: NodeJS.Timeout | undefined;
+
+  private async checkOutOfMemory(): Promise<void> {
+    await Promise.all([...this.instances.values()].map((instance) => reportOutOfMemory(instance)));
   }
 
   get warmPool(): WarmPoolState {
@@ -283,6 +312,23 @@ export class ProcessRuntime implements Runtime {
     await assertBinariesPresent(this.binaries);
   }
 
+  async limitsStatus(target: RuntimeTarget): Promise<LimitsStatus> {
+    this.closing.assertOpen();
+    checkTarget(target);
+    const instance = this.instances.get(target.slug);
+    if (!instance || instance.projectId !== target.projectId) {
+      throw new RuntimeError("unavailable", `database ${target.slug} is not running in this service; ensure it first`);
+    }
+    await reportOutOfMemory(instance);
+    return instanceLimitsStatus(instance);
+  }
+
+  outOfMemoryKills(): OutOfMemoryKills[] {
+    return [...this.instances.values()]
+      .filter((instance) => instance.oomKillsSeen > instance.oomKillsBase)
+      .map((instance) => ({ projectId: instance.projectId, kills: instance.oomKillsSeen - instance.oomKillsBase }));
+  }
+
   lostPoolerPorts(): LostPoolerPort[] {
     return [...this.instances.values()]
       .filter((instance) => instance.pgbouncer.portLost)
@@ -296,6 +342,7 @@ export class ProcessRuntime implements Runtime {
 
   private async shutDown(): Promise<void> {
     this.closing.begin();
+    clearInterval(this.oomCheck);
     await this.locks.settled();
     await Promise.all([this.pool.close(), this.spares.close(), ...[...this.instances.values()].map((instance) => stopInstance(instance))]);
     this.instances.clear();

@@ -2,6 +2,7 @@
 // service, what an earlier run left), its port released, its files and its OS
 // user deleted unless the data is kept.
 import { join } from "node:path";
+import { loggableError } from "../../log.js";
 import type { RemoveOptions, RuntimeTarget } from "../runtime.js";
 import type { DriverParts } from "./driver-parts.js";
 import { instancePaths, socketDirInside } from "./instance/instance-paths.js";
@@ -34,5 +35,10 @@ export async function removeInstance(parts: DriverParts, target: RuntimeTarget, 
     await removeTree(paths.dir);
     if (!socketDirInside(paths)) await removeTree(paths.socketDir);
   }
+  // Empty once its processes are gone (all of them when the data goes: its user's were ended above).
+  await parts.cgroups
+    .instance(target.slug)
+    .remove()
+    .catch((error: unknown) => logger.warn({ slug: target.slug, err: loggableError(error) }, "could not remove the database's cgroup"));
   logger.info({ slug: target.slug, projectId: target.projectId, keepData: options.keepData }, "database removed");
 }

@@ -10,7 +10,7 @@ export const DEFAULT_POOL_SIZE = 20;
 /**
  * Server connections of the session pool ({slug}_session): one per migration,
  * pg_dump, psql restore or LISTEN-ing worker at a time, which is few. Both pools
- * share PostgreSQL's max_connections (30 in the process runtime): 20 + 5 = 25
+ * share PostgreSQL's max_connections (33 in the process runtime): 20 + 5 = 25
  * leaves room for the service's own sessions (readiness checks, pg_dump,
  * restores) and superuser_reserved_connections 3. max_db_connections holds the
  * session database to 5 whichever user logs in.

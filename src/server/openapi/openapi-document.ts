@@ -22,7 +22,7 @@ const DOWNLOAD_HEADERS = {
 };
 
 interface Operation {
-  readonly method: "get" | "post" | "delete" | "head";
+  readonly method: "get" | "post" | "patch" | "delete" | "head";
   readonly path: string;
   readonly operationId: string;
   readonly summary: string;
@@ -72,6 +72,16 @@ const OPERATIONS: readonly Operation[] = [
     query: [{ name: "skip_final_backup", description: "true skips the final backup (also accepted as skipFinalBackup in the body)." }],
     request: { message: pb.DeleteDatabaseRequestSchema, omit: ["project_id"] },
     response: json(pb.DeleteDatabaseResponseSchema, "The database as deleted."),
+  },
+  {
+    method: "patch",
+    path: PROJECT,
+    operationId: "UpdateDatabase",
+    summary: "Change the project's resource limits override, applied in place where the runtime can",
+    description: `A project token may not raise its own limits. ${ADMIN_DEPLOYER}`,
+    secured: true,
+    request: { message: pb.UpdateDatabaseRequestSchema, omit: ["project_id"] },
+    response: json(pb.UpdateDatabaseResponseSchema, "The database with the limits in effect."),
   },
   {
     method: "post",
@@ -247,7 +257,7 @@ export function openApiDocument(): JsonSchema {
   const statuses = errorStatuses();
   const paths: Record<string, Record<string, unknown>> = {};
   for (const op of OPERATIONS) (paths[op.path] ??= {})[op.method] = operationObject(op, statuses);
-  const responseMessages = [pb.EnsureResponseSchema, pb.GetDatabaseResponseSchema, pb.DeleteDatabaseResponseSchema, pb.RotateCredentialsResponseSchema, pb.ListBackupsResponseSchema, pb.CreateBackupResponseSchema, pb.RestoreBackupResponseSchema, pb.VerifyBackupResponseSchema];
+  const responseMessages = [pb.EnsureResponseSchema, pb.GetDatabaseResponseSchema, pb.DeleteDatabaseResponseSchema, pb.RotateCredentialsResponseSchema, pb.UpdateDatabaseResponseSchema, pb.ListBackupsResponseSchema, pb.CreateBackupResponseSchema, pb.RestoreBackupResponseSchema, pb.VerifyBackupResponseSchema];
   const schemas: Record<string, JsonSchema> = {};
   for (const desc of reachable(responseMessages)) schemas[componentName(desc)] = desc.kind === "enum" ? enumSchema(desc) : messageSchema(desc, { response: true });
   for (const op of OPERATIONS) if (op.request) schemas[`${op.operationId}Body`] = messageSchema(op.request.message, { omit: op.request.omit, response: false });

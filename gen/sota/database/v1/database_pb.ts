@@ -12,7 +12,93 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file sota/database/v1/database.proto.
  */
 export const file_sota_database_v1_database: GenFile = /*@__PURE__*/
-  fileDesc("Ch9zb3RhL2RhdGFiYXNlL3YxL2RhdGFiYXNlLnByb3RvEhBzb3RhLmRhdGFiYXNlLnYxIqgBCgZQb29sZXISDwoHdmVyc2lvbhgBIAEoCRIRCglwb29sX21vZGUYAiABKAkSGQoRZGVmYXVsdF9wb29sX3NpemUYAyABKAUSFwoPbWF4X2NsaWVudF9jb25uGAQgASgFEiUKHXByZXBhcmVkX3N0YXRlbWVudHNfc3VwcG9ydGVkGAUgASgIEh8KF21heF9wcmVwYXJlZF9zdGF0ZW1lbnRzGAYgASgFIvQCCghEYXRhYmFzZRISCgpwcm9qZWN0X2lkGAEgASgJEgwKBHNsdWcYAiABKAkSLgoFc3RhdGUYAyABKA4yHy5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlU3RhdGUSDwoHcnVudGltZRgEIAEoCRIYChBwb3N0Z3Jlc192ZXJzaW9uGAUgASgJEigKBnBvb2xlchgGIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuUG9vbGVyEgwKBGhvc3QYByABKAkSDAoEcG9ydBgIIAEoBRIVCg1kYXRhYmFzZV9uYW1lGAkgASgJEgwKBHVzZXIYCiABKAkSDwoHbmV0d29yaxgLIAEoCRIvCgtjcmVhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWVycm9yGA4gASgJIjEKDUVuc3VyZVJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIMCgRzbHVnGAIgASgJIk8KDkVuc3VyZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZRIPCgdjcmVhdGVkGAIgASgIIigKEkdldERhdGFiYXNlUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIo4BChNHZXREYXRhYmFzZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZRIuCgV1c2FnZRgeIAEoCzIfLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2VVc2FnZRIZChF1c2FnZV91bmF2YWlsYWJsZRgfIAEoCSKqAgoNRGF0YWJhc2VVc2FnZRISCgpzaXplX2J5dGVzGAEgASgDEiEKGWNsaWVudF9jb25uZWN0aW9uc19hY3RpdmUYAiABKAUSIgoaY2xpZW50X2Nvbm5lY3Rpb25zX3dhaXRpbmcYAyABKAUSIQoZc2VydmVyX2Nvbm5lY3Rpb25zX2FjdGl2ZRgEIAEoBRIfChdzZXJ2ZXJfY29ubmVjdGlvbnNfaWRsZRgFIAEoBRIYChBtYXhfd2FpdF9zZWNvbmRzGAYgASgBEh4KFm1heF9jbGllbnRfY29ubmVjdGlvbnMYByABKAUSEQoJcG9vbF9zaXplGAggASgFEi0KCXJlYWRfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiKgoUR2V0Q29ubmVjdGlvblJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSJwChVHZXRDb25uZWN0aW9uUmVzcG9uc2USFAoMZGF0YWJhc2VfdXJsGAEgASgJEiwKCGRhdGFiYXNlGAIgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZRITCgtzZXNzaW9uX3VybBgDIAEoCSLPAwoGQmFja3VwEgoKAmlkGAEgASgJEhIKCnByb2plY3RfaWQYAiABKAkSKgoEa2luZBgDIAEoDjIcLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwS2luZBIsCgVzdGF0ZRgEIAEoDjIdLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwU3RhdGUSEgoKc2l6ZV9ieXRlcxgFIAEoAxIOCgZzaGEyNTYYBiABKAkSLgoKc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVlcnJvchgKIAEoCRI5Cgx2ZXJpZmljYXRpb24YCyABKA4yIy5zb3RhLmRhdGFiYXNlLnYxLlZlcmlmaWNhdGlvblN0YXRlEi8KC3ZlcmlmeV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJ2ZXJpZmljYXRpb25fZXJyb3IYDSABKAkiNwoTQ3JlYXRlQmFja3VwUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEgwKBHdhaXQYAiABKAgiQAoUQ3JlYXRlQmFja3VwUmVzcG9uc2USKAoGYmFja3VwGAEgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiKAoSTGlzdEJhY2t1cHNSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkiQAoTTGlzdEJhY2t1cHNSZXNwb25zZRIpCgdiYWNrdXBzGAEgAygLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiPQoUUmVzdG9yZUJhY2t1cFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIRCgliYWNrdXBfaWQYAiABKAkidAoVUmVzdG9yZUJhY2t1cFJlc3BvbnNlEioKCHJlc3RvcmVkGAEgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXASLwoNc2FmZXR5X2JhY2t1cBgCIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIjwKE1ZlcmlmeUJhY2t1cFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIRCgliYWNrdXBfaWQYAiABKAkiQAoUVmVyaWZ5QmFja3VwUmVzcG9uc2USKAoGYmFja3VwGAEgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiRgoVRGVsZXRlRGF0YWJhc2VSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSGQoRc2tpcF9maW5hbF9iYWNrdXAYAiABKAgidgoWRGVsZXRlRGF0YWJhc2VSZXNwb25zZRIsCghkYXRhYmFzZRgBIAEoCzIaLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2USLgoMZmluYWxfYmFja3VwGAIgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiRQoYUm90YXRlQ3JlZGVudGlhbHNSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSFQoNZ3JhY2Vfc2Vjb25kcxgCIAEoBSJfChlSb3RhdGVDcmVkZW50aWFsc1Jlc3BvbnNlEhQKDGRhdGFiYXNlX3VybBgBIAEoCRIsCghkYXRhYmFzZRgCIAEoCzIaLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2UqvgEKDURhdGFiYXNlU3RhdGUSHgoaREFUQUJBU0VfU1RBVEVfVU5TUEVDSUZJRUQQABIfChtEQVRBQkFTRV9TVEFURV9QUk9WSVNJT05JTkcQARIYChREQVRBQkFTRV9TVEFURV9SRUFEWRACEhkKFURBVEFCQVNFX1NUQVRFX0ZBSUxFRBADEhsKF0RBVEFCQVNFX1NUQVRFX0RFTEVUSU5HEAQSGgoWREFUQUJBU0VfU1RBVEVfREVMRVRFRBAFKosBCgpCYWNrdXBLaW5kEhsKF0JBQ0tVUF9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVQkFDS1VQX0tJTkRfU0NIRURVTEVEEAESFgoSQkFDS1VQX0tJTkRfTUFOVUFMEAISFgoSQkFDS1VQX0tJTkRfU0FGRVRZEAMSFQoRQkFDS1VQX0tJTkRfRklOQUwQBCp6CgtCYWNrdXBTdGF0ZRIcChhCQUNLVVBfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRCQUNLVVBfU1RBVEVfUlVOTklORxABEhoKFkJBQ0tVUF9TVEFURV9TVUNDRUVERUQQAhIXChNCQUNLVVBfU1RBVEVfRkFJTEVEEAMqdQoRVmVyaWZpY2F0aW9uU3RhdGUSIgoeVkVSSUZJQ0FUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASHQoZVkVSSUZJQ0FUSU9OX1NUQVRFX1BBU1NFRBABEh0KGVZFUklGSUNBVElPTl9TVEFURV9GQUlMRUQQAjLrBgoPRGF0YWJhc2VTZXJ2aWNlEksKBkVuc3VyZRIfLnNvdGEuZGF0YWJhc2UudjEuRW5zdXJlUmVxdWVzdBogLnNvdGEuZGF0YWJhc2UudjEuRW5zdXJlUmVzcG9uc2USWgoLR2V0RGF0YWJhc2USJC5zb3RhLmRhdGFiYXNlLnYxLkdldERhdGFiYXNlUmVxdWVzdBolLnNvdGEuZGF0YWJhc2UudjEuR2V0RGF0YWJhc2VSZXNwb25zZRJgCg1HZXRDb25uZWN0aW9uEiYuc290YS5kYXRhYmFzZS52MS5HZXRDb25uZWN0aW9uUmVxdWVzdBonLnNvdGEuZGF0YWJhc2UudjEuR2V0Q29ubmVjdGlvblJlc3BvbnNlEl0KDENyZWF0ZUJhY2t1cBIlLnNvdGEuZGF0YWJhc2UudjEuQ3JlYXRlQmFja3VwUmVxdWVzdBomLnNvdGEuZGF0YWJhc2UudjEuQ3JlYXRlQmFja3VwUmVzcG9uc2USWgoLTGlzdEJhY2t1cHMSJC5zb3RhLmRhdGFiYXNlLnYxLkxpc3RCYWNrdXBzUmVxdWVzdBolLnNvdGEuZGF0YWJhc2UudjEuTGlzdEJhY2t1cHNSZXNwb25zZRJgCg1SZXN0b3JlQmFja3VwEiYuc290YS5kYXRhYmFzZS52MS5SZXN0b3JlQmFja3VwUmVxdWVzdBonLnNvdGEuZGF0YWJhc2UudjEuUmVzdG9yZUJhY2t1cFJlc3BvbnNlEl0KDFZlcmlmeUJhY2t1cBIlLnNvdGEuZGF0YWJhc2UudjEuVmVyaWZ5QmFja3VwUmVxdWVzdBomLnNvdGEuZGF0YWJhc2UudjEuVmVyaWZ5QmFja3VwUmVzcG9uc2USYwoORGVsZXRlRGF0YWJhc2USJy5zb3RhLmRhdGFiYXNlLnYxLkRlbGV0ZURhdGFiYXNlUmVxdWVzdBooLnNvdGEuZGF0YWJhc2UudjEuRGVsZXRlRGF0YWJhc2VSZXNwb25zZRJsChFSb3RhdGVDcmVkZW50aWFscxIqLnNvdGEuZGF0YWJhc2UudjEuUm90YXRlQ3JlZGVudGlhbHNSZXF1ZXN0Gisuc290YS5kYXRhYmFzZS52MS5Sb3RhdGVDcmVkZW50aWFsc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch9zb3RhL2RhdGFiYXNlL3YxL2RhdGFiYXNlLnByb3RvEhBzb3RhLmRhdGFiYXNlLnYxIrwBCg5EYXRhYmFzZUxpbWl0cxIWCgltZW1vcnlfbWIYASABKAVIAIgBARIRCgRjcHVzGAIgASgBSAGIAQESEQoEcGlkcxgDIAEoBUgCiAEBEhMKBnNobV9tYhgEIAEoBUgDiAEBEhoKDXNpemVfcXVvdGFfbWIYBSABKANIBIgBAUIMCgpfbWVtb3J5X21iQgcKBV9jcHVzQgcKBV9waWRzQgkKB19zaG1fbWJCEAoOX3NpemVfcXVvdGFfbWIiRgoJU2l6ZVF1b3RhEhMKC3F1b3RhX2J5dGVzGAEgASgDEhIKCnNpemVfYnl0ZXMYAiABKAMSEAoIZXhjZWVkZWQYAyABKAgiqAEKBlBvb2xlchIPCgd2ZXJzaW9uGAEgASgJEhEKCXBvb2xfbW9kZRgCIAEoCRIZChFkZWZhdWx0X3Bvb2xfc2l6ZRgDIAEoBRIXCg9tYXhfY2xpZW50X2Nvbm4YBCABKAUSJQodcHJlcGFyZWRfc3RhdGVtZW50c19zdXBwb3J0ZWQYBSABKAgSHwoXbWF4X3ByZXBhcmVkX3N0YXRlbWVudHMYBiABKAUihgQKCERhdGFiYXNlEhIKCnByb2plY3RfaWQYASABKAkSDAoEc2x1ZxgCIAEoCRIuCgVzdGF0ZRgDIAEoDjIfLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2VTdGF0ZRIPCgdydW50aW1lGAQgASgJEhgKEHBvc3RncmVzX3ZlcnNpb24YBSABKAkSKAoGcG9vbGVyGAYgASgLMhguc290YS5kYXRhYmFzZS52MS5Qb29sZXISDAoEaG9zdBgHIAEoCRIMCgRwb3J0GAggASgFEhUKDWRhdGFiYXNlX25hbWUYCSABKAkSDAoEdXNlchgKIAEoCRIPCgduZXR3b3JrGAsgASgJEi8KC2NyZWF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZXJyb3IYDiABKAkSMAoGbGltaXRzGBQgASgLMiAuc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZUxpbWl0cxIaChJsaW1pdHNfZW5mb3JjZW1lbnQYFSABKAkSEQoJb29tX2tpbGxzGBYgASgDEi8KCnNpemVfcXVvdGEYFyABKAsyGy5zb3RhLmRhdGFiYXNlLnYxLlNpemVRdW90YSJjCg1FbnN1cmVSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSDAoEc2x1ZxgCIAEoCRIwCgZsaW1pdHMYFCABKAsyIC5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlTGltaXRzIk8KDkVuc3VyZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZRIPCgdjcmVhdGVkGAIgASgIIigKEkdldERhdGFiYXNlUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIo4BChNHZXREYXRhYmFzZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZRIuCgV1c2FnZRgeIAEoCzIfLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2VVc2FnZRIZChF1c2FnZV91bmF2YWlsYWJsZRgfIAEoCSKqAgoNRGF0YWJhc2VVc2FnZRISCgpzaXplX2J5dGVzGAEgASgDEiEKGWNsaWVudF9jb25uZWN0aW9uc19hY3RpdmUYAiABKAUSIgoaY2xpZW50X2Nvbm5lY3Rpb25zX3dhaXRpbmcYAyABKAUSIQoZc2VydmVyX2Nvbm5lY3Rpb25zX2FjdGl2ZRgEIAEoBRIfChdzZXJ2ZXJfY29ubmVjdGlvbnNfaWRsZRgFIAEoBRIYChBtYXhfd2FpdF9zZWNvbmRzGAYgASgBEh4KFm1heF9jbGllbnRfY29ubmVjdGlvbnMYByABKAUSEQoJcG9vbF9zaXplGAggASgFEi0KCXJlYWRfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiKgoUR2V0Q29ubmVjdGlvblJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSJwChVHZXRDb25uZWN0aW9uUmVzcG9uc2USFAoMZGF0YWJhc2VfdXJsGAEgASgJEiwKCGRhdGFiYXNlGAIgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZRITCgtzZXNzaW9uX3VybBgDIAEoCSLPAwoGQmFja3VwEgoKAmlkGAEgASgJEhIKCnByb2plY3RfaWQYAiABKAkSKgoEa2luZBgDIAEoDjIcLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwS2luZBIsCgVzdGF0ZRgEIAEoDjIdLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwU3RhdGUSEgoKc2l6ZV9ieXRlcxgFIAEoAxIOCgZzaGEyNTYYBiABKAkSLgoKc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVlcnJvchgKIAEoCRI5Cgx2ZXJpZmljYXRpb24YCyABKA4yIy5zb3RhLmRhdGFiYXNlLnYxLlZlcmlmaWNhdGlvblN0YXRlEi8KC3ZlcmlmeV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJ2ZXJpZmljYXRpb25fZXJyb3IYDSABKAkiNwoTQ3JlYXRlQmFja3VwUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEgwKBHdhaXQYAiABKAgiQAoUQ3JlYXRlQmFja3VwUmVzcG9uc2USKAoGYmFja3VwGAEgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiKAoSTGlzdEJhY2t1cHNSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkiQAoTTGlzdEJhY2t1cHNSZXNwb25zZRIpCgdiYWNrdXBzGAEgAygLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiPQoUUmVzdG9yZUJhY2t1cFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIRCgliYWNrdXBfaWQYAiABKAkidAoVUmVzdG9yZUJhY2t1cFJlc3BvbnNlEioKCHJlc3RvcmVkGAEgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXASLwoNc2FmZXR5X2JhY2t1cBgCIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIjwKE1ZlcmlmeUJhY2t1cFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIRCgliYWNrdXBfaWQYAiABKAkiQAoUVmVyaWZ5QmFja3VwUmVzcG9uc2USKAoGYmFja3VwGAEgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiRgoVRGVsZXRlRGF0YWJhc2VSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSGQoRc2tpcF9maW5hbF9iYWNrdXAYAiABKAgidgoWRGVsZXRlRGF0YWJhc2VSZXNwb25zZRIsCghkYXRhYmFzZRgBIAEoCzIaLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2USLgoMZmluYWxfYmFja3VwGAIgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiRQoYUm90YXRlQ3JlZGVudGlhbHNSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSFQoNZ3JhY2Vfc2Vjb25kcxgCIAEoBSJfChlSb3RhdGVDcmVkZW50aWFsc1Jlc3BvbnNlEhQKDGRhdGFiYXNlX3VybBgBIAEoCRIsCghkYXRhYmFzZRgCIAEoCzIaLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2UiXQoVVXBkYXRlRGF0YWJhc2VSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSMAoGbGltaXRzGAIgASgLMiAuc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZUxpbWl0cyJGChZVcGRhdGVEYXRhYmFzZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZSq+AQoNRGF0YWJhc2VTdGF0ZRIeChpEQVRBQkFTRV9TVEFURV9VTlNQRUNJRklFRBAAEh8KG0RBVEFCQVNFX1NUQVRFX1BST1ZJU0lPTklORxABEhgKFERBVEFCQVNFX1NUQVRFX1JFQURZEAISGQoVREFUQUJBU0VfU1RBVEVfRkFJTEVEEAMSGwoXREFUQUJBU0VfU1RBVEVfREVMRVRJTkcQBBIaChZEQVRBQkFTRV9TVEFURV9ERUxFVEVEEAUqiwEKCkJhY2t1cEtpbmQSGwoXQkFDS1VQX0tJTkRfVU5TUEVDSUZJRUQQABIZChVCQUNLVVBfS0lORF9TQ0hFRFVMRUQQARIWChJCQUNLVVBfS0lORF9NQU5VQUwQAhIWChJCQUNLVVBfS0lORF9TQUZFVFkQAxIVChFCQUNLVVBfS0lORF9GSU5BTBAEKnoKC0JhY2t1cFN0YXRlEhwKGEJBQ0tVUF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFEJBQ0tVUF9TVEFURV9SVU5OSU5HEAESGgoWQkFDS1VQX1NUQVRFX1NVQ0NFRURFRBACEhcKE0JBQ0tVUF9TVEFURV9GQUlMRUQQAyp1ChFWZXJpZmljYXRpb25TdGF0ZRIiCh5WRVJJRklDQVRJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIdChlWRVJJRklDQVRJT05fU1RBVEVfUEFTU0VEEAESHQoZVkVSSUZJQ0FUSU9OX1NUQVRFX0ZBSUxFRBACMtAHCg9EYXRhYmFzZVNlcnZpY2USSwoGRW5zdXJlEh8uc290YS5kYXRhYmFzZS52MS5FbnN1cmVSZXF1ZXN0GiAuc290YS5kYXRhYmFzZS52MS5FbnN1cmVSZXNwb25zZRJaCgtHZXREYXRhYmFzZRIkLnNvdGEuZGF0YWJhc2UudjEuR2V0RGF0YWJhc2VSZXF1ZXN0GiUuc290YS5kYXRhYmFzZS52MS5HZXREYXRhYmFzZVJlc3BvbnNlEmAKDUdldENvbm5lY3Rpb24SJi5zb3RhLmRhdGFiYXNlLnYxLkdldENvbm5lY3Rpb25SZXF1ZXN0Gicuc290YS5kYXRhYmFzZS52MS5HZXRDb25uZWN0aW9uUmVzcG9uc2USXQoMQ3JlYXRlQmFja3VwEiUuc290YS5kYXRhYmFzZS52MS5DcmVhdGVCYWNrdXBSZXF1ZXN0GiYuc290YS5kYXRhYmFzZS52MS5DcmVhdGVCYWNrdXBSZXNwb25zZRJaCgtMaXN0QmFja3VwcxIkLnNvdGEuZGF0YWJhc2UudjEuTGlzdEJhY2t1cHNSZXF1ZXN0GiUuc290YS5kYXRhYmFzZS52MS5MaXN0QmFja3Vwc1Jlc3BvbnNlEmAKDVJlc3RvcmVCYWNrdXASJi5zb3RhLmRhdGFiYXNlLnYxLlJlc3RvcmVCYWNrdXBSZXF1ZXN0Gicuc290YS5kYXRhYmFzZS52MS5SZXN0b3JlQmFja3VwUmVzcG9uc2USXQoMVmVyaWZ5QmFja3VwEiUuc290YS5kYXRhYmFzZS52MS5WZXJpZnlCYWNrdXBSZXF1ZXN0GiYuc290YS5kYXRhYmFzZS52MS5WZXJpZnlCYWNrdXBSZXNwb25zZRJjCg5EZWxldGVEYXRhYmFzZRInLnNvdGEuZGF0YWJhc2UudjEuRGVsZXRlRGF0YWJhc2VSZXF1ZXN0Giguc290YS5kYXRhYmFzZS52MS5EZWxldGVEYXRhYmFzZVJlc3BvbnNlEmwKEVJvdGF0ZUNyZWRlbnRpYWxzEiouc290YS5kYXRhYmFzZS52MS5Sb3RhdGVDcmVkZW50aWFsc1JlcXVlc3QaKy5zb3RhLmRhdGFiYXNlLnYxLlJvdGF0ZUNyZWRlbnRpYWxzUmVzcG9uc2USYwoOVXBkYXRlRGF0YWJhc2USJy5zb3RhLmRhdGFiYXNlLnYxLlVwZGF0ZURhdGFiYXNlUmVxdWVzdBooLnNvdGEuZGF0YWJhc2UudjEuVXBkYXRlRGF0YWJhc2VSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+
+/**
+ * DatabaseLimits are a database's resource limits. In a request, a project's
+ * override of the service's defaults: each field set replaces the stored
+ * override's, -1 returns it to the default, 0 means no limit, an unset field
+ * keeps what is stored. In a Database, the limits in effect (0: none).
+ *
+ * @generated from message sota.database.v1.DatabaseLimits
+ */
+export type DatabaseLimits = Message<"sota.database.v1.DatabaseLimits"> & {
+  /**
+   * Memory, swap included, in MiB: 0 or from 64 to 1048576.
+   *
+   * @generated from field: optional int32 memory_mb = 1;
+   */
+  memoryMb?: number | undefined;
+
+  /**
+   * CPUs' worth of time (0.5, 2...): 0 or from 0.01 to 1024.
+   *
+   * @generated from field: optional double cpus = 2;
+   */
+  cpus?: number | undefined;
+
+  /**
+   * Processes and threads at once: 0 or from 64 to 4194304.
+   *
+   * @generated from field: optional int32 pids = 3;
+   */
+  pids?: number | undefined;
+
+  /**
+   * /dev/shm in MiB (Docker runtime only): 0 (the engine's default) to 1048576.
+   *
+   * @generated from field: optional int32 shm_mb = 4;
+   */
+  shmMb?: number | undefined;
+
+  /**
+   * Size quota in MiB: 0 (none) or from 1. Over it, the database is reported
+   * (GetDatabase, the sota_database_over_size_quota metric, an error in the
+   * log), never truncated nor refused writes.
+   *
+   * @generated from field: optional int64 size_quota_mb = 5;
+   */
+  sizeQuotaMb?: bigint | undefined;
+};
+
+/**
+ * Describes the message sota.database.v1.DatabaseLimits.
+ * Use `create(DatabaseLimitsSchema)` to create a new message.
+ */
+export const DatabaseLimitsSchema: GenMessage<DatabaseLimits> = /*@__PURE__*/
+  messageDesc(file_sota_database_v1_database, 0);
+
+/**
+ * SizeQuota is a database's size on disk against its quota, measured when
+ * GetDatabase asked.
+ *
+ * @generated from message sota.database.v1.SizeQuota
+ */
+export type SizeQuota = Message<"sota.database.v1.SizeQuota"> & {
+  /**
+   * @generated from field: int64 quota_bytes = 1;
+   */
+  quotaBytes: bigint;
+
+  /**
+   * @generated from field: int64 size_bytes = 2;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * True while the database is larger than its quota.
+   *
+   * @generated from field: bool exceeded = 3;
+   */
+  exceeded: boolean;
+};
+
+/**
+ * Describes the message sota.database.v1.SizeQuota.
+ * Use `create(SizeQuotaSchema)` to create a new message.
+ */
+export const SizeQuotaSchema: GenMessage<SizeQuota> = /*@__PURE__*/
+  messageDesc(file_sota_database_v1_database, 1);
 
 /**
  * Pooler describes the PgBouncer in front of a database, as it really runs.
@@ -65,7 +151,7 @@ export type Pooler = Message<"sota.database.v1.Pooler"> & {
  * Use `create(PoolerSchema)` to create a new message.
  */
 export const PoolerSchema: GenMessage<Pooler> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 0);
+  messageDesc(file_sota_database_v1_database, 2);
 
 /**
  * Database is a project's managed database. It never carries a secret.
@@ -160,6 +246,39 @@ export type Database = Message<"sota.database.v1.Database"> & {
    * @generated from field: string error = 14;
    */
   error: string;
+
+  /**
+   * The resource limits in effect (GetDatabase; the project's override over
+   * the defaults where the database is not running in this service).
+   *
+   * @generated from field: sota.database.v1.DatabaseLimits limits = 20;
+   */
+  limits?: DatabaseLimits | undefined;
+
+  /**
+   * How the limits are enforced on this host: "cgroup-v2", "cgroup-v1",
+   * "docker", or "none" (not enforced; the service logs why at start). Empty
+   * where the database is not running in this service.
+   *
+   * @generated from field: string limits_enforcement = 21;
+   */
+  limitsEnforcement: string;
+
+  /**
+   * Times the kernel killed one of the database's processes for running out
+   * of memory (PostgreSQL then restarts its sessions), since the service
+   * started it (GetDatabase only).
+   *
+   * @generated from field: int64 oom_kills = 22;
+   */
+  oomKills: bigint;
+
+  /**
+   * Set when the database has a size quota (GetDatabase only).
+   *
+   * @generated from field: sota.database.v1.SizeQuota size_quota = 23;
+   */
+  sizeQuota?: SizeQuota | undefined;
 };
 
 /**
@@ -167,7 +286,7 @@ export type Database = Message<"sota.database.v1.Database"> & {
  * Use `create(DatabaseSchema)` to create a new message.
  */
 export const DatabaseSchema: GenMessage<Database> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 1);
+  messageDesc(file_sota_database_v1_database, 3);
 
 /**
  * @generated from message sota.database.v1.EnsureRequest
@@ -188,6 +307,14 @@ export type EnsureRequest = Message<"sota.database.v1.EnsureRequest"> & {
    * @generated from field: string slug = 2;
    */
   slug: string;
+
+  /**
+   * Optional: the project's resource limits override (see DatabaseLimits),
+   * stored and applied. Admin and deployer only.
+   *
+   * @generated from field: sota.database.v1.DatabaseLimits limits = 20;
+   */
+  limits?: DatabaseLimits | undefined;
 };
 
 /**
@@ -195,7 +322,7 @@ export type EnsureRequest = Message<"sota.database.v1.EnsureRequest"> & {
  * Use `create(EnsureRequestSchema)` to create a new message.
  */
 export const EnsureRequestSchema: GenMessage<EnsureRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 2);
+  messageDesc(file_sota_database_v1_database, 4);
 
 /**
  * @generated from message sota.database.v1.EnsureResponse
@@ -219,7 +346,7 @@ export type EnsureResponse = Message<"sota.database.v1.EnsureResponse"> & {
  * Use `create(EnsureResponseSchema)` to create a new message.
  */
 export const EnsureResponseSchema: GenMessage<EnsureResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 3);
+  messageDesc(file_sota_database_v1_database, 5);
 
 /**
  * @generated from message sota.database.v1.GetDatabaseRequest
@@ -236,7 +363,7 @@ export type GetDatabaseRequest = Message<"sota.database.v1.GetDatabaseRequest"> 
  * Use `create(GetDatabaseRequestSchema)` to create a new message.
  */
 export const GetDatabaseRequestSchema: GenMessage<GetDatabaseRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 4);
+  messageDesc(file_sota_database_v1_database, 6);
 
 /**
  * @generated from message sota.database.v1.GetDatabaseResponse
@@ -270,7 +397,7 @@ export type GetDatabaseResponse = Message<"sota.database.v1.GetDatabaseResponse"
  * Use `create(GetDatabaseResponseSchema)` to create a new message.
  */
 export const GetDatabaseResponseSchema: GenMessage<GetDatabaseResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 5);
+  messageDesc(file_sota_database_v1_database, 7);
 
 /**
  * DatabaseUsage: how big and how busy a database is right now, and the pool
@@ -347,7 +474,7 @@ export type DatabaseUsage = Message<"sota.database.v1.DatabaseUsage"> & {
  * Use `create(DatabaseUsageSchema)` to create a new message.
  */
 export const DatabaseUsageSchema: GenMessage<DatabaseUsage> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 6);
+  messageDesc(file_sota_database_v1_database, 8);
 
 /**
  * @generated from message sota.database.v1.GetConnectionRequest
@@ -364,7 +491,7 @@ export type GetConnectionRequest = Message<"sota.database.v1.GetConnectionReques
  * Use `create(GetConnectionRequestSchema)` to create a new message.
  */
 export const GetConnectionRequestSchema: GenMessage<GetConnectionRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 7);
+  messageDesc(file_sota_database_v1_database, 9);
 
 /**
  * @generated from message sota.database.v1.GetConnectionResponse
@@ -400,7 +527,7 @@ export type GetConnectionResponse = Message<"sota.database.v1.GetConnectionRespo
  * Use `create(GetConnectionResponseSchema)` to create a new message.
  */
 export const GetConnectionResponseSchema: GenMessage<GetConnectionResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 8);
+  messageDesc(file_sota_database_v1_database, 10);
 
 /**
  * Backup is one gzip pg_dump of a project's database on the server's disk.
@@ -491,7 +618,7 @@ export type Backup = Message<"sota.database.v1.Backup"> & {
  * Use `create(BackupSchema)` to create a new message.
  */
 export const BackupSchema: GenMessage<Backup> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 9);
+  messageDesc(file_sota_database_v1_database, 11);
 
 /**
  * @generated from message sota.database.v1.CreateBackupRequest
@@ -516,7 +643,7 @@ export type CreateBackupRequest = Message<"sota.database.v1.CreateBackupRequest"
  * Use `create(CreateBackupRequestSchema)` to create a new message.
  */
 export const CreateBackupRequestSchema: GenMessage<CreateBackupRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 10);
+  messageDesc(file_sota_database_v1_database, 12);
 
 /**
  * @generated from message sota.database.v1.CreateBackupResponse
@@ -533,7 +660,7 @@ export type CreateBackupResponse = Message<"sota.database.v1.CreateBackupRespons
  * Use `create(CreateBackupResponseSchema)` to create a new message.
  */
 export const CreateBackupResponseSchema: GenMessage<CreateBackupResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 11);
+  messageDesc(file_sota_database_v1_database, 13);
 
 /**
  * @generated from message sota.database.v1.ListBackupsRequest
@@ -550,7 +677,7 @@ export type ListBackupsRequest = Message<"sota.database.v1.ListBackupsRequest"> 
  * Use `create(ListBackupsRequestSchema)` to create a new message.
  */
 export const ListBackupsRequestSchema: GenMessage<ListBackupsRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 12);
+  messageDesc(file_sota_database_v1_database, 14);
 
 /**
  * @generated from message sota.database.v1.ListBackupsResponse
@@ -567,7 +694,7 @@ export type ListBackupsResponse = Message<"sota.database.v1.ListBackupsResponse"
  * Use `create(ListBackupsResponseSchema)` to create a new message.
  */
 export const ListBackupsResponseSchema: GenMessage<ListBackupsResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 13);
+  messageDesc(file_sota_database_v1_database, 15);
 
 /**
  * @generated from message sota.database.v1.RestoreBackupRequest
@@ -589,7 +716,7 @@ export type RestoreBackupRequest = Message<"sota.database.v1.RestoreBackupReques
  * Use `create(RestoreBackupRequestSchema)` to create a new message.
  */
 export const RestoreBackupRequestSchema: GenMessage<RestoreBackupRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 14);
+  messageDesc(file_sota_database_v1_database, 16);
 
 /**
  * @generated from message sota.database.v1.RestoreBackupResponse
@@ -615,7 +742,7 @@ export type RestoreBackupResponse = Message<"sota.database.v1.RestoreBackupRespo
  * Use `create(RestoreBackupResponseSchema)` to create a new message.
  */
 export const RestoreBackupResponseSchema: GenMessage<RestoreBackupResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 15);
+  messageDesc(file_sota_database_v1_database, 17);
 
 /**
  * @generated from message sota.database.v1.VerifyBackupRequest
@@ -637,7 +764,7 @@ export type VerifyBackupRequest = Message<"sota.database.v1.VerifyBackupRequest"
  * Use `create(VerifyBackupRequestSchema)` to create a new message.
  */
 export const VerifyBackupRequestSchema: GenMessage<VerifyBackupRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 16);
+  messageDesc(file_sota_database_v1_database, 18);
 
 /**
  * @generated from message sota.database.v1.VerifyBackupResponse
@@ -654,7 +781,7 @@ export type VerifyBackupResponse = Message<"sota.database.v1.VerifyBackupRespons
  * Use `create(VerifyBackupResponseSchema)` to create a new message.
  */
 export const VerifyBackupResponseSchema: GenMessage<VerifyBackupResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 17);
+  messageDesc(file_sota_database_v1_database, 19);
 
 /**
  * @generated from message sota.database.v1.DeleteDatabaseRequest
@@ -679,7 +806,7 @@ export type DeleteDatabaseRequest = Message<"sota.database.v1.DeleteDatabaseRequ
  * Use `create(DeleteDatabaseRequestSchema)` to create a new message.
  */
 export const DeleteDatabaseRequestSchema: GenMessage<DeleteDatabaseRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 18);
+  messageDesc(file_sota_database_v1_database, 20);
 
 /**
  * @generated from message sota.database.v1.DeleteDatabaseResponse
@@ -705,7 +832,7 @@ export type DeleteDatabaseResponse = Message<"sota.database.v1.DeleteDatabaseRes
  * Use `create(DeleteDatabaseResponseSchema)` to create a new message.
  */
 export const DeleteDatabaseResponseSchema: GenMessage<DeleteDatabaseResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 19);
+  messageDesc(file_sota_database_v1_database, 21);
 
 /**
  * @generated from message sota.database.v1.RotateCredentialsRequest
@@ -732,7 +859,7 @@ export type RotateCredentialsRequest = Message<"sota.database.v1.RotateCredentia
  * Use `create(RotateCredentialsRequestSchema)` to create a new message.
  */
 export const RotateCredentialsRequestSchema: GenMessage<RotateCredentialsRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 20);
+  messageDesc(file_sota_database_v1_database, 22);
 
 /**
  * @generated from message sota.database.v1.RotateCredentialsResponse
@@ -756,7 +883,48 @@ export type RotateCredentialsResponse = Message<"sota.database.v1.RotateCredenti
  * Use `create(RotateCredentialsResponseSchema)` to create a new message.
  */
 export const RotateCredentialsResponseSchema: GenMessage<RotateCredentialsResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 21);
+  messageDesc(file_sota_database_v1_database, 23);
+
+/**
+ * @generated from message sota.database.v1.UpdateDatabaseRequest
+ */
+export type UpdateDatabaseRequest = Message<"sota.database.v1.UpdateDatabaseRequest"> & {
+  /**
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * The override to apply (see DatabaseLimits).
+   *
+   * @generated from field: sota.database.v1.DatabaseLimits limits = 2;
+   */
+  limits?: DatabaseLimits | undefined;
+};
+
+/**
+ * Describes the message sota.database.v1.UpdateDatabaseRequest.
+ * Use `create(UpdateDatabaseRequestSchema)` to create a new message.
+ */
+export const UpdateDatabaseRequestSchema: GenMessage<UpdateDatabaseRequest> = /*@__PURE__*/
+  messageDesc(file_sota_database_v1_database, 24);
+
+/**
+ * @generated from message sota.database.v1.UpdateDatabaseResponse
+ */
+export type UpdateDatabaseResponse = Message<"sota.database.v1.UpdateDatabaseResponse"> & {
+  /**
+   * @generated from field: sota.database.v1.Database database = 1;
+   */
+  database?: Database | undefined;
+};
+
+/**
+ * Describes the message sota.database.v1.UpdateDatabaseResponse.
+ * Use `create(UpdateDatabaseResponseSchema)` to create a new message.
+ */
+export const UpdateDatabaseResponseSchema: GenMessage<UpdateDatabaseResponse> = /*@__PURE__*/
+  messageDesc(file_sota_database_v1_database, 25);
 
 /**
  * DatabaseState is where a database is in its life.
@@ -1038,6 +1206,18 @@ export const DatabaseService: GenService<{
     methodKind: "unary";
     input: typeof RotateCredentialsRequestSchema;
     output: typeof RotateCredentialsResponseSchema;
+  },
+  /**
+   * UpdateDatabase changes a project's resource limits override and applies
+   * it to the running database where the runtime can (admin and deployer
+   * only: a project token may not raise its own limits).
+   *
+   * @generated from rpc sota.database.v1.DatabaseService.UpdateDatabase
+   */
+  updateDatabase: {
+    methodKind: "unary";
+    input: typeof UpdateDatabaseRequestSchema;
+    output: typeof UpdateDatabaseResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_sota_database_v1_database, 0);

@@ -28,6 +28,8 @@ export interface PgbouncerServerOptions {
   readonly logger: Logger;
   readonly port: number;
   readonly sockets: PoolerSockets;
+  /** See SupervisedProcessOptions.onSpawn (the instance's cgroup). */
+  readonly onSpawn?: (pid: number) => Promise<void>;
 }
 
 /**
@@ -53,6 +55,7 @@ export class PgbouncerServer extends ChildServer {
         // supervises it (no -d daemonising).
         args: ["-c", SOCKET_ACTIVATION, options.binary.path, "-q", options.iniFile],
         passFds: () => (listening.fd === undefined ? [] : [listening.fd]),
+        ...(options.onSpawn ? { onSpawn: options.onSpawn } : {}),
         runAs: options.runAs,
         cwd: options.dir,
         // SIGINT waits for transactions in flight to finish, SIGTERM does not.

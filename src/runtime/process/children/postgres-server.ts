@@ -27,6 +27,8 @@ export interface PostgresServerOptions {
   readonly socketDirShared: boolean;
   readonly logFile: string;
   readonly logger: Logger;
+  /** See SupervisedProcessOptions.onSpawn (the instance's cgroup). */
+  readonly onSpawn?: (pid: number) => Promise<void>;
 }
 
 export class PostgresServer extends ChildServer {
@@ -44,6 +46,7 @@ export class PostgresServer extends ChildServer {
         stopSignals: ["SIGINT", "SIGQUIT", "SIGKILL"],
         stopStepMs: 30_000,
         logger: options.logger,
+        ...(options.onSpawn ? { onSpawn: options.onSpawn } : {}),
       },
       { title: "PostgreSQL", owner: options.name, logFile: options.logFile },
     );
@@ -64,7 +67,13 @@ export class PostgresServer extends ChildServer {
   relocate(options: PostgresServerOptions): void {
     this.options = options;
     this.identity = { title: "PostgreSQL", owner: options.name, logFile: options.logFile };
-    this.process.relocate({ args: postgresArgs(options), cwd: options.pgdata, outputFile: options.logFile, logger: options.logger });
+    this.process.relocate({
+      args: postgresArgs(options),
+      cwd: options.pgdata,
+      outputFile: options.logFile,
+      logger: options.logger,
+      ...(options.onSpawn ? { onSpawn: options.onSpawn } : {}),
+    });
   }
 
   /** A connected superuser session once the server accepts one. */

@@ -14,8 +14,9 @@ const HEADER = "# Written by sota-db on every start; edits are overwritten.";
  * Tuned for many small, mostly idle databases on one machine rather than one
  * big server. Each setting's reason:
  * - listen_addresses '': unix socket only; apps reach PostgreSQL through PgBouncer.
- * - max_connections 30: PgBouncer's pool of 20, plus headroom for the service's
- *   own sessions (readiness checks, pg_dump, restores) and superuser_reserved 3.
+ * - max_connections 33: the app role's limit (PgBouncer's transaction pool of
+ *   20 and session pool of 5, plus 2 for the service's sessions as that role),
+ *   room for the dump role, and superuser_reserved 3.
  * - shared_buffers 16MB (default 128MB): the page cache does the rest; small
  *   databases fit, and idle instances stay small.
  * - min_wal_size 32MB (two 16MB segments, the minimum), max_wal_size 256MB:
@@ -37,7 +38,7 @@ export function renderPostgresSettings(socketDir: string): string {
     port: String(POSTGRES_PORT),
     unix_socket_directories: quote(socketDir),
     unix_socket_permissions: "0700",
-    max_connections: "30",
+    max_connections: "33",
     superuser_reserved_connections: "3",
     shared_buffers: "16MB",
     work_mem: "4MB",

@@ -30,6 +30,12 @@ export interface SupervisedProcessOptions {
   readonly stopStepMs: number;
   /** Runs before every start and restart (clear leftovers, rewrite config). */
   readonly prepare?: () => Promise<void>;
+  /**
+   * Runs as soon as the child is spawned, before it counts as started (its
+   * cgroup: see instance-cgroups.ts). When it fails the child is killed and
+   * the start fails: a database never runs without the limits it was given.
+   */
+  readonly onSpawn?: (pid: number) => Promise<void>;
   /** Open descriptors the child gets as its fds 3, 4, ... (socket activation); asked after `prepare`. */
   readonly passFds?: () => readonly number[];
   readonly logger: Logger;
@@ -58,7 +64,7 @@ export class SupervisedProcess {
    * Changes what later (re)starts run, leaving a running child alone: a warm
    * PostgreSQL keeps running while its directory is renamed to its project's.
    */
-  relocate(changes: Partial<Pick<SupervisedProcessOptions, "args" | "cwd" | "outputFile" | "logger">>): void {
+  relocate(changes: Partial<Pick<SupervisedProcessOptions, "args" | "cwd" | "outputFile" | "logger" | "onSpawn">>): void {
     this.options = { ...this.options, ...changes };
   }
 
@@ -110,7 +116,22 @@ export class SupervisedProcess {
     }
   }
 
-  private spawnChild(): Promise<void> {
+  private async spawnChild(): Promise<void> {
+    const child = await this.spawnOnly();
+    const { onSpawn } = this.options;
+    if (onSpawn === undefined || child.pid === undefined) return;
+    try {
+      await onSpawn(child.pid);
+    } catch (error) {
+      // Disowned first, so that its exit is not taken for a crash: the caller
+      // (start, or the restart loop with its backoff) sees the failure.
+      this.child = undefined;
+      signalChild(child, "SIGKILL");
+      throw error;
+    }
+  }
+
+  private spawnOnly(): Promise<ChildProcess> {
     const { options } = this;
     const output = options.outputFile === undefined ? "ignore" : openSync(options.outputFile, APPEND_NO_FOLLOW, 0o600);
     let child: ChildProcess;
@@ -131,7 +152,7 @@ export class SupervisedProcess {
     this.startedAt = Date.now();
     child.on("exit", (code, signal) => this.handleExit(child, { code, signal }));
     return new Promise((resolve, reject) => {
-      child.once("spawn", () => resolve());
+      child.once("spawn", () => resolve(child));
       child.on("error", (error) => {
         options.logger.warn({ process: options.name, err: loggableError(error) }, "child process error");
         reject(error);

@@ -3,6 +3,7 @@
 import pg from "pg";
 import { queryRows } from "../sql/pg-clients.js";
 import {
+  APP_ROLE_CONNECTION_LIMIT,
   appRoleName,
   createDatabaseSql,
   createRoleSql,
@@ -55,7 +56,7 @@ async function ensureRole(client: pg.Client, slug: string, password: string, ver
   const roles = await queryRows(
     client,
     `SELECT rolname, rolpassword, rolsuper::text, rolcreatedb::text, rolcreaterole::text, rolreplication::text,
-            rolbypassrls::text, rolcanlogin::text
+            rolbypassrls::text, rolcanlogin::text, rolconnlimit::text
        FROM pg_authid WHERE rolname = ANY($1)`,
     [[role, PLACEHOLDER_NAME]],
   );
@@ -69,7 +70,8 @@ async function ensureRole(client: pg.Client, slug: string, password: string, ver
     current = { rolpassword: null, rolcanlogin: "true" };
   }
   const privileged = PRIVILEGE_COLUMNS.some((column) => current[column] === "true");
-  if (privileged || current["rolcanlogin"] !== "true") await queryRows(client, resetRoleSql(role));
+  const limited = current["rolconnlimit"] === String(APP_ROLE_CONNECTION_LIMIT);
+  if (privileged || current["rolcanlogin"] !== "true" || !limited) await queryRows(client, resetRoleSql(role));
   const recorded = current["rolpassword"];
   const held = verifierToHold(password, recorded, verifier);
   if (held !== recorded) await queryRows(client, setVerifierSql(role, held));

@@ -12,6 +12,8 @@ import type { PoolerSockets } from "../host/pooler-sockets.js";
 import type { Binaries } from "../host/postgres-binaries.js";
 import { PostgresServer, type PostgresServerOptions } from "../children/postgres-server.js";
 import type { ClaimedWarmInstance } from "../reserves/warm-claim.js";
+import type { CgroupHost, InstanceCgroup } from "../host/instance-cgroups.js";
+import { effectiveLimits, type ResourceLimits } from "../../shared/resource-limits.js";
 
 export interface Instance {
   readonly slug: string;
@@ -31,6 +33,13 @@ export interface Instance {
   result: EnsureResult | undefined;
   /** Symlink at the old path of a warm instance's postmaster, until that process exits. */
   alias: string | undefined;
+  /** Where its PostgreSQL (with every backend) and PgBouncer run, limited. */
+  readonly cgroup: InstanceCgroup;
+  /** The limits it runs with: the runtime's defaults under the project's override. */
+  limits: ResourceLimits;
+  /** Its cgroup's out-of-memory kill count when this service took it, and when last reported. */
+  oomKillsBase: number;
+  oomKillsSeen: number;
 }
 
 /** What every instance is run with. */
@@ -40,6 +49,9 @@ export interface InstanceHost {
   readonly logger: Logger;
   /** Holds each pooler's listening socket for its database's life. */
   readonly poolerSockets: PoolerSockets;
+  readonly cgroups: CgroupHost;
+  /** Every database's limits unless its project overrides them. */
+  readonly defaultLimits: ResourceLimits;
 }
 
 /** `warm`: a running warm PostgreSQL whose directory is now the project's. */
@@ -51,7 +63,9 @@ export function createInstance(
   runAs: RunAs,
   warm?: ClaimedWarmInstance,
 ): Instance {
-  const postgresOptions = postgresOptionsFor(host, spec.slug, paths, runAs);
+  const cgroup = host.cgroups.instance(spec.slug);
+  const onSpawn = (pid: number): Promise<void> => cgroup.addProcess(pid);
+  const postgresOptions = { ...postgresOptionsFor(host, spec.slug, paths, runAs), onSpawn };
   const { logger } = postgresOptions;
   warm?.postgres.relocate(postgresOptions);
   const postgres = warm?.postgres ?? new PostgresServer(postgresOptions);
@@ -66,6 +80,7 @@ export function createInstance(
     logger,
     port,
     sockets: host.poolerSockets,
+    onSpawn,
   });
   const instance: Instance = {
     slug: spec.slug,
@@ -80,6 +95,10 @@ export function createInstance(
     passwordDigest: undefined,
     result: undefined,
     alias: warm?.alias,
+    cgroup,
+    limits: effectiveLimits(host.defaultLimits, spec.limits),
+    oomKillsBase: 0,
+    oomKillsSeen: 0,
   };
   const unhealthy = (): void => {
     instance.healthy = false;
@@ -114,6 +133,9 @@ export async function stopInstance(instance: Instance): Promise<void> {
   await instance.pgbouncer.stop();
   await instance.postgres.stop();
   await dropAlias(instance);
+  // Made again (with its limits) by the next ensure; still busy when a
+  // tenant's own background process outlived the servers (removal ends those).
+  await instance.cgroup.remove().catch(() => undefined);
 }
 
 async function dropAlias(instance: Instance): Promise<void> {
