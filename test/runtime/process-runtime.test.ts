@@ -188,7 +188,10 @@ describe("process runtime: driver behaviour", () => {
 
   it("times out with a clear error, and a later ensure finishes the job", async () => {
     const slow = newSpec("proc-timeout");
-    const impatient = await bed.open({ readyTimeoutMs: 1 });
+    // No spare copy: the template is copied inside ensure, so PostgreSQL cannot
+    // already answer the first readiness check (a deadline is only enforced
+    // while waiting, and a spare can start fast enough to need no wait at all).
+    const impatient = await bed.open({ readyTimeoutMs: 1, spareCopies: 0 });
     try {
       const error = await impatient.ensure(slow).catch((reason: unknown) => reason);
       expect(error).toBeInstanceOf(RuntimeError);
