@@ -3,22 +3,11 @@
 // exec. Skips without an engine unless SOTA_REQUIRE_DOCKER=1.
 import { describe, it } from "vitest";
 import { describeBackupContract } from "../support/backup-contract.js";
-import { DockerTestBed, ensureTestImages, probeDockerEngine } from "../support/docker-test-bed.js";
+import { DockerTestBed, ensureTestImages, probeDockerEngine , describeWithDocker } from "../support/docker-test-bed.js";
 
 const engine = await probeDockerEngine();
 
-if (!engine.reachable && process.env["SOTA_REQUIRE_DOCKER"] === "1") {
-  describe("Backup contract: docker", () => {
-    it("needs a Docker engine (SOTA_REQUIRE_DOCKER=1)", () => {
-      throw new Error(`${engine.reason}: start one with scripts/docker/start-dockerd.sh`);
-    });
-  });
-} else if (!engine.reachable) {
-  console.warn(`Docker backup tests skipped: ${engine.reason} (set SOTA_REQUIRE_DOCKER=1 to fail instead)`);
-  describe.skip("Backup contract: docker (no Docker engine)", () => {
-    it("needs a Docker engine", () => undefined);
-  });
-} else {
+describeWithDocker("Backup contract: docker", engine, () => {
   describeBackupContract("docker", async () => {
     await ensureTestImages();
     const bed = new DockerTestBed();
@@ -36,4 +25,4 @@ if (!engine.reachable && process.env["SOTA_REQUIRE_DOCKER"] === "1") {
       logs: () => bed.logs.text(),
     };
   });
-}
+});

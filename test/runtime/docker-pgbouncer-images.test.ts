@@ -7,7 +7,7 @@ import { spawn } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RuntimeError, type DatabaseSpec } from "../../src/runtime/runtime.js";
-import { DockerTestBed, ensureTestImages, probeDockerEngine, TEST_PGBOUNCER_IMAGE } from "../support/docker-test-bed.js";
+import { DockerTestBed, ensureTestImages, probeDockerEngine, TEST_PGBOUNCER_IMAGE , describeWithDocker } from "../support/docker-test-bed.js";
 import { withApp } from "./runtime-contract.js";
 
 /** `docker build` of a Dockerfile given on stdin, with no context (nothing is downloaded). */
@@ -23,20 +23,8 @@ function buildImage(tag: string, dockerfile: string): Promise<void> {
 }
 
 const engine = await probeDockerEngine();
-const required = process.env["SOTA_REQUIRE_DOCKER"] === "1";
 
-if (!engine.reachable && required) {
-  describe("PgBouncer images", () => {
-    it("needs a Docker engine (SOTA_REQUIRE_DOCKER=1)", () => {
-      throw new Error(`${engine.reason}: start one with scripts/docker/start-dockerd.sh`);
-    });
-  });
-} else if (!engine.reachable) {
-  console.warn(`PgBouncer image tests skipped: ${engine.reason} (set SOTA_REQUIRE_DOCKER=1 to fail instead)`);
-  describe.skip("PgBouncer images (no Docker engine)", () => {
-    it("needs a Docker engine", () => undefined);
-  });
-} else {
+describeWithDocker("PgBouncer images", engine, () => {
   describe("PgBouncer images that run PgBouncer as another user", () => {
     const bed = new DockerTestBed();
     const tag = (variant: string) => `sota-db-test/pgbouncer-${variant}:${bed.runId}`;
@@ -104,4 +92,4 @@ if (!engine.reachable && required) {
       }
     }, 180_000);
   });
-}
+});

@@ -13,7 +13,7 @@ import { renderContainerPgbouncerIni, supportsPreparedStatements } from "../../s
 import { templateVolumeName } from "../../src/runtime/docker/postgres-template.js";
 import { parsePsqlCsv } from "../../src/runtime/shared/psql-csv.js";
 import { RuntimeError, type DatabaseSpec } from "../../src/runtime/runtime.js";
-import { DockerTestBed, ensureTestImages, probeDockerEngine, TEST_POSTGRES_IMAGE } from "../support/docker-test-bed.js";
+import { DockerTestBed, ensureTestImages, probeDockerEngine, TEST_POSTGRES_IMAGE , describeWithDocker } from "../support/docker-test-bed.js";
 import { describeRuntimeContract } from "./runtime-contract.js";
 
 describe("Docker runtime: pure parts", () => {
@@ -54,18 +54,7 @@ function attached(network: Docker.NetworkInspectInfo): string[] {
 const engine = await probeDockerEngine();
 const required = process.env["SOTA_REQUIRE_DOCKER"] === "1";
 
-if (!engine.reachable && required) {
-  describe("Docker runtime", () => {
-    it("needs a Docker engine (SOTA_REQUIRE_DOCKER=1)", () => {
-      throw new Error(`${engine.reason}: start one with scripts/docker/start-dockerd.sh`);
-    });
-  });
-} else if (!engine.reachable) {
-  console.warn(`Docker runtime tests skipped: ${engine.reason} (set SOTA_REQUIRE_DOCKER=1 to fail instead)`);
-  describe.skip("Docker runtime (no Docker engine)", () => {
-    it("needs a Docker engine", () => undefined);
-  });
-} else {
+describeWithDocker("Docker runtime", engine, () => {
   describeRuntimeContract("docker", async () => {
     await ensureTestImages();
     const bed = new DockerTestBed();
@@ -454,4 +443,4 @@ if (!engine.reachable && required) {
       expect(logs).not.toContain("SCRAM-SHA-256$");
     });
   });
-}
+});

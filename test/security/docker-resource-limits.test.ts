@@ -8,26 +8,14 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DockerRuntime } from "../../src/runtime/docker/index.js";
 import type { DatabaseSpec } from "../../src/runtime/runtime.js";
-import { DockerTestBed, ensureTestImages, probeDockerEngine } from "../support/docker-test-bed.js";
+import { DockerTestBed, ensureTestImages, probeDockerEngine , describeWithDocker } from "../support/docker-test-bed.js";
 import { superuserSql } from "../support/tenant-superuser.js";
 
 const engine = await probeDockerEngine();
-const required = process.env["SOTA_REQUIRE_DOCKER"] === "1";
 const MIB = 1024 * 1024;
 const MEMORY_MB = 256;
 
-if (!engine.reachable && required) {
-  describe("Docker resource limits", () => {
-    it("needs a Docker engine (SOTA_REQUIRE_DOCKER=1)", () => {
-      throw new Error(`${engine.reason}: start one with scripts/docker/start-dockerd.sh`);
-    });
-  });
-} else if (!engine.reachable) {
-  console.warn(`Docker resource limit tests skipped: ${engine.reason} (set SOTA_REQUIRE_DOCKER=1 to fail instead)`);
-  describe.skip("Docker resource limits (no Docker engine)", () => {
-    it("needs a Docker engine", () => undefined);
-  });
-} else {
+describeWithDocker("Docker resource limits", engine, () => {
   describe("Docker runtime: per-database resource limits", () => {
     const bed = new DockerTestBed();
     const docker = bed.docker;
@@ -91,4 +79,4 @@ if (!engine.reachable && required) {
       expect(await superuserSql(docker, `sota-db-${calm.slug}`, "SELECT 1")).toBe("1");
     });
   });
-}
+});

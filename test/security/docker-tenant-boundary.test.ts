@@ -17,12 +17,11 @@ import { execCollect } from "../../src/runtime/docker/docker-exec.js";
 import { projectLabels } from "../../src/runtime/docker/docker-names.js";
 import type { DockerRuntime } from "../../src/runtime/docker/index.js";
 import type { DatabaseSpec } from "../../src/runtime/runtime.js";
-import { DockerTestBed, ensureTestImages, probeDockerEngine } from "../support/docker-test-bed.js";
+import { DockerTestBed, ensureTestImages, probeDockerEngine , describeWithDocker } from "../support/docker-test-bed.js";
 import { shellAsTenantSuperuser, superuserSql } from "../support/tenant-superuser.js";
 
 const engine = await probeDockerEngine();
 const MEMORY_MB = 256;
-const required = process.env["SOTA_REQUIRE_DOCKER"] === "1";
 
 /** Addresses of a container on each of its networks. */
 function addresses(info: Docker.ContainerInspectInfo): string[] {
@@ -40,18 +39,7 @@ function capabilityMask(names: readonly string[]): bigint {
   return names.reduce((mask, name) => mask | (1n << BigInt(bits[name] ?? 63)), 0n);
 }
 
-if (!engine.reachable && required) {
-  describe("Docker tenant boundary", () => {
-    it("needs a Docker engine (SOTA_REQUIRE_DOCKER=1)", () => {
-      throw new Error(`${engine.reason}: start one with scripts/docker/start-dockerd.sh`);
-    });
-  });
-} else if (!engine.reachable) {
-  console.warn(`Docker tenant boundary tests skipped: ${engine.reason} (set SOTA_REQUIRE_DOCKER=1 to fail instead)`);
-  describe.skip("Docker tenant boundary (no Docker engine)", () => {
-    it("needs a Docker engine", () => undefined);
-  });
-} else {
+describeWithDocker("Docker tenant boundary", engine, () => {
   describe("Docker runtime: a tenant superuser of its own cluster", () => {
     const bed = new DockerTestBed();
     const docker = bed.docker;
@@ -340,4 +328,4 @@ if (!engine.reachable && required) {
       expect(await superuserSql(docker, aPostgres, "SELECT count(*) FROM own", a.slug)).toBe("1");
     });
   });
-}
+});

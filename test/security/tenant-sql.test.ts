@@ -30,7 +30,7 @@ import { newBackupId } from "../../src/names.js";
 import { instancePaths } from "../../src/runtime/process/instance/instance-paths.js";
 import type { Runtime, RuntimeTarget } from "../../src/runtime/runtime.js";
 import { SqliteStore } from "../../src/store/sqlite-store.js";
-import { DockerTestBed, ensureTestImages, probeDockerEngine } from "../support/docker-test-bed.js";
+import { DockerTestBed, ensureTestImages, probeDockerEngine , describeWithDocker } from "../support/docker-test-bed.js";
 import { processTestBed, removeDataDir } from "../support/process-runtime-harness.js";
 
 interface Harness {
@@ -276,18 +276,7 @@ describeTenantSql("process", async () => {
 });
 
 const engine = await probeDockerEngine();
-if (!engine.reachable && process.env["SOTA_REQUIRE_DOCKER"] === "1") {
-  describe("tenant SQL during backup loads: docker", () => {
-    it("needs a Docker engine (SOTA_REQUIRE_DOCKER=1)", () => {
-      throw new Error(`${engine.reason}: start one with scripts/docker/start-dockerd.sh`);
-    });
-  });
-} else if (!engine.reachable) {
-  console.warn(`Docker tenant-SQL tests skipped: ${engine.reason} (set SOTA_REQUIRE_DOCKER=1 to fail instead)`);
-  describe.skip("tenant SQL during backup loads: docker (no Docker engine)", () => {
-    it("needs a Docker engine", () => undefined);
-  });
-} else {
+describeWithDocker("tenant SQL during backup loads: docker", engine, () => {
   describeTenantSql("docker", async () => {
     await ensureTestImages();
     const bed = new DockerTestBed();
@@ -304,4 +293,4 @@ if (!engine.reachable && process.env["SOTA_REQUIRE_DOCKER"] === "1") {
       },
     };
   });
-}
+});

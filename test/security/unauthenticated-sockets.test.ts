@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DatabaseSpec, EnsureResult, Runtime } from "../../src/runtime/runtime.js";
 import { MAX_CLIENT_CONN } from "../../src/runtime/shared/pgbouncer-settings.js";
-import { DockerTestBed, ensureTestImages, probeDockerEngine } from "../support/docker-test-bed.js";
+import { DockerTestBed, ensureTestImages, probeDockerEngine , describeWithDocker } from "../support/docker-test-bed.js";
 import { openIdleSockets } from "../support/pooler-attacks.js";
 import { processTestBed, removeDataDir, type ProcessTestBed } from "../support/process-runtime-harness.js";
 import { newSpec } from "../runtime/process-helpers.js";
@@ -94,18 +94,7 @@ describe("unauthenticated sockets: process runtime", () => {
 });
 
 const engine = await probeDockerEngine();
-if (!engine.reachable && process.env["SOTA_REQUIRE_DOCKER"] === "1") {
-  describe("unauthenticated sockets: Docker runtime", () => {
-    it("needs a Docker engine (SOTA_REQUIRE_DOCKER=1)", () => {
-      throw new Error(`${engine.reason}: start one with scripts/docker/start-dockerd.sh`);
-    });
-  });
-} else if (!engine.reachable) {
-  console.warn(`unauthenticated sockets, Docker runtime: skipped: ${engine.reason} (set SOTA_REQUIRE_DOCKER=1 to fail instead)`);
-  describe.skip("unauthenticated sockets: Docker runtime (no Docker engine)", () => {
-    it("needs a Docker engine", () => undefined);
-  });
-} else {
+describeWithDocker("unauthenticated sockets: Docker runtime", engine, () => {
   describe("unauthenticated sockets: Docker runtime", () => {
     const bed = new DockerTestBed();
     let runtime: Runtime | undefined;
@@ -122,4 +111,4 @@ if (!engine.reachable && process.env["SOTA_REQUIRE_DOCKER"] === "1") {
       return { runtime, spec: newSpec(`unauth-${bed.runId}`) };
     });
   });
-}
+});

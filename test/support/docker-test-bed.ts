@@ -7,6 +7,7 @@ import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import Docker from "dockerode";
+import { describe, it } from "vitest";
 import { createDockerRuntime, type DockerRuntime, type DockerRuntimeOptions } from "../../src/runtime/docker/index.js";
 import { createLogger, type Logger } from "../../src/log.js";
 
@@ -218,6 +219,28 @@ export async function dockerTestsRun(what: string): Promise<{ run: boolean; engi
   const required = process.env["SOTA_REQUIRE_DOCKER"] === "1";
   if (!engine.reachable && !required) console.warn(`${what} skipped: ${engine.reason} (set SOTA_REQUIRE_DOCKER=1 to fail instead)`);
   return { run: engine.reachable || required, engine };
+}
+
+/**
+ * `describe(name, body)` when a Docker engine answers. Without one, the
+ * file's tests are skipped with one line, or, where CI requires an engine
+ * (SOTA_REQUIRE_DOCKER=1), replaced by one test that fails saying why.
+ */
+export function describeWithDocker(name: string, engine: EngineProbe, body: () => void): void {
+  if (engine.reachable) {
+    describe(name, body);
+  } else if (process.env["SOTA_REQUIRE_DOCKER"] === "1") {
+    describe(name, () => {
+      it("needs a Docker engine (SOTA_REQUIRE_DOCKER=1)", () => {
+        throw new Error(`${engine.reason}: start one with scripts/docker/start-dockerd.sh`);
+      });
+    });
+  } else {
+    console.warn(`${name}: skipped: ${engine.reason} (set SOTA_REQUIRE_DOCKER=1 to fail instead)`);
+    describe.skip(`${name} (no Docker engine)`, () => {
+      it("needs a Docker engine", () => undefined);
+    });
+  }
 }
 
 /** The service's environment for the Docker runtime with the test images, after checking the engine and the images. */
