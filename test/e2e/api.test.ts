@@ -4,11 +4,11 @@
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DatabaseService, DatabaseState } from "../../gen/sota/database/v1/database_pb.js";
 import { startHarness, type Harness } from "../support/app-harness.js";
 import { grpc, grpcClients, type GrpcClients } from "../support/grpc-client.js";
+import { queryUrl } from "../support/url-query.js";
 
 let h: Harness;
 let rpc: GrpcClients;
@@ -52,16 +52,6 @@ async function grpcCode(promise: Promise<unknown>): Promise<number> {
   }
 }
 
-async function query(url: string, sql: string, params: unknown[] = []): Promise<pg.QueryResult> {
-  // The URL says host 127.0.0.1 for the process runtime: the test talks to loopback only.
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return await client.query(sql, params);
-  } finally {
-    await client.end();
-  }
-}
 
 describe("the product spec's curl calls (REST)", () => {
   it("POST /v1/projects/{id}/database with no body provisions a working database", async () => {
@@ -105,16 +95,16 @@ describe("the deploy engine's calls (gRPC)", () => {
     expect(Number(new URL(url).port)).toBe(ensured.database.port);
     secrets.push(url, new URL(url).password);
 
-    await query(url, "CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)");
-    await query(url, "INSERT INTO notes (body) VALUES ($1), ($2)", ["hello", "world"]);
-    const rows = await query(url, "SELECT current_user, current_database(), count(*)::int AS n FROM notes");
+    await queryUrl(url, "CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)");
+    await queryUrl(url, "INSERT INTO notes (body) VALUES ($1), ($2)", ["hello", "world"]);
+    const rows = await queryUrl(url, "SELECT current_user, current_database(), count(*)::int AS n FROM notes");
     expect(rows.rows[0]).toEqual({ current_user: "app_my-app", current_database: "my-app", n: 2 });
 
     // The session URL: the same pooler and credentials, the session pool's database.
     const session = connection.sessionUrl;
     expect(session).toBe(url.replace("/my-app?", "/my-app_session?"));
     secrets.push(session);
-    const viaSession = await query(session, "SELECT current_user, current_database(), count(*)::int AS n FROM notes");
+    const viaSession = await queryUrl(session, "SELECT current_user, current_database(), count(*)::int AS n FROM notes");
     expect(viaSession.rows[0]).toEqual({ current_user: "app_my-app", current_database: "my-app", n: 2 });
   });
 
@@ -123,17 +113,17 @@ describe("the deploy engine's calls (gRPC)", () => {
     expect(again.created).toBe(false);
     const connection = await rpc.database("getConnection", { projectId }, h.tokens.deployer);
     expect(connection.databaseUrl).toBe(url);
-    expect((await query(url, "SELECT count(*)::int AS n FROM notes")).rows[0].n).toBe(2);
+    expect((await queryUrl(url, "SELECT count(*)::int AS n FROM notes")).rows[0].n).toBe(2);
   });
 
   it("the app role is an owner, not a superuser, and a wrong password is refused", async () => {
-    const role = await query(url, "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user");
+    const role = await queryUrl(url, "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user");
     expect(role.rows[0]).toEqual({ rolsuper: false, rolcreatedb: false, rolcreaterole: false });
-    const owner = await query(url, "SELECT pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = current_database()");
+    const owner = await queryUrl(url, "SELECT pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = current_database()");
     expect(owner.rows[0].owner).toBe("app_my-app");
     const wrong = new URL(url);
     wrong.password = "0".repeat(32);
-    await expect(query(wrong.toString(), "SELECT 1")).rejects.toThrow();
+    await expect(queryUrl(wrong.toString(), "SELECT 1")).rejects.toThrow();
   });
 
   it("the pool settings are in effect in PgBouncer itself", async () => {
@@ -265,12 +255,12 @@ describe("operations", () => {
     await rpc.database("ensure", { projectId: id, slug: "survivor" }, h.tokens.deployer);
     const url = (await rpc.database("getConnection", { projectId: id }, h.tokens.deployer)).databaseUrl;
     secrets.push(url, new URL(url).password);
-    await query(url, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)");
+    await queryUrl(url, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)");
     rpc.close();
     await h.restart();
     rpc = grpcClients(`127.0.0.1:${h.app.address.port}`);
     // No Ensure needed: start-up resumed every known database.
-    expect((await query(url, "SELECT v FROM kept")).rows).toEqual([{ v: 42 }]);
+    expect((await queryUrl(url, "SELECT v FROM kept")).rows).toEqual([{ v: 42 }]);
     expect((await rpc.database("getConnection", { projectId: id }, h.tokens.deployer)).databaseUrl).toBe(url);
   });
 

@@ -10,7 +10,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import Database from "better-sqlite3";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startHarness, type Harness } from "../support/app-harness.js";
 import { removeDataDir } from "../support/data-dir-cleanup.js";
@@ -18,18 +17,10 @@ import { dockerServiceEnv, DockerTestBed, dockerTestsRun, removeProjectObjects }
 import { grpc, grpcClients, grpcCode, type GrpcClients } from "../support/grpc-client.js";
 import { dockerLeftovers, processFootprint, processLeftovers } from "../support/host-leftovers.js";
 import { REPO_ROOT, serviceCommand } from "../support/service-command.js";
+import { queryUrl } from "../support/url-query.js";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
-async function query(url: string, sql: string): Promise<pg.QueryResult> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
 
 describe("DeleteDatabase on the process runtime", () => {
   let h: Harness;
@@ -46,7 +37,7 @@ describe("DeleteDatabase on the process runtime", () => {
     await rpc.database("ensure", { projectId: id, slug: slugOf }, h.tokens.deployer);
     const { databaseUrl } = await rpc.database("getConnection", { projectId: id }, h.tokens.deployer);
     secrets.push(databaseUrl, new URL(databaseUrl).password);
-    await query(databaseUrl, "CREATE TABLE orders (id int); INSERT INTO orders VALUES (42)");
+    await queryUrl(databaseUrl, "CREATE TABLE orders (id int); INSERT INTO orders VALUES (42)");
     return databaseUrl;
   }
 
@@ -90,7 +81,7 @@ describe("DeleteDatabase on the process runtime", () => {
       expect(await response.json()).toMatchObject({ code: "resource_exhausted" });
       const database = (await rpc.database("getDatabase", { projectId }, h.tokens.deployer)).database;
       expect(database.state).toBe("DATABASE_STATE_READY");
-      expect((await query(url, "SELECT id FROM orders")).rows).toEqual([{ id: 42 }]);
+      expect((await queryUrl(url, "SELECT id FROM orders")).rows).toEqual([{ id: 42 }]);
       expect((await rpc.database("listBackups", { projectId }, h.tokens.deployer)).backups).toEqual([]);
     } finally {
       h.env["SOTA_BACKUP_MIN_FREE"] = "0";
@@ -110,7 +101,7 @@ describe("DeleteDatabase on the process runtime", () => {
       expect(body.code).toBe("failed_precondition");
       expect(body.message).toMatch(/final backup .* failed .*nothing was deleted.*skip_final_backup/);
       expect((await rpc.database("getDatabase", { projectId }, h.tokens.deployer)).database.state).toBe("DATABASE_STATE_READY");
-      expect((await query(url, "SELECT id FROM orders")).rows).toEqual([{ id: 42 }]);
+      expect((await queryUrl(url, "SELECT id FROM orders")).rows).toEqual([{ id: 42 }]);
       const [failed] = (await rpc.database("listBackups", { projectId }, h.tokens.deployer)).backups;
       expect(failed).toMatchObject({ kind: "BACKUP_KIND_FINAL", state: "BACKUP_STATE_FAILED" });
     } finally {
@@ -133,7 +124,7 @@ describe("DeleteDatabase on the process runtime", () => {
     expect(JSON.stringify(body)).not.toMatch(/postgresql:\/\//);
 
     expect(await processLeftovers(footprint)).toEqual([]);
-    await expect(query(url, "SELECT 1")).rejects.toThrow();
+    await expect(queryUrl(url, "SELECT 1")).rejects.toThrow();
     // No "backup too old" alert for a database that is gone.
     const metrics = await (await rest("/metrics", "GET", h.tokens.admin)).text();
     expect(metrics).not.toMatch(new RegExp(`sota_backup_last_success_timestamp_seconds\\{[^}]*${projectId}`));
@@ -175,11 +166,11 @@ describe("DeleteDatabase on the process runtime", () => {
     const { databaseUrl } = await rpc.database("getConnection", { projectId }, h.tokens.deployer);
     secrets.push(databaseUrl, new URL(databaseUrl).password);
     expect(oldPasswords).not.toContain(new URL(databaseUrl).password);
-    await expect(query(databaseUrl, "SELECT id FROM orders")).rejects.toThrow(/does not exist/);
+    await expect(queryUrl(databaseUrl, "SELECT id FROM orders")).rejects.toThrow(/does not exist/);
 
     const restored = await rpc.database("restoreBackup", { projectId, backupId: finalBackup.id }, h.tokens.deployer);
     expect(restored.restored.id).toBe(finalBackup.id);
-    expect((await query(databaseUrl, "SELECT id FROM orders")).rows).toEqual([{ id: 42 }]);
+    expect((await queryUrl(databaseUrl, "SELECT id FROM orders")).rows).toEqual([{ id: 42 }]);
   });
 
   it("with skip_final_backup deletes without a backup, and says so in the log at warn", async () => {
@@ -218,7 +209,7 @@ describe("DeleteDatabase on the process runtime", () => {
     const { databaseUrl } = await rpc.database("getConnection", { projectId: id }, h.tokens.admin);
     secrets.push(databaseUrl, new URL(databaseUrl).password);
     expect(new URL(databaseUrl).password).not.toBe(new URL(oldUrl).password);
-    await expect(query(databaseUrl, "SELECT id FROM orders")).rejects.toThrow(/does not exist/);
+    await expect(queryUrl(databaseUrl, "SELECT id FROM orders")).rejects.toThrow(/does not exist/);
   });
 
   it("never writes a password, URL or token to the log", () => {

@@ -1,11 +1,11 @@
 // The whole service on the PostgreSQL state store (SOTA_STATE_URL) with the
 // process runtime: Ensure (REST), the connection, a restart that brings the database
 // back with the same URL, backups recorded there, and the state URL kept secret.
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PostgresStore } from "../../src/store/postgres-store.js";
 import { startPostgresStateHarness, type PostgresStateHarness } from "../support/postgres-state-harness.js";
 import type { Harness } from "../support/app-harness.js";
+import { queryUrl } from "../support/url-query.js";
 
 let bed: PostgresStateHarness;
 let stateUrl: string;
@@ -24,39 +24,30 @@ async function rest(path: string, method = "GET"): Promise<Response> {
   return fetch(`${h.app.url}${path}`, { method, headers: { authorization: `Bearer ${h.tokens.admin}` } });
 }
 
-async function query(url: string, sql: string): Promise<pg.QueryResult> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
 
 describe("the service on the PostgreSQL state store", () => {
   it("keeps its databases there, and brings them back after a restart with the same URL", async () => {
     expect(h.app.store).toBeInstanceOf(PostgresStore);
     expect((await rest(`/v1/projects/${h.projectId}/database`, "POST")).status).toBe(200);
     const databaseUrl = (await h.app.service.connection(h.projectId)).url;
-    await query(databaseUrl, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)");
+    await queryUrl(databaseUrl, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)");
 
-    const rows = await query(stateUrl, "SELECT slug, state, sealed_url, sealed_password FROM sota.databases");
+    const rows = await queryUrl(stateUrl, "SELECT slug, state, sealed_url, sealed_password FROM sota.databases");
     expect(rows.rows).toMatchObject([{ state: "ready" }]);
     // Sealed in the shared state, as in the file: neither the URL nor its password in clear.
     const password = new URL(databaseUrl).password;
     expect(JSON.stringify(rows.rows)).not.toContain(password);
-    expect((await query(stateUrl, "SELECT count(*)::int AS n FROM sota.pooler_ports")).rows).toEqual([{ n: 1 }]);
+    expect((await queryUrl(stateUrl, "SELECT count(*)::int AS n FROM sota.pooler_ports")).rows).toEqual([{ n: 1 }]);
 
     await h.restart();
-    expect((await query(databaseUrl, "SELECT v FROM kept")).rows).toEqual([{ v: 7 }]);
+    expect((await queryUrl(databaseUrl, "SELECT v FROM kept")).rows).toEqual([{ v: 7 }]);
     expect((await h.app.service.connection(h.projectId)).url).toBe(databaseUrl);
   });
 
   it("records backups there", async () => {
     const response = await rest(`/v1/projects/${h.projectId}/database/backups?wait=true`, "POST");
     expect(response.status).toBe(200);
-    const { rows } = await query(stateUrl, "SELECT kind, state FROM sota.backups");
+    const { rows } = await queryUrl(stateUrl, "SELECT kind, state FROM sota.backups");
     expect(rows).toEqual([{ kind: "manual", state: "succeeded" }]);
   });
 
