@@ -19,7 +19,8 @@ export function databaseRoutes(service: DatabaseService) {
       },
       async getDatabase(req) {
         const described = await service.describe(req.projectId);
-        const [status, quota] = await Promise.all([service.limitsStatus(described.database), service.sizeQuota(described.database)]);
+        const size = "figures" in described ? described.figures.sizeBytes : undefined;
+        const [status, quota] = await Promise.all([service.limitsStatus(described.database), service.sizeQuota(described.database, size)]);
         return {
           database: databaseMessage(described.database, status, quota),
           ...("figures" in described ? { usage: usageMessage(described.figures) } : { usageUnavailable: described.unavailable }),

@@ -114,8 +114,8 @@ export class DatabaseService {
   }
 
   /** The database's size against its quota, measured now (and reported when over); undefined without a quota. */
-  sizeQuota(database: DatabaseRecord): Promise<SizeQuotaReport | undefined> {
-    return this.quotas.check(database);
+  sizeQuota(database: DatabaseRecord, knownSizeBytes?: number): Promise<SizeQuotaReport | undefined> {
+    return this.quotas.check(database, knownSizeBytes);
   }
 
   private async storeLimits(record: DatabaseRecord, change: LimitsChange): Promise<DatabaseRecord> {

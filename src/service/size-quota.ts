@@ -30,8 +30,12 @@ export class SizeQuotas {
     return database.limits?.sizeQuotaMb ?? this.defaultQuotaMb;
   }
 
-  /** Measures a ready database that has a quota; undefined when it has none or cannot be measured now. */
-  async check(database: DatabaseRecord): Promise<SizeQuotaReport | undefined> {
+  /**
+   * Measures a ready database that has a quota; undefined when it has none or
+   * cannot be measured now. `knownSizeBytes`: its size read just now by the
+   * caller (GetDatabase's live figures), so it is not asked for twice.
+   */
+  async check(database: DatabaseRecord, knownSizeBytes?: number): Promise<SizeQuotaReport | undefined> {
     const quotaMb = this.quotaMb(database);
     if (quotaMb <= 0 || database.state !== "ready" || database.runtime !== this.deps.runtime.kind) {
       this.settle(database, false);
@@ -39,7 +43,7 @@ export class SizeQuotas {
     }
     let sizeBytes: number;
     try {
-      sizeBytes = await this.measure(database);
+      sizeBytes = knownSizeBytes ?? (await this.measure(database));
     } catch (error) {
       this.deps.logger.warn({ projectId: database.projectId, slug: database.slug, err: loggableError(error) }, "could not measure the database's size");
       return undefined;
