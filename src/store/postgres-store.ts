@@ -203,10 +203,12 @@ export class PostgresStore implements Store, PortRegistry {
   async claimScheduledRuns(slots: readonly Date[], replica: string): Promise<Date[]> {
     if (slots.length === 0) return [];
     // One statement: the primary key decides, so two replicas claiming one slot at once get it once between them.
+    // Slots in ascending order: two claims of overlapping slots lock their keys in one order, never in a deadlock.
+    const times = [...new Set(slots.map((slot) => slot.getTime()))].sort((a, b) => a - b);
     const rows = await this.rows<{ slot_at: number }>(
       `INSERT INTO ${S}.scheduled_runs (slot_at, replica, claimed_at) SELECT unnest($1::bigint[]), $2, $3
        ON CONFLICT (slot_at) DO NOTHING RETURNING slot_at`,
-      [slots.map((slot) => slot.getTime()), replica, this.now().getTime()],
+      [times, replica, this.now().getTime()],
     );
     return rows.map((row) => new Date(row.slot_at)).sort((a, b) => a.getTime() - b.getTime());
   }
