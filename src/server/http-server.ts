@@ -19,6 +19,7 @@ import { errorJson, httpStatus } from "./error-codes.js";
 import type { Readiness } from "./readiness.js";
 import { openApiDocument } from "./openapi/openapi-document.js";
 import { matchRest, RestGateway, errorResponse } from "./rest-gateway.js";
+import { discardBody } from "./discard-body.js";
 import { tokenBeforeBody } from "./token-before-body.js";
 import type { TokenRegistry } from "./tokens.js";
 
@@ -173,11 +174,14 @@ export class ApiServer {
       let uReq = universalRequestFromNodeRequest(req, res, undefined, undefined);
       if (!isPublicService(rpc.service.typeName)) {
         const started = performance.now();
-        uReq = tokenBeforeBody(uReq, this.options.tokens, () => {
+        uReq = tokenBeforeBody(uReq, this.options.tokens, async () => {
           // The interceptors never see this call: count it here.
           this.options.metrics.observeRequest(rpc.method.name, "unauthenticated", started);
           // HTTP/1.1: close after the refusal, else Node would read the unwanted body to reuse the connection.
-          if (req.httpVersionMajor === 1 && !res.headersSent) res.setHeader("connection", "close");
+          if (req.httpVersionMajor === 1 && !res.headersSent) {
+            res.setHeader("connection", "close");
+            await discardBody(req as http.IncomingMessage);
+          }
         });
       }
       await universalResponseToNodeResponse(await rpc(uReq), res);

@@ -13,6 +13,7 @@ import { authenticate, authorize } from "./authorization.js";
 import { codeName, errorJson, httpStatus } from "./error-codes.js";
 import type { Metrics } from "../metrics.js";
 import type { TokenRegistry } from "./tokens.js";
+import { discardBody } from "./discard-body.js";
 
 export const MAX_REST_BODY_BYTES = 64 * 1024;
 
@@ -148,6 +149,7 @@ export class RestGateway {
       const refusal = ConnectError.from(error);
       // The RPC's interceptors never see this call: count it here.
       this.metrics?.observeRequest(match.route.rpc, codeName(refusal.code), started);
+      if (req.httpVersion.startsWith("1.")) await discardBody(req as IncomingMessage);
       return refusedBeforeBody(refusal, req.httpVersion);
     }
     let body: JsonObject;

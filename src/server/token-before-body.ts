@@ -7,7 +7,7 @@ import type { UniversalServerRequest } from "@connectrpc/connect/protocol";
 import { authenticate } from "./authorization.js";
 import type { TokenRegistry } from "./tokens.js";
 
-export function tokenBeforeBody(request: UniversalServerRequest, tokens: TokenRegistry, onRefused: () => void): UniversalServerRequest {
+export function tokenBeforeBody(request: UniversalServerRequest, tokens: TokenRegistry, onRefused: () => Promise<void>): UniversalServerRequest {
   const body = request.body;
   if (typeof body !== "object" || body === null || !(Symbol.asyncIterator in body)) return request;
   const authorization = request.header.get("authorization");
@@ -18,7 +18,7 @@ export function tokenBeforeBody(request: UniversalServerRequest, tokens: TokenRe
         try {
           authenticate(tokens, authorization);
         } catch (error) {
-          onRefused();
+          await onRefused();
           throw error;
         }
         yield* body as AsyncIterable<Uint8Array>;

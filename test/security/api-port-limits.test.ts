@@ -4,13 +4,15 @@
 // closed within the configured bound; connections beyond the cap are refused
 // while a normal client is served once they are gone; a REST call without a
 // valid token gets its 401 before its body (which never finishes) is read.
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as tls from "node:tls";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startHarness, type Harness } from "../support/app-harness.js";
 
@@ -19,6 +21,10 @@ const HEADER_TIMEOUT_MS = 2_000;
 const MAX_CONNECTIONS = 8;
 /** How long a test waits for the service to act on that bound: generous, it only separates "closed" from "open forever". */
 const WAIT_MS = HEADER_TIMEOUT_MS * 2 + 8_000;
+
+const run = promisify(execFile);
+const TSX = fileURLToPath(import.meta.resolve("tsx"));
+const REFUSED_CALLS_CLIENT = fileURLToPath(new URL("../support/refused-calls-client.ts", import.meta.url));
 
 let h: Harness;
 let port: number;
@@ -137,6 +143,21 @@ describe("API port bounds every phase of a connection", () => {
     } finally {
       raw.socket.destroy();
     }
+  });
+
+  it.each([
+    ["a Connect client's call", "connect", "Unauthenticated: unknown bearer token"],
+    ["a REST POST with a body", "rest", "401"],
+  ])("answers %s that it refuses before the body with the refusal every time, never with a reset (HTTP/1.1)", async (_name, kind, refusal) => {
+    // The client writes its body after the head and reads the answer once the
+    // body is out (the CLI's transport does). A refusal that closed the socket
+    // with that body unread made the kernel reset the connection: about one
+    // call in six failed with "write EPIPE" instead of the server's answer.
+    const { stdout } = await run(process.execPath, ["--import", TSX, REFUSED_CALLS_CLIENT], {
+      env: { ...process.env, SOTA_URL: h.app.url, PROJECT_ID: h.projectId, KIND: kind, CALLS: "200" },
+      timeout: 60_000,
+    });
+    expect(JSON.parse(stdout)).toEqual({ [refusal]: 200 });
   });
 
   it("still counts the refused calls in the metrics", async () => {
