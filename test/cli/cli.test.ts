@@ -12,10 +12,9 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hashToken } from "../../src/server/tokens.js";
 import { startHarness, type Harness } from "../support/app-harness.js";
-import { portRange } from "../support/process-runtime-harness.js";
+import { poolerPortsSetting } from "../support/process-runtime-harness.js";
 
 const BIN = join(import.meta.dirname, "../../bin/sota-db.js");
-const ports = portRange(88);
 
 interface Run {
   readonly code: number;
@@ -66,7 +65,7 @@ async function query(url: string, sql: string): Promise<any[]> {
 }
 
 beforeAll(async () => {
-  h = await startHarness({ SOTA_POOLER_PORTS: `${ports.min}-${ports.max}` });
+  h = await startHarness({ SOTA_POOLER_PORTS: poolerPortsSetting(88) });
 });
 
 afterAll(async () => {

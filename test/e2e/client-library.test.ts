@@ -13,6 +13,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError, DatabaseState, createDatabaseClient } from "sota-db/client";
 import { startHarness, type Harness } from "../support/app-harness.js";
+import { poolerPortsSetting } from "../support/process-runtime-harness.js";
 
 const run = promisify(execFile);
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
@@ -20,7 +21,7 @@ const REPO = fileURLToPath(new URL("../..", import.meta.url));
 let h: Harness;
 
 beforeAll(async () => {
-  h = await startHarness({ SOTA_POOLER_PORTS: "48600-48699" });
+  h = await startHarness({ SOTA_POOLER_PORTS: poolerPortsSetting(41) });
 });
 
 afterAll(async () => {

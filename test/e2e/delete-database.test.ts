@@ -18,6 +18,7 @@ import { grpc, grpcClients, grpcCode, type GrpcClients } from "../support/grpc-c
 import { dockerLeftovers, processFootprint, processLeftovers } from "../support/host-leftovers.js";
 import { REPO_ROOT, serviceCommand } from "../support/service-command.js";
 import { queryUrl } from "../support/url-query.js";
+import { poolerPortsSetting } from "../support/process-runtime-harness.js";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
@@ -49,7 +50,7 @@ describe("DeleteDatabase on the process runtime", () => {
   }
 
   beforeAll(async () => {
-    h = await startHarness({ SOTA_POOLER_PORTS: "34000-34099" });
+    h = await startHarness({ SOTA_POOLER_PORTS: poolerPortsSetting(44) });
     rpc = grpcClients(`127.0.0.1:${h.app.address.port}`);
     secrets.push(...Object.values(h.tokens));
   });
@@ -222,7 +223,7 @@ describe("a delete cut short by kill -9", () => {
   const { command: NODE, args: START_ARGS } = serviceCommand();
   const dir = mkdtempSync(join(tmpdir(), "sota-delete-kill-"));
   chmodSync(dir, 0o755);
-  const env = { SOTA_DATA_DIR: dir, SOTA_LISTEN: "127.0.0.1:0", SOTA_POOLER_PORTS: "34300-34399", SOTA_BACKUP_MIN_FREE: "0" };
+  const env = { SOTA_DATA_DIR: dir, SOTA_LISTEN: "127.0.0.1:0", SOTA_POOLER_PORTS: poolerPortsSetting(45), SOTA_BACKUP_MIN_FREE: "0" };
   const children: ChildProcess[] = [];
 
   afterAll(async () => {

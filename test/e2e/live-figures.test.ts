@@ -6,15 +6,14 @@ import { readFileSync } from "node:fs";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startHarness, type Harness } from "../support/app-harness.js";
-import { portRange } from "../support/process-runtime-harness.js";
+import { poolerPortsSetting } from "../support/process-runtime-harness.js";
 
 let h: Harness;
 let url = "";
 const open: pg.Client[] = [];
-const ports = portRange(80);
 
 beforeAll(async () => {
-  h = await startHarness({ SOTA_POOLER_PORTS: `${ports.min}-${ports.max}` });
+  h = await startHarness({ SOTA_POOLER_PORTS: poolerPortsSetting(80) });
   expect((await rest(`/v1/projects/${h.projectId}/database`, { method: "POST", token: h.tokens.deployer })).status).toBe(200);
   // GetConnection has no REST path: the deploy engine's Connect call.
   const answer = await fetch(`${h.app.url}/sota.database.v1.DatabaseService/GetConnection`, {

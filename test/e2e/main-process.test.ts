@@ -11,6 +11,7 @@ import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { removeDataDir } from "../support/data-dir-cleanup.js";
 import { REPO_ROOT, serviceCommand } from "../support/service-command.js";
+import { poolerPortsSetting } from "../support/process-runtime-harness.js";
 
 const { command: NODE, args: START_ARGS } = serviceCommand();
 const dirs: string[] = [];
@@ -96,7 +97,7 @@ describe("npm start", () => {
 
   it("starts with zero configuration, serves the README's curl, and stops cleanly on SIGTERM", async () => {
     const dir = dataDir();
-    const env = { SOTA_DATA_DIR: dir, SOTA_LISTEN: "127.0.0.1:0", SOTA_POOLER_PORTS: "19400-19420" };
+    const env = { SOTA_DATA_DIR: dir, SOTA_LISTEN: "127.0.0.1:0", SOTA_POOLER_PORTS: poolerPortsSetting(46) };
     const running = run(env);
     const [, port] = await waitFor(running, /"address":"127\.0\.0\.1:(\d+)"/);
     const tokenFile = join(dir, "admin.token");

@@ -12,7 +12,7 @@ import { DOWNLOAD_PATH } from "../../src/server/backup-download-route.js";
 import { PLAIN_ROUTES } from "../../src/server/http-server.js";
 import { REST_ROUTES } from "../../src/server/rest-gateway.js";
 import { startHarness, type Harness } from "../support/app-harness.js";
-import { portRange } from "../support/process-runtime-harness.js";
+import { poolerPortsSetting } from "../support/process-runtime-harness.js";
 
 const repoDocument = JSON.parse(readFileSync(new URL("../../openapi/openapi.json", import.meta.url), "utf8"));
 
@@ -70,8 +70,7 @@ describe("the document against the running service", () => {
   ajv.addSchema(repoDocument, "openapi.json");
 
   beforeAll(async () => {
-    const ports = portRange(93);
-    h = await startHarness({ SOTA_POOLER_PORTS: `${ports.min}-${ports.max}`, SOTA_BACKUP_MIN_FREE: "0" });
+    h = await startHarness({ SOTA_POOLER_PORTS: poolerPortsSetting(93), SOTA_BACKUP_MIN_FREE: "0" });
   });
   afterAll(async () => {
     await h?.stop();

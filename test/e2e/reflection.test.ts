@@ -12,6 +12,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startHarness, type Harness } from "../support/app-harness.js";
+import { poolerPortsSetting } from "../support/process-runtime-harness.js";
 
 const run = promisify(execFile);
 const PROTO_ROOT = fileURLToPath(new URL("../../proto", import.meta.url));
@@ -22,7 +23,7 @@ let h: Harness;
 let address: string;
 
 beforeAll(async () => {
-  h = await startHarness({ SOTA_POOLER_PORTS: "48500-48599" });
+  h = await startHarness({ SOTA_POOLER_PORTS: poolerPortsSetting(42) });
   address = `127.0.0.1:${h.app.address.port}`;
 });
 

@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hashToken } from "../../src/server/tokens.js";
 import { removeDataDir } from "../support/data-dir-cleanup.js";
 import { DockerTestBed, ensureTestImages, probeDockerEngine, serviceObjectsCleanup, TEST_PGBOUNCER_IMAGE, TEST_POSTGRES_IMAGE } from "../support/docker-test-bed.js";
-import { portRange } from "../support/process-runtime-harness.js";
+import { poolerPortsSetting } from "../support/process-runtime-harness.js";
 import { REPO_ROOT, serviceCommand } from "../support/service-command.js";
 import { startStatePostgres, type StatePostgres } from "../support/state-postgres.js";
 
@@ -137,8 +137,7 @@ afterAll(async () => {
 describe("a second replica with the process runtime", () => {
   it("is refused at start with one line, while the first one runs on", async () => {
     const stateUrl = await cluster.createDatabase();
-    const ports = portRange(60);
-    const env = { SOTA_STATE_URL: stateUrl, SOTA_POOLER_PORTS: `${ports.min}-${ports.max}`, SOTA_SPARE_COPIES: "0" };
+    const env = { SOTA_STATE_URL: stateUrl, SOTA_POOLER_PORTS: poolerPortsSetting(60), SOTA_SPARE_COPIES: "0" };
     const first = start(env);
     await listening(first);
     const second = start(env);

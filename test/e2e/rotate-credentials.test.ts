@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startHarness, type Harness } from "../support/app-harness.js";
 import { dockerServiceEnv, DockerTestBed, dockerTestsRun, removeProjectObjects } from "../support/docker-test-bed.js";
 import { grpc, grpcClients, grpcCode, type GrpcClients } from "../support/grpc-client.js";
+import { poolerPortsSetting } from "../support/process-runtime-harness.js";
 
 async function connected(url: string): Promise<pg.Client> {
   const client = new pg.Client({ connectionString: url });
@@ -39,7 +40,7 @@ describe("RotateCredentials on the process runtime", () => {
   const open: pg.Client[] = [];
 
   beforeAll(async () => {
-    h = await startHarness({ SOTA_POOLER_PORTS: "34100-34199" });
+    h = await startHarness({ SOTA_POOLER_PORTS: poolerPortsSetting(43) });
     rpc = grpcClients(`127.0.0.1:${h.app.address.port}`);
     secrets.push(...Object.values(h.tokens));
     await rpc.database("ensure", { projectId, slug }, h.tokens.deployer);

@@ -188,12 +188,13 @@ describe("process runtime: driver behaviour", () => {
 
   it("times out with a clear error, and a later ensure finishes the job", async () => {
     const slow = newSpec("proc-timeout");
-    // No spare copy: the template is copied inside ensure, so PostgreSQL cannot
-    // already answer the first readiness check (a deadline is only enforced
-    // while waiting, and a spare can start fast enough to need no wait at all).
+    // A deadline ends only a wait, never an answer: PostgreSQL must not answer
+    // the first readiness check. Starved to 1% of a core it takes seconds to
+    // start, however fast the machine (a plain start sometimes answered at once
+    // on a busy CI machine, and the ensure then succeeded).
     const impatient = await bed.open({ readyTimeoutMs: 1, spareCopies: 0 });
     try {
-      const error = await impatient.ensure(slow).catch((reason: unknown) => reason);
+      const error = await impatient.ensure({ ...slow, limits: { cpus: 0.01 } }).catch((reason: unknown) => reason);
       expect(error).toBeInstanceOf(RuntimeError);
       expect((error as RuntimeError).reason).toBe("timeout");
       expect((error as RuntimeError).message).toContain(slow.slug);

@@ -16,9 +16,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startHarness, type Harness } from "../support/app-harness.js";
 import { grpcClients, type GrpcClients } from "../support/grpc-client.js";
-import { portRange } from "../support/process-runtime-harness.js";
-
-const PORTS = portRange(40);
+import { poolerPortsSetting } from "../support/process-runtime-harness.js";
 const MANUAL_LIMIT = 2;
 /** grpc-js status code of RESOURCE_EXHAUSTED. */
 const GRPC_RESOURCE_EXHAUSTED = 8;
@@ -30,7 +28,7 @@ let b: { projectId: string; slug: string; token: string };
 
 beforeAll(async () => {
   h = await startHarness({
-    SOTA_POOLER_PORTS: `${PORTS.min}-${PORTS.max}`,
+    SOTA_POOLER_PORTS: poolerPortsSetting(40),
     SOTA_BACKUP_MANUAL_LIMIT: `${MANUAL_LIMIT}/1h`,
     SOTA_BACKUP_LOAD_CONCURRENCY: "1",
   });

@@ -11,15 +11,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
-import { portRange } from "../support/process-runtime-harness.js";
+import { poolerPortsSetting } from "../support/process-runtime-harness.js";
 import { REPO_ROOT, serviceCommand } from "../support/service-command.js";
 import { instancePaths } from "../../src/runtime/process/instance/instance-paths.js";
 
 const { command: NODE, args: START_ARGS } = serviceCommand();
-const ports = portRange(35);
 const dataDir = mkdtempSync(join(tmpdir(), "sota-lock-"));
 chmodSync(dataDir, 0o711);
-const env = { SOTA_DATA_DIR: dataDir, SOTA_LISTEN: "127.0.0.1:0", SOTA_POOLER_PORTS: `${ports.min}-${ports.max}`, SOTA_SPARE_COPIES: "0" };
+const env = { SOTA_DATA_DIR: dataDir, SOTA_LISTEN: "127.0.0.1:0", SOTA_POOLER_PORTS: poolerPortsSetting(35), SOTA_SPARE_COPIES: "0" };
 const started: Running[] = [];
 
 interface Running {

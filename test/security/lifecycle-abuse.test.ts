@@ -16,14 +16,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DatabaseService } from "../../gen/sota/database/v1/database_pb.js";
 import { startHarness, type Harness } from "../support/app-harness.js";
 import { grpc, grpcClients, grpcCode, type GrpcClients } from "../support/grpc-client.js";
-import { portRange } from "../support/process-runtime-harness.js";
+import { poolerPortsSetting } from "../support/process-runtime-harness.js";
 
 let h: Harness;
 let rpc: GrpcClients;
 
 beforeAll(async () => {
-  const ports = portRange(72);
-  h = await startHarness({ SOTA_POOLER_PORTS: `${ports.min}-${ports.max}`, SOTA_BACKUP_MIN_FREE: "0" });
+  h = await startHarness({ SOTA_POOLER_PORTS: poolerPortsSetting(72), SOTA_BACKUP_MIN_FREE: "0" });
   rpc = grpcClients(`127.0.0.1:${h.app.address.port}`);
 }, 120_000);
 

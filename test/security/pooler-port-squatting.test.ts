@@ -25,6 +25,7 @@ import { startHarness, type Harness } from "../support/app-harness.js";
 import { PasswordTrap, tryToBind } from "../support/pooler-attacks.js";
 import { processTestBed, removeDataDir, type ProcessTestBed } from "../support/process-runtime-harness.js";
 import { appQuery, eventually, newSpec, processesUnder } from "../runtime/process-helpers.js";
+import { poolerPortsSetting } from "../support/process-runtime-harness.js";
 
 /** Bind attempts at the most, about a millisecond apart: a bounded attack that outlasts a PgBouncer restart. */
 const MAX_ATTEMPTS = 20_000;
@@ -162,7 +163,7 @@ describe("pooler port squatting: the whole service, process runtime", () => {
 
   it("(c) a restart with the port squatted reports the database failed and names it in /readyz", async () => {
     // This file's own range (offset 33 of the test beds').
-    harness = await startHarness({ SOTA_POOLER_PORTS: "30300-30399" });
+    harness = await startHarness({ SOTA_POOLER_PORTS: poolerPortsSetting(47) });
     const projectId = randomUUID();
     const { database } = await harness.app.service.ensure(projectId, "squat-app");
     const port = database.port!;

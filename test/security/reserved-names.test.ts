@@ -14,14 +14,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { slugForProject } from "../../src/names.js";
 import { startHarness, type Harness } from "../support/app-harness.js";
 import { grpc, grpcClients, type GrpcClients } from "../support/grpc-client.js";
-import { portRange } from "../support/process-runtime-harness.js";
+import { poolerPortsSetting } from "../support/process-runtime-harness.js";
 
 let h: Harness;
 let rpc: GrpcClients;
 
 beforeAll(async () => {
-  const ports = portRange(21);
-  h = await startHarness({ SOTA_POOLER_PORTS: `${ports.min}-${ports.max}` });
+  h = await startHarness({ SOTA_POOLER_PORTS: poolerPortsSetting(21) });
   rpc = grpcClients(`127.0.0.1:${h.app.address.port}`);
 }, 120_000);
 

@@ -9,6 +9,7 @@ import { loadConfig } from "../../src/config.js";
 import { createLogger } from "../../src/log.js";
 import { hashToken } from "../../src/server/tokens.js";
 import { removeDataDir } from "./data-dir-cleanup.js";
+import { poolerPortsSetting } from "./process-runtime-harness.js";
 
 export interface Harness {
   readonly dataDir: string;
@@ -82,8 +83,7 @@ export async function startHarness(extraEnv: Record<string, string> = {}): Promi
   return harness;
 }
 
-/** A pooler port range per test file, so files never collide on ports. */
+/** A pooler port range for files that name none (see portRange). */
 function poolerPorts(): string {
-  const base = 20000 + (process.pid % 400) * 100;
-  return `${base}-${base + 99}`;
+  return poolerPortsSetting(100 + (process.pid % 50));
 }

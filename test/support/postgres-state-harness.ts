@@ -1,7 +1,7 @@
 // The whole service in-process (app-harness.ts) on a PostgreSQL state store of
 // its own (state-postgres.ts), with the process runtime on the file's pooler ports.
 import { startHarness, type Harness } from "./app-harness.js";
-import { portRange } from "./process-runtime-harness.js";
+import { poolerPortsSetting } from "./process-runtime-harness.js";
 import { startStatePostgres, type StatePostgres } from "./state-postgres.js";
 
 export interface PostgresStateHarness {
@@ -16,8 +16,7 @@ export async function startPostgresStateHarness(portOffset: number): Promise<Pos
   const cluster = await startStatePostgres();
   try {
     const stateUrl = await cluster.createDatabase();
-    const ports = portRange(portOffset);
-    const h = await startHarness({ SOTA_STATE_URL: stateUrl, SOTA_POOLER_PORTS: `${ports.min}-${ports.max}`, SOTA_SPARE_COPIES: "0" });
+    const h = await startHarness({ SOTA_STATE_URL: stateUrl, SOTA_POOLER_PORTS: poolerPortsSetting(portOffset), SOTA_SPARE_COPIES: "0" });
     return {
       cluster,
       stateUrl,

@@ -30,10 +30,23 @@ export async function makeDataDir(name = "sota-process-"): Promise<string> {
   return dir;
 }
 
-/** A pooler port range per test file, away from the service's default (16432-17431). */
+/**
+ * A pooler port range per test file (offsets 0-99; 100-149 are the harness's
+ * default), away from the service's default (16432-17431) and below Linux's
+ * ephemeral range (32768 up): a port in that range can be the local end of
+ * any outgoing connection on the machine, and Ensure then finds it "held by
+ * another process".
+ */
 export function portRange(offset: number): { min: number; max: number } {
-  const min = 27000 + offset * 100;
+  const min = 17500 + offset * 100;
+  if (!Number.isInteger(offset) || offset < 0 || min + 99 >= 32768) throw new Error(`no test port range at offset ${offset}`);
   return { min, max: min + 99 };
+}
+
+/** portRange as the value of SOTA_POOLER_PORTS. */
+export function poolerPortsSetting(offset: number): string {
+  const { min, max } = portRange(offset);
+  return `${min}-${max}`;
 }
 
 export interface ProcessTestBed {

@@ -11,7 +11,7 @@ import { ChildServer } from "./child-server.js";
 import { rotateLogIfLarge } from "./log-rotation.js";
 import type { RunAs } from "../host/os-user.js";
 import type { Rows } from "../../runtime.js";
-import { loopbackClient, queryOnce, queryRows } from "../sql/pg-clients.js";
+import { attemptTimeoutMs, loopbackClient, queryOnce, queryRows } from "../sql/pg-clients.js";
 import type { PgbouncerBinary } from "../host/postgres-binaries.js";
 import { POOLER_ADMIN_USER } from "./pgbouncer-config.js";
 import { PortHoldError, type PoolerSockets } from "../host/pooler-sockets.js";
@@ -139,7 +139,7 @@ export class PgbouncerServer extends ChildServer {
   waitForAppQuery(user: string, password: string, database: string, deadline: number, signal: AbortSignal): Promise<string> {
     return this.waitUntil(
       async () => {
-        const client = loopbackClient(this.port, user, password, database);
+        const client = loopbackClient(this.port, user, password, database, attemptTimeoutMs(deadline));
         try {
           await client.connect();
           const rows = await queryRows(client, "SELECT current_setting('server_version') AS version");

@@ -7,7 +7,7 @@ import { ChildServer } from "./child-server.js";
 import { rotateLogIfLarge } from "./log-rotation.js";
 import type { RunAs } from "../host/os-user.js";
 import { ensureDir, ensurePrivateDir, ownedBy, readableBy, writeServiceFileIfChanged } from "../host/owned-files.js";
-import { superuserClient } from "../sql/pg-clients.js";
+import { attemptTimeoutMs, superuserClient } from "../sql/pg-clients.js";
 import { runCommand } from "./run-command.js";
 import type { PostgresBinaries } from "../host/postgres-binaries.js";
 import { POSTGRES_PORT, renderHba, renderPostgresConfig } from "./postgres-settings.js";
@@ -80,7 +80,7 @@ export class PostgresServer extends ChildServer {
   connect(database: string, deadline: number, signal: AbortSignal): Promise<pg.Client> {
     return this.waitUntil(
       async () => {
-        const client = superuserClient(this.options.socketDir, database);
+        const client = superuserClient(this.options.socketDir, database, attemptTimeoutMs(deadline));
         try {
           await client.connect();
           return client;

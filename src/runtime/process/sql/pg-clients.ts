@@ -10,10 +10,22 @@ import { POSTGRES_PORT, SUPERUSER } from "../children/postgres-settings.js";
 /** Every value as the text the server sent: the Runtime port returns strings. */
 const TEXT_TYPES = { getTypeParser: () => (value: string) => value } as unknown as pg.CustomTypesConfig;
 const CONNECT_TIMEOUT_MS = 5_000;
+/** The least a connection attempt is given, even past a deadline: a server that is up answers well within it. */
+const LAST_ATTEMPT_MS = 200;
+
+/**
+ * How long one connection attempt of a readiness wait may take: no longer
+ * than what is left until `deadline` (a server that accepts the socket but
+ * answers slowly, starved or stuck, must not stretch the wait past its
+ * bound), and no longer than a usual connect.
+ */
+export function attemptTimeoutMs(deadline: number): number {
+  return Math.min(CONNECT_TIMEOUT_MS, Math.max(LAST_ATTEMPT_MS, deadline - Date.now()));
+}
 
 /** search_path pinned to pg_catalog: no tenant setting reaches a superuser session. */
-export function superuserClient(socketDir: string, database: string): pg.Client {
-  return socketClient(socketDir, SUPERUSER, database, SUPERUSER_STARTUP_OPTIONS);
+export function superuserClient(socketDir: string, database: string, connectTimeoutMs = CONNECT_TIMEOUT_MS): pg.Client {
+  return socketClient(socketDir, SUPERUSER, database, SUPERUSER_STARTUP_OPTIONS, connectTimeoutMs);
 }
 
 /** The project's app role, without a password (`trust` on the private socket). */
@@ -21,7 +33,7 @@ export function appRoleSocketClient(socketDir: string, role: string, database: s
   return socketClient(socketDir, role, database);
 }
 
-function socketClient(socketDir: string, user: string, database: string, options?: string): pg.Client {
+function socketClient(socketDir: string, user: string, database: string, options?: string, connectTimeoutMs = CONNECT_TIMEOUT_MS): pg.Client {
   return guarded(
     new pg.Client({
       host: socketDir,
@@ -29,14 +41,14 @@ function socketClient(socketDir: string, user: string, database: string, options
       user,
       database,
       types: TEXT_TYPES,
-      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+      connectionTimeoutMillis: connectTimeoutMs,
       application_name: "sota-db",
       ...(options === undefined ? {} : { options }),
     }),
   );
 }
 
-export function loopbackClient(port: number, user: string, password: string, database: string): pg.Client {
+export function loopbackClient(port: number, user: string, password: string, database: string, connectTimeoutMs = CONNECT_TIMEOUT_MS): pg.Client {
   return guarded(
     new pg.Client({
       host: "127.0.0.1",
@@ -45,7 +57,7 @@ export function loopbackClient(port: number, user: string, password: string, dat
       password,
       database,
       types: TEXT_TYPES,
-      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+      connectionTimeoutMillis: connectTimeoutMs,
     }),
   );
 }
