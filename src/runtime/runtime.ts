@@ -148,8 +148,105 @@ export interface Runtime {
   /** Out-of-memory kills seen per database this service runs (only those with at least one). */
   outOfMemoryKills?(): readonly OutOfMemoryKills[];
 
+  /**
+   * Continuous archiving and point-in-time recovery (see PointInTimeRecovery);
+   * absent: the driver cannot do it yet, and the service says so.
+   */
+  readonly pitr?: PointInTimeRecovery;
+
   /** Stops what this process started (process driver); leaves containers running. */
   close(): Promise<void>;
+}
+
+/**
+ * WAL of one database, streamed by pg_receivewal beside it since a given
+ * moment. A recovery starts a new timeline, and a new generation of the
+ * archive with it: a receiver cannot carry on into a directory whose newest
+ * segment belongs to the timeline that was left. Each base backup belongs to
+ * the generation that was current when it was taken; old generations stay
+ * until no kept base backup needs them.
+ */
+export interface WalGeneration {
+  /** Sortable, path-safe (e.g. "20261130T120000Z"); names the archive. */
+  readonly id: string;
+  /** Whether pg_receivewal is streaming into it right now (only the current generation can be). */
+  readonly streaming: boolean;
+  /** When WAL last reached the archive; null while it is empty. */
+  readonly lastReceivedAt: Date | null;
+  /** Bytes of WAL the generation holds on this host. */
+  readonly bytes: number;
+  /** Its WAL segment files, oldest first; the last may be partial (still being written). */
+  readonly segments: readonly WalSegment[];
+}
+
+export interface WalSegment {
+  /** The segment's file name as PostgreSQL names it (24 hex digits; a timeline history file: "{8 hex}.history"). */
+  readonly name: string;
+  readonly bytes: number;
+  /** False for the segment pg_receivewal is still writing (".partial" on disk). */
+  readonly complete: boolean;
+}
+
+/** What a base backup stream is, once it has ended. */
+export interface BaseBackupInfo {
+  /** The WAL generation it belongs to. */
+  readonly generation: string;
+  /** The first WAL segment a recovery from it needs (older ones may be pruned once no other backup needs them). */
+  readonly startSegment: string;
+}
+
+export interface RecoveryTarget {
+  /** The generation whose WAL is replayed: the one the base backup belongs to. */
+  readonly generation: string;
+  /** Replay up to this second (commits after it are left out); absent: everything archived. */
+  readonly time?: Date;
+}
+
+/**
+ * Point-in-time recovery, built on PostgreSQL's own tools: pg_receivewal
+ * streams each database's WAL into an archive beside it (started by ensure,
+ * supervised like the server), pg_basebackup takes base backups, and a
+ * recovery replays a base backup plus archived WAL up to a second. The
+ * archive never holds more than the WAL itself: an idle database costs almost
+ * no disk.
+ */
+export interface PointInTimeRecovery {
+  /**
+   * A base backup of the whole server (pg_basebackup, tar format, WAL fetched
+   * into it so it is consistent on its own), streamed; `info` resolves when it
+   * ended, and the stream errors if pg_basebackup exits non-zero. Never run as
+   * a role a tenant can use.
+   */
+  baseBackup(target: RuntimeTarget): { readonly stream: Readable; readonly info: Promise<BaseBackupInfo> };
+
+  /** The database's WAL archive, oldest generation first (empty when it has none). */
+  walGenerations(target: RuntimeTarget): Promise<WalGeneration[]>;
+
+  /**
+   * Makes sure everything committed before the call is in the archive: writes
+   * a commit of its own and waits until the receiver has flushed it (bounded;
+   * RuntimeError "timeout" when the receiver does not keep up). Resolves with
+   * the time of that commit. A point-in-time restore calls it first, so a
+   * target time between the last commit and now has a commit after it.
+   */
+  flushWal(target: RuntimeTarget): Promise<Date>;
+
+  /** One archived WAL file, streamed (for off-host copies). */
+  readWal(target: RuntimeTarget, generation: string, name: string): Readable;
+
+  /**
+   * Replaces the database's whole server with `base` (a baseBackup stream)
+   * replayed up to `recovery`, and starts it as the primary of a new timeline
+   * with a new, empty WAL generation (whose id it resolves with), behind the
+   * same endpoint, with the spec's password. The server it replaces is moved
+   * aside first and put back if the recovery fails, so a failed recovery
+   * changes nothing. Only the database's own data is used: never another
+   * project's archive.
+   */
+  recover(spec: DatabaseSpec, base: Readable, recovery: RecoveryTarget, signal?: AbortSignal): Promise<{ readonly generation: string; readonly result: EnsureResult }>;
+
+  /** Removes WAL no kept base backup needs: whole generations not in `keep`, and segments of kept ones older than their start segment. */
+  pruneWal(target: RuntimeTarget, keep: ReadonlyMap<string, string>): Promise<void>;
 }
 
 export interface OutOfMemoryKills {

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file sota/database/v1/database.proto.
  */
 export const file_sota_database_v1_database: GenFile = /*@__PURE__*/
-  fileDesc("Ch9zb3RhL2RhdGFiYXNlL3YxL2RhdGFiYXNlLnByb3RvEhBzb3RhLmRhdGFiYXNlLnYxIrwBCg5EYXRhYmFzZUxpbWl0cxIWCgltZW1vcnlfbWIYASABKAVIAIgBARIRCgRjcHVzGAIgASgBSAGIAQESEQoEcGlkcxgDIAEoBUgCiAEBEhMKBnNobV9tYhgEIAEoBUgDiAEBEhoKDXNpemVfcXVvdGFfbWIYBSABKANIBIgBAUIMCgpfbWVtb3J5X21iQgcKBV9jcHVzQgcKBV9waWRzQgkKB19zaG1fbWJCEAoOX3NpemVfcXVvdGFfbWIiRgoJU2l6ZVF1b3RhEhMKC3F1b3RhX2J5dGVzGAEgASgDEhIKCnNpemVfYnl0ZXMYAiABKAMSEAoIZXhjZWVkZWQYAyABKAgiqAEKBlBvb2xlchIPCgd2ZXJzaW9uGAEgASgJEhEKCXBvb2xfbW9kZRgCIAEoCRIZChFkZWZhdWx0X3Bvb2xfc2l6ZRgDIAEoBRIXCg9tYXhfY2xpZW50X2Nvbm4YBCABKAUSJQodcHJlcGFyZWRfc3RhdGVtZW50c19zdXBwb3J0ZWQYBSABKAgSHwoXbWF4X3ByZXBhcmVkX3N0YXRlbWVudHMYBiABKAUihgQKCERhdGFiYXNlEhIKCnByb2plY3RfaWQYASABKAkSDAoEc2x1ZxgCIAEoCRIuCgVzdGF0ZRgDIAEoDjIfLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2VTdGF0ZRIPCgdydW50aW1lGAQgASgJEhgKEHBvc3RncmVzX3ZlcnNpb24YBSABKAkSKAoGcG9vbGVyGAYgASgLMhguc290YS5kYXRhYmFzZS52MS5Qb29sZXISDAoEaG9zdBgHIAEoCRIMCgRwb3J0GAggASgFEhUKDWRhdGFiYXNlX25hbWUYCSABKAkSDAoEdXNlchgKIAEoCRIPCgduZXR3b3JrGAsgASgJEi8KC2NyZWF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZXJyb3IYDiABKAkSMAoGbGltaXRzGBQgASgLMiAuc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZUxpbWl0cxIaChJsaW1pdHNfZW5mb3JjZW1lbnQYFSABKAkSEQoJb29tX2tpbGxzGBYgASgDEi8KCnNpemVfcXVvdGEYFyABKAsyGy5zb3RhLmRhdGFiYXNlLnYxLlNpemVRdW90YSJjCg1FbnN1cmVSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSDAoEc2x1ZxgCIAEoCRIwCgZsaW1pdHMYFCABKAsyIC5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlTGltaXRzIk8KDkVuc3VyZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZRIPCgdjcmVhdGVkGAIgASgIIigKEkdldERhdGFiYXNlUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIo4BChNHZXREYXRhYmFzZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZRIuCgV1c2FnZRgeIAEoCzIfLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2VVc2FnZRIZChF1c2FnZV91bmF2YWlsYWJsZRgfIAEoCSKqAgoNRGF0YWJhc2VVc2FnZRISCgpzaXplX2J5dGVzGAEgASgDEiEKGWNsaWVudF9jb25uZWN0aW9uc19hY3RpdmUYAiABKAUSIgoaY2xpZW50X2Nvbm5lY3Rpb25zX3dhaXRpbmcYAyABKAUSIQoZc2VydmVyX2Nvbm5lY3Rpb25zX2FjdGl2ZRgEIAEoBRIfChdzZXJ2ZXJfY29ubmVjdGlvbnNfaWRsZRgFIAEoBRIYChBtYXhfd2FpdF9zZWNvbmRzGAYgASgBEh4KFm1heF9jbGllbnRfY29ubmVjdGlvbnMYByABKAUSEQoJcG9vbF9zaXplGAggASgFEi0KCXJlYWRfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiKgoUR2V0Q29ubmVjdGlvblJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCSJwChVHZXRDb25uZWN0aW9uUmVzcG9uc2USFAoMZGF0YWJhc2VfdXJsGAEgASgJEiwKCGRhdGFiYXNlGAIgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZRITCgtzZXNzaW9uX3VybBgDIAEoCSLPAwoGQmFja3VwEgoKAmlkGAEgASgJEhIKCnByb2plY3RfaWQYAiABKAkSKgoEa2luZBgDIAEoDjIcLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwS2luZBIsCgVzdGF0ZRgEIAEoDjIdLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwU3RhdGUSEgoKc2l6ZV9ieXRlcxgFIAEoAxIOCgZzaGEyNTYYBiABKAkSLgoKc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVlcnJvchgKIAEoCRI5Cgx2ZXJpZmljYXRpb24YCyABKA4yIy5zb3RhLmRhdGFiYXNlLnYxLlZlcmlmaWNhdGlvblN0YXRlEi8KC3ZlcmlmeV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJ2ZXJpZmljYXRpb25fZXJyb3IYDSABKAkiNwoTQ3JlYXRlQmFja3VwUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEgwKBHdhaXQYAiABKAgiQAoUQ3JlYXRlQmFja3VwUmVzcG9uc2USKAoGYmFja3VwGAEgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiKAoSTGlzdEJhY2t1cHNSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkiQAoTTGlzdEJhY2t1cHNSZXNwb25zZRIpCgdiYWNrdXBzGAEgAygLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiPQoUUmVzdG9yZUJhY2t1cFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIRCgliYWNrdXBfaWQYAiABKAkidAoVUmVzdG9yZUJhY2t1cFJlc3BvbnNlEioKCHJlc3RvcmVkGAEgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXASLwoNc2FmZXR5X2JhY2t1cBgCIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIjwKE1ZlcmlmeUJhY2t1cFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIRCgliYWNrdXBfaWQYAiABKAkiQAoUVmVyaWZ5QmFja3VwUmVzcG9uc2USKAoGYmFja3VwGAEgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiRgoVRGVsZXRlRGF0YWJhc2VSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSGQoRc2tpcF9maW5hbF9iYWNrdXAYAiABKAgidgoWRGVsZXRlRGF0YWJhc2VSZXNwb25zZRIsCghkYXRhYmFzZRgBIAEoCzIaLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2USLgoMZmluYWxfYmFja3VwGAIgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiRQoYUm90YXRlQ3JlZGVudGlhbHNSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSFQoNZ3JhY2Vfc2Vjb25kcxgCIAEoBSJfChlSb3RhdGVDcmVkZW50aWFsc1Jlc3BvbnNlEhQKDGRhdGFiYXNlX3VybBgBIAEoCRIsCghkYXRhYmFzZRgCIAEoCzIaLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2UiXQoVVXBkYXRlRGF0YWJhc2VSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSMAoGbGltaXRzGAIgASgLMiAuc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZUxpbWl0cyJGChZVcGRhdGVEYXRhYmFzZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZSq+AQoNRGF0YWJhc2VTdGF0ZRIeChpEQVRBQkFTRV9TVEFURV9VTlNQRUNJRklFRBAAEh8KG0RBVEFCQVNFX1NUQVRFX1BST1ZJU0lPTklORxABEhgKFERBVEFCQVNFX1NUQVRFX1JFQURZEAISGQoVREFUQUJBU0VfU1RBVEVfRkFJTEVEEAMSGwoXREFUQUJBU0VfU1RBVEVfREVMRVRJTkcQBBIaChZEQVRBQkFTRV9TVEFURV9ERUxFVEVEEAUqiwEKCkJhY2t1cEtpbmQSGwoXQkFDS1VQX0tJTkRfVU5TUEVDSUZJRUQQABIZChVCQUNLVVBfS0lORF9TQ0hFRFVMRUQQARIWChJCQUNLVVBfS0lORF9NQU5VQUwQAhIWChJCQUNLVVBfS0lORF9TQUZFVFkQAxIVChFCQUNLVVBfS0lORF9GSU5BTBAEKnoKC0JhY2t1cFN0YXRlEhwKGEJBQ0tVUF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFEJBQ0tVUF9TVEFURV9SVU5OSU5HEAESGgoWQkFDS1VQX1NUQVRFX1NVQ0NFRURFRBACEhcKE0JBQ0tVUF9TVEFURV9GQUlMRUQQAyp1ChFWZXJpZmljYXRpb25TdGF0ZRIiCh5WRVJJRklDQVRJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIdChlWRVJJRklDQVRJT05fU1RBVEVfUEFTU0VEEAESHQoZVkVSSUZJQ0FUSU9OX1NUQVRFX0ZBSUxFRBACMtAHCg9EYXRhYmFzZVNlcnZpY2USSwoGRW5zdXJlEh8uc290YS5kYXRhYmFzZS52MS5FbnN1cmVSZXF1ZXN0GiAuc290YS5kYXRhYmFzZS52MS5FbnN1cmVSZXNwb25zZRJaCgtHZXREYXRhYmFzZRIkLnNvdGEuZGF0YWJhc2UudjEuR2V0RGF0YWJhc2VSZXF1ZXN0GiUuc290YS5kYXRhYmFzZS52MS5HZXREYXRhYmFzZVJlc3BvbnNlEmAKDUdldENvbm5lY3Rpb24SJi5zb3RhLmRhdGFiYXNlLnYxLkdldENvbm5lY3Rpb25SZXF1ZXN0Gicuc290YS5kYXRhYmFzZS52MS5HZXRDb25uZWN0aW9uUmVzcG9uc2USXQoMQ3JlYXRlQmFja3VwEiUuc290YS5kYXRhYmFzZS52MS5DcmVhdGVCYWNrdXBSZXF1ZXN0GiYuc290YS5kYXRhYmFzZS52MS5DcmVhdGVCYWNrdXBSZXNwb25zZRJaCgtMaXN0QmFja3VwcxIkLnNvdGEuZGF0YWJhc2UudjEuTGlzdEJhY2t1cHNSZXF1ZXN0GiUuc290YS5kYXRhYmFzZS52MS5MaXN0QmFja3Vwc1Jlc3BvbnNlEmAKDVJlc3RvcmVCYWNrdXASJi5zb3RhLmRhdGFiYXNlLnYxLlJlc3RvcmVCYWNrdXBSZXF1ZXN0Gicuc290YS5kYXRhYmFzZS52MS5SZXN0b3JlQmFja3VwUmVzcG9uc2USXQoMVmVyaWZ5QmFja3VwEiUuc290YS5kYXRhYmFzZS52MS5WZXJpZnlCYWNrdXBSZXF1ZXN0GiYuc290YS5kYXRhYmFzZS52MS5WZXJpZnlCYWNrdXBSZXNwb25zZRJjCg5EZWxldGVEYXRhYmFzZRInLnNvdGEuZGF0YWJhc2UudjEuRGVsZXRlRGF0YWJhc2VSZXF1ZXN0Giguc290YS5kYXRhYmFzZS52MS5EZWxldGVEYXRhYmFzZVJlc3BvbnNlEmwKEVJvdGF0ZUNyZWRlbnRpYWxzEiouc290YS5kYXRhYmFzZS52MS5Sb3RhdGVDcmVkZW50aWFsc1JlcXVlc3QaKy5zb3RhLmRhdGFiYXNlLnYxLlJvdGF0ZUNyZWRlbnRpYWxzUmVzcG9uc2USYwoOVXBkYXRlRGF0YWJhc2USJy5zb3RhLmRhdGFiYXNlLnYxLlVwZGF0ZURhdGFiYXNlUmVxdWVzdBooLnNvdGEuZGF0YWJhc2UudjEuVXBkYXRlRGF0YWJhc2VSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Ch9zb3RhL2RhdGFiYXNlL3YxL2RhdGFiYXNlLnByb3RvEhBzb3RhLmRhdGFiYXNlLnYxIrwBCg5EYXRhYmFzZUxpbWl0cxIWCgltZW1vcnlfbWIYASABKAVIAIgBARIRCgRjcHVzGAIgASgBSAGIAQESEQoEcGlkcxgDIAEoBUgCiAEBEhMKBnNobV9tYhgEIAEoBUgDiAEBEhoKDXNpemVfcXVvdGFfbWIYBSABKANIBIgBAUIMCgpfbWVtb3J5X21iQgcKBV9jcHVzQgcKBV9waWRzQgkKB19zaG1fbWJCEAoOX3NpemVfcXVvdGFfbWIiRgoJU2l6ZVF1b3RhEhMKC3F1b3RhX2J5dGVzGAEgASgDEhIKCnNpemVfYnl0ZXMYAiABKAMSEAoIZXhjZWVkZWQYAyABKAgiqAEKBlBvb2xlchIPCgd2ZXJzaW9uGAEgASgJEhEKCXBvb2xfbW9kZRgCIAEoCRIZChFkZWZhdWx0X3Bvb2xfc2l6ZRgDIAEoBRIXCg9tYXhfY2xpZW50X2Nvbm4YBCABKAUSJQodcHJlcGFyZWRfc3RhdGVtZW50c19zdXBwb3J0ZWQYBSABKAgSHwoXbWF4X3ByZXBhcmVkX3N0YXRlbWVudHMYBiABKAUihgQKCERhdGFiYXNlEhIKCnByb2plY3RfaWQYASABKAkSDAoEc2x1ZxgCIAEoCRIuCgVzdGF0ZRgDIAEoDjIfLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2VTdGF0ZRIPCgdydW50aW1lGAQgASgJEhgKEHBvc3RncmVzX3ZlcnNpb24YBSABKAkSKAoGcG9vbGVyGAYgASgLMhguc290YS5kYXRhYmFzZS52MS5Qb29sZXISDAoEaG9zdBgHIAEoCRIMCgRwb3J0GAggASgFEhUKDWRhdGFiYXNlX25hbWUYCSABKAkSDAoEdXNlchgKIAEoCRIPCgduZXR3b3JrGAsgASgJEi8KC2NyZWF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZXJyb3IYDiABKAkSMAoGbGltaXRzGBQgASgLMiAuc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZUxpbWl0cxIaChJsaW1pdHNfZW5mb3JjZW1lbnQYFSABKAkSEQoJb29tX2tpbGxzGBYgASgDEi8KCnNpemVfcXVvdGEYFyABKAsyGy5zb3RhLmRhdGFiYXNlLnYxLlNpemVRdW90YSJjCg1FbnN1cmVSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSDAoEc2x1ZxgCIAEoCRIwCgZsaW1pdHMYFCABKAsyIC5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlTGltaXRzIk8KDkVuc3VyZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZRIPCgdjcmVhdGVkGAIgASgIIigKEkdldERhdGFiYXNlUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJIskBChNHZXREYXRhYmFzZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZRIuCgV1c2FnZRgeIAEoCzIfLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2VVc2FnZRIZChF1c2FnZV91bmF2YWlsYWJsZRgfIAEoCRI5Cg9yZWNvdmVyeV93aW5kb3cYKCABKAsyIC5zb3RhLmRhdGFiYXNlLnYxLlJlY292ZXJ5V2luZG93IocBCg5SZWNvdmVyeVdpbmRvdxIxCg1lYXJsaWVzdF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtsYXRlc3RfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJc3RyZWFtaW5nGAMgASgIIqoCCg1EYXRhYmFzZVVzYWdlEhIKCnNpemVfYnl0ZXMYASABKAMSIQoZY2xpZW50X2Nvbm5lY3Rpb25zX2FjdGl2ZRgCIAEoBRIiChpjbGllbnRfY29ubmVjdGlvbnNfd2FpdGluZxgDIAEoBRIhChlzZXJ2ZXJfY29ubmVjdGlvbnNfYWN0aXZlGAQgASgFEh8KF3NlcnZlcl9jb25uZWN0aW9uc19pZGxlGAUgASgFEhgKEG1heF93YWl0X3NlY29uZHMYBiABKAESHgoWbWF4X2NsaWVudF9jb25uZWN0aW9ucxgHIAEoBRIRCglwb29sX3NpemUYCCABKAUSLQoJcmVhZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIqChRHZXRDb25uZWN0aW9uUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJInAKFUdldENvbm5lY3Rpb25SZXNwb25zZRIUCgxkYXRhYmFzZV91cmwYASABKAkSLAoIZGF0YWJhc2UYAiABKAsyGi5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlEhMKC3Nlc3Npb25fdXJsGAMgASgJIowBCgtPZmZzaXRlQ29weRItCgVzdGF0ZRgBIAEoDjIeLnNvdGEuZGF0YWJhc2UudjEuT2Zmc2l0ZVN0YXRlEi0KCWNvcHlfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZXJyb3IYAyABKAkSEAoIYXR0ZW1wdHMYBCABKAUirwQKBkJhY2t1cBIKCgJpZBgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEioKBGtpbmQYAyABKA4yHC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cEtpbmQSLAoFc3RhdGUYBCABKA4yHS5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cFN0YXRlEhIKCnNpemVfYnl0ZXMYBSABKAMSDgoGc2hhMjU2GAYgASgJEi4KCnN0YXJ0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZXJyb3IYCiABKAkSOQoMdmVyaWZpY2F0aW9uGAsgASgOMiMuc290YS5kYXRhYmFzZS52MS5WZXJpZmljYXRpb25TdGF0ZRIvCgt2ZXJpZnlfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGgoSdmVyaWZpY2F0aW9uX2Vycm9yGA0gASgJEi4KBmZvcm1hdBgOIAEoDjIeLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwRm9ybWF0Ei4KB29mZnNpdGUYDyABKAsyHS5zb3RhLmRhdGFiYXNlLnYxLk9mZnNpdGVDb3B5IjcKE0NyZWF0ZUJhY2t1cFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIMCgR3YWl0GAIgASgIIkAKFENyZWF0ZUJhY2t1cFJlc3BvbnNlEigKBmJhY2t1cBgBIAEoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwIigKEkxpc3RCYWNrdXBzUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJInsKE0xpc3RCYWNrdXBzUmVzcG9uc2USKQoHYmFja3VwcxgBIAMoCzIYLnNvdGEuZGF0YWJhc2UudjEuQmFja3VwEjkKD3JlY292ZXJ5X3dpbmRvdxgCIAEoCzIgLnNvdGEuZGF0YWJhc2UudjEuUmVjb3ZlcnlXaW5kb3cibgoUUmVzdG9yZUJhY2t1cFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIRCgliYWNrdXBfaWQYAiABKAkSLwoLdGFyZ2V0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqUBChVSZXN0b3JlQmFja3VwUmVzcG9uc2USKgoIcmVzdG9yZWQYASABKAsyGC5zb3RhLmRhdGFiYXNlLnYxLkJhY2t1cBIvCg1zYWZldHlfYmFja3VwGAIgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXASLwoLdGFyZ2V0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjwKE1ZlcmlmeUJhY2t1cFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIRCgliYWNrdXBfaWQYAiABKAkiQAoUVmVyaWZ5QmFja3VwUmVzcG9uc2USKAoGYmFja3VwGAEgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiRgoVRGVsZXRlRGF0YWJhc2VSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSGQoRc2tpcF9maW5hbF9iYWNrdXAYAiABKAgidgoWRGVsZXRlRGF0YWJhc2VSZXNwb25zZRIsCghkYXRhYmFzZRgBIAEoCzIaLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2USLgoMZmluYWxfYmFja3VwGAIgASgLMhguc290YS5kYXRhYmFzZS52MS5CYWNrdXAiRQoYUm90YXRlQ3JlZGVudGlhbHNSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSFQoNZ3JhY2Vfc2Vjb25kcxgCIAEoBSJfChlSb3RhdGVDcmVkZW50aWFsc1Jlc3BvbnNlEhQKDGRhdGFiYXNlX3VybBgBIAEoCRIsCghkYXRhYmFzZRgCIAEoCzIaLnNvdGEuZGF0YWJhc2UudjEuRGF0YWJhc2UiXQoVVXBkYXRlRGF0YWJhc2VSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSMAoGbGltaXRzGAIgASgLMiAuc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZUxpbWl0cyJGChZVcGRhdGVEYXRhYmFzZVJlc3BvbnNlEiwKCGRhdGFiYXNlGAEgASgLMhouc290YS5kYXRhYmFzZS52MS5EYXRhYmFzZSKEAQoUQ2xvbmVEYXRhYmFzZVJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIZChFzb3VyY2VfcHJvamVjdF9pZBgCIAEoCRIvCgt0YXJnZXRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEc2x1ZxgEIAEoCSJFChVDbG9uZURhdGFiYXNlUmVzcG9uc2USLAoIZGF0YWJhc2UYASABKAsyGi5zb3RhLmRhdGFiYXNlLnYxLkRhdGFiYXNlKr4BCg1EYXRhYmFzZVN0YXRlEh4KGkRBVEFCQVNFX1NUQVRFX1VOU1BFQ0lGSUVEEAASHwobREFUQUJBU0VfU1RBVEVfUFJPVklTSU9OSU5HEAESGAoUREFUQUJBU0VfU1RBVEVfUkVBRFkQAhIZChVEQVRBQkFTRV9TVEFURV9GQUlMRUQQAxIbChdEQVRBQkFTRV9TVEFURV9ERUxFVElORxAEEhoKFkRBVEFCQVNFX1NUQVRFX0RFTEVURUQQBSqLAQoKQmFja3VwS2luZBIbChdCQUNLVVBfS0lORF9VTlNQRUNJRklFRBAAEhkKFUJBQ0tVUF9LSU5EX1NDSEVEVUxFRBABEhYKEkJBQ0tVUF9LSU5EX01BTlVBTBACEhYKEkJBQ0tVUF9LSU5EX1NBRkVUWRADEhUKEUJBQ0tVUF9LSU5EX0ZJTkFMEAQqXQoMQmFja3VwRm9ybWF0Eh0KGUJBQ0tVUF9GT1JNQVRfVU5TUEVDSUZJRUQQABIWChJCQUNLVVBfRk9STUFUX0RVTVAQARIWChJCQUNLVVBfRk9STUFUX0JBU0UQAiqYAQoMT2Zmc2l0ZVN0YXRlEh0KGU9GRlNJVEVfU1RBVEVfVU5TUEVDSUZJRUQQABIaChZPRkZTSVRFX1NUQVRFX0RJU0FCTEVEEAESGQoVT0ZGU0lURV9TVEFURV9QRU5ESU5HEAISGAoUT0ZGU0lURV9TVEFURV9DT1BJRUQQAxIYChRPRkZTSVRFX1NUQVRFX0ZBSUxFRBAEKnoKC0JhY2t1cFN0YXRlEhwKGEJBQ0tVUF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFEJBQ0tVUF9TVEFURV9SVU5OSU5HEAESGgoWQkFDS1VQX1NUQVRFX1NVQ0NFRURFRBACEhcKE0JBQ0tVUF9TVEFURV9GQUlMRUQQAyp1ChFWZXJpZmljYXRpb25TdGF0ZRIiCh5WRVJJRklDQVRJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIdChlWRVJJRklDQVRJT05fU1RBVEVfUEFTU0VEEAESHQoZVkVSSUZJQ0FUSU9OX1NUQVRFX0ZBSUxFRBACMrIICg9EYXRhYmFzZVNlcnZpY2USSwoGRW5zdXJlEh8uc290YS5kYXRhYmFzZS52MS5FbnN1cmVSZXF1ZXN0GiAuc290YS5kYXRhYmFzZS52MS5FbnN1cmVSZXNwb25zZRJaCgtHZXREYXRhYmFzZRIkLnNvdGEuZGF0YWJhc2UudjEuR2V0RGF0YWJhc2VSZXF1ZXN0GiUuc290YS5kYXRhYmFzZS52MS5HZXREYXRhYmFzZVJlc3BvbnNlEmAKDUdldENvbm5lY3Rpb24SJi5zb3RhLmRhdGFiYXNlLnYxLkdldENvbm5lY3Rpb25SZXF1ZXN0Gicuc290YS5kYXRhYmFzZS52MS5HZXRDb25uZWN0aW9uUmVzcG9uc2USXQoMQ3JlYXRlQmFja3VwEiUuc290YS5kYXRhYmFzZS52MS5DcmVhdGVCYWNrdXBSZXF1ZXN0GiYuc290YS5kYXRhYmFzZS52MS5DcmVhdGVCYWNrdXBSZXNwb25zZRJaCgtMaXN0QmFja3VwcxIkLnNvdGEuZGF0YWJhc2UudjEuTGlzdEJhY2t1cHNSZXF1ZXN0GiUuc290YS5kYXRhYmFzZS52MS5MaXN0QmFja3Vwc1Jlc3BvbnNlEmAKDVJlc3RvcmVCYWNrdXASJi5zb3RhLmRhdGFiYXNlLnYxLlJlc3RvcmVCYWNrdXBSZXF1ZXN0Gicuc290YS5kYXRhYmFzZS52MS5SZXN0b3JlQmFja3VwUmVzcG9uc2USXQoMVmVyaWZ5QmFja3VwEiUuc290YS5kYXRhYmFzZS52MS5WZXJpZnlCYWNrdXBSZXF1ZXN0GiYuc290YS5kYXRhYmFzZS52MS5WZXJpZnlCYWNrdXBSZXNwb25zZRJjCg5EZWxldGVEYXRhYmFzZRInLnNvdGEuZGF0YWJhc2UudjEuRGVsZXRlRGF0YWJhc2VSZXF1ZXN0Giguc290YS5kYXRhYmFzZS52MS5EZWxldGVEYXRhYmFzZVJlc3BvbnNlEmwKEVJvdGF0ZUNyZWRlbnRpYWxzEiouc290YS5kYXRhYmFzZS52MS5Sb3RhdGVDcmVkZW50aWFsc1JlcXVlc3QaKy5zb3RhLmRhdGFiYXNlLnYxLlJvdGF0ZUNyZWRlbnRpYWxzUmVzcG9uc2USYwoOVXBkYXRlRGF0YWJhc2USJy5zb3RhLmRhdGFiYXNlLnYxLlVwZGF0ZURhdGFiYXNlUmVxdWVzdBooLnNvdGEuZGF0YWJhc2UudjEuVXBkYXRlRGF0YWJhc2VSZXNwb25zZRJgCg1DbG9uZURhdGFiYXNlEiYuc290YS5kYXRhYmFzZS52MS5DbG9uZURhdGFiYXNlUmVxdWVzdBonLnNvdGEuZGF0YWJhc2UudjEuQ2xvbmVEYXRhYmFzZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * DatabaseLimits are a database's resource limits. In a request, a project's
@@ -390,6 +390,14 @@ export type GetDatabaseResponse = Message<"sota.database.v1.GetDatabaseResponse"
    * @generated from field: string usage_unavailable = 31;
    */
   usageUnavailable: string;
+
+  /**
+   * The seconds the database can be restored to (RestoreBackup target_time);
+   * absent until its first base backup has finished.
+   *
+   * @generated from field: sota.database.v1.RecoveryWindow recovery_window = 40;
+   */
+  recoveryWindow?: RecoveryWindow | undefined;
 };
 
 /**
@@ -398,6 +406,43 @@ export type GetDatabaseResponse = Message<"sota.database.v1.GetDatabaseResponse"
  */
 export const GetDatabaseResponseSchema: GenMessage<GetDatabaseResponse> = /*@__PURE__*/
   messageDesc(file_sota_database_v1_database, 7);
+
+/**
+ * RecoveryWindow: the span of time a point-in-time restore can reach, from
+ * the base backups and the WAL streamed since that are kept.
+ *
+ * @generated from message sota.database.v1.RecoveryWindow
+ */
+export type RecoveryWindow = Message<"sota.database.v1.RecoveryWindow"> & {
+  /**
+   * The end of the oldest kept base backup.
+   *
+   * @generated from field: google.protobuf.Timestamp earliest_time = 1;
+   */
+  earliestTime?: Timestamp | undefined;
+
+  /**
+   * Now while WAL is being streamed from the database; otherwise the last
+   * time WAL was received.
+   *
+   * @generated from field: google.protobuf.Timestamp latest_time = 2;
+   */
+  latestTime?: Timestamp | undefined;
+
+  /**
+   * Whether WAL is being streamed from the database right now.
+   *
+   * @generated from field: bool streaming = 3;
+   */
+  streaming: boolean;
+};
+
+/**
+ * Describes the message sota.database.v1.RecoveryWindow.
+ * Use `create(RecoveryWindowSchema)` to create a new message.
+ */
+export const RecoveryWindowSchema: GenMessage<RecoveryWindow> = /*@__PURE__*/
+  messageDesc(file_sota_database_v1_database, 8);
 
 /**
  * DatabaseUsage: how big and how busy a database is right now, and the pool
@@ -474,7 +519,7 @@ export type DatabaseUsage = Message<"sota.database.v1.DatabaseUsage"> & {
  * Use `create(DatabaseUsageSchema)` to create a new message.
  */
 export const DatabaseUsageSchema: GenMessage<DatabaseUsage> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 8);
+  messageDesc(file_sota_database_v1_database, 9);
 
 /**
  * @generated from message sota.database.v1.GetConnectionRequest
@@ -491,7 +536,7 @@ export type GetConnectionRequest = Message<"sota.database.v1.GetConnectionReques
  * Use `create(GetConnectionRequestSchema)` to create a new message.
  */
 export const GetConnectionRequestSchema: GenMessage<GetConnectionRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 9);
+  messageDesc(file_sota_database_v1_database, 10);
 
 /**
  * @generated from message sota.database.v1.GetConnectionResponse
@@ -527,7 +572,47 @@ export type GetConnectionResponse = Message<"sota.database.v1.GetConnectionRespo
  * Use `create(GetConnectionResponseSchema)` to create a new message.
  */
 export const GetConnectionResponseSchema: GenMessage<GetConnectionResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 10);
+  messageDesc(file_sota_database_v1_database, 11);
+
+/**
+ * OffsiteCopy: a backup's copy in object storage.
+ *
+ * @generated from message sota.database.v1.OffsiteCopy
+ */
+export type OffsiteCopy = Message<"sota.database.v1.OffsiteCopy"> & {
+  /**
+   * @generated from field: sota.database.v1.OffsiteState state = 1;
+   */
+  state: OffsiteState;
+
+  /**
+   * When the copy was completed.
+   *
+   * @generated from field: google.protobuf.Timestamp copy_time = 2;
+   */
+  copyTime?: Timestamp | undefined;
+
+  /**
+   * Why the last attempt failed, without any secret.
+   *
+   * @generated from field: string error = 3;
+   */
+  error: string;
+
+  /**
+   * Attempts made so far.
+   *
+   * @generated from field: int32 attempts = 4;
+   */
+  attempts: number;
+};
+
+/**
+ * Describes the message sota.database.v1.OffsiteCopy.
+ * Use `create(OffsiteCopySchema)` to create a new message.
+ */
+export const OffsiteCopySchema: GenMessage<OffsiteCopy> = /*@__PURE__*/
+  messageDesc(file_sota_database_v1_database, 12);
 
 /**
  * Backup is one gzip pg_dump of a project's database on the server's disk.
@@ -611,6 +696,20 @@ export type Backup = Message<"sota.database.v1.Backup"> & {
    * @generated from field: string verification_error = 13;
    */
   verificationError: string;
+
+  /**
+   * A dump (pg_dump) or a base backup (pg_basebackup).
+   *
+   * @generated from field: sota.database.v1.BackupFormat format = 14;
+   */
+  format: BackupFormat;
+
+  /**
+   * Whether its off-host copy exists.
+   *
+   * @generated from field: sota.database.v1.OffsiteCopy offsite = 15;
+   */
+  offsite?: OffsiteCopy | undefined;
 };
 
 /**
@@ -618,7 +717,7 @@ export type Backup = Message<"sota.database.v1.Backup"> & {
  * Use `create(BackupSchema)` to create a new message.
  */
 export const BackupSchema: GenMessage<Backup> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 11);
+  messageDesc(file_sota_database_v1_database, 13);
 
 /**
  * @generated from message sota.database.v1.CreateBackupRequest
@@ -643,7 +742,7 @@ export type CreateBackupRequest = Message<"sota.database.v1.CreateBackupRequest"
  * Use `create(CreateBackupRequestSchema)` to create a new message.
  */
 export const CreateBackupRequestSchema: GenMessage<CreateBackupRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 12);
+  messageDesc(file_sota_database_v1_database, 14);
 
 /**
  * @generated from message sota.database.v1.CreateBackupResponse
@@ -660,7 +759,7 @@ export type CreateBackupResponse = Message<"sota.database.v1.CreateBackupRespons
  * Use `create(CreateBackupResponseSchema)` to create a new message.
  */
 export const CreateBackupResponseSchema: GenMessage<CreateBackupResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 13);
+  messageDesc(file_sota_database_v1_database, 15);
 
 /**
  * @generated from message sota.database.v1.ListBackupsRequest
@@ -677,7 +776,7 @@ export type ListBackupsRequest = Message<"sota.database.v1.ListBackupsRequest"> 
  * Use `create(ListBackupsRequestSchema)` to create a new message.
  */
 export const ListBackupsRequestSchema: GenMessage<ListBackupsRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 14);
+  messageDesc(file_sota_database_v1_database, 16);
 
 /**
  * @generated from message sota.database.v1.ListBackupsResponse
@@ -687,6 +786,13 @@ export type ListBackupsResponse = Message<"sota.database.v1.ListBackupsResponse"
    * @generated from field: repeated sota.database.v1.Backup backups = 1;
    */
   backups: Backup[];
+
+  /**
+   * As in GetDatabaseResponse.
+   *
+   * @generated from field: sota.database.v1.RecoveryWindow recovery_window = 2;
+   */
+  recoveryWindow?: RecoveryWindow | undefined;
 };
 
 /**
@@ -694,7 +800,7 @@ export type ListBackupsResponse = Message<"sota.database.v1.ListBackupsResponse"
  * Use `create(ListBackupsResponseSchema)` to create a new message.
  */
 export const ListBackupsResponseSchema: GenMessage<ListBackupsResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 15);
+  messageDesc(file_sota_database_v1_database, 17);
 
 /**
  * @generated from message sota.database.v1.RestoreBackupRequest
@@ -706,9 +812,22 @@ export type RestoreBackupRequest = Message<"sota.database.v1.RestoreBackupReques
   projectId: string;
 
   /**
+   * The dump to restore; with target_time, a base backup to start from, or
+   * empty or "-" to let the service pick the newest one before target_time.
+   *
    * @generated from field: string backup_id = 2;
    */
   backupId: string;
+
+  /**
+   * Optional: restore the database as it was at this second (point-in-time
+   * recovery from a base backup and the WAL streamed since). It must be
+   * within the database's recovery_window; otherwise the call is refused
+   * with out_of_range naming the earliest and latest restorable times.
+   *
+   * @generated from field: google.protobuf.Timestamp target_time = 3;
+   */
+  targetTime?: Timestamp | undefined;
 };
 
 /**
@@ -716,7 +835,7 @@ export type RestoreBackupRequest = Message<"sota.database.v1.RestoreBackupReques
  * Use `create(RestoreBackupRequestSchema)` to create a new message.
  */
 export const RestoreBackupRequestSchema: GenMessage<RestoreBackupRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 16);
+  messageDesc(file_sota_database_v1_database, 18);
 
 /**
  * @generated from message sota.database.v1.RestoreBackupResponse
@@ -735,6 +854,13 @@ export type RestoreBackupResponse = Message<"sota.database.v1.RestoreBackupRespo
    * @generated from field: sota.database.v1.Backup safety_backup = 2;
    */
   safetyBackup?: Backup | undefined;
+
+  /**
+   * For a point-in-time restore: the time the database was recovered to.
+   *
+   * @generated from field: google.protobuf.Timestamp target_time = 3;
+   */
+  targetTime?: Timestamp | undefined;
 };
 
 /**
@@ -742,7 +868,7 @@ export type RestoreBackupResponse = Message<"sota.database.v1.RestoreBackupRespo
  * Use `create(RestoreBackupResponseSchema)` to create a new message.
  */
 export const RestoreBackupResponseSchema: GenMessage<RestoreBackupResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 17);
+  messageDesc(file_sota_database_v1_database, 19);
 
 /**
  * @generated from message sota.database.v1.VerifyBackupRequest
@@ -764,7 +890,7 @@ export type VerifyBackupRequest = Message<"sota.database.v1.VerifyBackupRequest"
  * Use `create(VerifyBackupRequestSchema)` to create a new message.
  */
 export const VerifyBackupRequestSchema: GenMessage<VerifyBackupRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 18);
+  messageDesc(file_sota_database_v1_database, 20);
 
 /**
  * @generated from message sota.database.v1.VerifyBackupResponse
@@ -781,7 +907,7 @@ export type VerifyBackupResponse = Message<"sota.database.v1.VerifyBackupRespons
  * Use `create(VerifyBackupResponseSchema)` to create a new message.
  */
 export const VerifyBackupResponseSchema: GenMessage<VerifyBackupResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 19);
+  messageDesc(file_sota_database_v1_database, 21);
 
 /**
  * @generated from message sota.database.v1.DeleteDatabaseRequest
@@ -806,7 +932,7 @@ export type DeleteDatabaseRequest = Message<"sota.database.v1.DeleteDatabaseRequ
  * Use `create(DeleteDatabaseRequestSchema)` to create a new message.
  */
 export const DeleteDatabaseRequestSchema: GenMessage<DeleteDatabaseRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 20);
+  messageDesc(file_sota_database_v1_database, 22);
 
 /**
  * @generated from message sota.database.v1.DeleteDatabaseResponse
@@ -832,7 +958,7 @@ export type DeleteDatabaseResponse = Message<"sota.database.v1.DeleteDatabaseRes
  * Use `create(DeleteDatabaseResponseSchema)` to create a new message.
  */
 export const DeleteDatabaseResponseSchema: GenMessage<DeleteDatabaseResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 21);
+  messageDesc(file_sota_database_v1_database, 23);
 
 /**
  * @generated from message sota.database.v1.RotateCredentialsRequest
@@ -859,7 +985,7 @@ export type RotateCredentialsRequest = Message<"sota.database.v1.RotateCredentia
  * Use `create(RotateCredentialsRequestSchema)` to create a new message.
  */
 export const RotateCredentialsRequestSchema: GenMessage<RotateCredentialsRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 22);
+  messageDesc(file_sota_database_v1_database, 24);
 
 /**
  * @generated from message sota.database.v1.RotateCredentialsResponse
@@ -883,7 +1009,7 @@ export type RotateCredentialsResponse = Message<"sota.database.v1.RotateCredenti
  * Use `create(RotateCredentialsResponseSchema)` to create a new message.
  */
 export const RotateCredentialsResponseSchema: GenMessage<RotateCredentialsResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 23);
+  messageDesc(file_sota_database_v1_database, 25);
 
 /**
  * @generated from message sota.database.v1.UpdateDatabaseRequest
@@ -907,7 +1033,7 @@ export type UpdateDatabaseRequest = Message<"sota.database.v1.UpdateDatabaseRequ
  * Use `create(UpdateDatabaseRequestSchema)` to create a new message.
  */
 export const UpdateDatabaseRequestSchema: GenMessage<UpdateDatabaseRequest> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 24);
+  messageDesc(file_sota_database_v1_database, 26);
 
 /**
  * @generated from message sota.database.v1.UpdateDatabaseResponse
@@ -924,7 +1050,65 @@ export type UpdateDatabaseResponse = Message<"sota.database.v1.UpdateDatabaseRes
  * Use `create(UpdateDatabaseResponseSchema)` to create a new message.
  */
 export const UpdateDatabaseResponseSchema: GenMessage<UpdateDatabaseResponse> = /*@__PURE__*/
-  messageDesc(file_sota_database_v1_database, 25);
+  messageDesc(file_sota_database_v1_database, 27);
+
+/**
+ * @generated from message sota.database.v1.CloneDatabaseRequest
+ */
+export type CloneDatabaseRequest = Message<"sota.database.v1.CloneDatabaseRequest"> & {
+  /**
+   * The new database's project: it must have no database yet (or a deleted one).
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * The project whose data is copied; its database is not changed.
+   *
+   * @generated from field: string source_project_id = 2;
+   */
+  sourceProjectId: string;
+
+  /**
+   * Optional: the source's data as of this second (within its
+   * recovery_window); absent: as of now.
+   *
+   * @generated from field: google.protobuf.Timestamp target_time = 3;
+   */
+  targetTime?: Timestamp | undefined;
+
+  /**
+   * Optional: the new database's slug, as in EnsureRequest.
+   *
+   * @generated from field: string slug = 4;
+   */
+  slug: string;
+};
+
+/**
+ * Describes the message sota.database.v1.CloneDatabaseRequest.
+ * Use `create(CloneDatabaseRequestSchema)` to create a new message.
+ */
+export const CloneDatabaseRequestSchema: GenMessage<CloneDatabaseRequest> = /*@__PURE__*/
+  messageDesc(file_sota_database_v1_database, 28);
+
+/**
+ * @generated from message sota.database.v1.CloneDatabaseResponse
+ */
+export type CloneDatabaseResponse = Message<"sota.database.v1.CloneDatabaseResponse"> & {
+  /**
+   * @generated from field: sota.database.v1.Database database = 1;
+   */
+  database?: Database | undefined;
+};
+
+/**
+ * Describes the message sota.database.v1.CloneDatabaseResponse.
+ * Use `create(CloneDatabaseResponseSchema)` to create a new message.
+ */
+export const CloneDatabaseResponseSchema: GenMessage<CloneDatabaseResponse> = /*@__PURE__*/
+  messageDesc(file_sota_database_v1_database, 29);
 
 /**
  * DatabaseState is where a database is in its life.
@@ -1028,6 +1212,87 @@ export const BackupKindSchema: GenEnum<BackupKind> = /*@__PURE__*/
   enumDesc(file_sota_database_v1_database, 1);
 
 /**
+ * BackupFormat says what a backup holds.
+ *
+ * @generated from enum sota.database.v1.BackupFormat
+ */
+export enum BackupFormat {
+  /**
+   * @generated from enum value: BACKUP_FORMAT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A gzip plain-SQL pg_dump of the project's database: the portable copy,
+   * downloadable, restored by RestoreBackup without target_time.
+   *
+   * @generated from enum value: BACKUP_FORMAT_DUMP = 1;
+   */
+  DUMP = 1,
+
+  /**
+   * A pg_basebackup of the database's whole server: with the WAL streamed
+   * since, where a point-in-time restore starts. Not downloadable.
+   *
+   * @generated from enum value: BACKUP_FORMAT_BASE = 2;
+   */
+  BASE = 2,
+}
+
+/**
+ * Describes the enum sota.database.v1.BackupFormat.
+ */
+export const BackupFormatSchema: GenEnum<BackupFormat> = /*@__PURE__*/
+  enumDesc(file_sota_database_v1_database, 2);
+
+/**
+ * OffsiteState says whether a backup's off-host copy (S3-compatible object
+ * storage, encrypted before it leaves the host) exists.
+ *
+ * @generated from enum sota.database.v1.OffsiteState
+ */
+export enum OffsiteState {
+  /**
+   * @generated from enum value: OFFSITE_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * No object storage is configured.
+   *
+   * @generated from enum value: OFFSITE_STATE_DISABLED = 1;
+   */
+  DISABLED = 1,
+
+  /**
+   * Not copied yet (or being copied).
+   *
+   * @generated from enum value: OFFSITE_STATE_PENDING = 2;
+   */
+  PENDING = 2,
+
+  /**
+   * The encrypted copy is in the bucket.
+   *
+   * @generated from enum value: OFFSITE_STATE_COPIED = 3;
+   */
+  COPIED = 3,
+
+  /**
+   * The last attempt failed; it is retried (error says why).
+   *
+   * @generated from enum value: OFFSITE_STATE_FAILED = 4;
+   */
+  FAILED = 4,
+}
+
+/**
+ * Describes the enum sota.database.v1.OffsiteState.
+ */
+export const OffsiteStateSchema: GenEnum<OffsiteState> = /*@__PURE__*/
+  enumDesc(file_sota_database_v1_database, 3);
+
+/**
  * BackupState is where a backup is in its life.
  *
  * @generated from enum sota.database.v1.BackupState
@@ -1058,7 +1323,7 @@ export enum BackupState {
  * Describes the enum sota.database.v1.BackupState.
  */
 export const BackupStateSchema: GenEnum<BackupState> = /*@__PURE__*/
-  enumDesc(file_sota_database_v1_database, 2);
+  enumDesc(file_sota_database_v1_database, 4);
 
 /**
  * VerificationState is the outcome of loading a backup into a scratch database.
@@ -1086,7 +1351,7 @@ export enum VerificationState {
  * Describes the enum sota.database.v1.VerificationState.
  */
 export const VerificationStateSchema: GenEnum<VerificationState> = /*@__PURE__*/
-  enumDesc(file_sota_database_v1_database, 3);
+  enumDesc(file_sota_database_v1_database, 5);
 
 /**
  * DatabaseService gives every project of the PaaS its own managed PostgreSQL:
@@ -1218,6 +1483,19 @@ export const DatabaseService: GenService<{
     methodKind: "unary";
     input: typeof UpdateDatabaseRequestSchema;
     output: typeof UpdateDatabaseResponseSchema;
+  },
+  /**
+   * CloneDatabase makes a new database for project_id from another project's
+   * data as of now or a past second (target_time, within the source's
+   * recovery_window), with its own role, password and URL (GetConnection).
+   * Admin and deployer only.
+   *
+   * @generated from rpc sota.database.v1.DatabaseService.CloneDatabase
+   */
+  cloneDatabase: {
+    methodKind: "unary";
+    input: typeof CloneDatabaseRequestSchema;
+    output: typeof CloneDatabaseResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_sota_database_v1_database, 0);
