@@ -196,6 +196,12 @@ export interface BaseBackupInfo {
 }
 
 export interface RecoveryTarget {
+  /**
+   * The database whose archive holds the WAL, and whose base backup `base`
+   * is: the spec's own for a restore, another project's for CloneDatabase
+   * (the service has checked the caller may read it).
+   */
+  readonly source: RuntimeTarget;
   /** The generation whose WAL is replayed: the one the base backup belongs to. */
   readonly generation: string;
   /** Replay up to this second (commits after it are left out); absent: everything archived. */
@@ -240,8 +246,9 @@ export interface PointInTimeRecovery {
    * with a new, empty WAL generation (whose id it resolves with), behind the
    * same endpoint, with the spec's password. The server it replaces is moved
    * aside first and put back if the recovery fails, so a failed recovery
-   * changes nothing. Only the database's own data is used: never another
-   * project's archive.
+   * changes nothing. A clone (recovery.source another project) makes a new
+   * database this way: its own role password is set from the spec, the
+   * source is only read.
    */
   recover(spec: DatabaseSpec, base: Readable, recovery: RecoveryTarget, signal?: AbortSignal): Promise<{ readonly generation: string; readonly result: EnsureResult }>;
 
