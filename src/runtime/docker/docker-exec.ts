@@ -185,11 +185,17 @@ export function execReadable(
     const stderr = new TailBuffer(STDERR_KEEP);
     // demuxStream ignores write()'s return value; this sink turns a full
     // consumer buffer into a paused engine stream.
+    let paused = false;
     const sink = new Writable({
       write(chunk: Buffer, _encoding, callback) {
-        if (!stdout.write(chunk)) {
+        // Chunks already read still arrive after the pause: one resume is enough.
+        if (!stdout.write(chunk) && !paused) {
+          paused = true;
           stream.pause();
-          stdout.once("drain", () => stream.resume());
+          stdout.once("drain", () => {
+            paused = false;
+            stream.resume();
+          });
         }
         callback();
       },
