@@ -83,16 +83,18 @@ export async function archiveExists(engine: DockerEngine, target: RuntimeTarget,
 }
 
 /**
- * Creates the archive volume when missing and makes sure the postgres user
- * owns its root (a fresh volume's is root's), so the receiver can make the
- * generations' directories. Answers the generations already there.
+ * Creates the archive volume when missing, makes sure the postgres user owns
+ * its root (a fresh volume's is root's), and makes the directory of the
+ * generation `choose` picks from those already there (so it is listed as
+ * soon as its receiver exists). Answers that generation.
  */
 export async function prepareArchive(
   engine: DockerEngine,
   target: RuntimeTarget,
   names: ProjectNames,
   image: string,
-): Promise<string[]> {
+  choose: (existing: readonly string[]) => string,
+): Promise<string> {
   if (!(await archiveExists(engine, target, names))) {
     await createVolume(engine, names.walVolume, projectLabels(target, "wal", engine.labels));
     await archiveExists(engine, target, names);
@@ -101,7 +103,14 @@ export async function prepareArchive(
   return withHelper(engine, target, helperSpec(names, image, false), async (helper) => {
     const claimed = await engine.exec(helper, `preparing volume ${names.walVolume}`, { cmd: ["sh", "-c", CLAIM_ROOT_SCRIPT], user: "root" });
     if (claimed.exitCode !== 0) throw new RuntimeError("failed", `preparing volume ${names.walVolume} failed${lastLine(claimed.stderr)}`);
-    return (await listIn(engine, helper, names)).map((generation) => generation.id);
+    const generation = choose((await listIn(engine, helper, names)).map((found) => found.id));
+    checkGeneration(generation);
+    const made = await engine.exec(helper, `making WAL generation ${generation} of ${target.slug}`, {
+      cmd: ["sh", "-c", `umask 077 && cd ${WAL_ARCHIVE_DIR} && { [ -L "$1" ] && rm -f "$1"; mkdir -p "$1"; }`, "sh", generation],
+      user: PG_OS_USER,
+    });
+    if (made.exitCode !== 0) throw new RuntimeError("failed", `making WAL generation ${generation} of ${target.slug} failed${lastLine(made.stderr)}`);
+    return generation;
   });
 }
 
@@ -198,6 +207,8 @@ export async function pruneArchive(
         continue;
       }
       for (const segment of generation.segments) {
+        // The receiver is writing the current generation's partial segment: never pulled from under it.
+        if (!segment.complete && generation.id === current) continue;
         if (segment.name.length === 24 && segment.name < start) {
           paths.push(`${generation.id}/${segment.name}${segment.complete ? "" : ".partial"}`);
         }

@@ -16,7 +16,7 @@ import type Docker from "dockerode";
 import { RuntimeError, type RuntimeTarget } from "../runtime.js";
 import { hardenedHostConfig, type Hardening } from "./container-hardening.js";
 import type { DockerEngine } from "./docker-engine.js";
-import { isNotFound } from "./docker-errors.js";
+import { isConflict, isNotFound } from "./docker-errors.js";
 import { CONTAINER_PORT, ownershipProblem, PGDATA, WAL_ARCHIVE_DIR, type ProjectNames } from "./docker-names.js";
 import { PG_OS_USER } from "./postgres-container.js";
 import { LABEL_WAL_GENERATION, WAL_RECEIVER_APP, WAL_ROLE, WAL_SLOT } from "./wal-names.js";
@@ -24,7 +24,12 @@ import { LABEL_WAL_GENERATION, WAL_RECEIVER_APP, WAL_ROLE, WAL_SLOT } from "./wa
 /** pg_receivewal is one process; execs (listing, reading, pruning the archive) come on top. */
 const RECEIVER_HARDENING: Hardening = { capabilities: [], pidsLimit: 64 };
 const RECEIVER_MEMORY_BYTES = 256 * 1024 * 1024;
-const STOP_TIMEOUT_SECONDS = 10;
+/**
+ * pg_receivewal reconnecting to a server that is gone (its name no longer
+ * resolves) heeds SIGINT only once the lookup gives up; --synchronous has
+ * already flushed all it received, so a kill after this loses nothing.
+ */
+const STOP_TIMEOUT_SECONDS = 1;
 const PASSWORD_ENV = "PGPASSWORD";
 
 /**
@@ -113,10 +118,11 @@ export async function createReceiver(
   });
 }
 
-export async function stopReceiver(engine: DockerEngine, names: ProjectNames): Promise<void> {
+/** Stops the receiver (by id when given: only that container, never one made since under the name). */
+export async function stopReceiver(engine: DockerEngine, names: ProjectNames, id = names.walReceiver): Promise<void> {
   await engine.call(`stopping container ${names.walReceiver}`, async () => {
     try {
-      await engine.docker.getContainer(names.walReceiver).stop({ t: STOP_TIMEOUT_SECONDS });
+      await engine.docker.getContainer(id).stop({ t: STOP_TIMEOUT_SECONDS });
     } catch (error) {
       // 304: already stopped.
       if (!isNotFound(error) && (error as { statusCode?: number }).statusCode !== 304) throw error;
@@ -124,13 +130,14 @@ export async function stopReceiver(engine: DockerEngine, names: ProjectNames): P
   });
 }
 
-export async function removeReceiver(engine: DockerEngine, names: ProjectNames): Promise<void> {
-  await stopReceiver(engine, names);
+export async function removeReceiver(engine: DockerEngine, names: ProjectNames, id = names.walReceiver): Promise<void> {
+  await stopReceiver(engine, names, id);
   await engine.call(`removing container ${names.walReceiver}`, async () => {
     try {
-      await engine.docker.getContainer(names.walReceiver).remove({ force: true, v: true });
+      await engine.docker.getContainer(id).remove({ force: true, v: true });
     } catch (error) {
-      if (!isNotFound(error)) throw error;
+      // 409: another service process is removing it.
+      if (!isNotFound(error) && !isConflict(error)) throw error;
     }
   });
   engine.logger.info({ container: names.walReceiver }, "WAL receiver removed");

@@ -58,56 +58,90 @@ export interface WalSetupTarget {
   readonly privateNetworkId: string;
 }
 
-/** Makes the project's WAL stream into its archive; answers the generation it streams into. */
+/**
+ * Makes the project's WAL stream into its archive; answers the generation it
+ * streams into. Runs after ensure has returned (see DockerRuntime), so
+ * another service process may be doing the same: the receiver container is
+ * the one source of truth, its generation and password are whatever the
+ * container that won the name says, and an old receiver is removed by its id
+ * only, never a newer one made meanwhile.
+ */
 export async function ensureWalArchive(at: WalSetupTarget, setup: WalSetup): Promise<string> {
   const { engine, target, names } = at;
   const receiver = await inspectReceiver(engine, target, names);
-  const password = receiverPassword(receiver) ?? randomBytes(24).toString("hex");
-  const slot = await preparePostgres(at, setup, password);
+  const state = await preparePostgres(at, setup);
 
   let generation = receiverGeneration(receiver);
-  if (slot !== "ok" || !generation) {
+  let found = receiver;
+  if (state.slot !== "ok" || !generation) {
     // A receiver of another slot's WAL must stop before a new slot exists.
-    if (receiver && slot !== "ok") await removeReceiver(engine, names);
-    const existing = await prepareArchive(engine, target, names, at.image);
-    if (slot !== "ok") {
-      await createSlot(at, slot === "lost");
-      generation = nextGenerationId(existing);
-      engine.logger.info({ slug: target.slug, generation }, "new WAL generation");
-    } else {
-      // The slot survived its receiver (removed by hand, or with the data
-      // kept): its WAL continues the newest generation.
-      generation = existing.at(-1) ?? nextGenerationId(existing);
+    if (receiver && state.slot !== "ok") {
+      await removeReceiver(engine, names, receiver.Id);
+      found = undefined;
     }
+    const fresh = state.slot !== "ok";
+    if (fresh) await createSlot(at, state.slot === "lost");
+    // A slot that survived its receiver (removed by hand, or with the data
+    // kept) continues the newest generation; a new slot begins a new one.
+    generation = await prepareArchive(engine, target, names, at.image, (existing) =>
+      fresh ? nextGenerationId(existing) : (existing.at(-1) ?? nextGenerationId(existing)),
+    );
+    if (fresh) engine.logger.info({ slug: target.slug, generation }, "new WAL generation");
   }
-  await runReceiver(at, { image: at.image, privateNetworkId: at.privateNetworkId, generation, password }, slot === "ok" ? receiver : undefined);
-  return generation;
+  const password = receiverPassword(found) ?? randomBytes(24).toString("hex");
+  const wanted = { image: at.image, privateNetworkId: at.privateNetworkId, generation, password };
+  const running = await runReceiver(at, wanted, found, (made) => setWalPassword(at, receiverPassword(made), state.verifier));
+  return receiverGeneration(running) ?? generation;
 }
 
-/** Starts the receiver `wanted` describes, replacing one made otherwise (another image, network or generation). */
+/**
+ * Starts the receiver `wanted` describes, replacing one made otherwise
+ * (another image, network, generation or password); `beforeStart` sees the
+ * container that will run (whoever made it) before it starts.
+ */
 export async function runReceiver(
   at: Pick<WalSetupTarget, "engine" | "target" | "names">,
   wanted: ReceiverWanted,
   found: Docker.ContainerInspectInfo | undefined,
-): Promise<void> {
+  beforeStart: (info: Docker.ContainerInspectInfo) => Promise<void> = async () => undefined,
+): Promise<Docker.ContainerInspectInfo> {
   const { engine, target, names } = at;
   let info = found;
   if (info && !receiverMatches(info, wanted)) {
-    await removeReceiver(engine, names);
+    await removeReceiver(engine, names, info.Id);
     info = undefined;
   }
   info ??= await createReceiver(engine, target, names, wanted);
+  await beforeStart(info);
   if (!isRunning(info)) await engine.startContainer(engine.docker.getContainer(info.Id), names.walReceiver);
+  return info;
+}
+
+/** The replication role's verifier, for the receiver's password (kept when it already matches). */
+async function setWalPassword(at: WalSetupTarget, password: string | undefined, current: string | null): Promise<void> {
+  if (!password) throw new RuntimeError("failed", `container ${at.names.walReceiver} has no password for the replication role`);
+  const verifier = verifierToHold(password, current);
+  if (verifier === current) return;
+  await runSuperuserScript(at.engine, at.postgres, `setting the replication role's password in ${at.names.postgres}`, [
+    `ALTER ROLE ${pg.escapeIdentifier(WAL_ROLE)} PASSWORD ${pg.escapeLiteral(verifier)};`,
+  ]);
 }
 
 type SlotState = "ok" | "missing" | "lost";
 
+interface PostgresState {
+  readonly slot: SlotState;
+  /** The replication role's verifier now. */
+  readonly verifier: string | null;
+}
+
 /**
- * Role, its password, the slot's bound and the pg_hba.conf line, each
- * changed only when it differs (a tenant that became superuser may have
- * changed any of them). Answers the slot's state.
+ * The replication role and its attributes, the slot's bound and the
+ * pg_hba.conf line, each changed only when it differs (a tenant that became
+ * superuser may have changed any of them); the role's password is set once
+ * the receiver is known (setWalPassword). Answers the slot's state.
  */
-async function preparePostgres(at: WalSetupTarget, setup: WalSetup, password: string): Promise<SlotState> {
+async function preparePostgres(at: WalSetupTarget, setup: WalSetup): Promise<PostgresState> {
   const { engine, postgres, names } = at;
   const [state] = await superuserQuery(engine, postgres, stateQuery(), "postgres");
   if (!state) throw new RuntimeError("failed", `reading the WAL settings of ${names.postgres} returned nothing`);
@@ -122,12 +156,8 @@ async function preparePostgres(at: WalSetupTarget, setup: WalSetup, password: st
   if (state["role_exists"] !== "true" || state["role_ok"] !== "true") {
     statements.push(`ALTER ROLE ${role} LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS CONNECTION LIMIT 3;`);
   }
-  const current = state["role_password"] ?? null;
-  const verifier = verifierToHold(password, current);
-  if (verifier !== current) statements.push(`ALTER ROLE ${role} PASSWORD ${pg.escapeLiteral(verifier)};`);
-  const keep = `${setup.slotKeepMb}MB`;
   if (state["keep_mb"] !== String(setup.slotKeepMb)) {
-    statements.push(`ALTER SYSTEM SET max_slot_wal_keep_size = ${pg.escapeLiteral(keep)};`);
+    statements.push(`ALTER SYSTEM SET max_slot_wal_keep_size = ${pg.escapeLiteral(`${setup.slotKeepMb}MB`)};`);
   }
   const hba = await engine.exec(postgres, `adding the WAL receiver's line to ${names.postgres}'s pg_hba.conf`, {
     cmd: ["sh", "-c", HBA_SCRIPT, "sh", superuserConninfo("postgres"), WAL_HBA_LINE],
@@ -138,7 +168,10 @@ async function preparePostgres(at: WalSetupTarget, setup: WalSetup, password: st
   if (statements.length > 0 || hba.stdout.includes("added")) statements.push("SELECT pg_reload_conf();");
   if (statements.length > 0) await runSuperuserScript(engine, postgres, `setting up WAL archiving in ${names.postgres}`, statements);
   const slot = state["slot"];
-  return slot === null || slot === undefined ? "missing" : slot === "lost" ? "lost" : "ok";
+  return {
+    slot: slot === null || slot === undefined ? "missing" : slot === "lost" ? "lost" : "ok",
+    verifier: state["role_password"] ?? null,
+  };
 }
 
 async function createSlot(at: WalSetupTarget, dropFirst: boolean): Promise<void> {
