@@ -166,12 +166,15 @@ export class WalArchive {
     await this.removeDir(aside);
   }
 
-  /** Deletes the segments of generation `id` older than `startSegment` (history files stay). */
+  /**
+   * Deletes the segments of generation `id` older than `startSegment`
+   * (history files stay, and the segment still being written, whatever its name).
+   */
   async removeSegmentsBefore(id: string, startSegment: string): Promise<void> {
     if (!SEGMENT_NAME.test(startSegment)) throw new RuntimeError("failed", `${JSON.stringify(startSegment.slice(0, 40))} is not a WAL segment name`);
     const dir = this.generationDir(id);
     for (const file of await this.files(id)) {
-      if (SEGMENT_NAME.test(file.name) && file.name < startSegment) {
+      if (file.complete && SEGMENT_NAME.test(file.name) && file.name < startSegment) {
         // By name, in a directory no one can swap: removes the entry, never what a link points to.
         await unlink(join(dir, file.fileName)).catch((error: NodeJS.ErrnoException) => {
           if (error.code !== "ENOENT") throw error;
