@@ -363,15 +363,19 @@ export class DatabaseService {
     let result: EnsureResult;
     try {
       const limits = runtimeLimits(record.limits);
-      const spec = { projectId: record.projectId, slug: record.slug, password, ...(limits ? { limits } : {}) };
+      // Once it has served (its URL was handed out), its data must be there:
+      // a lost data directory is reported, never replaced by an empty one.
+      const mustExist = record.sealedUrl !== null;
+      const spec = { projectId: record.projectId, slug: record.slug, password, mustExist, ...(limits ? { limits } : {}) };
       result = await this.deps.runtime.ensure(spec, signal);
     } catch (error) {
       this.observeEnsure(started, "error");
       const problem = ensureProblem(error);
       // A database that was ready stays so through a passing failure, but not
-      // once another process holds its pooler port: its URL leads there.
+      // once another process holds its pooler port (its URL leads there) or
+      // its data is gone (until a restore brings it back).
       const portLost = this.deps.runtime.lostPoolerPorts?.().some((lost) => lost.slug === record.slug) ?? false;
-      const state = record.state === "ready" && !portLost ? "ready" : "failed";
+      const state = record.state === "ready" && !portLost && problem.kind !== "data_loss" ? "ready" : "failed";
       await this.deps.store.updateDatabase(record.projectId, { state, error: problem.message });
       this.deps.logger.error({ projectId: record.projectId, slug: record.slug, err: loggableError(error) }, "ensure failed");
       throw problem;
