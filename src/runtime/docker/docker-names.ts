@@ -28,7 +28,9 @@ export type ObjectRole =
   /** The WAL archive volume: one directory per WAL generation. */
   | "wal"
   /** A short-lived container that works on a project's volumes (recovery, archive upkeep). */
-  | "helper";
+  | "helper"
+  /** A container never started, there while a recovery runs: what to put back if it is cut short. */
+  | "recovery";
 
 /** PostgreSQL's data directory inside its container (the official image's PGDATA). */
 export const PGDATA = "/var/lib/postgresql/data";
@@ -54,6 +56,8 @@ export interface ProjectNames {
   readonly walVolume: string;
   /** Prefix of the short-lived helper containers' names (a random suffix follows). */
   readonly helper: string;
+  /** The marker of a recovery in progress (see recovery-marker.ts). */
+  readonly recoveryMarker: string;
   readonly role: string;
   readonly database: string;
 }
@@ -73,6 +77,7 @@ export function projectNames(target: RuntimeTarget): ProjectNames {
     walReceiver: `sota-walreceiver-${slug}`,
     walVolume: `sota-wal-${slug}`,
     helper: `sota-db-${slug}-helper`,
+    recoveryMarker: `sota-db-${slug}-recovery`,
     role: appRoleName(slug),
     database: slug,
   };

@@ -40,6 +40,8 @@ import {
 import { ensureProject, type ProjectEnsured } from "./ensure-steps.js";
 import { DockerPointInTimeRecovery } from "./docker-pitr.js";
 import type { RecoveryParts } from "./recovery-steps.js";
+import { settleInterruptedRecovery } from "./recovery-undo.js";
+import { dropRecoveryLeftovers } from "./recovery-volume.js";
 import { ensureWalArchive } from "./wal-setup.js";
 import { loggableError } from "../../log.js";
 import { ImagePuller } from "./image-puller.js";
@@ -167,6 +169,8 @@ export class DockerRuntime implements Runtime, DriverSettings {
     return this.locks.run(spec.slug, async () => {
       this.closing.assertOpen();
       await this.walSettled(spec.slug);
+      // A recovery the service died in the middle of is undone first.
+      await settleInterruptedRecovery(this.parts, spec, names);
       try {
         const ensured = await ensureProject(this.parts, spec, names, signal);
         this.beginWalSetup(ensured);
@@ -244,12 +248,15 @@ export class DockerRuntime implements Runtime, DriverSettings {
 
   /**
    * The WAL receiver is set up after ensure has returned, so it never holds
-   * ensure up; the next call for the project (ensure, remove, any of pitr's)
+   * ensure up (and a cluster a committed recovery replaced, if the service
+   * died before dropping it, is dropped); the next call for the project (ensure, remove, any of pitr's)
    * waits for it first. A failure is logged, and the next ensure tries again.
    */
   private beginWalSetup(ensured: ProjectEnsured): void {
     const { slug, projectId } = ensured.wal.target;
-    const setup = ensureWalArchive(ensured.wal, this.parts.walSetup).then(
+    const setup = dropRecoveryLeftovers(this.engine, ensured.wal.postgres)
+      .then(() => ensureWalArchive(ensured.wal, this.parts.walSetup))
+      .then(
       (generation) => this.engine.logger.debug({ slug, generation }, "WAL archiving"),
       (error: unknown) =>
         this.engine.logger.warn({ slug, projectId, err: loggableError(error) }, "could not set up the database's WAL archiving; the next ensure tries again"),

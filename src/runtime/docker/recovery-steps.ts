@@ -1,6 +1,8 @@
 // Point-in-time recovery, step by step (the project's lock is held):
 //
 //  1. checks that touch nothing: names, the generation in the source's archive;
+//     an earlier recovery cut short is undone; the marker records the project
+//     as it is (recovery-marker.ts);
 //  2. the project's WAL receiver and PostgreSQL stop (the data volume is
 //     created when it is gone: a lost volume, or a clone);
 //  3. a helper builds the recovered cluster inside the volume beside the
@@ -12,51 +14,41 @@
 //  5. the ordinary ensure steps (the spec's password, PgBouncer), and a new
 //     WAL generation: the recovered server has no slot, so ensureWalArchive
 //     begins one (the old receiver is removed before the new slot exists);
-//  6. the previous cluster is dropped.
-// Any failure up to 5 undoes it all: the previous cluster back at the root,
-// PostgreSQL and the receiver as they were (into their generation), and a
-// project that had nothing before (a clone) has nothing again.
+//  6. the marker goes (the recovery is committed), then the previous cluster.
+// Any failure up to 5 undoes it all (recovery-undo.ts), and so does the next
+// ensure or recovery when the service died in the middle.
 import type { Readable } from "node:stream";
 import type Docker from "dockerode";
 import pg from "pg";
 import { loggableError } from "../../log.js";
 import { RuntimeError, type DatabaseSpec, type EnsureResult, type RecoveryTarget, type RuntimeTarget } from "../runtime.js";
 import { checkSpec, checkTarget } from "../shared/target-checks.js";
+import { superuserConninfo } from "./app-role-sql.js";
 import { isRunning, type DockerEngine } from "./docker-engine.js";
 import { PGDATA, projectNames, WAL_ARCHIVE_DIR, type ProjectNames } from "./docker-names.js";
-import { createProjectVolume, projectVolumeExists, removeVolume } from "./docker-volumes.js";
-import { ensureProject, type EnsureParts } from "./ensure-steps.js";
+import { createProjectVolume, projectVolumeExists } from "./docker-volumes.js";
+import { ensureProject } from "./ensure-steps.js";
 import { withHelper } from "./helper-container.js";
-import { ensurePostgresContainer, PG_OS_USER, runSuperuserScript, waitUntilAccepting } from "./postgres-container.js";
-import { superuserConninfo } from "./app-role-sql.js";
+import { ensurePostgresContainer, PG_OS_USER, runSuperuserScript } from "./postgres-container.js";
 import { surveyContainers, type Survey } from "./project-survey.js";
-import { DROP_PREVIOUS_SCRIPT, RecoveryVolume } from "./recovery-volume.js";
-import { removeProject } from "./remove-steps.js";
+import { createMarker, removeMarker, type RecoveryBefore } from "./recovery-marker.js";
+import { settleInterruptedRecovery, undoRecovery, type UndoParts } from "./recovery-undo.js";
+import { dropRecoveryLeftovers, RecoveryVolume } from "./recovery-volume.js";
 import { waitFor } from "./wait-for.js";
-import { listArchive, removeGeneration, type ArchivePlace } from "./wal-archive.js";
+import { listArchive, type ArchivePlace } from "./wal-archive.js";
 import { checkGeneration } from "./wal-names.js";
-import { inspectReceiver, receiverGeneration, receiverPassword, removeReceiver, stopReceiver } from "./wal-receiver.js";
-import { ensureWalArchive, runReceiver, type WalSetup } from "./wal-setup.js";
+import { inspectReceiver, receiverGeneration, stopReceiver } from "./wal-receiver.js";
+import { ensureWalArchive } from "./wal-setup.js";
 
 const STOP_TIMEOUT_SECONDS = 30;
 /** A receiver may complete a partial segment while a clone copies it: listed and copied again. */
 const COPY_ATTEMPTS = 3;
 
-export interface RecoveryParts extends EnsureParts {
-  readonly walSetup: WalSetup;
-}
+export type RecoveryParts = UndoParts;
 
 export interface Recovered {
   readonly generation: string;
   readonly result: EnsureResult;
-}
-
-/** What was there before, to put back on failure. */
-interface Before {
-  readonly survey: Survey;
-  readonly volumeExisted: boolean;
-  readonly receiver: Docker.ContainerInspectInfo | undefined;
-  readonly existed: boolean;
 }
 
 export async function recoverProject(
@@ -78,6 +70,7 @@ export async function recoverProject(
   if (clone && source.slug === spec.slug) throw new RuntimeError("conflict", `a clone of ${source.slug} needs a slug of its own`);
   await engine.ping();
   signal?.throwIfAborted();
+  await settleInterruptedRecovery(parts, spec, names);
 
   // 1. Nothing is touched until the source's archive is known to hold the generation.
   const [survey, volumeExisted, receiver, sourceReceiver] = await Promise.all([
@@ -92,12 +85,14 @@ export async function recoverProject(
   if (!generation) {
     throw new RuntimeError("failed", `WAL generation ${recovery.generation} is not in the archive of ${source.slug}`);
   }
-  const before: Before = {
-    survey,
-    volumeExisted,
-    receiver,
+  const before: RecoveryBefore = {
     existed: Boolean(survey.postgres || survey.pgbouncer || volumeExisted || receiver),
+    volumeExisted,
+    postgresExisted: survey.postgres !== undefined,
+    postgresRunning: isRunning(survey.postgres),
+    generation: receiverGeneration(receiver),
   };
+  await createMarker(engine, spec, names, image, before);
   const started = Date.now();
   engine.logger.info(
     { slug: spec.slug, source: source.slug, generation: recovery.generation, targetTime: recovery.time?.toISOString() },
@@ -148,7 +143,8 @@ export async function recoverProject(
     const ensured = await ensureProject(parts, spec, names, signal);
     const walGeneration = await ensureWalArchive(ensured.wal, parts.walSetup);
     // 6.
-    await dropPrevious(engine, postgres, names);
+    await removeMarker(engine, names);
+    await dropRecoveryLeftovers(engine, postgres);
     engine.logger.info(
       { slug: spec.slug, source: source.slug, generation: walGeneration, ms: Date.now() - started },
       "point-in-time recovery done",
@@ -156,8 +152,11 @@ export async function recoverProject(
     return { generation: walGeneration, result: ensured.result };
   } catch (error) {
     engine.logger.warn({ slug: spec.slug, err: loggableError(error) }, "point-in-time recovery failed; putting the previous database back");
-    await undo(parts, spec, names, before, image).catch((undoError: unknown) => {
-      engine.logger.error({ slug: spec.slug, err: loggableError(undoError) }, "could not put the previous database back after a failed recovery");
+    await undoRecovery(parts, spec, names, before).catch((undoError: unknown) => {
+      engine.logger.error(
+        { slug: spec.slug, err: loggableError(undoError) },
+        "could not put the previous database back after a failed recovery; its next ensure tries again",
+      );
     });
     throw error;
   }
@@ -279,66 +278,3 @@ async function renameForClone(engine: DockerEngine, postgres: Docker.Container, 
   await runSuperuserScript(engine, postgres, `renaming ${sourceNames.role} to ${names.role} in ${names.postgres}`, statements.slice(1));
 }
 
-async function dropPrevious(engine: DockerEngine, postgres: Docker.Container, names: ProjectNames): Promise<void> {
-  const outcome = await engine.tryExec(postgres, { cmd: ["sh", "-c", DROP_PREVIOUS_SCRIPT], user: PG_OS_USER }).catch(() => undefined);
-  if (outcome?.exitCode !== 0) {
-    // The recovery stands; the next recovery of this database drops it.
-    engine.logger.warn({ container: names.postgres }, "could not remove the cluster a recovery replaced; the next recovery removes it");
-  }
-}
-
-async function undo(parts: RecoveryParts, spec: DatabaseSpec, names: ProjectNames, before: Before, image: string): Promise<void> {
-  const { engine } = parts;
-  if (!before.existed) {
-    // A clone (or a database that had nothing): nothing of it stays.
-    await removeProject(engine, parts.networks, spec, names, { keepData: false });
-    return;
-  }
-  const current = await surveyContainers(engine, spec, names);
-  if (current.postgres) {
-    if (before.survey.postgres) {
-      if (isRunning(current.postgres)) await stopPostgres(engine, names);
-    } else {
-      await engine.call(`removing container ${names.postgres}`, () =>
-        engine.docker.getContainer(names.postgres).remove({ force: true, v: true }),
-      );
-    }
-  }
-  if (!before.volumeExisted) {
-    await removeVolume(engine, names.volume);
-  } else {
-    await withHelper(engine, spec, { namePrefix: names.helper, image, mounts: [{ volume: names.volume, target: PGDATA }] }, (helper) =>
-      new RecoveryVolume(engine, helper, names.volume).undo(),
-    );
-  }
-  if (before.survey.postgres && isRunning(before.survey.postgres)) {
-    const postgres = engine.docker.getContainer(before.survey.postgres.Id);
-    await engine.startContainer(postgres, names.postgres);
-    const timeoutMs = parts.settings.readyTimeoutMs;
-    await waitUntilAccepting(engine, postgres, names.postgres, { at: Date.now() + timeoutMs, timeoutMs }, undefined);
-  }
-  await restoreReceiver(parts, spec, names, before);
-}
-
-/**
- * The receiver as it was, streaming into its generation again; a generation
- * begun for the recovered server (which now never served) is removed.
- */
-async function restoreReceiver(parts: RecoveryParts, spec: DatabaseSpec, names: ProjectNames, before: Before): Promise<void> {
-  const { engine } = parts;
-  const now = await inspectReceiver(engine, spec, names);
-  const original = receiverGeneration(before.receiver);
-  const begun = receiverGeneration(now);
-  if (now && begun !== original) {
-    await removeReceiver(engine, names);
-    if (begun) await removeGeneration(engine, spec, names, { receiver: undefined, image: now.Image }, begun);
-  }
-  const password = receiverPassword(before.receiver);
-  if (!before.receiver || !original || !password) return;
-  const network = Object.values(before.receiver.NetworkSettings.Networks ?? {})[0]?.NetworkID;
-  if (!network) return;
-  const wanted = { image: before.receiver.Image, privateNetworkId: network, generation: original, password };
-  if (isRunning(before.receiver)) {
-    await runReceiver({ engine, target: spec, names }, wanted, begun === original ? now : undefined);
-  }
-}

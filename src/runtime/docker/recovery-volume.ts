@@ -127,8 +127,29 @@ const CLAIM_ROOT_SCRIPT = `d=${PGDATA}
 [ "$(stat -c %u "$d")" = "$(id -u ${PG_OS_USER})" ] && exit 0
 chmod 700 "$d" && chown ${PG_OS_USER}: "$d"`;
 
-/** Removes the previous cluster once the recovered one serves (run in the PostgreSQL container). */
-export const DROP_PREVIOUS_SCRIPT = `cd ${PGDATA} && if [ -L ${PREVIOUS} ]; then rm -f ${PREVIOUS}; else rm -rf ${PREVIOUS}; fi`;
+/**
+ * Removes the previous cluster once the recovered one serves (run in the
+ * PostgreSQL container as postgres: inside the tenant's own data directory,
+ * with no more than the tenant's rights). Prints "dropped" when there was one.
+ */
+const DROP_PREVIOUS_SCRIPT = `cd ${PGDATA} || exit 1
+if [ -L ${PREVIOUS} ]; then rm -f ${PREVIOUS}; exit 0; fi
+[ -d ${PREVIOUS} ] || exit 0
+rm -rf ${PREVIOUS} && echo dropped`;
+
+/**
+ * The previous cluster of a committed recovery (no recovery marker is left),
+ * dropped once PostgreSQL serves the recovered one. A failure is only logged:
+ * the next ensure, or the next recovery's settling, drops it.
+ */
+export async function dropRecoveryLeftovers(engine: DockerEngine, postgres: Docker.Container): Promise<void> {
+  const outcome = await engine.tryExec(postgres, { cmd: ["sh", "-c", DROP_PREVIOUS_SCRIPT], user: PG_OS_USER }).catch(() => undefined);
+  if (outcome?.exitCode !== 0) {
+    engine.logger.warn({ container: postgres.id }, "could not remove the cluster a recovery replaced; the next ensure removes it");
+  } else if (outcome.stdout.includes("dropped")) {
+    engine.logger.info({ container: postgres.id }, "removed the cluster a recovery replaced");
+  }
+}
 
 export class RecoveryVolume {
   constructor(

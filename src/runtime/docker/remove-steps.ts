@@ -7,6 +7,7 @@ import { isNotFound } from "./docker-errors.js";
 import type { ProjectNames } from "./docker-names.js";
 import { projectVolumeExists, removeVolume } from "./docker-volumes.js";
 import { projectHelpers, removeHelper } from "./helper-container.js";
+import { readMarker, removeMarker } from "./recovery-marker.js";
 import { archiveExists } from "./wal-archive.js";
 import { inspectReceiver, removeReceiver } from "./wal-receiver.js";
 import type { ProjectNetworks } from "./project-networks.js";
@@ -27,7 +28,9 @@ export async function removeProject(
   const volume = options.keepData ? false : await projectVolumeExists(engine, target, names);
   const receiver = await inspectReceiver(engine, target, names);
   const archive = options.keepData ? false : await archiveExists(engine, target, names);
+  const recovering = await readMarker(engine, target, names);
 
+  if (recovering) await removeMarker(engine, names);
   if (receiver) await removeReceiver(engine, names);
   for (const helper of await projectHelpers(engine, target)) await removeHelper(engine, engine.docker.getContainer(helper));
 
