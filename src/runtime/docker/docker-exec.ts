@@ -219,3 +219,14 @@ export function execReadable(
   });
   return stdout;
 }
+
+/** A container's log as text, read whole without a TTY: frames of an 8-byte header and a payload. */
+export function demuxedLog(buffer: Buffer): string {
+  const parts: Buffer[] = [];
+  for (let offset = 0; offset + 8 <= buffer.length; ) {
+    const length = buffer.readUInt32BE(offset + 4);
+    parts.push(buffer.subarray(offset + 8, offset + 8 + length));
+    offset += 8 + length;
+  }
+  return Buffer.concat(parts).toString("utf8");
+}

@@ -27,6 +27,7 @@ import { superuserConninfo } from "./app-role-sql.js";
 import { isRunning, type DockerEngine } from "./docker-engine.js";
 import { PGDATA, projectNames, WAL_ARCHIVE_DIR, type ProjectNames } from "./docker-names.js";
 import { createProjectVolume, projectVolumeExists } from "./docker-volumes.js";
+import { demuxedLog } from "./docker-exec.js";
 import { ensureProject } from "./ensure-steps.js";
 import { withHelper } from "./helper-container.js";
 import { ensurePostgresContainer, PG_OS_USER, runSuperuserScript } from "./postgres-container.js";
@@ -226,7 +227,7 @@ async function waitForPromotion(parts: RecoveryParts, spec: RuntimeTarget, names
 async function lastFatal(container: Docker.Container, since: number): Promise<string> {
   try {
     const logs = (await container.logs({ stdout: true, stderr: true, follow: false, since, tail: 200 })) as unknown as Buffer;
-    const lines = demux(logs).split("\n");
+    const lines = demuxedLog(logs).split("\n");
     const fatal = lines.reverse().find((line) => /\b(FATAL|PANIC):/.test(line));
     const message = fatal?.replace(/^.*?\b(FATAL|PANIC):\s*/, "").trim();
     return message ? `: ${message.slice(0, 300)}` : "";
@@ -235,16 +236,6 @@ async function lastFatal(container: Docker.Container, since: number): Promise<st
   }
 }
 
-/** A container's log without a TTY: frames of an 8-byte header and a payload. */
-function demux(buffer: Buffer): string {
-  const parts: Buffer[] = [];
-  for (let offset = 0; offset + 8 <= buffer.length; ) {
-    const length = buffer.readUInt32BE(offset + 4);
-    parts.push(buffer.subarray(offset + 8, offset + 8 + length));
-    offset += 8 + length;
-  }
-  return Buffer.concat(parts).toString("utf8");
-}
 
 async function resetRecoverySettings(engine: DockerEngine, postgres: Docker.Container, names: ProjectNames): Promise<void> {
   await runSuperuserScript(engine, postgres, `removing the recovery settings of ${names.postgres}`, [

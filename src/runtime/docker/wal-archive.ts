@@ -18,8 +18,8 @@ import { failedStream } from "../shared/failed-stream.js";
 import { isRunning, type DockerEngine } from "./docker-engine.js";
 import { toRuntimeError } from "./docker-errors.js";
 import { execReadable } from "./docker-exec.js";
-import { ownershipProblem, projectLabels, WAL_ARCHIVE_DIR, type ProjectNames } from "./docker-names.js";
-import { createVolume, removeVolume, volumeLabels } from "./docker-volumes.js";
+import { WAL_ARCHIVE_DIR, type ProjectNames } from "./docker-names.js";
+import { createOwnedVolume, ownedVolumeExists, removeVolume } from "./docker-volumes.js";
 import { removeHelper, startHelper, withHelper } from "./helper-container.js";
 import { PG_OS_USER } from "./postgres-container.js";
 import { lastLine } from "./psql-messages.js";
@@ -74,12 +74,8 @@ export interface ArchiveListing {
 }
 
 /** The archive volume: false when missing, a conflict when not this project's. */
-export async function archiveExists(engine: DockerEngine, target: RuntimeTarget, names: ProjectNames): Promise<boolean> {
-  const labels = await volumeLabels(engine, names.walVolume);
-  if (!labels) return false;
-  const problem = ownershipProblem("volume", names.walVolume, labels, target, "wal");
-  if (problem) throw new RuntimeError("conflict", problem);
-  return true;
+export function archiveExists(engine: DockerEngine, target: RuntimeTarget, names: ProjectNames): Promise<boolean> {
+  return ownedVolumeExists(engine, target, names.walVolume, "wal");
 }
 
 /**
@@ -95,11 +91,7 @@ export async function prepareArchive(
   image: string,
   choose: (existing: readonly string[]) => string,
 ): Promise<string> {
-  if (!(await archiveExists(engine, target, names))) {
-    await createVolume(engine, names.walVolume, projectLabels(target, "wal", engine.labels));
-    await archiveExists(engine, target, names);
-    engine.logger.info({ volume: names.walVolume }, "WAL archive volume created");
-  }
+  if (!(await archiveExists(engine, target, names))) await createOwnedVolume(engine, target, names.walVolume, "wal");
   return withHelper(engine, target, helperSpec(names, image, false), async (helper) => {
     const claimed = await engine.exec(helper, `preparing volume ${names.walVolume}`, { cmd: ["sh", "-c", CLAIM_ROOT_SCRIPT], user: "root" });
     if (claimed.exitCode !== 0) throw new RuntimeError("failed", `preparing volume ${names.walVolume} failed${lastLine(claimed.stderr)}`);
