@@ -75,6 +75,7 @@ export class BaseBackups {
    * recovery here, or the database is not ready on this runtime).
    */
   take(target: RuntimeTarget): Promise<BackupRecord | undefined> {
+    if (!this.options.runtime.pitr) return Promise.resolve(undefined);
     const existing = this.running.get(target.projectId);
     if (existing) return existing;
     const job = this.limit
