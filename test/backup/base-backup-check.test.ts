@@ -50,7 +50,7 @@ describe("verifying a base backup's file", () => {
   it("fails a file whose bytes are not those recorded", async () => {
     const good = gzipSync(tarOf(SERVER));
     const changed = Buffer.from(good);
-    changed[changed.length - 20] ^= 0xff;
+    changed[changed.length - 20] = changed[changed.length - 20]! ^ 0xff;
     const { path, record } = stored(changed, good);
     expect(await verifyBaseBackupFile(path, record)).toEqual({ passed: false, error: expect.stringMatching(/checksum mismatch/) });
   });
