@@ -262,6 +262,16 @@ export class BackupManager implements Backups {
     if (record.format === "base") {
       throw new DomainError("invalid_argument", `backup ${backupId} is a base backup: restore it to a point in time with target_time, or restore a dump`);
     }
+    return this.inRestoreSlot(target, record, options, () => this.runRestore(target, record));
+  }
+
+  /**
+   * What every restore goes through before it starts: the manual limit (a
+   * tenant's), a load slot, `record` pinned against retention, and room for
+   * the safety backup and the new copy (a scratch database, or a recovered
+   * server) above the reserve.
+   */
+  private inRestoreSlot<T>(target: RuntimeTarget, record: BackupRecord, options: { byTenant?: boolean }, work: () => Promise<T>): Promise<T> {
     if (options.byTenant) this.assertManualAllowed(target.projectId);
     return this.track(
       this.loads.runNow(target.projectId, () =>
@@ -276,7 +286,7 @@ export class BackupManager implements Backups {
           ]);
           this.assertOpen();
           if (options.byTenant) this.takeManual(target.projectId);
-          return this.runRestore(target, record);
+          return work();
         }),
       ),
     );
@@ -352,33 +362,18 @@ export class BackupManager implements Backups {
     const database = await this.options.store.getDatabase(spec.projectId);
     if (!database) throw new DomainError("not_found", `project ${spec.projectId} has no database`);
     const base = await this.base.choose(database, time, backupId);
-    if (options.byTenant) this.assertManualAllowed(target.projectId);
-    return this.track(
-      this.loads.runNow(target.projectId, () =>
-        this.withPinned(base.id, async () => {
-          const [safetyBytes, serverBytes] = await Promise.all([
-            backupBytes(this.options.store, this.options.runtime, target),
-            scratchCopyBytes(this.options.runtime, target, base),
-          ]);
-          await this.assertSpace("restore", "safety", target, [
-            { dir: this.options.dir, bytes: safetyBytes },
-            ...(this.options.scratchDir ? [{ dir: this.options.scratchDir, bytes: serverBytes }] : []),
-          ]);
-          this.assertOpen();
-          if (options.byTenant) this.takeManual(target.projectId);
-          const context = {
-            pitr,
-            backupDir: this.options.dir,
-            logger: this.logger,
-            // Already inside the exclusive section: the safety backup must not queue behind it.
-            takeSafetyBackup: () => this.startBackup(target, "safety", true).done,
-          };
-          const outcome = await this.coordination.withLock("dump", target.projectId, () => restoreToTime(context, spec, base, time));
-          this.base.soon(target);
-          return outcome;
-        }),
-      ),
-    );
+    return this.inRestoreSlot(target, base, options, async () => {
+      const context = {
+        pitr,
+        backupDir: this.options.dir,
+        logger: this.logger,
+        // Already inside the exclusive section: the safety backup must not queue behind it.
+        takeSafetyBackup: () => this.startBackup(target, "safety", true).done,
+      };
+      const outcome = await this.coordination.withLock("dump", target.projectId, () => restoreToTime(context, spec, base, time));
+      this.base.soon(target);
+      return outcome;
+    });
   }
 
   recoveryWindow(database: DatabaseRecord): Promise<RecoveryWindowView | undefined> {

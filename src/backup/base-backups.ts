@@ -12,15 +12,13 @@
 // replaces the server, never runs under a base backup's feet, and WAL is
 // pruned only while no base backup of the database is being taken.
 import { DomainError } from "../errors.js";
-import { loggableError, type Logger } from "../log.js";
-import type { Metrics } from "../metrics.js";
+import { loggableError } from "../log.js";
 import type { Coordination } from "../coordination/coordination.js";
 import { newBackupId } from "../names.js";
-import type { PointInTimeRecovery, Runtime, RuntimeTarget, WalGeneration } from "../runtime/runtime.js";
+import type { PointInTimeRecovery, RuntimeTarget, WalGeneration } from "../runtime/runtime.js";
 import { newBackupRecord, type BackupRecord, type DatabaseRecord } from "../store/records.js";
-import type { Store } from "../store/store.js";
 import { failureReason } from "./backup-errors.js";
-import type { OpenOutput } from "./backup-file.js";
+import type { BackupManagerOptions } from "./backup-manager.js";
 import { backupFilePath, partialFilePath } from "./backup-paths.js";
 import { writeBaseBackupFile } from "./base-backup-file.js";
 import type { ScheduledDatabase } from "./backup-scheduler.js";
@@ -32,18 +30,12 @@ import { walToKeep } from "./wal-retention.js";
 /** How often the leader looks for ready databases with no base backup of their current generation. */
 export const BASE_BACKUP_WATCH_MS = 10 * 60 * 1000;
 
-export interface BaseBackupsOptions {
-  readonly store: Store;
-  readonly runtime: Runtime;
-  readonly metrics: Metrics;
-  readonly logger: Logger;
-  readonly dir: string;
-  readonly retentionDays: number;
+/** The manager's own options it shares, and what it hands over. */
+export interface BaseBackupsOptions extends Pick<BackupManagerOptions, "store" | "runtime" | "metrics" | "logger" | "dir" | "retentionDays" | "openOutput"> {
   readonly now: () => Date;
   readonly coordination: Coordination;
   /** Base backups running at once over all databases; default 1. */
   readonly concurrency?: number;
-  readonly openOutput?: OpenOutput;
   /** After a base backup succeeded, outside its lock: retention of backups, then of WAL. */
   readonly afterSuccess: (target: RuntimeTarget) => Promise<void>;
   /** Keeps background work known to the manager, whose close() waits for it. */

@@ -5,14 +5,13 @@
 import { randomUUID } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DatabaseService, DatabaseState } from "../../gen/sota/database/v1/database_pb.js";
+import { DatabaseState } from "../../gen/sota/database/v1/database_pb.js";
 import { startHarness, type Harness } from "../support/app-harness.js";
 import { grpc, grpcClients, type GrpcClients } from "../support/grpc-client.js";
-import { baseBackupAfter, commitThenTime, connectionUrl, numbers, rest, windowOf, type RestAnswer } from "../support/pitr-api.js";
+import { baseBackupAfter, commitThenTime, connectClient, connectionUrl, numbers, recordingRest, windowOf } from "../support/pitr-api.js";
 import { poolerPortsSetting } from "../support/process-runtime-harness.js";
 import { queryUrl } from "../support/url-query.js";
 
@@ -33,22 +32,8 @@ afterAll(async () => {
   await h?.stop();
 });
 
-async function call(path: string, options: { method?: string; token?: string; body?: unknown } = {}): Promise<RestAnswer> {
-  const answer = await rest(h, path, options);
-  answers.push(answer.text);
-  return answer;
-}
-
-function connect(token: string) {
-  return createClient(
-    DatabaseService,
-    createConnectTransport({
-      baseUrl: h.app.url,
-      httpVersion: "1.1",
-      interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${token}`), next(req))],
-    }),
-  );
-}
+const call = recordingRest(() => h, answers);
+const connect = (token: string) => connectClient(h, token);
 
 async function urlOf(projectId: string): Promise<string> {
   const url = await connectionUrl(h, projectId);

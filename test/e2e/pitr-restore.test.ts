@@ -3,14 +3,13 @@
 // runtime: real PostgreSQL, PgBouncer, pg_basebackup and pg_receivewal. The
 // steps share one database and run in order: each recovery costs real seconds.
 import { randomUUID } from "node:crypto";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BackupFormat, DatabaseService } from "../../gen/sota/database/v1/database_pb.js";
+import { BackupFormat } from "../../gen/sota/database/v1/database_pb.js";
 import { startHarness, type Harness } from "../support/app-harness.js";
 import { grpc, grpcClients, type GrpcClients } from "../support/grpc-client.js";
-import { baseBackupAfter, commitThenTime, connectionUrl, numbers, rest, windowOf, type RestAnswer } from "../support/pitr-api.js";
+import { baseBackupAfter, commitThenTime, connectClient, connectionUrl, numbers, recordingRest, windowOf } from "../support/pitr-api.js";
 import { poolerPortsSetting } from "../support/process-runtime-harness.js";
 import { queryUrl } from "../support/url-query.js";
 
@@ -33,22 +32,8 @@ afterAll(async () => {
   await h?.stop();
 });
 
-async function call(path: string, options: { method?: string; token?: string; body?: unknown } = {}): Promise<RestAnswer> {
-  const answer = await rest(h, path, options);
-  answers.push(answer.text);
-  return answer;
-}
-
-function connect(token = h.tokens.project) {
-  return createClient(
-    DatabaseService,
-    createConnectTransport({
-      baseUrl: h.app.url,
-      httpVersion: "1.1",
-      interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${token}`), next(req))],
-    }),
-  );
-}
+const call = recordingRest(() => h, answers);
+const connect = (token = h.tokens.project) => connectClient(h, token);
 
 const base = () => `/v1/projects/${projectId}/database`;
 

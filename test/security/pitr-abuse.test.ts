@@ -15,13 +15,11 @@
 // Each must be refused with the right code, and nothing changed: no safety
 // backup taken, no database made, the data as it was.
 import { randomUUID } from "node:crypto";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DatabaseService } from "../../gen/sota/database/v1/database_pb.js";
 import { startHarness, type Harness } from "../support/app-harness.js";
 import { grpc, grpcClients, grpcCode, type GrpcClients } from "../support/grpc-client.js";
-import { connectionUrl, numbers, rest, windowOf } from "../support/pitr-api.js";
+import { connectClient, connectCode, connectionUrl, numbers, rest, windowOf } from "../support/pitr-api.js";
 import { poolerPortsSetting } from "../support/process-runtime-harness.js";
 import { queryUrl } from "../support/url-query.js";
 
@@ -53,25 +51,6 @@ afterAll(async () => {
   await h?.stop();
 });
 
-function connectClient(token: string) {
-  return createClient(
-    DatabaseService,
-    createConnectTransport({
-      baseUrl: h.app.url,
-      httpVersion: "1.1",
-      interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${token}`), next(req))],
-    }),
-  );
-}
-
-async function connectCode(promise: Promise<unknown>): Promise<Code | "ok"> {
-  try {
-    await promise;
-    return "ok";
-  } catch (error) {
-    return ConnectError.from(error).code;
-  }
-}
 
 async function backupIds(projectId: string): Promise<string[]> {
   return (await rest(h, `/v1/projects/${projectId}/database/backups`)).json.backups.map((backup: any) => backup.id);
@@ -102,7 +81,7 @@ describe("a project token against point-in-time restore and clone", () => {
         expect(await grpcCode(rpc.database("cloneDatabase", { projectId, sourceProjectId: h.otherProjectId }, h.tokens.project))).toBe(
           grpc.status.PERMISSION_DENIED,
         );
-        expect(await connectCode(connectClient(h.tokens.project).cloneDatabase({ projectId, sourceProjectId: h.otherProjectId }))).toBe(Code.PermissionDenied);
+        expect(await connectCode(connectClient(h, h.tokens.project).cloneDatabase({ projectId, sourceProjectId: h.otherProjectId }))).toBe(Code.PermissionDenied);
       }
       // Nothing was made for the target.
       expect((await rest(h, `/v1/projects/${target}/database`)).status).toBe(404);

@@ -5,13 +5,23 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Harness } from "./app-harness.js";
 import { queryUrl } from "./url-query.js";
 
+export { connectClient, connectCode } from "./connect-client.js";
+
 export interface RestAnswer {
   readonly status: number;
   readonly json: any;
   readonly text: string;
 }
 
-export async function rest(h: Harness, path: string, options: { method?: string; token?: string; body?: unknown } = {}): Promise<RestAnswer> {
+export interface RestOptions {
+  readonly method?: string;
+  /** Default: the admin token. */
+  readonly token?: string;
+  /** Sent as JSON (a string as it is). */
+  readonly body?: unknown;
+}
+
+export async function rest(h: Harness, path: string, options: RestOptions = {}): Promise<RestAnswer> {
   const response = await fetch(`${h.app.url}${path}`, {
     method: options.method ?? "GET",
     headers: { authorization: `Bearer ${options.token ?? h.tokens.admin}`, ...(options.body !== undefined ? { "content-type": "application/json" } : {}) },
@@ -72,4 +82,13 @@ export async function commitThenTime(url: string, sql: string): Promise<Date> {
 
 export async function numbers(url: string, table = "events"): Promise<number[]> {
   return (await queryUrl(url, `SELECT n FROM ${table} ORDER BY n`)).rows.map((row) => row.n as number);
+}
+
+/** rest() that keeps every answer's text in `answers`, for the check that none holds a secret. */
+export function recordingRest(h: () => Harness, answers: string[]): (path: string, options?: RestOptions) => Promise<RestAnswer> {
+  return async (path, options = {}) => {
+    const answer = await rest(h(), path, options);
+    answers.push(answer.text);
+    return answer;
+  };
 }
