@@ -18,7 +18,12 @@ import { stopClaimed } from "./reserves/warm-claim.js";
 import { applyInstanceLimits } from "./instance/instance-limits.js";
 import { effectiveLimits, sameLimits } from "../shared/resource-limits.js";
 
-export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, callerSignal: AbortSignal | undefined): Promise<EnsureResult> {
+export interface EnsureOptions {
+  /** A recovery calls it on the data it recovered: its marker is its own, not a leftover to undo. */
+  readonly recovering?: boolean;
+}
+
+export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, callerSignal: AbortSignal | undefined, options: EnsureOptions = {}): Promise<EnsureResult> {
   callerSignal?.throwIfAborted();
   const existing = parts.instances.get(spec.slug);
   if (existing && existing.projectId !== spec.projectId) throw slugTaken(spec.slug);
@@ -27,6 +32,7 @@ export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, cal
     if (!sameLimits(existing.limits, effectiveLimits(parts.defaultLimits, spec.limits))) {
       await applyInstanceLimits(existing, parts.defaultLimits, spec.limits, false);
     }
+    existing.wal.keepRunning();
     return existing.result;
   }
 
@@ -40,7 +46,7 @@ export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, cal
   // Worked out while the directory is prepared (see pooler-setup.ts).
   const secrets = poolerSecrets(paths, appRole, spec.password, existing?.admin);
   secrets.catch(() => undefined);
-  const { source, warm, runAs } = await prepareInstanceDir(parts, spec, paths, template);
+  const { source, warm, runAs } = await prepareInstanceDir(parts, spec, paths, template, options.recovering === true);
   let port: number;
   try {
     signal.throwIfAborted();
@@ -91,6 +97,8 @@ export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, cal
     await flushed;
   }
   instance.pgbouncer.process.supervise();
+  // Archiving starts now, in the background: ensure does not wait for it.
+  instance.wal.keepRunning();
 
   const result: EnsureResult = { endpoint: endpointFor(port), postgresVersion, pooler: poolerInfo };
   instance.result = result;

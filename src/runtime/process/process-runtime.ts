@@ -16,6 +16,7 @@ import {
   type LimitsStatus,
   type LostPoolerPort,
   type OutOfMemoryKills,
+  type PointInTimeRecovery,
   type ResourceLimits,
   type RemoveOptions,
   type Rows,
@@ -47,6 +48,7 @@ import { sharedTemplateCluster } from "./reserves/template-cluster.js";
 import { WarmPool, type WarmPoolState } from "./reserves/warm-pool.js";
 import { CgroupHost } from "./host/instance-cgroups.js";
 import { instanceLimitsStatus, reportOutOfMemory } from "./instance/instance-limits.js";
+import { ProcessPitr } from "./pitr/process-pitr.js";
 
 export interface ProcessRuntimeOptions {
   /** Root of instances/ and templates/ (SOTA_DATA_DIR). */
@@ -149,6 +151,8 @@ export class ProcessRuntime implements Runtime {
   private readonly spares: SpareCopies;
   private readonly parts: DriverParts;
   private closed: Promise<void> | undefined;
+  /** WAL archiving, base backups and recoveries (see pitr/). */
+  readonly pitr: PointInTimeRecovery;
 
   /** Prefer createProcessRuntime, which checks the host first. */
   constructor(
@@ -201,6 +205,7 @@ export class ProcessRuntime implements Runtime {
       closing: this.closing.signal,
       template,
     };
+    this.pitr = new ProcessPitr({ parts: this.parts, locks: this.locks, closing: this.closing, running: (target) => this.runningInstance(target) });
     if (cgroups.mechanism !== "none") {
       this.oomCheck = setInterval(() => void this.checkOutOfMemory(), OOM_CHECK_MS);
       this.oomCheck.unref();

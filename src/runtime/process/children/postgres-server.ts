@@ -29,6 +29,11 @@ export interface PostgresServerOptions {
   readonly logger: Logger;
   /** See SupervisedProcessOptions.onSpawn (the instance's cgroup). */
   readonly onSpawn?: (pid: number) => Promise<void>;
+  /**
+   * Settings on the command line, which beat every config file, the data
+   * directory's postgresql.auto.conf included: a recovery's (see replay-server.ts).
+   */
+  readonly commandLineSettings?: Readonly<Record<string, string>>;
 }
 
 export class PostgresServer extends ChildServer {
@@ -124,5 +129,6 @@ export class PostgresServer extends ChildServer {
 
 /** The config file comes from the service's directory, not the data directory. */
 function postgresArgs(options: PostgresServerOptions): string[] {
-  return ["-D", options.pgdata, "-c", `config_file=${options.configFile}`];
+  const settings = Object.entries(options.commandLineSettings ?? {}).flatMap(([name, value]) => ["-c", `${name}=${value}`]);
+  return ["-D", options.pgdata, "-c", `config_file=${options.configFile}`, ...settings];
 }

@@ -6,6 +6,10 @@
 
 /** The superuser the service connects as over the unix socket. */
 export const SUPERUSER = "postgres";
+/** The physical replication slot the WAL receiver streams through (see wal-receiver.ts). */
+export const WAL_SLOT = "sota_wal";
+/** The receiver's application_name, by which pg_stat_replication tells it apart. */
+export const WAL_RECEIVER_NAME = "sota_wal_receiver";
 /** Every instance listens on this port number; it only names the socket file. */
 export const POSTGRES_PORT = 5432;
 const HEADER = "# Written by sota-db on every start; edits are overwritten.";
@@ -29,6 +33,18 @@ const HEADER = "# Written by sota-db on every start; edits are overwritten.";
  * - jit off: JIT compilation costs memory and latency and pays off only on big
  *   analytical queries.
  * - fsync, synchronous_commit, full_page_writes stay on: durability is not traded away.
+ * - wal_level replica (the default, said aloud: a tenant's ALTER SYSTEM to
+ *   minimal would end continuous archiving); max_wal_senders 3: the WAL
+ *   receiver, a base backup, and a restarted receiver while its old sender
+ *   is still exiting; max_replication_slots 2: the receiver's slot and a spare.
+ * - max_slot_wal_keep_size 1GB: the receiver's slot keeps WAL on the server
+ *   until the archive has it, but never more than this. A receiver that stays
+ *   dead (or a tenant who stops it) thus costs at most 1 GB more disk than
+ *   the server keeps anyway (max_wal_size); past it the slot is lost, and the
+ *   next receiver start opens a new WAL generation (the WAL in between is
+ *   gone, and a new base backup is needed to recover past it). 1 GB rides out
+ *   a bulk load while a receiver restarts (its backoff stays under 15 s) and
+ *   is a small share of a host's disk; an idle database keeps nothing extra.
  * - log to stderr (the service hands it the instance's postgres.log),
  *   statements never logged, so no secret ends up there.
  */
@@ -52,6 +68,10 @@ export function renderPostgresSettings(socketDir: string): string {
     fsync: "on",
     synchronous_commit: "on",
     full_page_writes: "on",
+    wal_level: "replica",
+    max_wal_senders: "3",
+    max_replication_slots: "2",
+    max_slot_wal_keep_size: "1GB",
     password_encryption: "'scram-sha-256'",
     logging_collector: "off",
     log_destination: "'stderr'",
@@ -90,9 +110,13 @@ export function renderPostgresConfig(files: ConfigFiles): string {
  * password around. The app's own connections are checked by PgBouncer
  * (SCRAM-SHA-256 against its userlist) before they reach this socket. The
  * Docker images answer the same way: `local all all trust`.
+ *
+ * Replication connections (the WAL receiver, base backups) are allowed to the
+ * superuser only, on the same socket: "all" does not cover them, and the app
+ * role has no REPLICATION attribute anyway.
  */
 export function renderHba(): string {
-  return ["# Written by sota-db on every start; edits are overwritten.", "local all all trust", ""].join("\n");
+  return ["# Written by sota-db on every start; edits are overwritten.", "local all all trust", `local replication ${SUPERUSER} trust`, ""].join("\n");
 }
 
 function quote(value: string): string {

@@ -94,6 +94,25 @@ export class SupervisedProcess {
     this.isSupervising = true;
   }
 
+  /**
+   * Starts the child supervised, without waiting for it: a start that fails
+   * (its `prepare` too) is retried with the same backoff as a crash. For a
+   * helper (the WAL receiver) that the caller must not wait for. A no-op
+   * while it runs or a (re)start is pending.
+   */
+  keepRunning(): void {
+    this.isSupervising = true;
+    this.stopped = false;
+    if (this.running || this.restartTimer !== undefined || this.restarting !== undefined) return;
+    this.restarting = this.start()
+      .catch((error: unknown) => {
+        if (!this.stopped) this.scheduleRestart(undefined, error);
+      })
+      .finally(() => {
+        this.restarting = undefined;
+      });
+  }
+
   /** Called on every exit that stop() did not ask for. */
   onExit(listener: (exit: ExitInfo) => void): () => void {
     this.exitListeners.add(listener);

@@ -9,7 +9,7 @@ import { findProgram, isExecutable } from "./path-checks.js";
 
 const POSTGRES_ROOT = "/usr/lib/postgresql";
 const PGBOUNCER_FALLBACK = "/usr/sbin/pgbouncer";
-const SERVER_PROGRAMS = ["postgres", "initdb", "pg_dump", "psql"] as const;
+const SERVER_PROGRAMS = ["postgres", "initdb", "pg_dump", "psql", "pg_basebackup", "pg_receivewal"] as const;
 
 export type Version = readonly [number, number, number];
 
@@ -19,6 +19,9 @@ export interface PostgresBinaries {
   readonly initdb: string;
   readonly pgDump: string;
   readonly psql: string;
+  /** Base backups and the WAL receiver of point-in-time recovery. */
+  readonly pgBasebackup: string;
+  readonly pgReceivewal: string;
   /** e.g. 15 */
   readonly major: number;
   /** e.g. "15.18" */
@@ -55,7 +58,7 @@ export async function discoverBinaries(overrides: BinaryOverrides = {}): Promise
 /** For ping: the programs found at start are still there (a package upgrade or removal may take them away). */
 export async function assertBinariesPresent(binaries: Binaries): Promise<void> {
   const { postgres, pgbouncer } = binaries;
-  for (const path of [postgres.postgres, postgres.initdb, postgres.pgDump, postgres.psql]) {
+  for (const path of [postgres.postgres, postgres.initdb, postgres.pgDump, postgres.psql, postgres.pgBasebackup, postgres.pgReceivewal]) {
     if (!(await isExecutable(path))) {
       throw new RuntimeError(
         "unavailable",
@@ -125,6 +128,8 @@ async function describePostgres(binDir: string): Promise<PostgresBinaries> {
     initdb: join(binDir, "initdb"),
     pgDump: join(binDir, "pg_dump"),
     psql: join(binDir, "psql"),
+    pgBasebackup: join(binDir, "pg_basebackup"),
+    pgReceivewal: join(binDir, "pg_receivewal"),
     major,
     version: match[2] === undefined ? String(major) : `${major}.${match[2]}`,
   };

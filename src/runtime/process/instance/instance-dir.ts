@@ -16,6 +16,7 @@ import { readIfExists, SERVICE_ONLY, syncDir, writeServiceFile } from "../host/o
 import { pathExists } from "../host/path-checks.js";
 import { slugTaken } from "../../shared/target-checks.js";
 import { claimWarmInstance, type ClaimedWarmInstance } from "../reserves/warm-claim.js";
+import { settleInterruptedRecovery } from "../pitr/recovery-marker.js";
 
 export interface PreparedDir {
   readonly source: PreparedDataDir["source"] | "spare" | "warm";
@@ -25,8 +26,10 @@ export interface PreparedDir {
   readonly warm?: ClaimedWarmInstance;
 }
 
-export async function prepareInstanceDir(parts: DriverParts, spec: DatabaseSpec, paths: InstancePaths, template: string): Promise<PreparedDir> {
+/** `recovering`: called by a recovery, whose marker in the directory is not a leftover. */
+export async function prepareInstanceDir(parts: DriverParts, spec: DatabaseSpec, paths: InstancePaths, template: string, recovering = false): Promise<PreparedDir> {
   const { users, logger } = parts;
+  if (!recovering) await settleInterruptedRecovery(paths, users, logger);
   const warm = await claimWarmInstance(parts, spec, paths);
   // A warm instance's copy was flushed before it joined the pool.
   if (warm) {

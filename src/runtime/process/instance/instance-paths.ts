@@ -29,6 +29,24 @@ export interface InstancePaths {
   readonly unflushedMarker: string;
   /** Names the instance's OS user (see instance-users.ts). */
   readonly userRecord: string;
+  /**
+   * The WAL archive (see wal-archive.ts): the service's directory (0710),
+   * holding one directory per WAL generation, each the instance's user's,
+   * which its WAL receiver writes into.
+   */
+  readonly walDir: string;
+  /** The service's file naming the current WAL generation. */
+  readonly walGeneration: string;
+  /** Written by the service from pg_receivewal's stdout and stderr. */
+  readonly walReceiverLog: string;
+  /** Present while a recovery replaces (or makes) the data directory (see recovery-leftovers.ts). */
+  readonly recoveryMarker: string;
+  /** Where a recovery builds and replays the new data directory, before it takes pgdata's place. */
+  readonly pgdataRecovering: string;
+  /** Where the data directory a recovery replaces waits, until the recovery has succeeded. */
+  readonly pgdataBeforeRecovery: string;
+  /** The config file of the server that replays WAL during a recovery. */
+  readonly recoveryConf: string;
 }
 
 export function instancesRoot(dataDir: string): string {
@@ -82,6 +100,13 @@ export function instanceLayout(dir: string): InstancePaths {
     projectMarker: join(dir, "project-id"),
     unflushedMarker: join(dir, "pgdata.unflushed"),
     userRecord: join(dir, USER_RECORD),
+    walDir: join(dir, "wal"),
+    walGeneration: join(dir, "wal-generation"),
+    walReceiverLog: join(dir, "wal-receiver.log"),
+    recoveryMarker: join(dir, "recovery-in-progress"),
+    pgdataRecovering: join(dir, "pgdata.recovering"),
+    pgdataBeforeRecovery: join(dir, "pgdata.before-recovery"),
+    recoveryConf: join(dir, "postgresql.recovery.conf"),
   };
 }
 

@@ -14,6 +14,7 @@ import { PostgresServer, type PostgresServerOptions } from "../children/postgres
 import type { ClaimedWarmInstance } from "../reserves/warm-claim.js";
 import type { CgroupHost, InstanceCgroup } from "../host/instance-cgroups.js";
 import { effectiveLimits, type ResourceLimits } from "../../shared/resource-limits.js";
+import { WalReceiver } from "../pitr/wal-receiver.js";
 
 export interface Instance {
   readonly slug: string;
@@ -24,6 +25,8 @@ export interface Instance {
   readonly logger: Logger;
   readonly postgres: PostgresServer;
   readonly pgbouncer: PgbouncerServer;
+  /** Streams its WAL into its archive once the server is up (see wal-receiver.ts). */
+  readonly wal: WalReceiver;
   /** PgBouncer's console credentials, once set up. */
   admin: PoolerAdmin | undefined;
   /** Both processes answered a real query since their last unexpected exit. */
@@ -90,6 +93,7 @@ export function createInstance(
     logger,
     postgres,
     pgbouncer,
+    wal: new WalReceiver({ slug: spec.slug, binary: host.binaries.postgres.pgReceivewal, runAs, paths, logger, onSpawn }),
     admin: undefined,
     healthy: false,
     passwordDigest: undefined,
@@ -129,7 +133,9 @@ function postgresOptionsFor(host: InstanceHost, slug: string, paths: InstancePat
 
 export async function stopInstance(instance: Instance): Promise<void> {
   instance.healthy = false;
-  // The pooler first: its SIGINT lets transactions in flight finish against a live server.
+  // The receiver first: it flushes what it has, rather than see its server go.
+  await instance.wal.stop();
+  // The pooler next: its SIGINT lets transactions in flight finish against a live server.
   await instance.pgbouncer.stop();
   await instance.postgres.stop();
   await dropAlias(instance);
