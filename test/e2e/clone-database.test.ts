@@ -2,13 +2,15 @@
 // process runtime: a new project's database made from another project's base
 // backup and WAL, as of a past second or now, with its own role, password and
 // URL; the source only read; a clone that fails leaves nothing.
-import { randomUUID } from "node:crypto";
+import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { gzipSync } from "node:zlib";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DatabaseState } from "../../gen/sota/database/v1/database_pb.js";
+import { toJsonString } from "@bufbuild/protobuf";
+import { CloneDatabaseResponseSchema, DatabaseState } from "../../gen/sota/database/v1/database_pb.js";
 import { startHarness, type Harness } from "../support/app-harness.js";
 import { grpc, grpcClients, type GrpcClients } from "../support/grpc-client.js";
 import { baseBackupAfter, commitThenTime, connectClient, connectionUrl, numbers, recordingRest, windowOf } from "../support/pitr-api.js";
@@ -95,7 +97,7 @@ describe("CloneDatabase", () => {
     const target = randomUUID();
     const client = connect(h.tokens.deployer);
     const cloned = await client.cloneDatabase({ projectId: target, sourceProjectId: source, targetTime: timestampFromDate(betweenTwoAndThree), slug: "clone-connect" });
-    answers.push(JSON.stringify(cloned.database ? { slug: cloned.database.slug } : {}));
+    answers.push(toJsonString(CloneDatabaseResponseSchema, cloned));
     expect(cloned.database?.state).toBe(DatabaseState.READY);
     const { databaseUrl } = await client.getConnection({ projectId: target });
     passwords.push(decodeURIComponent(new URL(databaseUrl).password));
@@ -159,6 +161,32 @@ describe("CloneDatabase", () => {
     // The slug is free again and the project can be cloned into after all.
     const retried = await call(`/v1/projects/${target}/database/clone`, { method: "POST", body: { sourceProjectId: source, slug: "clone-failed" } });
     expect(retried.status, retried.text).toBe(200);
+  });
+
+  it("leaves nothing when the runtime's recovery fails half way (a base backup that is not a server, checksums matching)", async () => {
+    const listed = (await call(`/v1/projects/${source}/database/backups`)).json.backups;
+    const newest = listed.find((backup: any) => backup.format === "BACKUP_FORMAT_BASE" && backup.state === "BACKUP_STATE_SUCCEEDED");
+    const file = join(h.dataDir, "backups", "clone-source", `${newest.id}.base.tar.gz`);
+    const original = { bytes: await readFile(file), record: (await h.app.store.getBackup(source, newest.id))! };
+    // Valid gzip of something that is no tar: only the runtime's recovery can find out.
+    const garbage = gzipSync(randomBytes(2 * 1024 * 1024));
+    await writeFile(file, garbage);
+    await h.app.store.updateBackup(newest.id, { sizeBytes: garbage.length, sha256: createHash("sha256").update(garbage).digest("hex") });
+    const target = randomUUID();
+    try {
+      const failed = await call(`/v1/projects/${target}/database/clone`, { method: "POST", body: { sourceProjectId: source, slug: "clone-broken" } });
+      expect(failed.status).toBeGreaterThanOrEqual(400);
+      expect(failed.json.message).toMatch(/clone failed.*nothing was created/);
+    } finally {
+      await writeFile(file, original.bytes);
+      await h.app.store.updateBackup(newest.id, { sizeBytes: original.record.sizeBytes, sha256: original.record.sha256 });
+    }
+    expect((await call(`/v1/projects/${target}/database`)).status).toBe(404);
+    expect((await h.app.runtime.status({ projectId: target, slug: "clone-broken" })).state).toBe("missing");
+    expect(await h.app.runtime.pitr!.walGenerations({ projectId: target, slug: "clone-broken" })).toEqual([]);
+    expect(h.logs.join("")).not.toContain("could not remove what a failed clone left");
+    // The source was only read.
+    expect(await numbers(sourceUrl)).toEqual([1, 2, 3, 4, 5]);
   });
 
   it("clones into a project whose database was deleted, keeping its slug, and takes the clone's first base backup", async () => {

@@ -6,7 +6,8 @@ import { randomUUID } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BackupFormat } from "../../gen/sota/database/v1/database_pb.js";
+import { toJsonString } from "@bufbuild/protobuf";
+import { BackupFormat, RestoreBackupResponseSchema } from "../../gen/sota/database/v1/database_pb.js";
 import { startHarness, type Harness } from "../support/app-harness.js";
 import { grpc, grpcClients, type GrpcClients } from "../support/grpc-client.js";
 import { baseBackupAfter, commitThenTime, connectClient, connectionUrl, numbers, recordingRest, windowOf } from "../support/pitr-api.js";
@@ -95,11 +96,14 @@ describe("point-in-time restore", () => {
     expect(await numbers(url)).toEqual([1, 2, 4, 5]);
 
     // The first generation still reaches the first target: rows 3 and later are not in it.
+    const beforeConnect = new Date();
     const viaConnect = await connect(h.tokens.project).restoreBackup({ projectId, backupId: "-", targetTime: timestampFromDate(betweenTwoAndThree) });
-    answers.push(JSON.stringify(viaConnect));
+    answers.push(toJsonString(RestoreBackupResponseSchema, viaConnect));
     expect(viaConnect.restored?.id).toBe(firstBase.id);
     expect(viaConnect.restored?.format).toBe(BackupFormat.BASE);
     expect(await numbers(url)).toEqual([1, 2]);
+    // Settled: the new generation has its base backup before the next steps look at the list.
+    await baseBackupAfter(h, projectId, beforeConnect);
   });
 
   it("refuses a target outside the window with out_of_range naming both ends, and changes nothing", async () => {
