@@ -142,7 +142,7 @@ describe("a project token against point-in-time restore and clone", () => {
           JSON.stringify(targetTime),
         ).toBe(grpc.status.INVALID_ARGUMENT);
       }
-      for (const backupId of ["../../etc/passwd", "..", "20261130t120000000z-0123456789ab/../x", "%2e%2e"]) {
+      for (const backupId of ["../../etc/passwd", "20261130t120000000z-0123456789ab/../x", "%2e%2e", "-;rm -rf /"]) {
         const refused = await rest(h, `/v1/projects/${h.projectId}/database/backups/${encodeURIComponent(backupId)}/restore`, {
           method: "POST",
           token: h.tokens.project,
