@@ -152,6 +152,7 @@ export class BackupManager implements Backups {
         await this.prune(target.projectId);
         await this.base.pruneWal(target);
       },
+      assertSpace: (target, bytes) => this.assertSpace("backup", "base", target, [{ dir: this.options.dir, bytes }]),
       track: (work) => this.track(work),
     });
     const schedule = options.schedule;

@@ -25,6 +25,7 @@ import type { ScheduledDatabase } from "./backup-scheduler.js";
 import { ConcurrencyLimit, LimitClosedError } from "./concurrency-limit.js";
 import { baseBackupFor, covers, iso, recoveryWindow, usableBaseBackups, type RecoveryWindowView } from "./recovery-window.js";
 import { expiryOf } from "./retention.js";
+import { baseBackupBytes } from "./space-estimate.js";
 import { walToKeep } from "./wal-retention.js";
 
 /** How often the leader looks for ready databases with no base backup of their current generation. */
@@ -38,6 +39,8 @@ export interface BaseBackupsOptions extends Pick<BackupManagerOptions, "store" |
   readonly concurrency?: number;
   /** After a base backup succeeded, outside its lock: retention of backups, then of WAL. */
   readonly afterSuccess: (target: RuntimeTarget) => Promise<void>;
+  /** Refuses (throws) when the backup directory would drop below its reserve; logs and counts the refusal itself. */
+  readonly assertSpace: (target: RuntimeTarget, bytes: number) => Promise<void>;
   /** Keeps background work known to the manager, whose close() waits for it. */
   readonly track: <T>(work: Promise<T>) => Promise<T>;
 }
@@ -208,6 +211,13 @@ export class BaseBackups {
     // Read under the lock: a delete or a restore may have come first.
     const database = await store.getDatabase(target.projectId);
     if (!pitr || !database || database.state !== "ready" || database.slug !== target.slug || database.runtime !== runtime.kind) return undefined;
+    try {
+      await this.options.assertSpace(target, await baseBackupBytes(store, runtime, target));
+    } catch (error) {
+      // Refused before anything is recorded or written, as a dump is; the refusal is logged and counted.
+      if (error instanceof DomainError) return undefined;
+      throw error;
+    }
     const startedAt = this.options.now();
     const record = newBackupRecord({ id: newBackupId(startedAt), projectId: target.projectId, slug: target.slug, kind: "scheduled", startedAt, format: "base" });
     // Recorded before any byte is written: start-up recovery finds every partial file through its record.

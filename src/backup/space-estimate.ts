@@ -12,6 +12,11 @@ export async function backupBytes(store: Store, runtime: Runtime, target: Runtim
   return newestSucceeded(await store.listBackups(target.projectId), "dump")?.sizeBytes ?? (await databaseBytes(runtime, target));
 }
 
+/** A new base backup is about as big as the last good one; the first, at least its database's size (the whole server is more, compressed less). */
+export async function baseBackupBytes(store: Store, runtime: Runtime, target: RuntimeTarget): Promise<number> {
+  return newestSucceeded(await store.listBackups(target.projectId), "base")?.sizeBytes ?? (await databaseBytes(runtime, target));
+}
+
 /** A scratch copy takes about what the live database takes, and never less than the compressed file. */
 export async function scratchCopyBytes(runtime: Runtime, target: RuntimeTarget, record: BackupRecord): Promise<number> {
   return Math.max(await databaseBytes(runtime, target), record.sizeBytes ?? 0);

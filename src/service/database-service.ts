@@ -443,7 +443,8 @@ export class DatabaseService {
   /** Removes everything the runtime has for the database, then records it deleted with no secret kept. */
   private async finishDelete(record: DatabaseRecord): Promise<DatabaseRecord> {
     this.deps.logger.info({ projectId: record.projectId, slug: record.slug }, "removing the database from the host");
-    await this.deps.runtime.remove(target(record), { keepData: false });
+    // Under the dump lock: a base backup running in the background finishes first, rather than fail (and alert) mid-removal.
+    await this.coordination.withLock("dump", record.projectId, () => this.deps.runtime.remove(target(record), { keepData: false }));
     // No secret is kept: a deleted database's password and URL open nothing any more.
     const deleted = await this.deps.store.updateDatabase(record.projectId, { state: "deleted", sealedPassword: "", ...NOTHING_RUNNING });
     // It takes no more backups: its last-success gauge would only grow old and alert.
