@@ -25,6 +25,12 @@ export interface DatabaseSpec extends RuntimeTarget {
   readonly password: string;
   /** The project's override of the runtime's default limits, field by field. */
   readonly limits?: Partial<ResourceLimits>;
+  /**
+   * The database was provisioned before: its data must be there. A data
+   * directory or volume that is gone is RuntimeError "lost" (data_loss), never
+   * a fresh empty database under the old URL; a restore brings it back.
+   */
+  readonly mustExist?: boolean;
 }
 
 /** The pooler's settings as they really are in the running PgBouncer. */
@@ -267,7 +273,7 @@ export interface LostPoolerPort {
 }
 
 /** Why a runtime operation failed; `reason` is safe to show to callers. */
-export type RuntimeErrorReason = "unavailable" | "timeout" | "conflict" | "failed";
+export type RuntimeErrorReason = "unavailable" | "timeout" | "conflict" | "failed" | "lost";
 
 /** What each reason tells the caller: a conflict (a name held by something else) is theirs to resolve, not a crash of ours. */
 const KIND_OF_REASON: Record<RuntimeErrorReason, ErrorKind> = {
@@ -275,7 +281,16 @@ const KIND_OF_REASON: Record<RuntimeErrorReason, ErrorKind> = {
   timeout: "deadline_exceeded",
   conflict: "failed_precondition",
   failed: "internal",
+  lost: "data_loss",
 };
+
+/** The message of a database whose data is gone from the host (DatabaseSpec.mustExist). */
+export function dataLost(slug: string, what: string): RuntimeError {
+  return new RuntimeError(
+    "lost",
+    `the data of database "${slug}" is gone (${what}); it is not recreated empty under its old URL: restore it with RestoreBackup (a point-in-time restore brings back everything streamed)`,
+  );
+}
 
 /**
  * A runtime failure whose message is safe to log and to return to callers:

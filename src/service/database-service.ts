@@ -469,7 +469,9 @@ export class DatabaseService {
   }
 
   private async provision(record: DatabaseRecord, signal?: AbortSignal): Promise<DatabaseRecord> {
-    const spec = this.specOf(record);
+    // Once it has served (its URL was handed out), its data must be there:
+    // a lost data directory is reported, never replaced by an empty one.
+    const spec = { ...this.specOf(record), mustExist: record.sealedUrl !== null };
     const password = spec.password;
     const started = performance.now();
     let result: EnsureResult;
@@ -479,9 +481,10 @@ export class DatabaseService {
       this.observeEnsure(started, "error");
       const problem = ensureProblem(error);
       // A database that was ready stays so through a passing failure, but not
-      // once another process holds its pooler port: its URL leads there.
+      // once another process holds its pooler port (its URL leads there) or
+      // its data is gone (until a restore brings it back).
       const portLost = this.deps.runtime.lostPoolerPorts?.().some((lost) => lost.slug === record.slug) ?? false;
-      const state = record.state === "ready" && !portLost ? "ready" : "failed";
+      const state = record.state === "ready" && !portLost && problem.kind !== "data_loss" ? "ready" : "failed";
       await this.deps.store.updateDatabase(record.projectId, { state, error: problem.message });
       this.deps.logger.error({ projectId: record.projectId, slug: record.slug, err: loggableError(error) }, "ensure failed");
       throw problem;

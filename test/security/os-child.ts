@@ -37,11 +37,11 @@ export function processUid(pid: number): number {
   return Number(line?.split(/\s+/)[1]);
 }
 
-/** Log lines of `slug` with message `msg` so far. */
-export function countLines(logs: string, slug: string, msg: string): number {
+/** Log lines of `slug` with message `msg` so far; of one child process (e.g. "postgres") when `process` is given. */
+export function countLines(logs: string, slug: string, msg: string, process?: string): number {
   return logs
     .split("\n")
     .filter(Boolean)
     .map((line) => JSON.parse(line) as Record<string, unknown>)
-    .filter((line) => line["slug"] === slug && line["msg"] === msg).length;
+    .filter((line) => line["slug"] === slug && line["msg"] === msg && (process === undefined || line["process"] === process)).length;
 }

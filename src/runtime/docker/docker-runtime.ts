@@ -11,14 +11,15 @@ import { KeyedLock } from "../keyed-lock.js";
 import { failedStream } from "../shared/failed-stream.js";
 import { RuntimeClosing } from "../shared/runtime-closing.js";
 import { checkSpec } from "../shared/target-checks.js";
-import type {
-  DatabaseSpec,
-  EnsureResult,
-  RemoveOptions,
-  Rows,
-  Runtime,
-  RuntimeStatus,
-  RuntimeTarget,
+import {
+  RuntimeError,
+  type DatabaseSpec,
+  type EnsureResult,
+  type RemoveOptions,
+  type Rows,
+  type Runtime,
+  type RuntimeStatus,
+  type RuntimeTarget,
 } from "../runtime.js";
 import type { LimitsStatus, ResourceLimits } from "../shared/resource-limits.js";
 import { isRunning, DockerEngine } from "./docker-engine.js";
@@ -45,7 +46,7 @@ import { dumpDatabase, restoreDatabase } from "./postgres-dump.js";
 import { PostgresTemplates } from "./postgres-template.js";
 import { ProjectNetworks } from "./project-networks.js";
 import { surveyContainers } from "./project-survey.js";
-import { removeProject } from "./remove-steps.js";
+import { removeProject, stopLostProject } from "./remove-steps.js";
 
 export {
   DEFAULT_APP_NETWORK,
@@ -135,9 +136,14 @@ export class DockerRuntime implements Runtime, DriverSettings {
     this.closing.assertOpen();
     checkSpec(spec);
     const names = projectNames(spec);
-    return this.locks.run(spec.slug, () => {
+    return this.locks.run(spec.slug, async () => {
       this.closing.assertOpen();
-      return ensureProject(this.parts, spec, names, signal);
+      try {
+        return await ensureProject(this.parts, spec, names, signal);
+      } catch (error) {
+        if (error instanceof RuntimeError && error.reason === "lost") await stopLostProject(this.engine, spec, names);
+        throw error;
+      }
     });
   }
 

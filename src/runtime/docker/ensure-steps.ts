@@ -4,7 +4,7 @@
 // PgBouncer is created and started while PostgreSQL comes up.
 import type Docker from "dockerode";
 import { createScramVerifier } from "../shared/scram-secret.js";
-import { RuntimeError, type DatabaseSpec, type EnsureResult, type PoolerInfo } from "../runtime.js";
+import { dataLost, RuntimeError, type DatabaseSpec, type EnsureResult, type PoolerInfo } from "../runtime.js";
 import { isRunning, neverStarted, type DockerEngine } from "./docker-engine.js";
 import type { ProjectNames } from "./docker-names.js";
 import { createProjectVolume, projectVolumeExists } from "./docker-volumes.js";
@@ -96,7 +96,7 @@ export async function ensureProject(
         if (verifier) return verifier;
       }
       await waitUntilAccepting(engine, postgres, names.postgres, deadline, signal);
-      return ensureAppRole(engine, postgres, names, spec.password, proposed);
+      return ensureAppRole(engine, postgres, names, spec.password, proposed, spec.mustExist);
     })(),
     startPgbouncer(parts, spec, names, survey, networks, facts, proposed, signal),
   ] as const);
@@ -133,7 +133,10 @@ async function prepareVolume(
   volumeExists: boolean,
   signal: AbortSignal | undefined,
 ): Promise<SeedOutcome | undefined> {
-  if (!volumeExists) await createProjectVolume(parts.engine, spec, names);
+  if (!volumeExists) {
+    if (spec.mustExist) throw dataLost(spec.slug, `its volume ${names.volume} is gone`);
+    await createProjectVolume(parts.engine, spec, names);
+  }
   signal?.throwIfAborted();
   if (!survey.postgres || neverStarted(survey.postgres)) return parts.templates.seed(spec, names, signal);
   return undefined;

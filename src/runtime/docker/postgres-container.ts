@@ -4,7 +4,7 @@
 import { randomBytes } from "node:crypto";
 import type Docker from "dockerode";
 import { loggableError } from "../../log.js";
-import { RuntimeError, type DatabaseSpec, type Rows } from "../runtime.js";
+import { dataLost, RuntimeError, type DatabaseSpec, type Rows } from "../runtime.js";
 import { roleConninfo, appStateQuery, planAppRole, SUPERUSER, superuserConninfo, TEMPLATE_STATE } from "./app-role-sql.js";
 import { hardenedHostConfig, isHardened, POSTGRES_HARDENING } from "./container-hardening.js";
 import { limitFields, limitInPlace } from "./container-limits.js";
@@ -168,9 +168,15 @@ export async function ensureAppRole(
   names: ProjectNames,
   password: string,
   proposedVerifier?: string,
+  mustExist = false,
 ): Promise<string> {
   const once = async (): Promise<string> => {
     const [state] = await superuserQuery(engine, container, appStateQuery(names.role, names.database), "postgres");
+    // The image's entrypoint makes a new cluster (with database POSTGRES_DB) in
+    // an emptied volume: the app role missing from it means the data is gone.
+    if (mustExist && (state?.["role_exists"] !== "1" || state["database_exists"] !== "1")) {
+      throw dataLost(names.database, `${names.volume} holds a new cluster without its role`);
+    }
     const plan = planAppRole(state, names.role, names.database, password, proposedVerifier);
     if (plan.statements.length > 0) {
       await runSuperuserScript(

@@ -39,3 +39,22 @@ export async function removeProject(
   if (volume) await removeVolume(engine, names.volume);
   engine.logger.info({ slug: target.slug, projectId: target.projectId, keepData: options.keepData }, "database removed");
 }
+
+/**
+ * A database whose data is gone (DatabaseSpec.mustExist): its containers are
+ * stopped, not removed, so its URL reaches nothing (not a new empty cluster
+ * the image may have made) while what is left stays for inspection.
+ */
+export async function stopLostProject(engine: DockerEngine, target: RuntimeTarget, names: ProjectNames): Promise<void> {
+  const survey = await surveyContainers(engine, target, names);
+  for (const container of [survey.pgbouncer, survey.postgres]) {
+    if (!container || !isRunning(container)) continue;
+    await engine.docker
+      .getContainer(container.Id)
+      .stop({ t: STOP_TIMEOUT_SECONDS })
+      .catch((error: unknown) => {
+        if (!isNotFound(error)) throw error;
+      });
+  }
+  engine.logger.error({ slug: target.slug, projectId: target.projectId }, "database data lost: its containers are stopped until it is restored");
+}

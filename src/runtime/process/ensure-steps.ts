@@ -3,12 +3,12 @@
 // PostgreSQL and PgBouncer brought up side by side, a new copy flushed, and
 // the whole checked end to end.
 import type pg from "pg";
-import type { DatabaseSpec, EnsureResult, PoolerInfo } from "../runtime.js";
+import { RuntimeError, type DatabaseSpec, type EnsureResult, type PoolerInfo } from "../runtime.js";
 import { appRoleName } from "../shared/app-role.js";
 import { ensureAppDatabase } from "./instance/app-database.js";
 import { flushCopy } from "./instance/data-dir.js";
 import type { DriverParts } from "./driver-parts.js";
-import { prepareInstanceDir } from "./instance/instance-dir.js";
+import { holdsCluster, prepareInstanceDir } from "./instance/instance-dir.js";
 import { instancePaths } from "./instance/instance-paths.js";
 import { allocatePoolerPort, endpointFor } from "./instance/pooler-endpoint.js";
 import { poolerSecrets, saveAdminPassword, writePoolerFiles } from "./instance/pooler-setup.js";
@@ -27,7 +27,8 @@ export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, cal
   callerSignal?.throwIfAborted();
   const existing = parts.instances.get(spec.slug);
   if (existing && existing.projectId !== spec.projectId) throw slugTaken(spec.slug);
-  if (existing?.result && isHealthy(parts, existing, spec.password)) {
+  const paths = instancePaths(parts.dataDir, spec.slug);
+  if (existing?.result && isHealthy(parts, existing, spec.password) && (!spec.mustExist || (await holdsCluster(paths)))) {
     // A changed override (UpdateDatabase) is applied in place, to the running processes.
     if (!sameLimits(existing.limits, effectiveLimits(parts.defaultLimits, spec.limits))) {
       await applyInstanceLimits(existing, parts.defaultLimits, spec.limits, false);
@@ -41,12 +42,19 @@ export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, cal
   const started = Date.now();
   const template = await parts.template();
   const deadline = Date.now() + parts.readyTimeoutMs;
-  const paths = instancePaths(parts.dataDir, spec.slug);
   const appRole = appRoleName(spec.slug);
   // Worked out while the directory is prepared (see pooler-setup.ts).
   const secrets = poolerSecrets(paths, appRole, spec.password, existing?.admin);
   secrets.catch(() => undefined);
-  const { source, warm, runAs } = await prepareInstanceDir(parts, spec, paths, template, options.recovering === true);
+  const { source, warm, runAs } = await prepareInstanceDir(parts, spec, paths, template, options.recovering === true).catch(async (error: unknown) => {
+    // A server whose data directory was deleted under it still runs on the
+    // unlinked files: stopped, so no app writes into data that is already gone.
+    if (existing && error instanceof RuntimeError && error.reason === "lost") {
+      existing.healthy = false;
+      await stopInstance(existing);
+    }
+    throw error;
+  });
   let port: number;
   try {
     signal.throwIfAborted();

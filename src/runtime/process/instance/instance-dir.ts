@@ -2,10 +2,10 @@
 // a spare copy's renamed into place for a new project (each comes with its OS
 // user, made ahead of time), or its own, taken back from an earlier release if
 // need be, with the owner marker, its OS user and a data directory (see data-dir.ts).
-import { mkdir, rename } from "node:fs/promises";
-import { dirname } from "node:path";
+import { lstat, mkdir, rename } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { loggableError } from "../../../log.js";
-import { RuntimeError, type DatabaseSpec } from "../../runtime.js";
+import { dataLost, RuntimeError, type DatabaseSpec } from "../../runtime.js";
 import { prepareDataDir, type PreparedDataDir } from "./data-dir.js";
 import type { DriverParts } from "../driver-parts.js";
 import { takeBackEarlierInstance } from "./earlier-release.js";
@@ -30,6 +30,7 @@ export interface PreparedDir {
 export async function prepareInstanceDir(parts: DriverParts, spec: DatabaseSpec, paths: InstancePaths, template: string, recovering = false): Promise<PreparedDir> {
   const { users, logger } = parts;
   if (!recovering) await settleInterruptedRecovery(paths, users, logger);
+  if (spec.mustExist && !(await holdsCluster(paths))) throw dataLost(spec.slug, `${paths.pgdata} holds no cluster`);
   const warm = await claimWarmInstance(parts, spec, paths);
   // A warm instance's copy was flushed before it joined the pool.
   if (warm) {
@@ -81,4 +82,13 @@ async function claimSpare(parts: DriverParts, spec: DatabaseSpec, paths: Instanc
   const runAs = await parts.users.recorded(paths.dir);
   if (runAs === undefined) throw new RuntimeError("failed", `the OS user of the spare copy given to ${spec.slug} is gone; remove ${paths.userRecord} and ensure again`);
   return runAs;
+}
+
+/**
+ * Whether the data directory still holds a cluster. lstat only: pgdata is the
+ * child's, and a link it planted there counts as no cluster.
+ */
+export async function holdsCluster(paths: InstancePaths): Promise<boolean> {
+  const version = await lstat(join(paths.pgdata, "PG_VERSION")).catch(() => undefined);
+  return version?.isFile() ?? false;
 }

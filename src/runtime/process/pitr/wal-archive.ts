@@ -14,14 +14,14 @@
 // child's user. The generation directories themselves are entries of the
 // service's wal/, which the child cannot rename, replace or add to.
 import { constants } from "node:fs";
-import { lstat, open, readdir, rename, rmdir, unlink, type FileHandle } from "node:fs/promises";
+import { lstat, open, readdir, rename, rm, rmdir, unlink, type FileHandle } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { RuntimeError } from "../../runtime.js";
 import { GENERATION_ID, isWalFileName, nextGenerationId, PARTIAL_SUFFIX, SEGMENT_NAME } from "../../shared/wal-names.js";
 import type { InstancePaths } from "../instance/instance-paths.js";
 import type { RunAs } from "../host/os-user.js";
-import { ensureDir, ownedBy, passableBy, readIfExists, SERVICE_ONLY, writeServiceFile } from "../host/owned-files.js";
+import { ensureDir, ownedBy, passableBy, readIfExists, SERVICE_ONLY, SERVICE_USER, writeServiceFile } from "../host/owned-files.js";
 import { runCommand } from "../children/run-command.js";
 
 const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = constants;
@@ -166,12 +166,15 @@ export class WalArchive {
     await this.removeDir(aside);
   }
 
-  /** Deletes the segments of generation `id` older than `startSegment` (history files stay). */
+  /**
+   * Deletes the segments of generation `id` older than `startSegment`
+   * (history files stay, and the segment still being written, whatever its name).
+   */
   async removeSegmentsBefore(id: string, startSegment: string): Promise<void> {
     if (!SEGMENT_NAME.test(startSegment)) throw new RuntimeError("failed", `${JSON.stringify(startSegment.slice(0, 40))} is not a WAL segment name`);
     const dir = this.generationDir(id);
     for (const file of await this.files(id)) {
-      if (SEGMENT_NAME.test(file.name) && file.name < startSegment) {
+      if (file.complete && SEGMENT_NAME.test(file.name) && file.name < startSegment) {
         // By name, in a directory no one can swap: removes the entry, never what a link points to.
         await unlink(join(dir, file.fileName)).catch((error: NodeJS.ErrnoException) => {
           if (error.code !== "ENOENT") throw error;
@@ -193,6 +196,12 @@ export class WalArchive {
       await unlink(dir);
       return;
     }
+    if (stats.uid === SERVICE_USER.uid) {
+      // The service's own (0700, made before the child ever had it): nothing in it is the child's.
+      await rm(dir, { recursive: true, force: true });
+      return;
+    }
+    if (stats.uid !== this.owner.uid) throw new RuntimeError("failed", `${dir} belongs to neither the service nor the OS user of ${this.slug}; remove it by hand`);
     // find -P never follows a link; as the child, it can only delete the child's.
     await runCommand("find", ["-P", dir, "-mindepth", "1", "-delete"], { runAs: this.owner, timeoutMs: 600_000 });
     await rmdir(dir);
