@@ -272,13 +272,18 @@ export class BackupManager implements Backups {
    * the safety backup and the new copy (a scratch database, or a recovered
    * server) above the reserve.
    */
-  private inRestoreSlot<T>(target: RuntimeTarget, record: BackupRecord, options: { byTenant?: boolean }, work: () => Promise<T>): Promise<T> {
+  private inRestoreSlot<T>(
+    target: RuntimeTarget,
+    record: BackupRecord,
+    options: { byTenant?: boolean; withSafetyBackup?: boolean },
+    work: () => Promise<T>,
+  ): Promise<T> {
     if (options.byTenant) this.assertManualAllowed(target.projectId);
     return this.track(
       this.loads.runNow(target.projectId, () =>
         this.withPinned(record.id, async () => {
           const [safetyBytes, loadBytes] = await Promise.all([
-            backupBytes(this.options.store, this.options.runtime, target),
+            options.withSafetyBackup === false ? 0 : backupBytes(this.options.store, this.options.runtime, target),
             scratchCopyBytes(this.options.runtime, target, record),
           ]);
           await this.assertSpace("restore", "safety", target, [
@@ -362,8 +367,10 @@ export class BackupManager implements Backups {
     const pitr = this.base.requirePitr();
     const database = await this.options.store.getDatabase(spec.projectId);
     if (!database) throw new DomainError("not_found", `project ${spec.projectId} has no database`);
-    const base = await this.base.choose(database, time, backupId);
-    return this.inRestoreSlot(target, base, options, async () => {
+    // A server that does not run (its data lost) has nothing to save or flush: the archive holds what it committed.
+    const live = database.state === "ready" && (await this.options.runtime.status(target)).state === "running";
+    const { base, replayAll } = await this.base.choose(database, time, backupId, live);
+    return this.inRestoreSlot(target, base, { ...options, withSafetyBackup: live }, async () => {
       const context = {
         pitr,
         backupDir: this.options.dir,
@@ -371,7 +378,7 @@ export class BackupManager implements Backups {
         // Already inside the exclusive section: the safety backup must not queue behind it.
         takeSafetyBackup: () => this.startBackup(target, "safety", true).done,
       };
-      const outcome = await this.coordination.withLock("dump", target.projectId, () => restoreToTime(context, spec, base, time));
+      const outcome = await this.coordination.withLock("dump", target.projectId, () => restoreToTime(context, spec, { base, time, replayAll, live }));
       this.base.soon(target);
       return outcome;
     });
@@ -387,8 +394,9 @@ export class BackupManager implements Backups {
     const target = { projectId: source.projectId, slug: source.slug };
     // "Now" is the source's last commit once everything before the call is archived.
     const at = time ?? (await pitr.flushWal(target));
-    const base = await this.base.choose(source, at, undefined);
-    return { source: target, base, ...(time ? { time } : {}) };
+    const { base, replayAll } = await this.base.choose(source, at, undefined, true);
+    // Without a time, or at the end of what the archive holds: everything it holds.
+    return { source: target, base, ...(time && !replayAll ? { time } : {}) };
   }
 
   /** A load slot for the new project, the base backup pinned against retention, room for the new server; then the recovery. */

@@ -23,7 +23,7 @@ import { backupFilePath, partialFilePath } from "./backup-paths.js";
 import { writeBaseBackupFile } from "./base-backup-file.js";
 import type { ScheduledDatabase } from "./backup-scheduler.js";
 import { ConcurrencyLimit, LimitClosedError } from "./concurrency-limit.js";
-import { baseBackupFor, covers, iso, recoveryWindow, usableBaseBackups, type RecoveryWindowView } from "./recovery-window.js";
+import { baseBackupFor, covers, iso, recoveryWindow, replaysAll, usableBaseBackups, type RecoveryWindowView } from "./recovery-window.js";
 import { expiryOf } from "./retention.js";
 import { baseBackupBytes } from "./space-estimate.js";
 import { walToKeep } from "./wal-retention.js";
@@ -137,7 +137,8 @@ export class BaseBackups {
   /** The database's recovery window; undefined without a base backup, or where it does not run here. */
   async window(database: DatabaseRecord): Promise<RecoveryWindowView | undefined> {
     const pitr = this.options.runtime.pitr;
-    if (!pitr || database.state !== "ready" || database.runtime !== this.options.runtime.kind) return undefined;
+    // A failed database too: one whose data is lost is brought back by a point-in-time restore.
+    if (!pitr || (database.state !== "ready" && database.state !== "failed") || database.runtime !== this.options.runtime.kind) return undefined;
     const { bases, generations } = await this.usable(pitr, database);
     return recoveryWindow(bases, generations, this.options.now());
   }
@@ -146,11 +147,19 @@ export class BaseBackups {
    * The base backup a recovery of `database` to `time` starts from: the one
    * named (a base backup of this project whose WAL reaches `time`), or the
    * newest that does. Refusals: not_found (no such backup of this project),
-   * invalid_argument (a dump), out_of_range (outside the window).
+   * invalid_argument (a dump), out_of_range (outside the window). With it,
+   * whether the recovery replays everything the base backup's generation
+   * holds (see replaysAll); `live`: the database's server runs and its WAL
+   * is flushed before the recovery.
    */
-  async choose(database: DatabaseRecord, time: Date, backupId?: string): Promise<BackupRecord> {
+  async choose(database: DatabaseRecord, time: Date, backupId: string | undefined, live: boolean): Promise<{ base: BackupRecord; replayAll: boolean }> {
     const pitr = this.requirePitr();
     const { bases, generations, records } = await this.usable(pitr, database);
+    const base = this.named(bases, generations, records, database, time, backupId);
+    return { base, replayAll: replaysAll(base, generations, time, live) };
+  }
+
+  private named(bases: BackupRecord[], generations: WalGeneration[], records: BackupRecord[], database: DatabaseRecord, time: Date, backupId: string | undefined): BackupRecord {
     const now = this.options.now();
     if (backupId === undefined) return baseBackupFor(bases, generations, time, now);
     const named = records.find((record) => record.id === backupId);

@@ -5,7 +5,10 @@
 // the base backup's checksum (a changed file is refused before anything
 // happens), a safety backup of the current state (a dump, as every restore
 // takes), a flush of the WAL (so a target between the last commit and now has
-// a commit after it to stop at), then the recovery. The runtime moves the old
+// a commit after it to stop at), then the recovery. A database whose server
+// does not run (its data lost: reported failed) has no state to save and no
+// WAL to flush: everything it committed is in its archive, and the recovery
+// brings it back. The runtime moves the old
 // server aside and puts it back if the recovery fails, so a failed restore
 // changes nothing; a new WAL generation starts, which the caller gives a base
 // backup of its own. Same endpoint, same role, same password: the
@@ -30,39 +33,61 @@ export interface PointInTimeContext {
 
 export interface PointInTimeOutcome {
   readonly restored: BackupRecord;
-  readonly safety: BackupRecord;
+  /** Absent when the database's server did not run: there was no state to save. */
+  readonly safety?: BackupRecord;
   readonly targetTime: Date;
+  /** The recovered database as the runtime reports it (same endpoint). */
+  readonly result: EnsureResult;
 }
 
-/** `base` is a usable base backup of the spec's database whose WAL reaches `time` (see BaseBackups.choose). */
+/** What restoreToTime needs besides the runtime: how to save the current state, and where the recovery stops. */
+export interface RestorePlan {
+  /** A usable base backup of the spec's database whose WAL reaches the target (see BaseBackups.choose). */
+  readonly base: BackupRecord;
+  readonly time: Date;
+  /** Replay everything the generation holds: the target is at its end (see replaysAll). */
+  readonly replayAll: boolean;
+  /** The database's server runs: a safety backup is taken and the WAL flushed first. */
+  readonly live: boolean;
+}
+
 export async function restoreToTime(
   context: PointInTimeContext & { readonly takeSafetyBackup: () => Promise<BackupRecord> },
   spec: DatabaseSpec,
-  base: BackupRecord,
-  time: Date,
+  plan: RestorePlan,
 ): Promise<PointInTimeOutcome> {
   const { pitr, logger } = context;
+  const { base, time } = plan;
   const target = { projectId: spec.projectId, slug: spec.slug };
   const log = { projectId: target.projectId, slug: target.slug, backupId: base.id, targetTime: time.toISOString() };
   const path = backupFilePath(context.backupDir, base.slug, base.id, "base");
   await assertChecksum(path, base);
 
-  const safety = await context.takeSafetyBackup();
-  if (safety.state !== "succeeded") {
-    throw new DomainError(
-      "failed_precondition",
-      `restore refused: the safety backup of the current state failed (${safety.error ?? "unknown reason"}); the database was not changed`,
-    );
+  let safety: BackupRecord | undefined;
+  if (plan.live) {
+    safety = await context.takeSafetyBackup();
+    if (safety.state !== "succeeded") {
+      throw new DomainError(
+        "failed_precondition",
+        `restore refused: the safety backup of the current state failed (${safety.error ?? "unknown reason"}); the database was not changed`,
+      );
+    }
+  } else {
+    logger.warn(log, "point-in-time restore of a database whose server does not run: no safety backup (there is no state to save)");
   }
   try {
-    await pitr.flushWal(target);
-    const { generation } = await pitr.recover(spec, readBaseBackupFile(path, base), { source: target, generation: base.walGeneration!, time });
-    logger.info({ ...log, safetyBackupId: safety.id, generation }, "database restored to a point in time");
+    if (plan.live) await pitr.flushWal(target);
+    const { generation, result } = await pitr.recover(spec, readBaseBackupFile(path, base), {
+      source: target,
+      generation: base.walGeneration!,
+      ...(plan.replayAll ? {} : { time }),
+    });
+    logger.info({ ...log, ...(safety ? { safetyBackupId: safety.id } : {}), generation }, "database restored to a point in time");
+    return { restored: base, ...(safety ? { safety } : {}), targetTime: time, result };
   } catch (error) {
     logger.error({ ...log, err: loggableError(error) }, "point-in-time restore failed");
     throw new DomainError(kindOf(error), `point-in-time restore failed (${failureReason(error)}); the database was not changed`);
   }
-  return { restored: base, safety, targetTime: time };
 }
 
 /** What a clone starts from, settled before the new database is recorded. */

@@ -95,6 +95,22 @@ export function covers(base: BackupRecord, generations: readonly WalGeneration[]
   return span.from.getTime() <= time.getTime() && time.getTime() <= span.to.getTime();
 }
 
+/**
+ * Whether a recovery to `time` from `base` must replay everything its
+ * generation holds rather than stop at `time`: the target is at or past the
+ * end of the WAL received, where no commit follows it for PostgreSQL to stop
+ * at (it refuses to promote short of its target). The state there is the
+ * state at the end: nothing was written after it. A generation streaming
+ * from a live database is never such an end: a flush of its WAL puts a commit
+ * after any target up to now.
+ */
+export function replaysAll(base: BackupRecord, generations: readonly WalGeneration[], time: Date, live: boolean): boolean {
+  const generation = generations.find((candidate) => candidate.id === base.walGeneration);
+  if (!generation || (live && generation.streaming && generation === generations[generations.length - 1])) return false;
+  const end = Math.max(generation.lastReceivedAt?.getTime() ?? 0, base.finishedAt?.getTime() ?? 0);
+  return time.getTime() >= end;
+}
+
 export function noRecoveryWindow(): DomainError {
   return new DomainError(
     "failed_precondition",

@@ -45,8 +45,9 @@ export function addBackupCommands(program: Command, print: Print): void {
           response.targetTime ? "from base backup:" : "restored:",
           backupText(response.restored),
           "",
-          "safety backup (the state before the restore):",
-          backupText(response.safetyBackup),
+          ...(response.safetyBackup
+            ? ["safety backup (the state before the restore):", backupText(response.safetyBackup)]
+            : [fields([["safety backup", "none (the database's server was not running: there was no state to save)"]])]),
         ].join("\n"),
       );
     });

@@ -53,7 +53,7 @@ export function databaseRoutes(service: DatabaseService) {
         const outcome = await service.restoreBackup(req.projectId, req.backupId, { byTenant: byTenant(ctx), ...(targetTime ? { targetTime } : {}) });
         return {
           restored: backupMessage(outcome.restored),
-          safetyBackup: backupMessage(outcome.safety),
+          ...(outcome.safety ? { safetyBackup: backupMessage(outcome.safety) } : {}),
           ...(outcome.targetTime ? { targetTime: timestampFromDate(outcome.targetTime) } : {}),
         };
       },

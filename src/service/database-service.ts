@@ -271,25 +271,34 @@ export class DatabaseService {
   /**
    * Without a target time: the dump named, as it is. With one: the database
    * as it was at that second, from the base backup named or, with "" or "-",
-   * the newest that reaches it.
+   * the newest that reaches it; a database reported failed (its data lost)
+   * too, which comes back ready.
    */
   async restoreBackup(
     rawProjectId: string,
     rawBackupId: string,
     options: { byTenant?: boolean; targetTime?: Date } = {},
-  ): Promise<{ restored: BackupRecord; safety: BackupRecord; targetTime?: Date }> {
-    const database = await this.readyDatabase(rawProjectId);
+  ): Promise<{ restored: BackupRecord; safety?: BackupRecord; targetTime?: Date }> {
     const { targetTime, byTenant } = options;
     if (targetTime === undefined) {
+      const database = await this.readyDatabase(rawProjectId);
       const backupId = validBackupId(rawBackupId);
       return this.coordination.withLock("project", database.projectId, () => this.backups().restore(target(database), backupId, { byTenant }));
     }
+    const projectId = validProjectId(rawProjectId);
     const backupId = rawBackupId === "" || rawBackupId === "-" ? undefined : validBackupId(rawBackupId);
-    return this.coordination.withLock("project", database.projectId, async (): Promise<PointInTimeOutcome> => {
-      // Read again inside the lock: a delete or a rotation may have come first.
-      const current = await this.readyDatabase(database.projectId);
-      this.assertOwnRuntime(current);
-      return this.backups().restoreToTime(this.specOf(current), backupId, targetTime, { byTenant });
+    return this.coordination.withLock("project", projectId, async (): Promise<PointInTimeOutcome> => {
+      // Read inside the lock: a delete or a rotation may have come first.
+      const database = await this.get(projectId);
+      if (database.state !== "ready" && database.state !== "failed") {
+        throw new DomainError("failed_precondition", `database "${database.slug}" is ${database.state}; only a ready or failed database can be restored`);
+      }
+      this.assertOwnRuntime(database);
+      const spec = this.specOf(database);
+      const outcome = await this.backups().restoreToTime(spec, backupId, targetTime, { byTenant });
+      // Same endpoint; a failed database (its data lost) is ready again.
+      await this.recordReady(database, outcome.result, spec.password);
+      return outcome;
     });
   }
 

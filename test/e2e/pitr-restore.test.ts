@@ -3,13 +3,16 @@
 // runtime: real PostgreSQL, PgBouncer, pg_basebackup and pg_receivewal. The
 // steps share one database and run in order: each recovery costs real seconds.
 import { randomUUID } from "node:crypto";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { toJsonString } from "@bufbuild/protobuf";
 import { BackupFormat, RestoreBackupResponseSchema } from "../../gen/sota/database/v1/database_pb.js";
 import { startHarness, type Harness } from "../support/app-harness.js";
-import { grpc, grpcClients, type GrpcClients } from "../support/grpc-client.js";
+import { grpc, grpcClients, grpcCode, type GrpcClients } from "../support/grpc-client.js";
 import { baseBackupAfter, commitThenTime, connectClient, connectionUrl, numbers, recordingRest, windowOf } from "../support/pitr-api.js";
 import { poolerPortsSetting } from "../support/process-runtime-harness.js";
 import { queryUrl } from "../support/url-query.js";
@@ -21,6 +24,8 @@ let projectId: string;
 let url: string;
 /** Every answer the API gave in this file: none may hold a secret. */
 const answers: string[] = [];
+/** Passwords of the other databases made here. */
+const secrets: string[] = [];
 
 beforeAll(async () => {
   h = await startHarness({ SOTA_POOLER_PORTS: poolerPortsSetting(61), SOTA_BACKUP_MIN_FREE: "0" });
@@ -176,10 +181,34 @@ describe("point-in-time restore", () => {
     expect(refused.json.code).toBe("not_found");
   });
 
+  it("brings back a database whose data directory is gone (reported failed) to the latest point, every row committed a second before the loss", async () => {
+    const lost = randomUUID();
+    const slug = "lost-shop";
+    expect((await call(`/v1/projects/${lost}/database`, { method: "POST", body: { slug } })).status).toBe(200);
+    const lostUrl = await connectionUrl(h, lost);
+    secrets.push(new URL(lostUrl).password);
+    await windowOf(h, lost);
+    await queryUrl(lostUrl, "CREATE TABLE events (n int PRIMARY KEY); INSERT INTO events VALUES (1), (2)");
+    await queryUrl(lostUrl, "INSERT INTO events VALUES (3)");
+    await sleep(1_000);
+    await rm(join(h.dataDir, "instances", slug, "pgdata"), { recursive: true, force: true });
+    expect(await grpcCode(rpc.database("ensure", { projectId: lost }, h.tokens.deployer))).toBe(grpc.status.DATA_LOSS);
+    const failed = (await call(`/v1/projects/${lost}/database`)).json;
+    expect(failed.database.state).toBe("DATABASE_STATE_FAILED");
+    // The window is still reported: the archive holds what the database committed.
+    expect(failed.recoveryWindow).toBeDefined();
+    const restored = await call(`/v1/projects/${lost}/database/backups/-/restore`, { method: "POST", body: { targetTime: failed.recoveryWindow.latestTime } });
+    expect(restored.status, restored.text).toBe(200);
+    expect(restored.json.safetyBackup).toBeUndefined();
+    expect((await call(`/v1/projects/${lost}/database`)).json.database).toMatchObject({ state: "DATABASE_STATE_READY", error: "" });
+    expect(await numbers(lostUrl)).toEqual([1, 2, 3]);
+    // Ensure is the deploy engine's ordinary call again.
+    expect((await rpc.database("ensure", { projectId: lost }, h.tokens.deployer)).database.state).toBe("DATABASE_STATE_READY");
+  });
+
   it("never puts a password, a DATABASE_URL or a token in an answer or a log line", () => {
-    const password = new URL(url).password;
     const all = [...answers, ...h.logs].join("\n");
-    expect(all).not.toContain(password);
+    for (const password of [new URL(url).password, ...secrets]) expect(all).not.toContain(password);
     expect(all).not.toContain("postgresql://");
     for (const token of Object.values(h.tokens)) expect(all).not.toContain(token);
   });
