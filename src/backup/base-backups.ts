@@ -155,11 +155,11 @@ export class BaseBackups {
   async choose(database: DatabaseRecord, time: Date, backupId: string | undefined, live: boolean): Promise<{ base: BackupRecord; replayAll: boolean }> {
     const pitr = this.requirePitr();
     const { bases, generations, records } = await this.usable(pitr, database);
-    const base = this.named(bases, generations, records, database, time, backupId);
+    const base = this.startingPoint(bases, generations, records, database, time, backupId);
     return { base, replayAll: replaysAll(base, generations, time, live) };
   }
 
-  private named(bases: BackupRecord[], generations: WalGeneration[], records: BackupRecord[], database: DatabaseRecord, time: Date, backupId: string | undefined): BackupRecord {
+  private startingPoint(bases: BackupRecord[], generations: WalGeneration[], records: BackupRecord[], database: DatabaseRecord, time: Date, backupId: string | undefined): BackupRecord {
     const now = this.options.now();
     if (backupId === undefined) return baseBackupFor(bases, generations, time, now);
     const named = records.find((record) => record.id === backupId);

@@ -3,7 +3,7 @@
 // a database's archive must keep. Pure rules: the runtime's part is tested
 // against real PostgreSQL in the e2e point-in-time tests.
 import { describe, expect, it } from "vitest";
-import { baseBackupFor, recoveryWindow, usableBaseBackups } from "../../src/backup/recovery-window.js";
+import { baseBackupFor, recoveryWindow, replaysAll, usableBaseBackups } from "../../src/backup/recovery-window.js";
 import { walToKeep } from "../../src/backup/wal-retention.js";
 import { DomainError } from "../../src/errors.js";
 import type { WalGeneration } from "../../src/runtime/runtime.js";
@@ -94,6 +94,22 @@ describe("recovery window", () => {
     const hole = catchError(() => baseBackupFor(bases, generations, at("12:07"), now));
     expect(hole).toMatchObject({ kind: "out_of_range" });
     expect(hole.message).toMatch(/between a point-in-time restore and the first base backup after it/);
+  });
+});
+
+describe("replaying everything a generation holds", () => {
+  const b1 = base("b1", "01:00", "01:02", G1, seg(2));
+  it("is what a target at or past the end of a generation that no longer streams asks for", () => {
+    const generations = [generation(G1, false, "12:00"), generation(G2, true, "13:00")];
+    expect(replaysAll(b1, generations, at("12:00"), true)).toBe(true);
+    expect(replaysAll(b1, generations, at("11:59"), true)).toBe(false);
+  });
+
+  it("never for the streaming generation of a live database (its WAL is flushed first), always at its end when the server is gone", () => {
+    const generations = [generation(G1, true, "12:00")];
+    expect(replaysAll(b1, generations, at("12:30"), true)).toBe(false);
+    expect(replaysAll(b1, generations, at("12:30"), false)).toBe(true);
+    expect(replaysAll(b1, generations, at("11:00"), false)).toBe(false);
   });
 });
 
