@@ -11,8 +11,8 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { withApp } from "../runtime/runtime-contract.js";
 import {
   RuntimeError,
   type BaseBackupInfo,
@@ -271,26 +271,6 @@ async function rowsSeen(result: EnsureResult, spec: DatabaseSpec): Promise<numbe
     const rows = await client.query<{ n: number }>("SELECT n FROM rows_seen ORDER BY n");
     return rows.rows.map((row) => row.n);
   });
-}
-
-async function withApp<T>(result: EnsureResult, spec: DatabaseSpec, work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const loopback = result.endpoint.loopback;
-  if (!loopback) throw new Error("the runtime reported no loopback address for its pooler");
-  const client = new pg.Client({
-    host: loopback.host,
-    port: loopback.port,
-    user: `app_${spec.slug}`,
-    password: spec.password,
-    database: spec.slug,
-    connectionTimeoutMillis: 10_000,
-  });
-  client.on("error", () => undefined);
-  await client.connect();
-  try {
-    return await work(client);
-  } finally {
-    await client.end().catch(() => undefined);
-  }
 }
 
 async function collect(stream: Readable): Promise<Buffer> {

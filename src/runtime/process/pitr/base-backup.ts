@@ -12,11 +12,10 @@ import { spawn } from "node:child_process";
 import { PassThrough, type Readable } from "node:stream";
 import { RuntimeError, type BaseBackupInfo } from "../../runtime.js";
 import { segmentNameOf } from "../../shared/wal-names.js";
-import { POSTGRES_PORT, SUPERUSER } from "../children/postgres-settings.js";
 import { childEnv } from "../children/run-command.js";
 import type { Instance } from "../instance/project-instance.js";
 import { queryOnce, superuserClient } from "../sql/pg-clients.js";
-import { waitUntilArchived } from "./replication-slot.js";
+import { replicationConnectionArgs, waitUntilArchived } from "./replication-slot.js";
 
 /** How long the receiver gets to archive a finished backup's WAL. */
 const ARCHIVE_TIMEOUT_MS = 30_000;
@@ -58,13 +57,7 @@ async function takeBackup(instance: Instance, pgBasebackup: string, output: Pass
       "--checkpoint=fast",
       "--no-sync",
       "--verbose",
-      "--no-password",
-      "--host",
-      socketDir,
-      "--port",
-      String(POSTGRES_PORT),
-      "--username",
-      SUPERUSER,
+      ...replicationConnectionArgs(socketDir),
     ],
     { cwd: "/", env: childEnv(), stdio: ["ignore", "pipe", "pipe"] },
   );

@@ -4,10 +4,19 @@
 import type pg from "pg";
 import { RuntimeError } from "../../runtime.js";
 import { pollUntil } from "../../shared/settle.js";
-import { WAL_RECEIVER_NAME, WAL_SLOT } from "../children/postgres-settings.js";
+import { POSTGRES_PORT, SUPERUSER, WAL_RECEIVER_NAME, WAL_SLOT } from "../children/postgres-settings.js";
 import { queryRows, superuserClient } from "../sql/pg-clients.js";
 
 const POLL_MS = 20;
+
+/**
+ * How pg_receivewal and pg_basebackup connect: over the instance's private
+ * socket, as the superuser (replication connections are allowed to it only,
+ * see renderHba), never prompting for a password (none is needed or given).
+ */
+export function replicationConnectionArgs(socketDir: string): string[] {
+  return ["--host", socketDir, "--port", String(POSTGRES_PORT), "--username", SUPERUSER, "--no-password"];
+}
 
 export type SlotState = "missing" | "lost" | "kept";
 

@@ -120,7 +120,8 @@ export class WalArchive {
     checkGenerationId(id);
     if (!isWalFileName(name)) throw new RuntimeError("failed", `${JSON.stringify(name.slice(0, 40))} is not the name of a WAL file`);
     const dir = this.generationDir(id);
-    const candidates = SEGMENT_NAME.test(name) ? [name, `${name}${PARTIAL_SUFFIX}`] : [name];
+    // The complete name again last: pg_receivewal may rename the partial segment between two tries.
+    const candidates = SEGMENT_NAME.test(name) ? [name, `${name}${PARTIAL_SUFFIX}`, name] : [name];
     for (const fileName of candidates) {
       const handle = await open(join(dir, fileName), O_RDONLY | O_NOFOLLOW | O_NONBLOCK).catch((error: NodeJS.ErrnoException) => {
         if (error.code === "ENOENT") return undefined;

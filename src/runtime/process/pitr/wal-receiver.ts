@@ -9,11 +9,11 @@
 import type { Logger } from "../../../log.js";
 import { SupervisedProcess } from "../children/supervised-process.js";
 import { rotateLogIfLarge } from "../children/log-rotation.js";
-import { POSTGRES_PORT, SUPERUSER, WAL_RECEIVER_NAME, WAL_SLOT } from "../children/postgres-settings.js";
+import { WAL_RECEIVER_NAME, WAL_SLOT } from "../children/postgres-settings.js";
 import type { InstancePaths } from "../instance/instance-paths.js";
 import type { RunAs } from "../host/os-user.js";
 import { superuserClient } from "../sql/pg-clients.js";
-import { createSlot, dropSlot, endSlotSession, slotState } from "./replication-slot.js";
+import { createSlot, dropSlot, endSlotSession, replicationConnectionArgs, slotState } from "./replication-slot.js";
 import { WalArchive } from "./wal-archive.js";
 
 export interface WalReceiverOptions {
@@ -128,13 +128,7 @@ function receiverArgs(socketDir: string, directory: string): string[] {
   return [
     "--dbname",
     `application_name=${WAL_RECEIVER_NAME}`,
-    "--host",
-    socketDir,
-    "--port",
-    String(POSTGRES_PORT),
-    "--username",
-    SUPERUSER,
-    "--no-password",
+    ...replicationConnectionArgs(socketDir),
     "--directory",
     directory,
     "--slot",
