@@ -71,6 +71,41 @@ CREATE TABLE sota.scheduled_runs (
     description: "a project's resource limits override, as JSON",
     sql: "ALTER TABLE sota.databases ADD COLUMN limits_json TEXT;",
   },
+  {
+    version: 4,
+    // Placeholder on the off-host branch only: version 4 is the backup format
+    // (dump or base) of the point-in-time recovery work, which replaces this at merge.
+    description: "reserved: a backup's format",
+    sql: "SELECT 1;",
+  },
+  {
+    version: 5,
+    description: "off-host copies: each backup's copy state, and the WAL files copied",
+    sql: `
+CREATE TABLE sota.offsite_copies (
+  backup_id       TEXT PRIMARY KEY,
+  project_id      TEXT NOT NULL,
+  state           TEXT NOT NULL,
+  attempts        INTEGER NOT NULL,
+  error           TEXT,
+  object_key      TEXT,
+  sha256          TEXT,
+  size_bytes      BIGINT,
+  copied_at       BIGINT,
+  next_attempt_at BIGINT
+);
+CREATE INDEX offsite_copies_by_project ON sota.offsite_copies (project_id);
+CREATE TABLE sota.offsite_wal (
+  project_id TEXT NOT NULL,
+  generation TEXT NOT NULL,
+  file       TEXT NOT NULL,
+  sha256     TEXT NOT NULL,
+  size_bytes BIGINT NOT NULL,
+  copied_at  BIGINT NOT NULL,
+  PRIMARY KEY (project_id, generation, file)
+);
+`,
+  },
 ];
 
 /** Applies what is pending in one transaction (PostgreSQL DDL is transactional). Throws StateTooNewError. */

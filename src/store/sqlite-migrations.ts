@@ -66,6 +66,41 @@ CREATE TABLE scheduled_runs (
     description: "a project's resource limits override, as JSON",
     sql: "ALTER TABLE databases ADD COLUMN limits_json TEXT;",
   },
+  {
+    version: 4,
+    // Placeholder on the off-host branch only: version 4 is the backup format
+    // (dump or base) of the point-in-time recovery work, which replaces this at merge.
+    description: "reserved: a backup's format",
+    sql: "SELECT 1;",
+  },
+  {
+    version: 5,
+    description: "off-host copies: each backup's copy state, and the WAL files copied",
+    sql: `
+CREATE TABLE offsite_copies (
+  backup_id       TEXT PRIMARY KEY,
+  project_id      TEXT NOT NULL,
+  state           TEXT NOT NULL,
+  attempts        INTEGER NOT NULL,
+  error           TEXT,
+  object_key      TEXT,
+  sha256          TEXT,
+  size_bytes      INTEGER,
+  copied_at       INTEGER,
+  next_attempt_at INTEGER
+);
+CREATE INDEX offsite_copies_by_project ON offsite_copies (project_id);
+CREATE TABLE offsite_wal (
+  project_id TEXT NOT NULL,
+  generation TEXT NOT NULL,
+  file       TEXT NOT NULL,
+  sha256     TEXT NOT NULL,
+  size_bytes INTEGER NOT NULL,
+  copied_at  INTEGER NOT NULL,
+  PRIMARY KEY (project_id, generation, file)
+);
+`,
+  },
 ];
 
 export function sqliteSchemaVersion(db: Database.Database): number {
