@@ -253,8 +253,10 @@ export class PostgresStore implements Store, PortRegistry {
     await this.pool.query(upsert("offsite_wal", OFFSITE_WAL_COLUMNS, ["project_id", "generation", "file"]), OFFSITE_WAL_COLUMNS.map((column) => row[column]));
   }
 
-  async listOffsiteWal(projectId: string): Promise<OffsiteWalRecord[]> {
-    const rows = await this.rows<OffsiteWalRow>(`SELECT * FROM ${S}.offsite_wal WHERE project_id = $1 ORDER BY generation, file`, [projectId]);
+  async listOffsiteWal(projectId?: string): Promise<OffsiteWalRecord[]> {
+    const rows = projectId
+      ? await this.rows<OffsiteWalRow>(`SELECT * FROM ${S}.offsite_wal WHERE project_id = $1 ORDER BY generation, file`, [projectId])
+      : await this.rows<OffsiteWalRow>(`SELECT * FROM ${S}.offsite_wal ORDER BY project_id, generation, file`);
     return rows.map(toOffsiteWal);
   }
 

@@ -229,8 +229,12 @@ export class SqliteStore implements Store, PortRegistry {
     this.statement(replaceInto("offsite_wal", OFFSITE_WAL_COLUMNS)).run(fromOffsiteWal(record));
   }
 
-  async listOffsiteWal(projectId: string): Promise<OffsiteWalRecord[]> {
-    const rows = this.statement("SELECT * FROM offsite_wal WHERE project_id = ? ORDER BY generation, file").all(projectId) as OffsiteWalRow[];
+  async listOffsiteWal(projectId?: string): Promise<OffsiteWalRecord[]> {
+    const rows = (
+      projectId
+        ? this.statement("SELECT * FROM offsite_wal WHERE project_id = ? ORDER BY generation, file").all(projectId)
+        : this.statement("SELECT * FROM offsite_wal ORDER BY project_id, generation, file").all()
+    ) as OffsiteWalRow[];
     return rows.map(toOffsiteWal);
   }
 

@@ -59,8 +59,8 @@ export interface Store {
   deleteOffsiteCopy(backupId: string): Promise<void>;
   /** Creates or replaces the record of one WAL file in the bucket. */
   putOffsiteWal(record: OffsiteWalRecord): Promise<void>;
-  /** Ordered by generation, then file. */
-  listOffsiteWal(projectId: string): Promise<OffsiteWalRecord[]>;
+  /** Of one project, or of all when no project is named; ordered by project, generation, then file. */
+  listOffsiteWal(projectId?: string): Promise<OffsiteWalRecord[]>;
   deleteOffsiteWal(projectId: string, generation: string, file: string): Promise<void>;
 
   /** Rejects when the store cannot be read. */

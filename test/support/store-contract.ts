@@ -295,6 +295,7 @@ export function storeContract(name: string, newLocation: () => Promise<StoreLoca
       await store.deleteOffsiteWal(A, "20261126T000000Z", "000000010000000000000001");
       expect((await store.listOffsiteWal(A)).map((record) => record.file)).toEqual(["000000010000000000000002", "000000010000000000000003.partial"]);
       expect(await store.listOffsiteWal(B)).toHaveLength(1);
+      expect((await store.listOffsiteWal()).map((record) => record.projectId)).toEqual([A, A, B].sort());
     });
   });
 }
