@@ -9,6 +9,8 @@ import type { Metrics } from "../metrics.js";
 import type { Runtime, RuntimeTarget } from "../runtime/runtime.js";
 import { LocalCoordination, type Coordination } from "../coordination/coordination.js";
 import { isBackupId, newBackupId } from "../names.js";
+import type { OffsiteHooks } from "../offsite/offsite-copies.js";
+import { OFFSITE_DISABLED, type ListedBackup } from "../offsite/offsite-view.js";
 import { newBackupRecord, type BackupKind, type BackupRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
 import { failureReason, manualBackupLimitReached, notEnoughDiskSpace } from "./backup-errors.js";
@@ -70,6 +72,8 @@ export interface BackupManagerOptions {
   readonly coordination?: Coordination;
   /** Test seam: where compressed bytes are written (a disk that fails). */
   readonly openOutput?: OpenOutput;
+  /** Off-host copies (SOTA_BACKUP_S3_*): told of every succeeded and expired backup, asked when listing and restoring. */
+  readonly offsite?: OffsiteHooks;
 }
 
 interface RunningBackup {
@@ -223,12 +227,14 @@ export class BackupManager implements Backups {
     return job.record;
   }
 
-  async list(projectId: string): Promise<BackupRecord[]> {
+  async list(projectId: string): Promise<ListedBackup[]> {
     // Expiry follows the retention configured now, even for backups written under another.
     const [records, deleted] = await Promise.all([this.options.store.listBackups(projectId), this.deletedRetention(projectId)]);
-    return records.map((record) =>
+    const listed = records.map((record) =>
       record.state === "running" ? record : { ...record, expiresAt: backupExpiry(record, this.options.retentionDays, deleted) },
     );
+    if (this.options.offsite) return this.options.offsite.describe(projectId, listed);
+    return listed.map((record) => (record.state === "succeeded" ? { ...record, offsite: OFFSITE_DISABLED } : record));
   }
 
   /**
@@ -271,6 +277,8 @@ export class BackupManager implements Backups {
       takeSafetyBackup: () => this.startBackup(target, "safety", true).done,
     };
     const path = backupFilePath(this.options.dir, record.slug, record.id);
+    // A local file that is gone or damaged comes back from its off-host copy, checked, before the restore's own check.
+    await this.options.offsite?.ensureLocalCopy(record, path);
     return this.coordination.withLock("dump", target.projectId, () => restoreFromBackup(context, target, record, path));
   }
 
@@ -391,6 +399,7 @@ export class BackupManager implements Backups {
       });
       metrics.backupLastSuccess.set({ project_id: record.projectId }, finishedAt.getTime() / 1000);
       this.logger.info({ ...log, sizeBytes: written.sizeBytes, seconds: seconds(started) }, "backup succeeded");
+      this.options.offsite?.backupSucceeded(succeeded);
       await this.prune(record.projectId);
       return succeeded;
     } catch (error) {
@@ -439,7 +448,7 @@ export class BackupManager implements Backups {
   private async prune(projectId: string): Promise<void> {
     const run = async () => {
       const deleted = await this.deletedRetention(projectId);
-      await pruneBackups({
+      const expired = await pruneBackups({
         store: this.options.store,
         backupDir: this.options.dir,
         projectId,
@@ -449,6 +458,8 @@ export class BackupManager implements Backups {
         ...(deleted ? { deleted } : {}),
         logger: this.logger,
       });
+      // Retention applies in the bucket too.
+      await this.options.offsite?.backupsDeleted(projectId, expired);
     };
     await run().catch((error: unknown) => this.logger.error({ projectId, err: loggableError(error) }, "backup retention failed"));
   }

@@ -7,6 +7,7 @@ import {
   BackupKind,
   BackupState,
   DatabaseState,
+  OffsiteState,
   VerificationState,
   type Backup,
   type Database,
@@ -62,7 +63,15 @@ export function databaseText(database: Database | undefined, extra: [string, str
   return fields([...databaseFields(database), ...extra]);
 }
 
-const BACKUP_HEADERS = ["ID", "KIND", "STATE", "SIZE", "VERIFIED", "STARTED", "EXPIRES"];
+const BACKUP_HEADERS = ["ID", "KIND", "STATE", "SIZE", "VERIFIED", "STARTED", "EXPIRES", "OFFSITE"];
+
+/** The off-host copy in a word: disabled, pending, copied, or failed with its attempts so far; "-" where none applies. */
+function offsiteWord(backup: Backup): string {
+  const offsite = backup.offsite;
+  if (!offsite || offsite.state === OffsiteState.UNSPECIFIED) return "-";
+  const word = enumName(OffsiteState, offsite.state);
+  return offsite.state === OffsiteState.FAILED ? `${word} (${offsite.attempts})` : word;
+}
 
 function backupRow(backup: Backup): string[] {
   const verified = backup.verification === VerificationState.UNSPECIFIED ? "-" : enumName(VerificationState, backup.verification);
@@ -74,13 +83,14 @@ function backupRow(backup: Backup): string[] {
     verified,
     time(backup.startTime),
     time(backup.expireTime),
+    offsiteWord(backup),
   ];
 }
 
 export function backupsTable(backups: readonly Backup[]): string {
   if (backups.length === 0) return "no backups";
-  const failures = backups.filter((backup) => backup.error || backup.verificationError);
-  const notes = failures.map((backup) => `${backup.id}: ${backup.error || backup.verificationError}`);
+  const failures = backups.filter((backup) => backup.error || backup.verificationError || backup.offsite?.error);
+  const notes = failures.map((backup) => `${backup.id}: ${backup.error || backup.verificationError || `off-host copy: ${backup.offsite!.error}`}`);
   return [table(BACKUP_HEADERS, backups.map(backupRow)), ...(notes.length ? ["", ...notes] : [])].join("\n");
 }
 
@@ -100,5 +110,8 @@ export function backupText(backup: Backup | undefined): string {
     ["verified", backup.verification === VerificationState.UNSPECIFIED ? "" : enumName(VerificationState, backup.verification)],
     ["verified at", time(backup.verifyTime)],
     ["verify error", backup.verificationError],
+    ["off-host copy", offsiteWord(backup)],
+    ["copied at", time(backup.offsite?.copyTime)],
+    ["copy error", backup.offsite?.error ?? ""],
   ]);
 }

@@ -16,7 +16,7 @@
 // recovery) finds it untouched.
 import { randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, rename, rm, open } from "node:fs/promises";
+import { lstat, mkdir, open, readdir, rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { PassThrough, Writable, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -94,6 +94,7 @@ export class OffsiteCopies implements OffsiteHooks {
 
   /** Publishes the newest copy time (alerts must be right from the first scrape) and starts the passes. */
   async start(): Promise<void> {
+    await this.removeStaleTempFiles();
     const copies = await this.options.store.listOffsiteCopies();
     const newest = Math.max(0, ...copies.map((copy) => copy.copiedAt?.getTime() ?? 0), ...(await this.options.store.listOffsiteWal()).map((wal) => wal.copiedAt.getTime()));
     if (newest > 0) this.options.metrics.copied(new Date(newest));
@@ -116,9 +117,15 @@ export class OffsiteCopies implements OffsiteHooks {
     this.kick();
   }
 
-  /** Runs a pass now, or right after the one running. Resolves when that pass has ended. */
+  /** A whole pass that starts after this call, and its end (tests, and callers that must see the bucket in step). */
+  async sync(): Promise<void> {
+    while (this.running) await this.running;
+    await this.kick();
+  }
+
+  /** Runs a pass now, or right after the one running. Resolves when the pass running now has ended. */
   kick(): Promise<void> {
-    if (this.closed || !this.started) return Promise.resolve();
+    if (this.closed) return Promise.resolve();
     if (this.running) {
       this.again = true;
       return this.running;
@@ -140,7 +147,7 @@ export class OffsiteCopies implements OffsiteHooks {
   }
 
   private schedule(delayMs: number): void {
-    if (this.closed) return;
+    if (this.closed || !this.started) return;
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => void this.kick(), delayMs);
   }
@@ -472,6 +479,22 @@ export class OffsiteCopies implements OffsiteHooks {
 
   private backoffMs(attempts: number): number {
     return Math.min(MAX_BACKOFF_MS, this.options.syncIntervalMs * 2 ** Math.min(attempts - 1, 20));
+  }
+
+  /** Snapshots and downloads a killed process left behind (a live one writes to its files, so they are never an hour old). */
+  private async removeStaleTempFiles(): Promise<void> {
+    let names: string[];
+    try {
+      names = await readdir(this.options.tempDir);
+    } catch {
+      return;
+    }
+    const before = Date.now() - 60 * 60 * 1000;
+    for (const name of names) {
+      const path = join(this.options.tempDir, name);
+      const stats = await lstat(path).catch(() => undefined);
+      if (stats?.isFile() && stats.mtimeMs < before) await rm(path, { force: true }).catch(() => undefined);
+    }
   }
 
   private async tempFile(): Promise<string> {

@@ -20,7 +20,7 @@ export class OffsiteMetrics {
     });
     this.pending = new Gauge({
       name: "sota_offsite_pending_objects",
-      help: "Backups and WAL files that exist on this host and not yet in the bucket, as of the copier's last pass.",
+      help: "Backups not yet in the bucket, plus one per database whose WAL copy is failing, as of the copier's last pass.",
       registers: [registry],
     });
     this.lastSuccess = new Gauge({
