@@ -30,13 +30,6 @@ export interface ManifestBackup {
   readonly walStartSegment: string | null;
 }
 
-export interface ManifestGeneration {
-  readonly id: string;
-  readonly files: number;
-  readonly first: string;
-  readonly last: string;
-}
-
 export interface ProjectManifest {
   readonly version: number;
   readonly projectId: string;
@@ -55,7 +48,8 @@ export interface ProjectManifest {
   } | null;
   /** Backups whose copy is in the bucket, newest first. */
   readonly backups: readonly ManifestBackup[];
-  readonly walGenerations: readonly ManifestGeneration[];
+  /** WAL generations with files in the bucket, oldest first; their files are listed under wal/{generation}/. */
+  readonly walGenerations: readonly string[];
 }
 
 export function buildManifest(
@@ -67,8 +61,6 @@ export function buildManifest(
   now: Date,
 ): ProjectManifest {
   const copied = new Map(copies.filter((copy) => copy.state === "copied" && copy.objectKey).map((copy) => [copy.backupId, copy]));
-  const generations = new Map<string, OffsiteWalRecord[]>();
-  for (const record of wal) generations.set(record.generation, [...(generations.get(record.generation) ?? []), record]);
   return {
     version: MANIFEST_VERSION,
     projectId,
@@ -104,10 +96,7 @@ export function buildManifest(
           walStartSegment: need?.startSegment ?? null,
         };
       }),
-    walGenerations: [...generations].sort(([a], [b]) => a.localeCompare(b)).map(([id, files]) => {
-      const names = files.map((file) => file.file).sort();
-      return { id, files: names.length, first: names[0]!, last: names.at(-1)! };
-    }),
+    walGenerations: [...new Set(wal.map((record) => record.generation))].sort(),
   };
 }
 

@@ -50,7 +50,8 @@ export interface OffsiteCopiesOptions {
   readonly prefix: string;
   readonly keyring: Keyring;
   readonly store: Store;
-  readonly runtime: Runtime;
+  /** Which databases are its own (kind), and their WAL archives (pitr). */
+  readonly runtime: Pick<Runtime, "kind" | "pitr">;
   readonly metrics: OffsiteMetrics;
   readonly logger: Logger;
   /** The file of a succeeded backup on this host. */
