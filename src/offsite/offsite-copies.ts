@@ -176,9 +176,19 @@ export class OffsiteCopies implements OffsiteHooks {
     try {
       return await downloadDecrypted(this.transfer, this.backupRef(record), expected);
     } catch (error) {
-      if (!(error instanceof DomainError)) this.options.metrics.failures.inc({ kind: "download" });
-      throw error;
+      throw this.downloadFailure(record, error);
     }
+  }
+
+  /** A refusal (data_loss, not_found) as it is; the bucket out of reach as unavailable, its detail in the log only. */
+  private downloadFailure(record: BackupRecord, error: unknown): DomainError {
+    if (error instanceof DomainError) return error;
+    this.options.metrics.failures.inc({ kind: "download" });
+    this.logger.error(
+      { projectId: record.projectId, backupId: record.id, err: { name: errorName(error), message: failureReason(error) } },
+      "could not read a backup's off-host copy",
+    );
+    return new DomainError("unavailable", `backup ${record.id}: its off-host copy could not be read from object storage; try again later`);
   }
 
   async ensureLocalCopy(record: BackupRecord, path: string): Promise<void> {
@@ -200,8 +210,9 @@ export class OffsiteCopies implements OffsiteHooks {
       await syncDirectory(dirname(path));
       this.logger.info(log, "the backup's local file was restored from its off-host copy");
     } catch (error) {
-      this.logger.error({ ...log, err: loggableError(error) }, "could not restore the backup's local file from its off-host copy");
-      throw error;
+      const failure = this.downloadFailure(record, error);
+      if (failure === error) this.logger.error({ ...log, err: loggableError(error) }, "could not restore the backup's local file from its off-host copy");
+      throw failure;
     } finally {
       await rm(temp, { force: true });
     }
