@@ -9,7 +9,6 @@ import type { BackupRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
 import type { OffsiteConfig } from "./offsite-config.js";
 import { OffsiteCopies } from "./offsite-copies.js";
-import { OffsiteMetrics } from "./offsite-metrics.js";
 import { S3ObjectStore } from "./object-store.js";
 
 export { OffsiteCopies, type OffsiteHooks } from "./offsite-copies.js";
@@ -38,7 +37,7 @@ export function createOffsiteCopies(options: {
     keyring: options.keyring,
     store: options.store,
     runtime: options.runtime,
-    metrics: new OffsiteMetrics(options.metrics.registry),
+    metrics: options.metrics.offsite,
     logger: options.logger,
     localFile: options.localFile,
     // Beside the backups (same file system: a fetched copy is renamed into place); no slug starts with ".".
