@@ -27,6 +27,9 @@ export interface Plan {
   /** Size of each deleted database and how many are deleted with a final backup, and without (row 7). */
   readonly deleteBytes: number;
   readonly deleteRounds: number;
+  /** Size of the file uploaded, and rounds of plain and off-host uploads each (rows 6s-6t). */
+  readonly offsiteBytes: number;
+  readonly offsiteRounds: number;
   /** Rotations timed, and connections held open across each (row 8). */
   readonly rotateRounds: number;
   readonly rotateOpenConnections: number;
@@ -51,6 +54,8 @@ export function planFor(argv: readonly string[]): Plan {
       backupRounds: 2,
       deleteBytes: 16 * 1024 * 1024,
       deleteRounds: 1,
+      offsiteBytes: 32 * 1024 * 1024,
+      offsiteRounds: 2,
       rotateRounds: 3,
       rotateOpenConnections: 5,
     };
@@ -72,6 +77,8 @@ export function planFor(argv: readonly string[]): Plan {
     backupRounds: 2,
     deleteBytes: 100 * 1024 * 1024,
     deleteRounds: 3,
+    offsiteBytes: 256 * 1024 * 1024,
+    offsiteRounds: 3,
     rotateRounds: 10,
     rotateOpenConnections: 20,
   };

@@ -7,6 +7,7 @@ import { newDatabaseThroughApi } from "./api-calls.js";
 import { describeMachine } from "./machine.js";
 import { planFor } from "./plan.js";
 import { backupRows } from "./rows/backups.js";
+import { offsiteRows } from "./rows/offsite.js";
 import { densityRows } from "./rows/density.js";
 import { dockerEnsureRows } from "./rows/ensure-docker.js";
 import { ensureExistingRows } from "./rows/ensure-existing.js";
@@ -84,6 +85,7 @@ await section("5d-5e", "Pool reset cost", () => poolResetRows(plan));
 await section("1g", "Ensure new database, Docker driver", () => dockerEnsureRows(plan, floorMedianMs));
 await section("4", "Density", () => densityRows(plan));
 await section("6", "Backups", () => backupRows(plan, binaries));
+await section("6s-6t", "Off-host upload throughput", () => offsiteRows(plan));
 await section("7", "Delete", () => deleteRows(plan));
 await section("8", "Rotate", () => rotateRows(plan));
 

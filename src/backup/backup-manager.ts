@@ -9,6 +9,8 @@ import type { Metrics } from "../metrics.js";
 import type { DatabaseSpec, EnsureResult, Runtime, RuntimeTarget } from "../runtime/runtime.js";
 import { LocalCoordination, type Coordination } from "../coordination/coordination.js";
 import { isBackupId, newBackupId } from "../names.js";
+import type { OffsiteHooks } from "../offsite/offsite-copies.js";
+import { OFFSITE_DISABLED, type ListedBackup } from "../offsite/offsite-view.js";
 import { newBackupRecord, type BackupKind, type BackupRecord, type DatabaseRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
 import { failureReason, manualBackupLimitReached, notEnoughDiskSpace } from "./backup-errors.js";
@@ -75,6 +77,8 @@ export interface BackupManagerOptions {
   readonly coordination?: Coordination;
   /** Test seam: where compressed bytes are written (a disk that fails). */
   readonly openOutput?: OpenOutput;
+  /** Off-host copies (SOTA_BACKUP_S3_*): told of every succeeded and expired backup, asked when listing and restoring. */
+  readonly offsite?: OffsiteHooks;
 }
 
 interface RunningBackup {
@@ -148,7 +152,8 @@ export class BackupManager implements Backups {
       ...options,
       now: this.now,
       coordination: this.coordination,
-      afterSuccess: async (target) => {
+      afterSuccess: async (target, record) => {
+        this.options.offsite?.backupSucceeded(record);
         await this.prune(target.projectId);
         await this.base.pruneWal(target);
       },
@@ -244,12 +249,14 @@ export class BackupManager implements Backups {
     return job.record;
   }
 
-  async list(projectId: string): Promise<BackupRecord[]> {
+  async list(projectId: string): Promise<ListedBackup[]> {
     // Expiry follows the retention configured now, even for backups written under another.
     const [records, deleted] = await Promise.all([this.options.store.listBackups(projectId), this.deletedRetention(projectId)]);
-    return records.map((record) =>
+    const listed = records.map((record) =>
       record.state === "running" ? record : { ...record, expiresAt: backupExpiry(record, this.options.retentionDays, deleted) },
     );
+    if (this.options.offsite) return this.options.offsite.describe(projectId, listed);
+    return listed.map((record) => (record.state === "succeeded" ? { ...record, offsite: OFFSITE_DISABLED } : record));
   }
 
   /**
@@ -310,6 +317,8 @@ export class BackupManager implements Backups {
       takeSafetyBackup: () => this.startBackup(target, "safety", true).done,
     };
     const path = backupFilePath(this.options.dir, record.slug, record.id);
+    // A local file that is gone or damaged comes back from its off-host copy, checked, before the restore's own check.
+    await this.options.offsite?.ensureLocalCopy(record, path);
     return this.coordination.withLock("dump", target.projectId, () => restoreFromBackup(context, target, record, path));
   }
 
@@ -370,6 +379,8 @@ export class BackupManager implements Backups {
     // A server that does not run (its data lost) has nothing to save or flush: the archive holds what it committed.
     const live = database.state === "ready" && (await this.options.runtime.status(target)).state === "running";
     const { base, replayAll } = await this.base.choose(database, time, backupId, live);
+    // A base backup whose file is gone or damaged here comes back from its off-host copy.
+    await this.options.offsite?.ensureLocalCopy(base, backupFilePath(this.options.dir, base.slug, base.id, "base"));
     return this.inRestoreSlot(target, base, { ...options, withSafetyBackup: live }, async () => {
       const context = {
         pitr,
@@ -412,6 +423,7 @@ export class BackupManager implements Backups {
             await this.assertSpace("clone", "clone", target, [{ dir: this.options.scratchDir, bytes }]);
           }
           this.assertOpen();
+          await this.options.offsite?.ensureLocalCopy(plan.base, backupFilePath(this.options.dir, plan.base.slug, plan.base.id, "base"));
           return cloneFromSource({ pitr, backupDir: this.options.dir, logger: this.logger }, spec, plan, signal);
         }),
       ),
@@ -517,6 +529,7 @@ export class BackupManager implements Backups {
       });
       metrics.backupLastSuccess.set({ project_id: record.projectId }, finishedAt.getTime() / 1000);
       this.logger.info({ ...log, sizeBytes: written.sizeBytes, seconds: seconds(started) }, "backup succeeded");
+      this.options.offsite?.backupSucceeded(succeeded);
       await this.prune(record.projectId);
       return succeeded;
     } catch (error) {
@@ -570,7 +583,7 @@ export class BackupManager implements Backups {
   private async prune(projectId: string): Promise<void> {
     const run = async () => {
       const deleted = await this.deletedRetention(projectId);
-      await pruneBackups({
+      const expired = await pruneBackups({
         store: this.options.store,
         backupDir: this.options.dir,
         projectId,
@@ -580,6 +593,8 @@ export class BackupManager implements Backups {
         ...(deleted ? { deleted } : {}),
         logger: this.logger,
       });
+      // Retention applies in the bucket too.
+      await this.options.offsite?.backupsDeleted(projectId, expired);
     };
     await run().catch((error: unknown) => this.logger.error({ projectId, err: loggableError(error) }, "backup retention failed"));
   }

@@ -2,6 +2,7 @@
 // file, retention, restore, verification, scheduling) lives beside this file.
 import type { Readable } from "node:stream";
 import type { DatabaseSpec, EnsureResult, RuntimeTarget } from "../runtime/runtime.js";
+import type { ListedBackup } from "../offsite/offsite-view.js";
 import type { BackupKind, BackupRecord, DatabaseRecord } from "../store/records.js";
 import type { ClonePlan, PointInTimeOutcome } from "./point-in-time-restore.js";
 import type { RecoveryWindowView } from "./recovery-window.js";
@@ -23,8 +24,8 @@ export interface Backups {
    * token, so it counts against the project's manual-backup limit.
    */
   create(target: RuntimeTarget, kind: BackupKind, options: { wait: boolean; byTenant?: boolean }): Promise<BackupRecord>;
-  /** Newest first. */
-  list(projectId: string): Promise<BackupRecord[]>;
+  /** Newest first; succeeded ones say where their off-host copy is, when object storage is configured. */
+  list(projectId: string): Promise<ListedBackup[]>;
   /** `byTenant`: as for create (a restore writes a safety backup). */
   restore(target: RuntimeTarget, backupId: string, options?: { byTenant?: boolean }): Promise<{ restored: BackupRecord; safety: BackupRecord }>;
   verify(target: RuntimeTarget, backupId: string): Promise<BackupRecord>;

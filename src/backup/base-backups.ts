@@ -38,7 +38,8 @@ export interface BaseBackupsOptions extends Pick<BackupManagerOptions, "store" |
   /** Base backups running at once over all databases; default 1. */
   readonly concurrency?: number;
   /** After a base backup succeeded, outside its lock: retention of backups, then of WAL. */
-  readonly afterSuccess: (target: RuntimeTarget) => Promise<void>;
+  /** Off-host copy and retention, once a base backup succeeded. */
+  readonly afterSuccess: (target: RuntimeTarget, record: BackupRecord) => Promise<void>;
   /** Refuses (throws) when the backup directory would drop below its reserve; logs and counts the refusal itself. */
   readonly assertSpace: (target: RuntimeTarget, bytes: number) => Promise<void>;
   /** Keeps background work known to the manager, whose close() waits for it. */
@@ -81,7 +82,7 @@ export class BaseBackups {
       job.then(async (record) => {
         if (record?.state === "succeeded") {
           await this.options
-            .afterSuccess(target)
+            .afterSuccess(target, record)
             .catch((error: unknown) => this.options.logger.error({ projectId: target.projectId, err: loggableError(error) }, "retention after a base backup failed"));
         }
         return record;

@@ -8,6 +8,7 @@ import {
   BackupKind,
   BackupState,
   DatabaseState,
+  OffsiteState,
   VerificationState,
   type Backup,
   type Database,
@@ -71,11 +72,19 @@ export function recoveryWindowFields(window: RecoveryWindow | undefined): [strin
   return [["recovery window", `${time(window.earliestTime)} to ${latest}`]];
 }
 
-const BACKUP_HEADERS = ["ID", "KIND", "FORMAT", "STATE", "SIZE", "VERIFIED", "STARTED", "EXPIRES"];
+const BACKUP_HEADERS = ["ID", "KIND", "FORMAT", "STATE", "SIZE", "VERIFIED", "STARTED", "EXPIRES", "OFFSITE"];
 
 /** "dump" or "base"; a server older than formats sends none, and every backup it has is a dump. */
 function formatName(format: BackupFormat): string {
   return format === BackupFormat.BASE ? "base" : "dump";
+}
+
+/** The off-host copy in a word: disabled, pending, copied, or failed with its attempts so far; "-" where none applies. */
+function offsiteWord(backup: Backup): string {
+  const offsite = backup.offsite;
+  if (!offsite || offsite.state === OffsiteState.UNSPECIFIED) return "-";
+  const word = enumName(OffsiteState, offsite.state);
+  return offsite.state === OffsiteState.FAILED ? `${word} (${offsite.attempts})` : word;
 }
 
 function backupRow(backup: Backup): string[] {
@@ -89,14 +98,15 @@ function backupRow(backup: Backup): string[] {
     verified,
     time(backup.startTime),
     time(backup.expireTime),
+    offsiteWord(backup),
   ];
 }
 
 export function backupsTable(backups: readonly Backup[], window?: RecoveryWindow): string {
   const windowLine = fields(recoveryWindowFields(window));
   if (backups.length === 0) return ["no backups", windowLine].join("\n");
-  const failures = backups.filter((backup) => backup.error || backup.verificationError);
-  const notes = failures.map((backup) => `${backup.id}: ${backup.error || backup.verificationError}`);
+  const failures = backups.filter((backup) => backup.error || backup.verificationError || backup.offsite?.error);
+  const notes = failures.map((backup) => `${backup.id}: ${backup.error || backup.verificationError || `off-host copy: ${backup.offsite!.error}`}`);
   return [table(BACKUP_HEADERS, backups.map(backupRow)), ...(notes.length ? ["", ...notes] : []), "", windowLine].join("\n");
 }
 
@@ -117,5 +127,8 @@ export function backupText(backup: Backup | undefined): string {
     ["verified", backup.verification === VerificationState.UNSPECIFIED ? "" : enumName(VerificationState, backup.verification)],
     ["verified at", time(backup.verifyTime)],
     ["verify error", backup.verificationError],
+    ["off-host copy", offsiteWord(backup)],
+    ["copied at", time(backup.offsite?.copyTime)],
+    ["copy error", backup.offsite?.error ?? ""],
   ]);
 }

@@ -12,18 +12,22 @@ import {
   DatabaseSchema,
   DatabaseUsageSchema,
   DatabaseState,
+  OffsiteCopySchema,
+  OffsiteState,
   PoolerSchema,
   RecoveryWindowSchema,
   SizeQuotaSchema,
   VerificationState,
   type Backup,
   type Database,
+  type OffsiteCopy,
   type DatabaseLimits,
   type DatabaseUsage,
   type RecoveryWindow,
 } from "../../gen/sota/database/v1/database_pb.js";
 import { roleName } from "../service/database-url.js";
 import type { DatabaseFigures } from "../service/database-figures.js";
+import type { ListedBackup, OffsiteCopyView } from "../offsite/offsite-view.js";
 import type { BackupRecord, DatabaseRecord, LimitsRecord } from "../store/records.js";
 import type { LimitsStatus } from "../runtime/runtime.js";
 import type { LimitsChange } from "../service/limits-override.js";
@@ -125,8 +129,26 @@ export function limitsChange(message: DatabaseLimits | undefined): LimitsChange 
   return { memoryMb: message.memoryMb, cpus: message.cpus, pids: message.pids, shmMb: message.shmMb, sizeQuotaMb };
 }
 
-export function backupMessage(record: BackupRecord): Backup {
+const OFFSITE_STATES: Record<OffsiteCopyView["state"], OffsiteState> = {
+  disabled: OffsiteState.DISABLED,
+  pending: OffsiteState.PENDING,
+  copied: OffsiteState.COPIED,
+  failed: OffsiteState.FAILED,
+};
+
+function offsiteMessage(view: OffsiteCopyView): OffsiteCopy {
+  return create(OffsiteCopySchema, {
+    state: OFFSITE_STATES[view.state],
+    ...(view.copiedAt ? { copyTime: timestampFromDate(view.copiedAt) } : {}),
+    error: view.error ?? "",
+    attempts: view.attempts,
+  });
+}
+
+/** `offsite` is set where the caller looked it up (ListBackups, for succeeded backups). */
+export function backupMessage(record: ListedBackup): Backup {
   return create(BackupSchema, {
+    ...(record.offsite ? { offsite: offsiteMessage(record.offsite) } : {}),
     id: record.id,
     projectId: record.projectId,
     kind: BACKUP_KINDS[record.kind],

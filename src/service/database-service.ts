@@ -3,6 +3,7 @@
 // (Runtime, Store, Sealer, Backups), never Docker, processes or files.
 import { randomBytes } from "node:crypto";
 import type { Backups, PointInTimeOutcome, RecoveryWindowView } from "../backup/backups.js";
+import type { ListedBackup } from "../offsite/offsite-view.js";
 import { DomainError, kindOf } from "../errors.js";
 import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
@@ -263,7 +264,7 @@ export class DatabaseService {
     return this.backups().create(target(database), "manual", { wait, ...options });
   }
 
-  async listBackups(rawProjectId: string): Promise<BackupRecord[]> {
+  async listBackups(rawProjectId: string): Promise<ListedBackup[]> {
     const database = await this.get(rawProjectId);
     return this.backups().list(database.projectId);
   }

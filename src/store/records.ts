@@ -130,3 +130,40 @@ export function newBackupRecord(
     verificationError: null,
   };
 }
+
+/**
+ * Where a backup's off-host copy is (src/offsite/): "pending" until the first
+ * attempt, "failed" while attempts fail (retried with backoff), "copied" once
+ * the encrypted object is in the bucket. A backup with no record has not been
+ * looked at yet: pending, as far as a caller can tell.
+ */
+export type OffsiteCopyState = "pending" | "copied" | "failed";
+
+export interface OffsiteCopyRecord {
+  readonly backupId: string;
+  readonly projectId: string;
+  readonly state: OffsiteCopyState;
+  readonly attempts: number;
+  /** Why the last attempt failed; never holds a secret. */
+  readonly error: string | null;
+  /** The bucket key, once copied. */
+  readonly objectKey: string | null;
+  /** sha256 and size of the plaintext copied (the backup file's bytes). */
+  readonly sha256: string | null;
+  readonly sizeBytes: number | null;
+  readonly copiedAt: Date | null;
+  /** When a failed copy is tried again. */
+  readonly nextAttemptAt: Date | null;
+}
+
+/** One WAL file (segment, history file, or the partial segment as of `copiedAt`) in the bucket. */
+export interface OffsiteWalRecord {
+  readonly projectId: string;
+  readonly generation: string;
+  /** The file's name in the archive; the partial segment's ends in ".partial". */
+  readonly file: string;
+  readonly sha256: string;
+  readonly sizeBytes: number;
+  /** When its bytes were read from the archive. */
+  readonly copiedAt: Date;
+}

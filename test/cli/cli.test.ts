@@ -125,8 +125,8 @@ describe("sota-db CLI against a running service", () => {
 
     const list = await quiet(["backups", "list", projectId]);
     expect(list.code).toBe(0);
-    expect(list.stdout.split("\n")[0]).toMatch(/^ID\s+KIND\s+FORMAT\s+STATE\s+SIZE\s+VERIFIED\s+STARTED\s+EXPIRES$/);
-    expect(list.stdout).toMatch(new RegExp(`^${backupId}\\s+manual\\s+dump\\s+succeeded\\s`, "m"));
+    expect(list.stdout.split("\n")[0]).toMatch(/^ID\s+KIND\s+FORMAT\s+STATE\s+SIZE\s+VERIFIED\s+STARTED\s+EXPIRES\s+OFFSITE$/);
+    expect(list.stdout).toMatch(new RegExp(`^${backupId}\\s+manual\\s+dump\\s+succeeded\\s.*\\sdisabled$`, "m"));
     expect(list.stdout).toMatch(/^recovery window:\s+\S/m);
     expect(JSON.parse((await quiet(["backups", "list", projectId, "--json"])).stdout).backups[0].id).toBe(backupId);
 
