@@ -4,6 +4,7 @@
 import { toJsonString, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import {
+  BackupFormat,
   BackupKind,
   BackupState,
   DatabaseState,
@@ -11,6 +12,7 @@ import {
   type Backup,
   type Database,
   type DatabaseUsage,
+  type RecoveryWindow,
 } from "../../gen/sota/database/v1/database_pb.js";
 import { bytes, fields, table } from "./table.js";
 
@@ -62,13 +64,26 @@ export function databaseText(database: Database | undefined, extra: [string, str
   return fields([...databaseFields(database), ...extra]);
 }
 
-const BACKUP_HEADERS = ["ID", "KIND", "STATE", "SIZE", "VERIFIED", "STARTED", "EXPIRES"];
+/** The seconds a point-in-time restore can reach, or why there are none. */
+export function recoveryWindowFields(window: RecoveryWindow | undefined): [string, string][] {
+  if (!window) return [["recovery window", "none (no base backup yet, or point-in-time recovery is not available)"]];
+  const latest = window.streaming ? `now (WAL streaming; ${time(window.latestTime)})` : `${time(window.latestTime)} (WAL not streaming)`;
+  return [["recovery window", `${time(window.earliestTime)} to ${latest}`]];
+}
+
+const BACKUP_HEADERS = ["ID", "KIND", "FORMAT", "STATE", "SIZE", "VERIFIED", "STARTED", "EXPIRES"];
+
+/** "dump" or "base"; a server older than formats sends none, and every backup it has is a dump. */
+function formatName(format: BackupFormat): string {
+  return format === BackupFormat.BASE ? "base" : "dump";
+}
 
 function backupRow(backup: Backup): string[] {
   const verified = backup.verification === VerificationState.UNSPECIFIED ? "-" : enumName(VerificationState, backup.verification);
   return [
     backup.id,
     enumName(BackupKind, backup.kind),
+    formatName(backup.format),
     enumName(BackupState, backup.state),
     backup.state === BackupState.SUCCEEDED ? bytes(backup.sizeBytes) : "-",
     verified,
@@ -77,11 +92,12 @@ function backupRow(backup: Backup): string[] {
   ];
 }
 
-export function backupsTable(backups: readonly Backup[]): string {
-  if (backups.length === 0) return "no backups";
+export function backupsTable(backups: readonly Backup[], window?: RecoveryWindow): string {
+  const windowLine = fields(recoveryWindowFields(window));
+  if (backups.length === 0) return ["no backups", windowLine].join("\n");
   const failures = backups.filter((backup) => backup.error || backup.verificationError);
   const notes = failures.map((backup) => `${backup.id}: ${backup.error || backup.verificationError}`);
-  return [table(BACKUP_HEADERS, backups.map(backupRow)), ...(notes.length ? ["", ...notes] : [])].join("\n");
+  return [table(BACKUP_HEADERS, backups.map(backupRow)), ...(notes.length ? ["", ...notes] : []), "", windowLine].join("\n");
 }
 
 export function backupText(backup: Backup | undefined): string {
@@ -90,6 +106,7 @@ export function backupText(backup: Backup | undefined): string {
     ["backup", backup.id],
     ["project", backup.projectId],
     ["kind", enumName(BackupKind, backup.kind)],
+    ["format", formatName(backup.format)],
     ["state", enumName(BackupState, backup.state)],
     ["error", backup.error],
     ["size", backup.state === BackupState.SUCCEEDED ? bytes(backup.sizeBytes) : ""],

@@ -71,6 +71,16 @@ CREATE TABLE sota.scheduled_runs (
     description: "a project's resource limits override, as JSON",
     sql: "ALTER TABLE sota.databases ADD COLUMN limits_json TEXT;",
   },
+  {
+    version: 4,
+    // Every backup written before is a dump: the default says so.
+    description: "a backup's format (dump or base) and, for a base backup, its WAL generation and start segment",
+    sql: `
+ALTER TABLE sota.backups ADD COLUMN format TEXT NOT NULL DEFAULT 'dump';
+ALTER TABLE sota.backups ADD COLUMN wal_generation TEXT;
+ALTER TABLE sota.backups ADD COLUMN wal_start_segment TEXT;
+`,
+  },
 ];
 
 /** Applies what is pending in one transaction (PostgreSQL DDL is transactional). Throws StateTooNewError. */

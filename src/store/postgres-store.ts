@@ -24,7 +24,8 @@ const types = {
 const DATABASE_INSERT = `INSERT INTO ${S}.databases (project_id, slug, state, runtime, sealed_password, sealed_url, host, port, network,
   postgres_version, pooler_json, error, created_at, updated_at, limits_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`;
 const BACKUP_INSERT = `INSERT INTO ${S}.backups (id, project_id, slug, kind, state, size_bytes, sha256, started_at, finished_at, expires_at,
-  error, verification, verified_at, verification_error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`;
+  error, verification, verified_at, verification_error, format, wal_generation, wal_start_segment)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`;
 
 export interface PostgresStoreOptions {
   readonly now?: () => Date;
@@ -164,7 +165,7 @@ export class PostgresStore implements Store, PortRegistry {
     const row = fromBackup(record);
     await this.pool.query(BACKUP_INSERT, [
       row.id, row.project_id, row.slug, row.kind, row.state, row.size_bytes, row.sha256, row.started_at, row.finished_at, row.expires_at,
-      row.error, row.verification, row.verified_at, row.verification_error,
+      row.error, row.verification, row.verified_at, row.verification_error, row.format, row.wal_generation, row.wal_start_segment,
     ]);
   }
 

@@ -59,6 +59,13 @@ export interface DatabaseRecord {
 }
 
 export type BackupKind = "scheduled" | "manual" | "safety" | "final";
+/**
+ * "dump": a gzip plain-SQL pg_dump of the project's database (downloadable,
+ * restored by RestoreBackup without a target time). "base": a pg_basebackup
+ * of its whole server, where a point-in-time restore starts; with it, the WAL
+ * generation it belongs to and the first WAL segment a recovery from it needs.
+ */
+export type BackupFormat = "dump" | "base";
 export type BackupState = "running" | "succeeded" | "failed";
 export type VerificationState = "passed" | "failed";
 
@@ -77,6 +84,11 @@ export interface BackupRecord {
   readonly verification: VerificationState | null;
   readonly verifiedAt: Date | null;
   readonly verificationError: string | null;
+  readonly format: BackupFormat;
+  /** A base backup's WAL generation (see runtime.ts WalGeneration); null for a dump, or until it has finished. */
+  readonly walGeneration: string | null;
+  /** A base backup's first WAL segment; null for a dump, or until it has finished. */
+  readonly walStartSegment: string | null;
 }
 
 /** What a database has while no runtime serves it: before its first Ensure, and once deleted. */
@@ -99,8 +111,13 @@ export function newDatabaseRecord(
 }
 
 /** A backup as it starts: running, nothing measured or verified yet. */
-export function newBackupRecord(fields: Pick<BackupRecord, "id" | "projectId" | "slug" | "kind" | "startedAt">): BackupRecord {
+export function newBackupRecord(
+  fields: Pick<BackupRecord, "id" | "projectId" | "slug" | "kind" | "startedAt"> & { readonly format?: BackupFormat },
+): BackupRecord {
   return {
+    format: "dump",
+    walGeneration: null,
+    walStartSegment: null,
     ...fields,
     state: "running",
     sizeBytes: null,

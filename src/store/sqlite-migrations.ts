@@ -66,6 +66,16 @@ CREATE TABLE scheduled_runs (
     description: "a project's resource limits override, as JSON",
     sql: "ALTER TABLE databases ADD COLUMN limits_json TEXT;",
   },
+  {
+    version: 4,
+    // Every backup written before is a dump: the default says so.
+    description: "a backup's format (dump or base) and, for a base backup, its WAL generation and start segment",
+    sql: `
+ALTER TABLE backups ADD COLUMN format TEXT NOT NULL DEFAULT 'dump';
+ALTER TABLE backups ADD COLUMN wal_generation TEXT;
+ALTER TABLE backups ADD COLUMN wal_start_segment TEXT;
+`,
+  },
 ];
 
 export function sqliteSchemaVersion(db: Database.Database): number {

@@ -136,9 +136,9 @@ export class SqliteStore implements Store, PortRegistry {
   async insertBackup(record: BackupRecord): Promise<void> {
     this.statement(
       `INSERT INTO backups (id, project_id, slug, kind, state, size_bytes, sha256, started_at, finished_at, expires_at,
-         error, verification, verified_at, verification_error)
+         error, verification, verified_at, verification_error, format, wal_generation, wal_start_segment)
        VALUES (@id, @project_id, @slug, @kind, @state, @size_bytes, @sha256, @started_at, @finished_at, @expires_at,
-         @error, @verification, @verified_at, @verification_error)`,
+         @error, @verification, @verified_at, @verification_error, @format, @wal_generation, @wal_start_segment)`,
     ).run(fromBackup(record));
   }
 

@@ -194,6 +194,23 @@ export function storeContract(name: string, newLocation: () => Promise<StoreLoca
       expect((await reopened.listBackups(A)).map((record) => record.id)).toEqual([newer.id]);
     });
 
+    it("keeps a base backup's format, WAL generation and start segment", async () => {
+      const location = await newLocation();
+      const store = await open(location);
+      const base = newBackupRecord({ id: "20261128T000000Z-dddd", projectId: A, slug: "my-app", kind: "scheduled", startedAt: new Date("2026-11-28T00:00:00Z"), format: "base" });
+      await store.insertBackup(base);
+      expect(await store.getBackup(A, base.id)).toMatchObject({ format: "base", walGeneration: null, walStartSegment: null });
+      const finished = await store.updateBackup(base.id, { state: "succeeded", walGeneration: "20261128T000000Z", walStartSegment: "000000010000000000000002" });
+      await store.close();
+      const reopened = await open(location);
+      expect(await reopened.getBackup(A, base.id)).toEqual(finished);
+      expect(finished).toMatchObject({ format: "base", walGeneration: "20261128T000000Z", walStartSegment: "000000010000000000000002" });
+      // A dump stays a dump.
+      const dump = backupRecord("20261128T000001Z-eeee", A, "2026-11-28T00:00:01Z");
+      await reopened.insertBackup(dump);
+      expect(await reopened.getBackup(A, dump.id)).toMatchObject({ format: "dump", walGeneration: null, walStartSegment: null });
+    });
+
     it("answers ping while open, and rejects it once closed", async () => {
       const store = await open(await newLocation());
       await expect(store.ping()).resolves.toBeUndefined();
