@@ -33,6 +33,11 @@ export interface Plan {
   /** Rotations timed, and connections held open across each (row 8). */
   readonly rotateRounds: number;
   readonly rotateOpenConnections: number;
+  /** Size of the database restored to a point in time, rounds of driver and floor each (rows 9b-9c). */
+  readonly pitrBytes: number;
+  readonly pitrRounds: number;
+  /** How long an idle database's WAL is watched (row 9d). */
+  readonly idleWalSeconds: number;
 }
 
 export function planFor(argv: readonly string[]): Plan {
@@ -58,6 +63,9 @@ export function planFor(argv: readonly string[]): Plan {
       offsiteRounds: 2,
       rotateRounds: 3,
       rotateOpenConnections: 5,
+      pitrBytes: 32 * 1024 * 1024,
+      pitrRounds: 1,
+      idleWalSeconds: 15,
     };
   }
   return {
@@ -81,5 +89,8 @@ export function planFor(argv: readonly string[]): Plan {
     offsiteRounds: 3,
     rotateRounds: 10,
     rotateOpenConnections: 20,
+    pitrBytes: 1024 * 1024 * 1024,
+    pitrRounds: 2,
+    idleWalSeconds: 120,
   };
 }

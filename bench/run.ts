@@ -16,6 +16,7 @@ import { getConnectionRows } from "./rows/get-connection.js";
 import { deleteRows, rotateRows } from "./rows/lifecycle.js";
 import { poolingRows } from "./rows/pooling.js";
 import { poolResetRows } from "./rows/pool-reset.js";
+import { pitrRows } from "./rows/pitr.js";
 import { startService } from "./service-process.js";
 import { POSTGRES_STATE } from "./state-store.js";
 import { startStatePostgres } from "../test/support/state-postgres.js";
@@ -88,6 +89,7 @@ await section("6", "Backups", () => backupRows(plan, binaries));
 await section("6s-6t", "Off-host upload throughput", () => offsiteRows(plan));
 await section("7", "Delete", () => deleteRows(plan));
 await section("8", "Rotate", () => rotateRows(plan));
+await section("9", "Point-in-time recovery", () => pitrRows(plan, binaries));
 
 const byId = (a: Row, b: Row): number => a.id.localeCompare(b.id, "en", { numeric: true });
 process.stdout.write(`${renderTable(rows.sort(byId), describeMachine(binaries), plan.mode)}\n`);
