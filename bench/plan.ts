@@ -27,9 +27,17 @@ export interface Plan {
   /** Size of each deleted database and how many are deleted with a final backup, and without (row 7). */
   readonly deleteBytes: number;
   readonly deleteRounds: number;
+  /** Size of the file uploaded, and rounds of plain and off-host uploads each (rows 6s-6t). */
+  readonly offsiteBytes: number;
+  readonly offsiteRounds: number;
   /** Rotations timed, and connections held open across each (row 8). */
   readonly rotateRounds: number;
   readonly rotateOpenConnections: number;
+  /** Size of the database restored to a point in time, rounds of driver and floor each (rows 9b-9c). */
+  readonly pitrBytes: number;
+  readonly pitrRounds: number;
+  /** How long an idle database's WAL is watched (row 9d). */
+  readonly idleWalSeconds: number;
 }
 
 export function planFor(argv: readonly string[]): Plan {
@@ -51,8 +59,13 @@ export function planFor(argv: readonly string[]): Plan {
       backupRounds: 2,
       deleteBytes: 16 * 1024 * 1024,
       deleteRounds: 1,
+      offsiteBytes: 32 * 1024 * 1024,
+      offsiteRounds: 2,
       rotateRounds: 3,
       rotateOpenConnections: 5,
+      pitrBytes: 32 * 1024 * 1024,
+      pitrRounds: 1,
+      idleWalSeconds: 15,
     };
   }
   return {
@@ -72,7 +85,12 @@ export function planFor(argv: readonly string[]): Plan {
     backupRounds: 2,
     deleteBytes: 100 * 1024 * 1024,
     deleteRounds: 3,
+    offsiteBytes: 256 * 1024 * 1024,
+    offsiteRounds: 3,
     rotateRounds: 10,
     rotateOpenConnections: 20,
+    pitrBytes: 1024 * 1024 * 1024,
+    pitrRounds: 2,
+    idleWalSeconds: 120,
   };
 }

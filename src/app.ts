@@ -7,6 +7,8 @@ import { Sealer } from "./secrets/sealer.js";
 import { openStateStore } from "./store/open-store.js";
 import { openCoordination } from "./coordination/open-coordination.js";
 import { createBackupManager, type BackupManager } from "./backup/index.js";
+import { backupFilePath } from "./backup/backup-paths.js";
+import { createOffsiteCopies, type OffsiteService } from "./offsite/index.js";
 import { backupDownloadRoute } from "./server/backup-download-route.js";
 import type { Config } from "./config.js";
 import { createLogger, type Logger } from "./log.js";
@@ -94,12 +96,27 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
   const coordination = await openCoordination({ ...(config.stateUrl ? { stateUrl: config.stateUrl } : {}), logger });
   let runtime: Runtime | undefined;
   let backups: BackupManager | undefined;
+  let offsite: OffsiteService | undefined;
   try {
     // Its databases are children on this host: a second replica could neither run nor reach them.
     if (driver.hostBound) await coordination.holdExclusively(`${config.runtime} runtime`);
     runtime = await driver.create({ config, ports: store, logger });
     metrics.watchPoolerPorts(runtime);
     metrics.watchOutOfMemory(runtime);
+    if (config.backup.offsite) {
+      offsite = createOffsiteCopies({
+        config: config.backup.offsite,
+        keyring,
+        store,
+        runtime,
+        metrics,
+        logger: logger.child({ component: "offsite" }),
+        backupDir: config.backup.dir,
+        localFile: (record) => backupFilePath(config.backup.dir, record.slug, record.id, record.format),
+        // One copier for a shared state and bucket: the replica that leads the schedule.
+        isLeader: () => coordination.isLeader(),
+      });
+    }
     backups = await createBackupManager({
       store,
       runtime,
@@ -114,6 +131,7 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
       minFree: config.backup.minFree,
       ...(driver.scratchDir ? { scratchDir: driver.scratchDir(config) } : {}),
       coordination,
+      ...(offsite ? { offsite: offsite.copies } : {}),
     });
     const service = new DatabaseService({
       runtime,
@@ -141,11 +159,13 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
     if (options.resume ?? true) await service.resume();
     // After resume: un-pauses what a killed restore left paused, starts the schedule and catch-up.
     backups.start();
+    await offsite?.copies.start();
     const address = await server.listen(config.listen.host, config.listen.port);
     const host = address.host.includes(":") ? `[${address.host}]` : address.host;
     logger.info({ address: `${host}:${address.port}`, runtime: runtime.kind, ...(adminTokenFile ? { adminTokenFile } : {}) }, "sota-db listening");
     const started = runtime;
     const startedBackups = backups;
+    const startedOffsite = offsite;
     return {
       address,
       url: `${config.tls ? "https" : "http"}://${host}:${address.port}`,
@@ -158,6 +178,7 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
       async close() {
         await server.close();
         await startedBackups.close();
+        await startedOffsite?.close();
         await started.close();
         await coordination.close();
         await store.close();
@@ -166,6 +187,7 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
     };
   } catch (error) {
     await backups?.close().catch(() => undefined);
+    await offsite?.close().catch(() => undefined);
     await runtime?.close().catch(() => undefined);
     await coordination.close();
     await store.close();

@@ -4,6 +4,7 @@ import { resolve, join } from "node:path";
 import { Cron } from "croner";
 import type { FreeSpaceReserve } from "./backup/free-space.js";
 import type { RollingLimit } from "./backup/manual-backup-limit.js";
+import type { OffsiteConfig } from "./offsite/offsite-config.js";
 import { RUNTIME_KINDS, type RuntimeKind } from "./runtime/registry.js";
 import type { ResourceLimits } from "./runtime/shared/resource-limits.js";
 
@@ -81,6 +82,8 @@ export interface Config {
     readonly loadConcurrency: number;
     /** Free space every backup, verification and restore leaves on its file system. */
     readonly minFree: FreeSpaceReserve;
+    /** Encrypted copies in S3-compatible object storage (SOTA_BACKUP_S3_*); absent: backups stay on this host only. */
+    readonly offsite?: OffsiteConfig;
   };
 }
 
@@ -158,6 +161,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       ...manualBackupLimit(env, "SOTA_BACKUP_MANUAL_LIMIT", "6/1h"),
       loadConcurrency: integer(env, "SOTA_BACKUP_LOAD_CONCURRENCY", 2, 1, 64),
       minFree: freeSpaceReserve(env, "SOTA_BACKUP_MIN_FREE", "5%"),
+      ...offsiteStorage(env),
     },
   };
 }
@@ -347,4 +351,82 @@ function freeSpaceReserve(env: Env, name: string, fallback: string): FreeSpaceRe
     throw new ConfigError(name, 'must be a percentage below 100 (e.g. "5%") or a size in bytes with an optional unit K, M, G or T (e.g. "2G")');
   }
   return { bytes };
+}
+
+const S3_REQUIRED = ["SOTA_BACKUP_S3_ENDPOINT", "SOTA_BACKUP_S3_BUCKET", "SOTA_BACKUP_S3_ACCESS_KEY_ID", "SOTA_BACKUP_S3_SECRET_ACCESS_KEY"] as const;
+const S3_OPTIONAL = ["SOTA_BACKUP_S3_PREFIX", "SOTA_BACKUP_S3_REGION", "SOTA_BACKUP_S3_FORCE_PATH_STYLE", "SOTA_BACKUP_S3_SYNC_SECONDS"] as const;
+
+/**
+ * Off-host copies: all or nothing. Any SOTA_BACKUP_S3_* set turns them on,
+ * and then the endpoint, bucket and both keys must be set too; a half
+ * configuration would let an operator believe backups leave the host when
+ * they do not. Errors name the variable, never a key's value.
+ */
+function offsiteStorage(env: Env): { offsite?: OffsiteConfig } {
+  const set = [...S3_REQUIRED, ...S3_OPTIONAL].filter((name) => text(env, name) !== undefined);
+  if (set.length === 0) return {};
+  const missing = S3_REQUIRED.filter((name) => text(env, name) === undefined);
+  if (missing.length > 0) {
+    throw new ConfigError(missing[0]!, `off-host copies need ${S3_REQUIRED.join(", ")} together (set: ${set.join(", ")}; missing: ${missing.join(", ")})`);
+  }
+  return {
+    offsite: {
+      endpoint: s3Endpoint(text(env, "SOTA_BACKUP_S3_ENDPOINT")!),
+      bucket: s3Bucket(text(env, "SOTA_BACKUP_S3_BUCKET")!),
+      prefix: s3Prefix(text(env, "SOTA_BACKUP_S3_PREFIX") ?? "sota-db"),
+      region: s3Region(text(env, "SOTA_BACKUP_S3_REGION") ?? "us-east-1"),
+      accessKeyId: s3Key(text(env, "SOTA_BACKUP_S3_ACCESS_KEY_ID")!, "SOTA_BACKUP_S3_ACCESS_KEY_ID", 128),
+      secretAccessKey: s3Key(text(env, "SOTA_BACKUP_S3_SECRET_ACCESS_KEY")!, "SOTA_BACKUP_S3_SECRET_ACCESS_KEY", 256),
+      forcePathStyle: boolean(env, "SOTA_BACKUP_S3_FORCE_PATH_STYLE", false),
+      syncIntervalMs: integer(env, "SOTA_BACKUP_S3_SYNC_SECONDS", 60, 1, 3600) * 1000,
+    },
+  };
+}
+
+/** http(s)://host[:port][/path], with no credentials, query or fragment in it (the error does not repeat the value). */
+function s3Endpoint(value: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(value);
+  } catch {
+    url = undefined;
+  }
+  if (!url || !["http:", "https:"].includes(url.protocol) || !url.hostname || url.username || url.password || url.search || url.hash) {
+    throw new ConfigError(
+      "SOTA_BACKUP_S3_ENDPOINT",
+      "must be an http:// or https:// URL of the S3-compatible service, e.g. https://s3.eu-west-1.amazonaws.com or http://minio.internal:9000, without credentials, query or fragment (keys go in SOTA_BACKUP_S3_ACCESS_KEY_ID and SOTA_BACKUP_S3_SECRET_ACCESS_KEY)",
+    );
+  }
+  return value.replace(/\/+$/, "");
+}
+
+/** S3's bucket naming rules (the strict ones every S3-compatible server accepts). */
+function s3Bucket(value: string): string {
+  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(value) || value.includes("..") || /^\d+\.\d+\.\d+\.\d+$/.test(value)) {
+    throw new ConfigError("SOTA_BACKUP_S3_BUCKET", "must be a bucket name: 3 to 63 lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit");
+  }
+  return value;
+}
+
+/** Path segments of letters, digits, ".", "_" and "-", joined by "/"; surrounding slashes are dropped. */
+function s3Prefix(value: string): string {
+  const prefix = value.replace(/^\/+|\/+$/g, "");
+  const segments = prefix.split("/");
+  if (prefix.length === 0 || prefix.length > 200 || segments.some((segment) => !/^[A-Za-z0-9._-]+$/.test(segment) || segment === "." || segment === "..")) {
+    throw new ConfigError("SOTA_BACKUP_S3_PREFIX", 'must be a key prefix such as "sota-db" or "backups/prod": segments of letters, digits, ".", "_" and "-" joined by "/", at most 200 characters');
+  }
+  return prefix;
+}
+
+function s3Region(value: string): string {
+  if (!/^[a-z0-9-]{1,32}$/.test(value)) throw new ConfigError("SOTA_BACKUP_S3_REGION", 'must be a region name such as "us-east-1" (lowercase letters, digits and hyphens)');
+  return value;
+}
+
+/** Printable ASCII without spaces. The value is never repeated: it may be the secret. */
+function s3Key(value: string, name: string, maxLength: number): string {
+  if (value.length > maxLength || !/^[\x21-\x7e]+$/.test(value)) {
+    throw new ConfigError(name, `must be at most ${maxLength} printable ASCII characters without spaces (the value is not shown)`);
+  }
+  return value;
 }

@@ -14,6 +14,8 @@ export const ERROR_KINDS = [
   "not_found",
   "already_exists",
   "failed_precondition",
+  /** A value past the range the system holds (a point-in-time restore's target outside the recovery window). */
+  "out_of_range",
   "resource_exhausted",
   "unavailable",
   "deadline_exceeded",

@@ -19,6 +19,8 @@ const REDACTED_PATHS = [
   "*.session_url",
   "authorization",
   "*.authorization",
+  "secretAccessKey",
+  "*.secretAccessKey",
   "headers.authorization",
   "req.headers.authorization",
 ];

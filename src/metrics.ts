@@ -3,6 +3,7 @@
 // codes, states, project ids and, for a database in trouble only, its slug.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { DatabaseFigures, PoolerTotals } from "./figures.js";
+import { OffsiteMetrics } from "./offsite/offsite-metrics.js";
 
 /** One database's figures as a scrape sees them; none when it did not answer. */
 export interface DatabaseSample {
@@ -207,6 +208,13 @@ export class Metrics {
     labelNames: ["project_id"] as const,
     registers: [this.registry],
   });
+
+  /**
+   * Off-host copies (src/offsite/): exported whether or not object storage is
+   * configured, so the alert rules' metrics always exist (pending stays 0
+   * without it, and nothing alerts).
+   */
+  readonly offsite = new OffsiteMetrics(this.registry);
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });

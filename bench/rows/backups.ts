@@ -123,14 +123,15 @@ async function serviceSubject(): Promise<BackupSubject> {
 }
 
 /** Fills the database with about `bytes` of rows; returns its real size. Row 7 loads its databases the same way. */
-export async function load(subject: Pick<BackupSubject, "socketDir" | "database">, bytes: number): Promise<number> {
+export async function load(subject: Pick<BackupSubject, "socketDir" | "database">, bytes: number, options: { logged?: boolean } = {}): Promise<number> {
   // As the app role, as an app would: the table is the tenant's, which the service's dump (as the app role) can read.
   const client = new pg.Client({ host: subject.socketDir, user: appRoleName(subject.database), database: subject.database });
   client.on("error", () => undefined);
   await client.connect();
   try {
-    // Unlogged: the dump is the same, and the load takes half the time without WAL.
-    await client.query("CREATE UNLOGGED TABLE bench_rows (id bigint PRIMARY KEY, payload text NOT NULL)");
+    // Unlogged: the dump is the same, and the load takes half the time without
+    // WAL. Logged where the rows must survive a recovery (point-in-time rows).
+    await client.query(`CREATE ${options.logged ? "" : "UNLOGGED "}TABLE bench_rows (id bigint PRIMARY KEY, payload text NOT NULL)`);
     const size = async (): Promise<number> =>
       Number((await client.query<{ size: string }>("SELECT pg_database_size(current_database())::text AS size")).rows[0]?.size);
     const until = Date.now() + LOAD_BUDGET_MS;

@@ -53,7 +53,7 @@ export function manualBackupLimitReached(count: number, windowMs: number, waitMs
 }
 
 /** A file system would drop below its reserve. Says nothing of sizes or paths: those are the host's, and go to the log. */
-export function notEnoughDiskSpace(action: "backup" | "verification" | "restore"): DomainError {
+export function notEnoughDiskSpace(action: "backup" | "verification" | "restore" | "clone"): DomainError {
   return new DomainError(
     "resource_exhausted",
     `not enough free disk space to start this ${action}: the service keeps a reserve free for every project; ` +

@@ -29,6 +29,8 @@ export interface WriteBackupFileOptions {
   readonly finalPath: string;
   readonly openOutput?: OpenOutput;
   readonly signal?: AbortSignal;
+  /** zlib's level; default its own (6). A base backup uses 1: it is the whole server, and speed beats size there. */
+  readonly gzipLevel?: number;
 }
 
 export async function writeBackupFile(options: WriteBackupFileOptions): Promise<WrittenBackup> {
@@ -53,7 +55,7 @@ export async function writeBackupFile(options: WriteBackupFileOptions): Promise<
     const meter = new ChecksumMeter();
     // flush: fsync before the stream closes the file, so the rename below only ever names complete bytes.
     const output = options.openOutput?.(handle) ?? createWriteStream("", { fd: handle, flush: true });
-    await pipeline(source, createGzip(), meter, output, ...(options.signal ? [{ signal: options.signal }] : []));
+    await pipeline(source, createGzip(options.gzipLevel === undefined ? {} : { level: options.gzipLevel }), meter, output, ...(options.signal ? [{ signal: options.signal }] : []));
     handle = undefined;
     await rename(partialPath, finalPath);
     await syncDirectory(dir);

@@ -6,10 +6,12 @@ import { mkdir, open, type FileHandle } from "node:fs/promises";
 import { DomainError } from "../errors.js";
 import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
-import type { Runtime, RuntimeTarget } from "../runtime/runtime.js";
+import type { DatabaseSpec, EnsureResult, Runtime, RuntimeTarget } from "../runtime/runtime.js";
 import { LocalCoordination, type Coordination } from "../coordination/coordination.js";
 import { isBackupId, newBackupId } from "../names.js";
-import { newBackupRecord, type BackupKind, type BackupRecord } from "../store/records.js";
+import type { OffsiteHooks } from "../offsite/offsite-copies.js";
+import { OFFSITE_DISABLED, type ListedBackup } from "../offsite/offsite-view.js";
+import { newBackupRecord, type BackupKind, type BackupRecord, type DatabaseRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
 import { failureReason, manualBackupLimitReached, notEnoughDiskSpace } from "./backup-errors.js";
 import { writeBackupFile, type OpenOutput } from "./backup-file.js";
@@ -19,12 +21,17 @@ import { BackupScheduler, type ScheduledDatabase } from "./backup-scheduler.js";
 import type { BackupDownload, Backups } from "./backups.js";
 import { findShortage, type FreeSpaceReserve, type SpaceNeed } from "./free-space.js";
 import { LoadSlots } from "./load-slots.js";
+import { LimitClosedError } from "./concurrency-limit.js";
 import { ManualBackupLimit, type RollingLimit } from "./manual-backup-limit.js";
 import { backupBytes, scratchCopyBytes } from "./space-estimate.js";
 import { restoreFromBackup, assertChecksum } from "./restore.js";
 import { backupExpiry, expiryOf, newestSucceeded, pruneBackups, type DeletedRetention } from "./retention.js";
 import { recoverInterruptedBackups } from "./startup-recovery.js";
 import { verifyBackupLoads } from "./verify.js";
+import { BaseBackups } from "./base-backups.js";
+import { verifyBaseBackupFile } from "./base-backup-check.js";
+import { cloneFromSource, restoreToTime, type ClonePlan, type PointInTimeOutcome } from "./point-in-time-restore.js";
+import type { RecoveryWindowView } from "./recovery-window.js";
 
 export interface BackupScheduleOptions {
   /** croner expression, e.g. "0 3 * * *" (SOTA_BACKUP_SCHEDULE). */
@@ -70,6 +77,8 @@ export interface BackupManagerOptions {
   readonly coordination?: Coordination;
   /** Test seam: where compressed bytes are written (a disk that fails). */
   readonly openOutput?: OpenOutput;
+  /** Off-host copies (SOTA_BACKUP_S3_*): told of every succeeded and expired backup, asked when listing and restoring. */
+  readonly offsite?: OffsiteHooks;
 }
 
 interface RunningBackup {
@@ -114,6 +123,8 @@ async function recoverOrphans(options: BackupManagerOptions, now: Date): Promise
 
 export class BackupManager implements Backups {
   readonly scheduler: BackupScheduler | undefined;
+  /** Base backups and the WAL they need: point-in-time restore and clone (see base-backups.ts). */
+  private readonly base: BaseBackups;
   private readonly now: () => Date;
   private readonly logger: Logger;
   /** The backup running for each project: one per database at a time. */
@@ -137,6 +148,18 @@ export class BackupManager implements Backups {
     this.loads = new LoadSlots(options.loadConcurrency ?? 2);
     this.manualLimit = options.manualLimit ? new ManualBackupLimit(options.manualLimit, () => this.now().getTime()) : undefined;
     this.coordination = options.coordination ?? new LocalCoordination("local");
+    this.base = new BaseBackups({
+      ...options,
+      now: this.now,
+      coordination: this.coordination,
+      afterSuccess: async (target, record) => {
+        this.options.offsite?.backupSucceeded(record);
+        await this.prune(target.projectId);
+        await this.base.pruneWal(target);
+      },
+      assertSpace: (target, bytes) => this.assertSpace("backup", "base", target, [{ dir: this.options.dir, bytes }]),
+      track: (work) => this.track(work),
+    });
     const schedule = options.schedule;
     this.scheduler = schedule
       ? new BackupScheduler({
@@ -145,8 +168,8 @@ export class BackupManager implements Backups {
           verify: schedule.verify ?? false,
           catchUpDelayMs: schedule.catchUpDelayMs ?? 30_000,
           databases: () => this.scheduledDatabases(),
-          lastSuccess: async (projectId) => newestSucceeded(await options.store.listBackups(projectId))?.finishedAt ?? undefined,
-          backup: (target) => this.create(target, "scheduled", { wait: true }),
+          lastSuccess: async (projectId) => newestSucceeded(await options.store.listBackups(projectId), "dump")?.finishedAt ?? undefined,
+          backup: (target) => this.scheduledBackups(target),
           // The schedule's verifications wait for a load slot; the API's are refused when none is free.
           verifyBackup: (target, backupId) => this.startVerification(target, backupId, (task) => this.loads.runQueued(task)),
           prune: () => this.pruneAll(),
@@ -170,6 +193,7 @@ export class BackupManager implements Backups {
         this.options.metrics.schedulerLeader.set(1);
         if (this.closed) return;
         this.scheduler?.start();
+        this.base.startWatch(() => this.scheduledDatabases());
         const retaken = this.retakeInterrupted().catch((error: unknown) =>
           this.logger.error({ err: loggableError(error) }, "could not settle or retake backups a stopped service left running"),
         );
@@ -179,6 +203,7 @@ export class BackupManager implements Backups {
         this.options.metrics.schedulerLeader.set(0);
         // Backups already running finish; nothing new starts until the lead comes back.
         if (this.scheduler) this.track(this.scheduler.stop());
+        this.base.stopWatch();
       },
     });
   }
@@ -190,7 +215,8 @@ export class BackupManager implements Backups {
    */
   private async retakeInterrupted(): Promise<void> {
     const found = [...this.interrupted.splice(0), ...(this.options.coordination ? await recoverOrphans(this.options, this.now()) : [])];
-    const projects = new Set(found.filter((record) => record.kind === "scheduled").map((record) => record.projectId));
+    // An interrupted base backup is the watch's to take again.
+    const projects = new Set(found.filter((record) => record.kind === "scheduled" && record.format === "dump").map((record) => record.projectId));
     if (projects.size === 0 || !this.scheduler || this.closed) return;
     const databases = (await this.scheduledDatabases()).filter((database) => projects.has(database.projectId));
     await this.scheduler.runPass(databases, "interrupted");
@@ -223,12 +249,14 @@ export class BackupManager implements Backups {
     return job.record;
   }
 
-  async list(projectId: string): Promise<BackupRecord[]> {
+  async list(projectId: string): Promise<ListedBackup[]> {
     // Expiry follows the retention configured now, even for backups written under another.
     const [records, deleted] = await Promise.all([this.options.store.listBackups(projectId), this.deletedRetention(projectId)]);
-    return records.map((record) =>
+    const listed = records.map((record) =>
       record.state === "running" ? record : { ...record, expiresAt: backupExpiry(record, this.options.retentionDays, deleted) },
     );
+    if (this.options.offsite) return this.options.offsite.describe(projectId, listed);
+    return listed.map((record) => (record.state === "succeeded" ? { ...record, offsite: OFFSITE_DISABLED } : record));
   }
 
   /**
@@ -239,12 +267,30 @@ export class BackupManager implements Backups {
   async restore(target: RuntimeTarget, backupId: string, options: { byTenant?: boolean } = {}): Promise<{ restored: BackupRecord; safety: BackupRecord }> {
     this.assertOpen();
     const record = await this.succeededBackup(target.projectId, backupId, "restored");
+    if (record.format === "base") {
+      throw new DomainError("invalid_argument", `backup ${backupId} is a base backup: restore it to a point in time with target_time, or restore a dump`);
+    }
+    return this.inRestoreSlot(target, record, options, () => this.runRestore(target, record));
+  }
+
+  /**
+   * What every restore goes through before it starts: the manual limit (a
+   * tenant's), a load slot, `record` pinned against retention, and room for
+   * the safety backup and the new copy (a scratch database, or a recovered
+   * server) above the reserve.
+   */
+  private inRestoreSlot<T>(
+    target: RuntimeTarget,
+    record: BackupRecord,
+    options: { byTenant?: boolean; withSafetyBackup?: boolean },
+    work: () => Promise<T>,
+  ): Promise<T> {
     if (options.byTenant) this.assertManualAllowed(target.projectId);
     return this.track(
       this.loads.runNow(target.projectId, () =>
         this.withPinned(record.id, async () => {
           const [safetyBytes, loadBytes] = await Promise.all([
-            backupBytes(this.options.store, this.options.runtime, target),
+            options.withSafetyBackup === false ? 0 : backupBytes(this.options.store, this.options.runtime, target),
             scratchCopyBytes(this.options.runtime, target, record),
           ]);
           await this.assertSpace("restore", "safety", target, [
@@ -253,7 +299,7 @@ export class BackupManager implements Backups {
           ]);
           this.assertOpen();
           if (options.byTenant) this.takeManual(target.projectId);
-          return this.runRestore(target, record);
+          return work();
         }),
       ),
     );
@@ -271,6 +317,8 @@ export class BackupManager implements Backups {
       takeSafetyBackup: () => this.startBackup(target, "safety", true).done,
     };
     const path = backupFilePath(this.options.dir, record.slug, record.id);
+    // A local file that is gone or damaged comes back from its off-host copy, checked, before the restore's own check.
+    await this.options.offsite?.ensureLocalCopy(record, path);
     return this.coordination.withLock("dump", target.projectId, () => restoreFromBackup(context, target, record, path));
   }
 
@@ -295,7 +343,7 @@ export class BackupManager implements Backups {
     const verification = this.track(
       inSlot(() =>
         this.withPinned(record.id, async () => {
-          if (this.options.scratchDir) {
+          if (this.options.scratchDir && record.format === "dump") {
             const bytes = await scratchCopyBytes(this.options.runtime, target, record);
             await this.assertSpace("verification", "verify", target, [{ dir: this.options.scratchDir, bytes }]);
           }
@@ -308,8 +356,92 @@ export class BackupManager implements Backups {
     return verification;
   }
 
+  /** The scheduled pass's work for one database: the dump, then a base backup (its failure is its own, recorded and counted). */
+  private async scheduledBackups(target: RuntimeTarget): Promise<BackupRecord> {
+    const dump = await this.create(target, "scheduled", { wait: true });
+    await this.base.take(target).catch((error: unknown) => {
+      if (!(error instanceof LimitClosedError)) this.logger.error({ projectId: target.projectId, err: loggableError(error) }, "scheduled base backup could not run");
+    });
+    return dump;
+  }
+
+  /**
+   * As restore(), to a point in time: refusals (window, backup, manual limit,
+   * load slot, disk) before anything starts; the new WAL generation gets its
+   * base backup once the restore has released the database.
+   */
+  async restoreToTime(spec: DatabaseSpec, backupId: string | undefined, time: Date, options: { byTenant?: boolean } = {}): Promise<PointInTimeOutcome> {
+    this.assertOpen();
+    const target = { projectId: spec.projectId, slug: spec.slug };
+    const pitr = this.base.requirePitr();
+    const database = await this.options.store.getDatabase(spec.projectId);
+    if (!database) throw new DomainError("not_found", `project ${spec.projectId} has no database`);
+    // A server that does not run (its data lost) has nothing to save or flush: the archive holds what it committed.
+    const live = database.state === "ready" && (await this.options.runtime.status(target)).state === "running";
+    const { base, replayAll } = await this.base.choose(database, time, backupId, live);
+    // A base backup whose file is gone or damaged here comes back from its off-host copy.
+    await this.options.offsite?.ensureLocalCopy(base, backupFilePath(this.options.dir, base.slug, base.id, "base"));
+    return this.inRestoreSlot(target, base, { ...options, withSafetyBackup: live }, async () => {
+      const context = {
+        pitr,
+        backupDir: this.options.dir,
+        logger: this.logger,
+        // Already inside the exclusive section: the safety backup must not queue behind it.
+        takeSafetyBackup: () => this.startBackup(target, "safety", true).done,
+      };
+      const outcome = await this.coordination.withLock("dump", target.projectId, () => restoreToTime(context, spec, { base, time, replayAll, live }));
+      this.base.soon(target);
+      return outcome;
+    });
+  }
+
+  recoveryWindow(database: DatabaseRecord): Promise<RecoveryWindowView | undefined> {
+    return this.base.window(database);
+  }
+
+  async planClone(source: DatabaseRecord, time?: Date): Promise<ClonePlan> {
+    this.assertOpen();
+    const pitr = this.base.requirePitr();
+    const target = { projectId: source.projectId, slug: source.slug };
+    // "Now" is the source's last commit once everything before the call is archived.
+    const at = time ?? (await pitr.flushWal(target));
+    const { base, replayAll } = await this.base.choose(source, at, undefined, true);
+    // Without a time, or at the end of what the archive holds: everything it holds.
+    return { source: target, base, ...(time && !replayAll ? { time } : {}) };
+  }
+
+  /** A load slot for the new project, the base backup pinned against retention, room for the new server; then the recovery. */
+  async clone(spec: DatabaseSpec, plan: ClonePlan, signal?: AbortSignal): Promise<EnsureResult> {
+    this.assertOpen();
+    const pitr = this.base.requirePitr();
+    const target = { projectId: spec.projectId, slug: spec.slug };
+    return this.track(
+      this.loads.runNow(spec.projectId, () =>
+        this.withPinned(plan.base.id, async () => {
+          if (this.options.scratchDir) {
+            const bytes = await scratchCopyBytes(this.options.runtime, plan.source, plan.base);
+            await this.assertSpace("clone", "clone", target, [{ dir: this.options.scratchDir, bytes }]);
+          }
+          this.assertOpen();
+          await this.options.offsite?.ensureLocalCopy(plan.base, backupFilePath(this.options.dir, plan.base.slug, plan.base.id, "base"));
+          return cloneFromSource({ pitr, backupDir: this.options.dir, logger: this.logger }, spec, plan, signal);
+        }),
+      ),
+    );
+  }
+
+  baseBackupSoon(target: RuntimeTarget): void {
+    if (!this.closed) this.base.soon(target);
+  }
+
   async download(projectId: string, backupId: string): Promise<BackupDownload> {
     const record = await this.succeededBackup(projectId, backupId, "downloaded");
+    if (record.format === "base") {
+      throw new DomainError(
+        "failed_precondition",
+        `backup ${backupId} is a base backup (a copy of the whole server, for point-in-time restore and clone): it is not downloadable; download a dump`,
+      );
+    }
     let handle: FileHandle;
     try {
       // Opened now, so retention deleting the file later cannot cut the download short.
@@ -332,6 +464,7 @@ export class BackupManager implements Backups {
   async close(): Promise<void> {
     this.closed = true;
     this.loads.close();
+    this.base.close();
     await this.scheduler?.stop();
     await Promise.allSettled([...this.work]);
   }
@@ -346,6 +479,11 @@ export class BackupManager implements Backups {
     const deleted = (await store.listDatabases()).filter((database) => database.state === "deleted");
     const projects = new Set([...records, ...deleted].map((record) => record.projectId));
     for (const projectId of projects) await this.prune(projectId);
+    for (const database of await this.scheduledDatabases()) {
+      await this.base.pruneWal(database).catch((error: unknown) =>
+        this.logger.error({ projectId: database.projectId, err: loggableError(error) }, "WAL retention failed"),
+      );
+    }
   }
 
   private startBackup(target: RuntimeTarget, kind: BackupKind, holdingExclusive: boolean): RunningBackup {
@@ -391,6 +529,7 @@ export class BackupManager implements Backups {
       });
       metrics.backupLastSuccess.set({ project_id: record.projectId }, finishedAt.getTime() / 1000);
       this.logger.info({ ...log, sizeBytes: written.sizeBytes, seconds: seconds(started) }, "backup succeeded");
+      this.options.offsite?.backupSucceeded(succeeded);
       await this.prune(record.projectId);
       return succeeded;
     } catch (error) {
@@ -407,12 +546,17 @@ export class BackupManager implements Backups {
   }
 
   private async runVerification(target: RuntimeTarget, record: BackupRecord): Promise<BackupRecord> {
-    const path = backupFilePath(this.options.dir, record.slug, record.id);
+    const path = backupFilePath(this.options.dir, record.slug, record.id, record.format);
     let outcome: { passed: boolean; error: string | null };
     try {
-      // Cheap and first: no point loading bytes that are not the ones written.
-      await assertChecksum(path, record);
-      outcome = await verifyBackupLoads({ runtime: this.options.runtime, logger: this.logger, scratchInUse: this.scratchInUse }, target, record, path);
+      if (record.format === "base") {
+        // A whole server cannot be loaded into a scratch database: its file is checked as far as it can be without starting it.
+        outcome = await verifyBaseBackupFile(path, record);
+      } else {
+        // Cheap and first: no point loading bytes that are not the ones written.
+        await assertChecksum(path, record);
+        outcome = await verifyBackupLoads({ runtime: this.options.runtime, logger: this.logger, scratchInUse: this.scratchInUse }, target, record, path);
+      }
     } catch (error) {
       // The checksum's refusals are outcomes; an error reading the file is not.
       if (!(error instanceof DomainError)) throw error;
@@ -439,7 +583,7 @@ export class BackupManager implements Backups {
   private async prune(projectId: string): Promise<void> {
     const run = async () => {
       const deleted = await this.deletedRetention(projectId);
-      await pruneBackups({
+      const expired = await pruneBackups({
         store: this.options.store,
         backupDir: this.options.dir,
         projectId,
@@ -449,6 +593,8 @@ export class BackupManager implements Backups {
         ...(deleted ? { deleted } : {}),
         logger: this.logger,
       });
+      // Retention applies in the bucket too.
+      await this.options.offsite?.backupsDeleted(projectId, expired);
     };
     await run().catch((error: unknown) => this.logger.error({ projectId, err: loggableError(error) }, "backup retention failed"));
   }
@@ -469,12 +615,12 @@ export class BackupManager implements Backups {
    * reserve. The caller hears only that space is short; sizes and paths are
    * the host's business and go to the log, at error level: an operator must act.
    */
-  private async assertSpace(action: "backup" | "verification" | "restore", kind: string, target: RuntimeTarget, needs: SpaceNeed[]): Promise<void> {
+  private async assertSpace(action: "backup" | "verification" | "restore" | "clone", kind: string, target: RuntimeTarget, needs: SpaceNeed[]): Promise<void> {
     const shortage = await findShortage(needs, this.options.minFree ?? { bytes: 0 });
     if (!shortage) return;
     this.logger.error({ projectId: target.projectId, slug: target.slug, action, ...shortage }, `${action} refused: not enough free disk space`);
     // A scheduled backup refused here must alert like one that failed.
-    if (action !== "restore") this.options.metrics.backupFailures.inc({ kind });
+    if (action === "backup" || action === "verification") this.options.metrics.backupFailures.inc({ kind });
     throw notEnoughDiskSpace(action);
   }
 
@@ -499,6 +645,8 @@ export class BackupManager implements Backups {
   async publishLastSuccess(): Promise<void> {
     const newest = new Map<string, number>();
     for (const record of await this.options.store.listBackupsByState("succeeded")) {
+      // The gauge alerts on the daily dump, the portable copy; base backups have their own failure count.
+      if (record.format !== "dump") continue;
       const at = (record.finishedAt ?? record.startedAt).getTime();
       if (at > (newest.get(record.projectId) ?? 0)) newest.set(record.projectId, at);
     }

@@ -1,14 +1,15 @@
 // Retention: backups older than the retention period are deleted, file and
-// record together. Two backups are never deleted, whatever their age: the
-// project's newest succeeded backup (an old good backup beats none when
-// backups have been failing for a week) and any backup still running or in
-// use by a restore, verification or download. A deleted database's backups
+// record together. Some backups are never deleted, whatever their age: the
+// project's newest succeeded backup of each format, dump and base (an old
+// good backup beats none when backups have been failing for a week, and a
+// point-in-time restore needs a base backup to start from), and any backup
+// still running or in use by a restore, verification, download or clone. A deleted database's backups
 // follow one rule instead: all of them, the newest too (there is no database
 // left for it to protect), are kept for the deleted retention period after
 // the delete, then go; the database's record goes with the last of them.
 import { rm } from "node:fs/promises";
 import { loggableError, type Logger } from "../log.js";
-import type { BackupRecord } from "../store/records.js";
+import type { BackupFormat, BackupRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
 import { backupFilePath, partialFilePath } from "./backup-paths.js";
 
@@ -42,20 +43,23 @@ export function expiredBackups(
       (record) => record.state !== "running" && !inUse.has(record.id) && backupExpiry(record, retentionDays, deleted).getTime() <= now.getTime(),
     );
   }
-  const newestGood = newestSucceeded(records);
+  const newestGood = new Set(FORMATS.map((format) => newestSucceeded(records, format)?.id));
   return records.filter(
     (record) =>
       record.state !== "running" &&
-      record.id !== newestGood?.id &&
+      !newestGood.has(record.id) &&
       !inUse.has(record.id) &&
       expiryOf(record.startedAt, retentionDays).getTime() <= now.getTime(),
   );
 }
 
-export function newestSucceeded(records: readonly BackupRecord[]): BackupRecord | undefined {
+const FORMATS: readonly BackupFormat[] = ["dump", "base"];
+
+/** The newest succeeded backup, of one format when given. */
+export function newestSucceeded(records: readonly BackupRecord[], format?: BackupFormat): BackupRecord | undefined {
   let newest: BackupRecord | undefined;
   for (const record of records) {
-    if (record.state !== "succeeded") continue;
+    if (record.state !== "succeeded" || (format !== undefined && record.format !== format)) continue;
     if (!newest || record.startedAt > newest.startedAt || (record.startedAt.getTime() === newest.startedAt.getTime() && record.id > newest.id)) {
       newest = record;
     }
@@ -87,8 +91,8 @@ export async function pruneBackups(options: PruneOptions): Promise<BackupRecord[
   const deleted: BackupRecord[] = [];
   for (const record of expired) {
     try {
-      await rm(backupFilePath(backupDir, record.slug, record.id), { force: true });
-      await rm(partialFilePath(backupDir, record.slug, record.id), { force: true });
+      await rm(backupFilePath(backupDir, record.slug, record.id, record.format), { force: true });
+      await rm(partialFilePath(backupDir, record.slug, record.id, record.format), { force: true });
       await store.deleteBackup(record.id);
       deleted.push(record);
     } catch (error) {

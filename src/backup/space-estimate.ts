@@ -7,9 +7,14 @@ import type { Store } from "../store/store.js";
 import { newestSucceeded } from "./retention.js";
 import { quoteLiteral } from "./sql-text.js";
 
-/** A new backup is about as big as the project's last good one; the first, at most its database's size. */
+/** A new dump is about as big as the project's last good one; the first, at most its database's size. */
 export async function backupBytes(store: Store, runtime: Runtime, target: RuntimeTarget): Promise<number> {
-  return newestSucceeded(await store.listBackups(target.projectId))?.sizeBytes ?? (await databaseBytes(runtime, target));
+  return newestSucceeded(await store.listBackups(target.projectId), "dump")?.sizeBytes ?? (await databaseBytes(runtime, target));
+}
+
+/** A new base backup is about as big as the last good one; the first, at least its database's size (the whole server is more, compressed less). */
+export async function baseBackupBytes(store: Store, runtime: Runtime, target: RuntimeTarget): Promise<number> {
+  return newestSucceeded(await store.listBackups(target.projectId), "base")?.sizeBytes ?? (await databaseBytes(runtime, target));
 }
 
 /** A scratch copy takes about what the live database takes, and never less than the compressed file. */

@@ -10,7 +10,7 @@ import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { BackupRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
-import { backupFilePath, PARTIAL_SUFFIX, partialFilePath } from "./backup-paths.js";
+import { backupFilePath, PARTIAL_SUFFIXES, partialFilePath } from "./backup-paths.js";
 
 export const INTERRUPTED = "interrupted: the service stopped before the backup finished";
 
@@ -39,8 +39,8 @@ export async function recoverInterruptedBackups(options: RecoveryOptions): Promi
       if ((await store.getBackup(record.projectId, record.id))?.state !== "running") return;
       // The final name exists only if the kill came between rename and the
       // record update; without a recorded checksum that file cannot be trusted.
-      await rm(partialFilePath(backupDir, record.slug, record.id), { force: true });
-      await rm(backupFilePath(backupDir, record.slug, record.id), { force: true });
+      await rm(partialFilePath(backupDir, record.slug, record.id, record.format), { force: true });
+      await rm(backupFilePath(backupDir, record.slug, record.id, record.format), { force: true });
       const failed = await store.updateBackup(record.id, { state: "failed", error: INTERRUPTED, finishedAt: options.now });
       metrics.backupFailures.inc({ kind: record.kind });
       logger.error({ projectId: record.projectId, slug: record.slug, backupId: record.id, kind: record.kind }, "backup failed: interrupted by a restart");
@@ -68,10 +68,15 @@ async function removeStrayPartialFiles(backupDir: string, live: ReadonlySet<stri
     } catch {
       continue;
     }
-    for (const name of names.filter((entry) => entry.endsWith(PARTIAL_SUFFIX) && !live.has(entry.slice(0, -PARTIAL_SUFFIX.length)))) {
+    for (const name of names.filter((entry) => PARTIAL_SUFFIXES.some((suffix) => entry.endsWith(suffix)) && !live.has(backupIdOf(entry)))) {
       await rm(join(backupDir, project, name), { force: true }).catch((error: unknown) =>
         logger.warn({ file: join(project, name), err: loggableError(error) }, "could not remove a partial backup file"),
       );
     }
   }
+}
+
+/** The backup id a file in a project's backup directory is named after (ids hold no dot). */
+function backupIdOf(name: string): string {
+  return name.slice(0, name.indexOf("."));
 }

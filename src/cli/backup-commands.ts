@@ -3,8 +3,10 @@ import type { Command } from "commander";
 import { DatabaseService } from "../../gen/sota/database/v1/database_pb.js";
 import { invocation, projectCommand, type Print } from "./command-kit.js";
 import { downloadBackup } from "./download.js";
-import { backupsTable, backupText } from "./render.js";
+import { backupsTable, backupText, time } from "./render.js";
 import { bytes, fields } from "./table.js";
+import { timeArgument } from "./time-argument.js";
+import { UsageError } from "./usage-error.js";
 
 const methods = DatabaseService.method;
 
@@ -18,7 +20,7 @@ export function addBackupCommands(program: Command, print: Print): void {
   projectCommand(backups, "list", "the project's backups, newest first").action(async (projectId: string, _options: object, command: Command) => {
     const call = invocation(command, print);
     const response = await call.client().listBackups({ projectId });
-    call.reply(methods.listBackups.output, response, () => backupsTable(response.backups));
+    call.reply(methods.listBackups.output, response, () => backupsTable(response.backups, response.recoveryWindow));
   });
 
   projectCommand(backups, "create", "take a backup now")
@@ -29,15 +31,26 @@ export function addBackupCommands(program: Command, print: Print): void {
       call.reply(methods.createBackup.output, response, () => backupText(response.backup));
     });
 
-  backupCommand(backups, "restore", "restore the database to a backup (a safety backup of the current state is taken first)").action(
-    async (projectId: string, backupId: string, _options: object, command: Command) => {
+  projectCommand(backups, "restore", "restore the database to a dump, or with --to to a point in time (a safety backup of the current state is taken first)")
+    .argument("[backup-id]", "the dump to restore; with --to, the base backup to start from (default: the service picks the newest that reaches the time)")
+    .option("--to <time>", "restore the database as it was at this time (RFC 3339 with a zone, e.g. 2026-11-30T14:05:00Z): a point-in-time restore")
+    .action(async (projectId: string, backupId: string | undefined, options: { to?: string }, command: Command) => {
+      const targetTime = options.to === undefined ? undefined : timeArgument("--to", options.to);
+      if (!targetTime && !backupId) throw new UsageError("name the dump to restore, or give --to <time> for a point-in-time restore");
       const call = invocation(command, print);
-      const response = await call.client().restoreBackup({ projectId, backupId });
+      const response = await call.client().restoreBackup({ projectId, backupId: backupId ?? "-", ...(targetTime ? { targetTime } : {}) });
       call.reply(methods.restoreBackup.output, response, () =>
-        ["restored:", backupText(response.restored), "", "safety backup (the state before the restore):", backupText(response.safetyBackup)].join("\n"),
+        [
+          ...(response.targetTime ? [fields([["restored to", time(response.targetTime)]]), ""] : []),
+          response.targetTime ? "from base backup:" : "restored:",
+          backupText(response.restored),
+          "",
+          ...(response.safetyBackup
+            ? ["safety backup (the state before the restore):", backupText(response.safetyBackup)]
+            : [fields([["safety backup", "none (the database's server was not running: there was no state to save)"]])]),
+        ].join("\n"),
       );
-    },
-  );
+    });
 
   backupCommand(backups, "verify", "load a backup into a scratch database to prove it restores").action(
     async (projectId: string, backupId: string, _options: object, command: Command) => {

@@ -1,11 +1,12 @@
-// ensure, get, url, rotate, delete: one RPC each, printed as a table or as
+// ensure, get, clone, url, rotate, delete: one RPC each, printed as a table or as
 // protobuf JSON. Only url and rotate print a URL (with its password): that is
 // what they are asked for.
 import type { Command } from "commander";
 import { DatabaseService } from "../../gen/sota/database/v1/database_pb.js";
 import { invocation, projectCommand, type Print } from "./command-kit.js";
-import { backupText, databaseText, usageFields } from "./render.js";
+import { backupText, databaseText, recoveryWindowFields, usageFields } from "./render.js";
 import { fields } from "./table.js";
+import { timeArgument } from "./time-argument.js";
 import { UsageError } from "./usage-error.js";
 
 const methods = DatabaseService.method;
@@ -25,9 +26,22 @@ export function addDatabaseCommands(program: Command, print: Print): void {
     async (projectId: string, _options: object, command: Command) => {
       const call = invocation(command, print);
       const response = await call.client().getDatabase({ projectId });
-      call.reply(methods.getDatabase.output, response, () => databaseText(response.database, usageFields(response.usage, response.usageUnavailable)));
+      call.reply(methods.getDatabase.output, response, () =>
+        databaseText(response.database, [...usageFields(response.usage, response.usageUnavailable), ...recoveryWindowFields(response.recoveryWindow)]),
+      );
     },
   );
+
+  projectCommand(program, "clone", "make the project's database from another project's data, as of now or a past time (admin and deployer tokens)")
+    .requiredOption("--from <source-project-id>", "the project whose data is copied; its database is not changed")
+    .option("--at <time>", "the source's data as of this time (RFC 3339 with a zone), within its recovery window; default: now")
+    .option("--slug <slug>", "name for the new database and its role")
+    .action(async (projectId: string, options: { from: string; at?: string; slug?: string }, command: Command) => {
+      const targetTime = options.at === undefined ? undefined : timeArgument("--at", options.at);
+      const call = invocation(command, print);
+      const response = await call.client().cloneDatabase({ projectId, sourceProjectId: options.from, slug: options.slug ?? "", ...(targetTime ? { targetTime } : {}) });
+      call.reply(methods.cloneDatabase.output, response, () => databaseText(response.database, [["cloned from", options.from]]));
+    });
 
   projectCommand(program, "url", "print the DATABASE_URL, password included (deployer and admin tokens)")
     .option("--session", "the session-pooling URL instead (migrations, LISTEN/NOTIFY, pg_dump, psql restores)")

@@ -4,13 +4,16 @@
 import { toJsonString, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import {
+  BackupFormat,
   BackupKind,
   BackupState,
   DatabaseState,
+  OffsiteState,
   VerificationState,
   type Backup,
   type Database,
   type DatabaseUsage,
+  type RecoveryWindow,
 } from "../../gen/sota/database/v1/database_pb.js";
 import { bytes, fields, table } from "./table.js";
 
@@ -62,26 +65,49 @@ export function databaseText(database: Database | undefined, extra: [string, str
   return fields([...databaseFields(database), ...extra]);
 }
 
-const BACKUP_HEADERS = ["ID", "KIND", "STATE", "SIZE", "VERIFIED", "STARTED", "EXPIRES"];
+/** The seconds a point-in-time restore can reach, or why there are none. */
+export function recoveryWindowFields(window: RecoveryWindow | undefined): [string, string][] {
+  if (!window) return [["recovery window", "none (no base backup yet, or point-in-time recovery is not available)"]];
+  const latest = window.streaming ? `now (WAL streaming; ${time(window.latestTime)})` : `${time(window.latestTime)} (WAL not streaming)`;
+  return [["recovery window", `${time(window.earliestTime)} to ${latest}`]];
+}
+
+const BACKUP_HEADERS = ["ID", "KIND", "FORMAT", "STATE", "SIZE", "VERIFIED", "STARTED", "EXPIRES", "OFFSITE"];
+
+/** "dump" or "base"; a server older than formats sends none, and every backup it has is a dump. */
+function formatName(format: BackupFormat): string {
+  return format === BackupFormat.BASE ? "base" : "dump";
+}
+
+/** The off-host copy in a word: disabled, pending, copied, or failed with its attempts so far; "-" where none applies. */
+function offsiteWord(backup: Backup): string {
+  const offsite = backup.offsite;
+  if (!offsite || offsite.state === OffsiteState.UNSPECIFIED) return "-";
+  const word = enumName(OffsiteState, offsite.state);
+  return offsite.state === OffsiteState.FAILED ? `${word} (${offsite.attempts})` : word;
+}
 
 function backupRow(backup: Backup): string[] {
   const verified = backup.verification === VerificationState.UNSPECIFIED ? "-" : enumName(VerificationState, backup.verification);
   return [
     backup.id,
     enumName(BackupKind, backup.kind),
+    formatName(backup.format),
     enumName(BackupState, backup.state),
     backup.state === BackupState.SUCCEEDED ? bytes(backup.sizeBytes) : "-",
     verified,
     time(backup.startTime),
     time(backup.expireTime),
+    offsiteWord(backup),
   ];
 }
 
-export function backupsTable(backups: readonly Backup[]): string {
-  if (backups.length === 0) return "no backups";
-  const failures = backups.filter((backup) => backup.error || backup.verificationError);
-  const notes = failures.map((backup) => `${backup.id}: ${backup.error || backup.verificationError}`);
-  return [table(BACKUP_HEADERS, backups.map(backupRow)), ...(notes.length ? ["", ...notes] : [])].join("\n");
+export function backupsTable(backups: readonly Backup[], window?: RecoveryWindow): string {
+  const windowLine = fields(recoveryWindowFields(window));
+  if (backups.length === 0) return ["no backups", windowLine].join("\n");
+  const failures = backups.filter((backup) => backup.error || backup.verificationError || backup.offsite?.error);
+  const notes = failures.map((backup) => `${backup.id}: ${backup.error || backup.verificationError || `off-host copy: ${backup.offsite!.error}`}`);
+  return [table(BACKUP_HEADERS, backups.map(backupRow)), ...(notes.length ? ["", ...notes] : []), "", windowLine].join("\n");
 }
 
 export function backupText(backup: Backup | undefined): string {
@@ -90,6 +116,7 @@ export function backupText(backup: Backup | undefined): string {
     ["backup", backup.id],
     ["project", backup.projectId],
     ["kind", enumName(BackupKind, backup.kind)],
+    ["format", formatName(backup.format)],
     ["state", enumName(BackupState, backup.state)],
     ["error", backup.error],
     ["size", backup.state === BackupState.SUCCEEDED ? bytes(backup.sizeBytes) : ""],
@@ -100,5 +127,8 @@ export function backupText(backup: Backup | undefined): string {
     ["verified", backup.verification === VerificationState.UNSPECIFIED ? "" : enumName(VerificationState, backup.verification)],
     ["verified at", time(backup.verifyTime)],
     ["verify error", backup.verificationError],
+    ["off-host copy", offsiteWord(backup)],
+    ["copied at", time(backup.offsite?.copyTime)],
+    ["copy error", backup.offsite?.error ?? ""],
   ]);
 }

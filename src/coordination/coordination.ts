@@ -12,7 +12,11 @@ import { KeyedLock } from "../runtime/keyed-lock.js";
 export type LockScope =
   /** A use-case on one project (Ensure, Restore): one outcome however many replicas are asked at once. */
   | "project"
-  /** A dump or a restore's swap of one database: a swap would end a running dump's session. */
+  /**
+   * A dump, a base backup, a restore's swap or recovery, or the removal of one
+   * database: a swap would end a running dump's session, a recovery or a
+   * removal would pull the server from under a base backup.
+   */
   | "dump";
 
 export interface LeadershipListener {

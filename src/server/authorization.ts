@@ -27,9 +27,11 @@ const OPERATOR_METHODS = new Set(["UpdateDatabase"]);
 /**
  * Methods that end or change a database's life for the platform; project
  * tokens never may call them: a leaked app token must not delete the
- * database (with the final backup skipped) or lock the app out by rotating.
+ * database (with the final backup skipped), lock the app out by rotating, or
+ * copy another project's data by cloning it (the token's project check covers
+ * project_id, not source_project_id).
  */
-const PLATFORM_METHODS = new Set(["DeleteDatabase", "RotateCredentials"]);
+const PLATFORM_METHODS = new Set(["DeleteDatabase", "RotateCredentials", "CloneDatabase"]);
 
 export function authenticate(tokens: TokenRegistry, authorization: string | null | undefined): Principal {
   if (!authorization) throw new ConnectError("missing bearer token: send Authorization: Bearer <token>", Code.Unauthenticated);

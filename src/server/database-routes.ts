@@ -1,10 +1,11 @@
 // DatabaseService RPCs → the service's use-cases. Transport only: no logic
 // beyond converting messages.
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { DatabaseService as DatabaseServiceDesc } from "../../gen/sota/database/v1/database_pb.js";
 import type { DatabaseService } from "../service/database-service.js";
 import { principalKey } from "./interceptors.js";
-import { backupMessage, databaseMessage, limitsChange, usageMessage } from "./proto-convert.js";
+import { backupMessage, databaseMessage, limitsChange, recoveryWindowMessage, timeOf, usageMessage } from "./proto-convert.js";
 
 export function databaseRoutes(service: DatabaseService) {
   return (router: ConnectRouter): void => {
@@ -20,9 +21,14 @@ export function databaseRoutes(service: DatabaseService) {
       async getDatabase(req) {
         const described = await service.describe(req.projectId);
         const size = "figures" in described ? described.figures.sizeBytes : undefined;
-        const [status, quota] = await Promise.all([service.limitsStatus(described.database), service.sizeQuota(described.database, size)]);
+        const [status, quota, window] = await Promise.all([
+          service.limitsStatus(described.database),
+          service.sizeQuota(described.database, size),
+          service.recoveryWindow(described.database),
+        ]);
         return {
           database: databaseMessage(described.database, status, quota),
+          ...recoveryWindowMessage(window),
           ...("figures" in described ? { usage: usageMessage(described.figures) } : { usageUnavailable: described.unavailable }),
         };
       },
@@ -38,11 +44,23 @@ export function databaseRoutes(service: DatabaseService) {
         return { backup: backupMessage(await service.createBackup(req.projectId, req.wait, { byTenant: byTenant(ctx) })) };
       },
       async listBackups(req) {
-        return { backups: (await service.listBackups(req.projectId)).map(backupMessage) };
+        const backups = await service.listBackups(req.projectId);
+        const window = await service.recoveryWindow(await service.get(req.projectId));
+        return { backups: backups.map(backupMessage), ...recoveryWindowMessage(window) };
       },
       async restoreBackup(req, ctx) {
-        const { restored, safety } = await service.restoreBackup(req.projectId, req.backupId, { byTenant: byTenant(ctx) });
-        return { restored: backupMessage(restored), safetyBackup: backupMessage(safety) };
+        const targetTime = timeOf(req.targetTime, "target_time");
+        const outcome = await service.restoreBackup(req.projectId, req.backupId, { byTenant: byTenant(ctx), ...(targetTime ? { targetTime } : {}) });
+        return {
+          restored: backupMessage(outcome.restored),
+          ...(outcome.safety ? { safetyBackup: backupMessage(outcome.safety) } : {}),
+          ...(outcome.targetTime ? { targetTime: timestampFromDate(outcome.targetTime) } : {}),
+        };
+      },
+      async cloneDatabase(req, ctx) {
+        const targetTime = timeOf(req.targetTime, "target_time");
+        const database = await service.clone(req.projectId, req.sourceProjectId, { ...(targetTime ? { targetTime } : {}), slug: req.slug }, ctx.signal);
+        return { database: databaseMessage(database) };
       },
       async verifyBackup(req) {
         return { backup: backupMessage(await service.verifyBackup(req.projectId, req.backupId)) };

@@ -1,8 +1,10 @@
 // Domain records → API messages. Sealed fields are never copied: a Database
 // or Backup message cannot carry a secret.
 import { create } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
 import {
+  BackupFormat,
   BackupKind,
   BackupSchema,
   BackupState,
@@ -10,20 +12,27 @@ import {
   DatabaseSchema,
   DatabaseUsageSchema,
   DatabaseState,
+  OffsiteCopySchema,
+  OffsiteState,
   PoolerSchema,
+  RecoveryWindowSchema,
   SizeQuotaSchema,
   VerificationState,
   type Backup,
   type Database,
+  type OffsiteCopy,
   type DatabaseLimits,
   type DatabaseUsage,
+  type RecoveryWindow,
 } from "../../gen/sota/database/v1/database_pb.js";
 import { roleName } from "../service/database-url.js";
 import type { DatabaseFigures } from "../service/database-figures.js";
+import type { ListedBackup, OffsiteCopyView } from "../offsite/offsite-view.js";
 import type { BackupRecord, DatabaseRecord, LimitsRecord } from "../store/records.js";
 import type { LimitsStatus } from "../runtime/runtime.js";
 import type { LimitsChange } from "../service/limits-override.js";
 import type { SizeQuotaReport } from "../service/size-quota.js";
+import type { RecoveryWindowView } from "../service/database-service.js";
 
 const DATABASE_STATES: Record<DatabaseRecord["state"], DatabaseState> = {
   provisioning: DatabaseState.PROVISIONING,
@@ -38,6 +47,11 @@ const BACKUP_KINDS: Record<BackupRecord["kind"], BackupKind> = {
   manual: BackupKind.MANUAL,
   safety: BackupKind.SAFETY,
   final: BackupKind.FINAL,
+};
+
+const BACKUP_FORMATS: Record<BackupRecord["format"], BackupFormat> = {
+  dump: BackupFormat.DUMP,
+  base: BackupFormat.BASE,
 };
 
 const BACKUP_STATES: Record<BackupRecord["state"], BackupState> = {
@@ -115,8 +129,26 @@ export function limitsChange(message: DatabaseLimits | undefined): LimitsChange 
   return { memoryMb: message.memoryMb, cpus: message.cpus, pids: message.pids, shmMb: message.shmMb, sizeQuotaMb };
 }
 
-export function backupMessage(record: BackupRecord): Backup {
+const OFFSITE_STATES: Record<OffsiteCopyView["state"], OffsiteState> = {
+  disabled: OffsiteState.DISABLED,
+  pending: OffsiteState.PENDING,
+  copied: OffsiteState.COPIED,
+  failed: OffsiteState.FAILED,
+};
+
+function offsiteMessage(view: OffsiteCopyView): OffsiteCopy {
+  return create(OffsiteCopySchema, {
+    state: OFFSITE_STATES[view.state],
+    ...(view.copiedAt ? { copyTime: timestampFromDate(view.copiedAt) } : {}),
+    error: view.error ?? "",
+    attempts: view.attempts,
+  });
+}
+
+/** `offsite` is set where the caller looked it up (ListBackups, for succeeded backups). */
+export function backupMessage(record: ListedBackup): Backup {
   return create(BackupSchema, {
+    ...(record.offsite ? { offsite: offsiteMessage(record.offsite) } : {}),
     id: record.id,
     projectId: record.projectId,
     kind: BACKUP_KINDS[record.kind],
@@ -135,5 +167,35 @@ export function backupMessage(record: BackupRecord): Backup {
           : VerificationState.UNSPECIFIED,
     ...(record.verifiedAt ? { verifyTime: timestampFromDate(record.verifiedAt) } : {}),
     verificationError: record.verificationError ?? "",
+    format: BACKUP_FORMATS[record.format],
   });
+}
+
+export function recoveryWindowMessage(window: RecoveryWindowView | undefined): { recoveryWindow?: RecoveryWindow } {
+  if (!window) return {};
+  return {
+    recoveryWindow: create(RecoveryWindowSchema, {
+      earliestTime: timestampFromDate(window.earliest),
+      latestTime: timestampFromDate(window.latest),
+      streaming: window.streaming,
+    }),
+  };
+}
+
+/** Timestamp's own range (RFC 3339 years 0001 to 9999), in seconds. */
+const MIN_SECONDS = -62_135_596_800n;
+const MAX_SECONDS = 253_402_300_799n;
+
+/**
+ * A request's timestamp as a Date, or undefined when unset. A value outside
+ * Timestamp's range (a hostile client can send any seconds and nanos over
+ * gRPC) is refused here, before anything below sees it.
+ */
+export function timeOf(timestamp: Timestamp | undefined, field: string): Date | undefined {
+  if (!timestamp) return undefined;
+  const { seconds, nanos } = timestamp;
+  if (seconds < MIN_SECONDS || seconds > MAX_SECONDS || !Number.isInteger(nanos) || nanos < 0 || nanos > 999_999_999) {
+    throw new ConnectError(`${field} is not a valid timestamp: seconds must be within years 0001 to 9999 and nanos within 0 to 999999999`, Code.InvalidArgument);
+  }
+  return new Date(Number(seconds) * 1000 + Math.floor(nanos / 1_000_000));
 }

@@ -88,13 +88,20 @@ export const REST_ROUTES: readonly RestRoute[] = [
     method: "POST",
     pattern: new RegExp(`^${PROJECT}/backups/([^/]+)/restore$`),
     rpc: "RestoreBackup",
-    request: ([projectId, backupId]) => ({ projectId: projectId!, backupId: backupId! }),
+    // The body carries targetTime (a point-in-time restore; backup id "-" lets the service pick the base backup).
+    request: ([projectId, backupId], _query, body) => ({ ...body, projectId: projectId!, backupId: backupId! }),
   },
   {
     method: "POST",
     pattern: new RegExp(`^${PROJECT}/backups/([^/]+)/verify$`),
     rpc: "VerifyBackup",
     request: ([projectId, backupId]) => ({ projectId: projectId!, backupId: backupId! }),
+  },
+  {
+    method: "POST",
+    pattern: new RegExp(`^${PROJECT}/clone$`),
+    rpc: "CloneDatabase",
+    request: ([projectId], _query, body) => ({ ...body, projectId: projectId! }),
   },
 ];
 

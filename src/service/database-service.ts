@@ -2,14 +2,15 @@
 // project's database, and handing backups to the Backups port. Knows the ports
 // (Runtime, Store, Sealer, Backups), never Docker, processes or files.
 import { randomBytes } from "node:crypto";
-import type { Backups } from "../backup/backups.js";
-import { DomainError } from "../errors.js";
+import type { Backups, PointInTimeOutcome, RecoveryWindowView } from "../backup/backups.js";
+import type { ListedBackup } from "../offsite/offsite-view.js";
+import { DomainError, kindOf } from "../errors.js";
 import { loggableError, type Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
-import type { EnsureResult, Runtime, RuntimeTarget } from "../runtime/runtime.js";
+import type { DatabaseSpec, EnsureResult, Runtime, RuntimeTarget } from "../runtime/runtime.js";
 import { SealError, type Sealer } from "../secrets/sealer.js";
 import { newDatabaseRecord, NOTHING_RUNNING, type BackupRecord, type DatabaseRecord } from "../store/records.js";
-import type { Store } from "../store/store.js";
+import { slugTaken, type Store } from "../store/store.js";
 import { LocalCoordination, type Coordination } from "../coordination/coordination.js";
 import { normalizeProjectId, slugForProject, slugProblemFor, isBackupId } from "../names.js";
 import { databaseUrl, sessionUrl } from "./database-url.js";
@@ -17,6 +18,8 @@ import { figuresOf, figuresOfEach, type FiguresOutcome } from "./database-figure
 import { applyLimitsChange, checkLimitsChange, isLimitsChange, runtimeLimits, type LimitsChange } from "./limits-override.js";
 import { SizeQuotas, type SizeQuotaReport } from "./size-quota.js";
 import type { LimitsStatus } from "../runtime/runtime.js";
+
+export type { RecoveryWindowView };
 
 export interface DatabaseServiceDeps {
   readonly runtime: Runtime;
@@ -79,6 +82,8 @@ export class DatabaseService {
       }
       if (isLimitsChange(limits)) record = await this.storeLimits(record, limits);
       const database = await this.provision(record, signal);
+      // Its recovery window starts with its first base backup: taken now, without keeping the deploy waiting.
+      if (created) this.deps.backups?.baseBackupSoon(target(database));
       await this.quotas.check(database);
       return { database, created };
     });
@@ -259,19 +264,128 @@ export class DatabaseService {
     return this.backups().create(target(database), "manual", { wait, ...options });
   }
 
-  async listBackups(rawProjectId: string): Promise<BackupRecord[]> {
+  async listBackups(rawProjectId: string): Promise<ListedBackup[]> {
     const database = await this.get(rawProjectId);
     return this.backups().list(database.projectId);
   }
 
+  /**
+   * Without a target time: the dump named, as it is. With one: the database
+   * as it was at that second, from the base backup named or, with "" or "-",
+   * the newest that reaches it; a database reported failed (its data lost)
+   * too, which comes back ready.
+   */
   async restoreBackup(
     rawProjectId: string,
     rawBackupId: string,
-    options: { byTenant?: boolean } = {},
-  ): Promise<{ restored: BackupRecord; safety: BackupRecord }> {
-    const database = await this.readyDatabase(rawProjectId);
-    const backupId = validBackupId(rawBackupId);
-    return this.coordination.withLock("project", database.projectId, () => this.backups().restore(target(database), backupId, options));
+    options: { byTenant?: boolean; targetTime?: Date } = {},
+  ): Promise<{ restored: BackupRecord; safety?: BackupRecord; targetTime?: Date }> {
+    const { targetTime, byTenant } = options;
+    if (targetTime === undefined) {
+      const database = await this.readyDatabase(rawProjectId);
+      const backupId = validBackupId(rawBackupId);
+      return this.coordination.withLock("project", database.projectId, () => this.backups().restore(target(database), backupId, { byTenant }));
+    }
+    const projectId = validProjectId(rawProjectId);
+    const backupId = rawBackupId === "" || rawBackupId === "-" ? undefined : validBackupId(rawBackupId);
+    return this.coordination.withLock("project", projectId, async (): Promise<PointInTimeOutcome> => {
+      // Read inside the lock: a delete or a rotation may have come first.
+      const database = await this.get(projectId);
+      if (database.state !== "ready" && database.state !== "failed") {
+        throw new DomainError("failed_precondition", `database "${database.slug}" is ${database.state}; only a ready or failed database can be restored`);
+      }
+      this.assertOwnRuntime(database);
+      const spec = this.specOf(database);
+      const outcome = await this.backups().restoreToTime(spec, backupId, targetTime, { byTenant });
+      // Same endpoint; a failed database (its data lost) is ready again.
+      await this.recordReady(database, outcome.result, spec.password);
+      return outcome;
+    });
+  }
+
+  /** The seconds the database can be restored to; undefined without one, or when it cannot be read now (logged). */
+  async recoveryWindow(database: DatabaseRecord): Promise<RecoveryWindowView | undefined> {
+    if (!this.deps.backups) return undefined;
+    try {
+      return await this.deps.backups.recoveryWindow(database);
+    } catch (error) {
+      this.deps.logger.warn({ projectId: database.projectId, err: loggableError(error) }, "could not read the recovery window");
+      return undefined;
+    }
+  }
+
+  /**
+   * A new database for `rawProjectId` made from another project's data as of
+   * `targetTime` (absent: now), with its own slug, role, password and URL.
+   * The project must have no database, or a deleted one. Everything that can
+   * be refused is refused before anything is recorded; a clone that fails
+   * later leaves nothing: the runtime's remains are removed and the record
+   * with them (a deleted one goes back to deleted).
+   */
+  async clone(
+    rawProjectId: string,
+    rawSourceProjectId: string,
+    options: { targetTime?: Date; slug?: string } = {},
+    signal?: AbortSignal,
+  ): Promise<DatabaseRecord> {
+    const projectId = validProjectId(rawProjectId);
+    const sourceId = normalizeProjectId(rawSourceProjectId);
+    if (!sourceId) throw new DomainError("invalid_argument", "source_project_id must be a UUID such as 550e8400-e29b-41d4-a716-446655440000");
+    if (sourceId === projectId) {
+      throw new DomainError("invalid_argument", "a database cannot be cloned into its own project: restore it to a point in time with RestoreBackup target_time");
+    }
+    const requestedSlug = options.slug ? validSlug(projectId, options.slug) : undefined;
+    const backups = this.backups();
+    // Both projects, in a fixed order: two clones of each other cannot wait on each other.
+    const [first, second] = [projectId, sourceId].sort() as [string, string];
+    return this.coordination.withLock("project", first, () =>
+      this.coordination.withLock("project", second, async () => {
+        const existing = await this.deps.store.getDatabase(projectId);
+        if (existing && existing.state !== "deleted") {
+          throw new DomainError("already_exists", `project ${projectId} already has database "${existing.slug}" (${existing.state}); clone into a project without one`);
+        }
+        if (existing && requestedSlug && requestedSlug !== existing.slug) {
+          throw new DomainError("failed_precondition", `project ${projectId} already has database "${existing.slug}"; a database's slug cannot change`);
+        }
+        const slug = existing?.slug ?? requestedSlug ?? slugForProject(projectId);
+        const owner = await this.deps.store.getDatabaseBySlug(slug);
+        if (owner && owner.projectId !== projectId) throw slugTaken(slug);
+        const source = await this.readyDatabase(sourceId);
+        this.assertOwnRuntime(source);
+        const plan = await backups.planClone(source, options.targetTime);
+
+        const record = existing ? await this.recreate(existing) : await this.create(projectId, slug);
+        const password = this.open(record.sealedPassword, projectId);
+        let database: DatabaseRecord;
+        try {
+          const result = await backups.clone(this.specOf(record, password), plan, signal);
+          database = await this.recordReady(record, result, password);
+        } catch (error) {
+          await this.undoClone(record, existing);
+          const problem = error instanceof DomainError ? error.message : "clone failed; see the service log";
+          throw new DomainError(kindOf(error), `${problem}; nothing was created`);
+        }
+        this.deps.logger.info(
+          { projectId, slug, sourceProjectId: sourceId, ...(options.targetTime ? { targetTime: options.targetTime.toISOString() } : {}) },
+          "database cloned",
+        );
+        backups.baseBackupSoon(target(database));
+        return database;
+      }),
+    );
+  }
+
+  /** What a failed clone leaves: nothing on the host, no record (or the deleted one it replaced, deleted again). */
+  private async undoClone(record: DatabaseRecord, replaced: DatabaseRecord | undefined): Promise<void> {
+    const { projectId, slug } = record;
+    try {
+      await this.deps.runtime.remove(target(record), { keepData: false });
+      if (replaced) await this.deps.store.updateDatabase(projectId, { state: "deleted", sealedPassword: "", ...NOTHING_RUNNING, createdAt: replaced.createdAt });
+      else await this.deps.store.deleteDatabase(projectId);
+    } catch (error) {
+      // Left "provisioning": the next Ensure of the project finishes it as an empty database, never the source's data half made.
+      this.deps.logger.error({ projectId, slug, err: loggableError(error) }, "could not remove what a failed clone left");
+    }
   }
 
   async verifyBackup(rawProjectId: string, rawBackupId: string): Promise<BackupRecord> {
@@ -339,7 +453,8 @@ export class DatabaseService {
   /** Removes everything the runtime has for the database, then records it deleted with no secret kept. */
   private async finishDelete(record: DatabaseRecord): Promise<DatabaseRecord> {
     this.deps.logger.info({ projectId: record.projectId, slug: record.slug }, "removing the database from the host");
-    await this.deps.runtime.remove(target(record), { keepData: false });
+    // Under the dump lock: a base backup running in the background finishes first, rather than fail (and alert) mid-removal.
+    await this.coordination.withLock("dump", record.projectId, () => this.deps.runtime.remove(target(record), { keepData: false }));
     // No secret is kept: a deleted database's password and URL open nothing any more.
     const deleted = await this.deps.store.updateDatabase(record.projectId, { state: "deleted", sealedPassword: "", ...NOTHING_RUNNING });
     // It takes no more backups: its last-success gauge would only grow old and alert.
@@ -357,16 +472,20 @@ export class DatabaseService {
     }
   }
 
+  /** What the runtime needs to make the database as recorded; the password opened from the record unless given. */
+  private specOf(record: DatabaseRecord, password = this.open(record.sealedPassword, record.projectId)): DatabaseSpec {
+    const limits = runtimeLimits(record.limits);
+    return { projectId: record.projectId, slug: record.slug, password, ...(limits ? { limits } : {}) };
+  }
+
   private async provision(record: DatabaseRecord, signal?: AbortSignal): Promise<DatabaseRecord> {
-    const password = this.open(record.sealedPassword, record.projectId);
+    // Once it has served (its URL was handed out), its data must be there:
+    // a lost data directory is reported, never replaced by an empty one.
+    const spec = { ...this.specOf(record), mustExist: record.sealedUrl !== null };
+    const password = spec.password;
     const started = performance.now();
     let result: EnsureResult;
     try {
-      const limits = runtimeLimits(record.limits);
-      // Once it has served (its URL was handed out), its data must be there:
-      // a lost data directory is reported, never replaced by an empty one.
-      const mustExist = record.sealedUrl !== null;
-      const spec = { projectId: record.projectId, slug: record.slug, password, mustExist, ...(limits ? { limits } : {}) };
       result = await this.deps.runtime.ensure(spec, signal);
     } catch (error) {
       this.observeEnsure(started, "error");

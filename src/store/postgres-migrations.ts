@@ -71,6 +71,44 @@ CREATE TABLE sota.scheduled_runs (
     description: "a project's resource limits override, as JSON",
     sql: "ALTER TABLE sota.databases ADD COLUMN limits_json TEXT;",
   },
+  {
+    version: 4,
+    // Every backup written before is a dump: the default says so.
+    description: "a backup's format (dump or base) and, for a base backup, its WAL generation and start segment",
+    sql: `
+ALTER TABLE sota.backups ADD COLUMN format TEXT NOT NULL DEFAULT 'dump';
+ALTER TABLE sota.backups ADD COLUMN wal_generation TEXT;
+ALTER TABLE sota.backups ADD COLUMN wal_start_segment TEXT;
+`,
+  },
+  {
+    version: 5,
+    description: "off-host copies: each backup's copy state, and the WAL files copied",
+    sql: `
+CREATE TABLE sota.offsite_copies (
+  backup_id       TEXT PRIMARY KEY,
+  project_id      TEXT NOT NULL,
+  state           TEXT NOT NULL,
+  attempts        INTEGER NOT NULL,
+  error           TEXT,
+  object_key      TEXT,
+  sha256          TEXT,
+  size_bytes      BIGINT,
+  copied_at       BIGINT,
+  next_attempt_at BIGINT
+);
+CREATE INDEX offsite_copies_by_project ON sota.offsite_copies (project_id);
+CREATE TABLE sota.offsite_wal (
+  project_id TEXT NOT NULL,
+  generation TEXT NOT NULL,
+  file       TEXT NOT NULL,
+  sha256     TEXT NOT NULL,
+  size_bytes BIGINT NOT NULL,
+  copied_at  BIGINT NOT NULL,
+  PRIMARY KEY (project_id, generation, file)
+);
+`,
+  },
 ];
 
 /** Applies what is pending in one transaction (PostgreSQL DDL is transactional). Throws StateTooNewError. */

@@ -6,7 +6,17 @@
 import pg from "pg";
 import { firstFreePort, type PortRange, type PortRegistry } from "./port-registry.js";
 import { migratePostgres, STATE_SCHEMA as S } from "./postgres-migrations.js";
-import type { BackupRecord, DatabaseRecord, DatabaseState } from "./records.js";
+import {
+  fromOffsiteCopy,
+  fromOffsiteWal,
+  OFFSITE_COPY_COLUMNS,
+  OFFSITE_WAL_COLUMNS,
+  toOffsiteCopy,
+  toOffsiteWal,
+  type OffsiteCopyRow,
+  type OffsiteWalRow,
+} from "./offsite-rows.js";
+import type { BackupRecord, DatabaseRecord, DatabaseState, OffsiteCopyRecord, OffsiteWalRecord } from "./records.js";
 import { backupPatchColumns, databasePatchColumns, fromBackup, fromDatabase, toBackup, toDatabase, type BackupRow, type DatabaseRow } from "./rows.js";
 import { slugTaken, type BackupPatch, type DatabasePatch, type Store } from "./store.js";
 
@@ -24,7 +34,8 @@ const types = {
 const DATABASE_INSERT = `INSERT INTO ${S}.databases (project_id, slug, state, runtime, sealed_password, sealed_url, host, port, network,
   postgres_version, pooler_json, error, created_at, updated_at, limits_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`;
 const BACKUP_INSERT = `INSERT INTO ${S}.backups (id, project_id, slug, kind, state, size_bytes, sha256, started_at, finished_at, expires_at,
-  error, verification, verified_at, verification_error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`;
+  error, verification, verified_at, verification_error, format, wal_generation, wal_start_segment)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`;
 
 export interface PostgresStoreOptions {
   readonly now?: () => Date;
@@ -164,7 +175,7 @@ export class PostgresStore implements Store, PortRegistry {
     const row = fromBackup(record);
     await this.pool.query(BACKUP_INSERT, [
       row.id, row.project_id, row.slug, row.kind, row.state, row.size_bytes, row.sha256, row.started_at, row.finished_at, row.expires_at,
-      row.error, row.verification, row.verified_at, row.verification_error,
+      row.error, row.verification, row.verified_at, row.verification_error, row.format, row.wal_generation, row.wal_start_segment,
     ]);
   }
 
@@ -222,6 +233,38 @@ export class PostgresStore implements Store, PortRegistry {
     return row?.slot_at == null ? undefined : new Date(row.slot_at);
   }
 
+  async putOffsiteCopy(record: OffsiteCopyRecord): Promise<void> {
+    const row = fromOffsiteCopy(record);
+    await this.pool.query(upsert("offsite_copies", OFFSITE_COPY_COLUMNS, ["backup_id"]), OFFSITE_COPY_COLUMNS.map((column) => row[column]));
+  }
+
+  async listOffsiteCopies(projectId?: string): Promise<OffsiteCopyRecord[]> {
+    const rows = projectId
+      ? await this.rows<OffsiteCopyRow>(`SELECT * FROM ${S}.offsite_copies WHERE project_id = $1 ORDER BY backup_id`, [projectId])
+      : await this.rows<OffsiteCopyRow>(`SELECT * FROM ${S}.offsite_copies ORDER BY backup_id`);
+    return rows.map(toOffsiteCopy);
+  }
+
+  async deleteOffsiteCopy(backupId: string): Promise<void> {
+    await this.pool.query(`DELETE FROM ${S}.offsite_copies WHERE backup_id = $1`, [backupId]);
+  }
+
+  async putOffsiteWal(record: OffsiteWalRecord): Promise<void> {
+    const row = fromOffsiteWal(record);
+    await this.pool.query(upsert("offsite_wal", OFFSITE_WAL_COLUMNS, ["project_id", "generation", "file"]), OFFSITE_WAL_COLUMNS.map((column) => row[column]));
+  }
+
+  async listOffsiteWal(projectId?: string): Promise<OffsiteWalRecord[]> {
+    const rows = projectId
+      ? await this.rows<OffsiteWalRow>(`SELECT * FROM ${S}.offsite_wal WHERE project_id = $1 ORDER BY generation, file`, [projectId])
+      : await this.rows<OffsiteWalRow>(`SELECT * FROM ${S}.offsite_wal ORDER BY project_id, generation, file`);
+    return rows.map(toOffsiteWal);
+  }
+
+  async deleteOffsiteWal(projectId: string, generation: string, file: string): Promise<void> {
+    await this.pool.query(`DELETE FROM ${S}.offsite_wal WHERE project_id = $1 AND generation = $2 AND file = $3`, [projectId, generation, file]);
+  }
+
   /** Readiness shows the message to anyone who asks: it names the store, not where it is or who logs in. */
   async ping(): Promise<void> {
     try {
@@ -234,6 +277,13 @@ export class PostgresStore implements Store, PortRegistry {
   async close(): Promise<void> {
     if (!this.pool.ended) await this.pool.end();
   }
+}
+
+/** INSERT … ON CONFLICT (key) DO UPDATE of every other column. */
+function upsert(table: string, columns: readonly string[], key: readonly string[]): string {
+  const updates = columns.filter((column) => !key.includes(column)).map((column) => `${column} = EXCLUDED.${column}`);
+  return `INSERT INTO ${S}.${table} (${columns.join(", ")}) VALUES (${columns.map((_, index) => `$${index + 1}`).join(", ")})
+    ON CONFLICT (${key.join(", ")}) DO UPDATE SET ${updates.join(", ")}`;
 }
 
 function isUniqueViolation(error: unknown, constraint: string): boolean {

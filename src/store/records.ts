@@ -59,6 +59,13 @@ export interface DatabaseRecord {
 }
 
 export type BackupKind = "scheduled" | "manual" | "safety" | "final";
+/**
+ * "dump": a gzip plain-SQL pg_dump of the project's database (downloadable,
+ * restored by RestoreBackup without a target time). "base": a pg_basebackup
+ * of its whole server, where a point-in-time restore starts; with it, the WAL
+ * generation it belongs to and the first WAL segment a recovery from it needs.
+ */
+export type BackupFormat = "dump" | "base";
 export type BackupState = "running" | "succeeded" | "failed";
 export type VerificationState = "passed" | "failed";
 
@@ -77,6 +84,11 @@ export interface BackupRecord {
   readonly verification: VerificationState | null;
   readonly verifiedAt: Date | null;
   readonly verificationError: string | null;
+  readonly format: BackupFormat;
+  /** A base backup's WAL generation (see runtime.ts WalGeneration); null for a dump, or until it has finished. */
+  readonly walGeneration: string | null;
+  /** A base backup's first WAL segment; null for a dump, or until it has finished. */
+  readonly walStartSegment: string | null;
 }
 
 /** What a database has while no runtime serves it: before its first Ensure, and once deleted. */
@@ -99,8 +111,13 @@ export function newDatabaseRecord(
 }
 
 /** A backup as it starts: running, nothing measured or verified yet. */
-export function newBackupRecord(fields: Pick<BackupRecord, "id" | "projectId" | "slug" | "kind" | "startedAt">): BackupRecord {
+export function newBackupRecord(
+  fields: Pick<BackupRecord, "id" | "projectId" | "slug" | "kind" | "startedAt"> & { readonly format?: BackupFormat },
+): BackupRecord {
   return {
+    format: "dump",
+    walGeneration: null,
+    walStartSegment: null,
     ...fields,
     state: "running",
     sizeBytes: null,
@@ -111,5 +128,58 @@ export function newBackupRecord(fields: Pick<BackupRecord, "id" | "projectId" | 
     verification: null,
     verifiedAt: null,
     verificationError: null,
+  };
+}
+
+/**
+ * Where a backup's off-host copy is (src/offsite/): "pending" until the first
+ * attempt, "failed" while attempts fail (retried with backoff), "copied" once
+ * the encrypted object is in the bucket. A backup with no record has not been
+ * looked at yet: pending, as far as a caller can tell.
+ */
+export type OffsiteCopyState = "pending" | "copied" | "failed";
+
+export interface OffsiteCopyRecord {
+  readonly backupId: string;
+  readonly projectId: string;
+  readonly state: OffsiteCopyState;
+  readonly attempts: number;
+  /** Why the last attempt failed; never holds a secret. */
+  readonly error: string | null;
+  /** The bucket key, once copied. */
+  readonly objectKey: string | null;
+  /** sha256 and size of the plaintext copied (the backup file's bytes). */
+  readonly sha256: string | null;
+  readonly sizeBytes: number | null;
+  readonly copiedAt: Date | null;
+  /** When a failed copy is tried again. */
+  readonly nextAttemptAt: Date | null;
+}
+
+/** One WAL file (segment, history file, or the partial segment as of `copiedAt`) in the bucket. */
+export interface OffsiteWalRecord {
+  readonly projectId: string;
+  readonly generation: string;
+  /** The file's name in the archive; the partial segment's ends in ".partial". */
+  readonly file: string;
+  readonly sha256: string;
+  readonly sizeBytes: number;
+  /** When its bytes were read from the archive. */
+  readonly copiedAt: Date;
+}
+
+/** A backup's off-host copy before its first attempt. */
+export function newOffsiteCopyRecord(backupId: string, projectId: string): OffsiteCopyRecord {
+  return {
+    backupId,
+    projectId,
+    state: "pending",
+    attempts: 0,
+    error: null,
+    objectKey: null,
+    sha256: null,
+    sizeBytes: null,
+    copiedAt: null,
+    nextAttemptAt: null,
   };
 }

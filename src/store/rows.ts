@@ -37,6 +37,9 @@ export interface BackupRow {
   verification: string | null;
   verified_at: number | null;
   verification_error: string | null;
+  format: string;
+  wal_generation: string | null;
+  wal_start_segment: string | null;
 }
 
 const DATABASE_COLUMNS: Record<keyof DatabasePatch, keyof DatabaseRow> = {
@@ -67,6 +70,9 @@ const BACKUP_COLUMNS: Record<keyof BackupPatch, keyof BackupRow> = {
   verification: "verification",
   verifiedAt: "verified_at",
   verificationError: "verification_error",
+  format: "format",
+  walGeneration: "wal_generation",
+  walStartSegment: "wal_start_segment",
 };
 
 /** The columns a database patch sets, with their stored values. */
@@ -151,6 +157,9 @@ export function toBackup(row: BackupRow): BackupRecord {
     verification: row.verification as BackupRecord["verification"],
     verifiedAt: date(row.verified_at),
     verificationError: row.verification_error,
+    format: row.format as BackupRecord["format"],
+    walGeneration: row.wal_generation,
+    walStartSegment: row.wal_start_segment,
   };
 }
 
@@ -170,5 +179,8 @@ export function fromBackup(record: BackupRecord): BackupRow {
     verification: record.verification,
     verified_at: record.verifiedAt?.getTime() ?? null,
     verification_error: record.verificationError,
+    format: record.format,
+    wal_generation: record.walGeneration,
+    wal_start_segment: record.walStartSegment,
   };
 }

@@ -66,6 +66,44 @@ CREATE TABLE scheduled_runs (
     description: "a project's resource limits override, as JSON",
     sql: "ALTER TABLE databases ADD COLUMN limits_json TEXT;",
   },
+  {
+    version: 4,
+    // Every backup written before is a dump: the default says so.
+    description: "a backup's format (dump or base) and, for a base backup, its WAL generation and start segment",
+    sql: `
+ALTER TABLE backups ADD COLUMN format TEXT NOT NULL DEFAULT 'dump';
+ALTER TABLE backups ADD COLUMN wal_generation TEXT;
+ALTER TABLE backups ADD COLUMN wal_start_segment TEXT;
+`,
+  },
+  {
+    version: 5,
+    description: "off-host copies: each backup's copy state, and the WAL files copied",
+    sql: `
+CREATE TABLE offsite_copies (
+  backup_id       TEXT PRIMARY KEY,
+  project_id      TEXT NOT NULL,
+  state           TEXT NOT NULL,
+  attempts        INTEGER NOT NULL,
+  error           TEXT,
+  object_key      TEXT,
+  sha256          TEXT,
+  size_bytes      INTEGER,
+  copied_at       INTEGER,
+  next_attempt_at INTEGER
+);
+CREATE INDEX offsite_copies_by_project ON offsite_copies (project_id);
+CREATE TABLE offsite_wal (
+  project_id TEXT NOT NULL,
+  generation TEXT NOT NULL,
+  file       TEXT NOT NULL,
+  sha256     TEXT NOT NULL,
+  size_bytes INTEGER NOT NULL,
+  copied_at  INTEGER NOT NULL,
+  PRIMARY KEY (project_id, generation, file)
+);
+`,
+  },
 ];
 
 export function sqliteSchemaVersion(db: Database.Database): number {

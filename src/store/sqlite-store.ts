@@ -8,7 +8,17 @@ import Database from "better-sqlite3";
 import { chmodSync, existsSync, mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { firstFreePort, type PortRange, type PortRegistry } from "./port-registry.js";
-import type { BackupRecord, DatabaseRecord, DatabaseState } from "./records.js";
+import {
+  fromOffsiteCopy,
+  fromOffsiteWal,
+  OFFSITE_COPY_COLUMNS,
+  OFFSITE_WAL_COLUMNS,
+  toOffsiteCopy,
+  toOffsiteWal,
+  type OffsiteCopyRow,
+  type OffsiteWalRow,
+} from "./offsite-rows.js";
+import type { BackupRecord, DatabaseRecord, DatabaseState, OffsiteCopyRecord, OffsiteWalRecord } from "./records.js";
 import { createPrivateFile } from "./private-files.js";
 import { backupPatchColumns, databasePatchColumns, fromBackup, fromDatabase, toBackup, toDatabase, type BackupRow, type DatabaseRow } from "./rows.js";
 import { migrateSqlite } from "./sqlite-migrations.js";
@@ -136,9 +146,9 @@ export class SqliteStore implements Store, PortRegistry {
   async insertBackup(record: BackupRecord): Promise<void> {
     this.statement(
       `INSERT INTO backups (id, project_id, slug, kind, state, size_bytes, sha256, started_at, finished_at, expires_at,
-         error, verification, verified_at, verification_error)
+         error, verification, verified_at, verification_error, format, wal_generation, wal_start_segment)
        VALUES (@id, @project_id, @slug, @kind, @state, @size_bytes, @sha256, @started_at, @finished_at, @expires_at,
-         @error, @verification, @verified_at, @verification_error)`,
+         @error, @verification, @verified_at, @verification_error, @format, @wal_generation, @wal_start_segment)`,
     ).run(fromBackup(record));
   }
 
@@ -198,6 +208,40 @@ export class SqliteStore implements Store, PortRegistry {
     return row.slot_at === null ? undefined : new Date(row.slot_at);
   }
 
+  async putOffsiteCopy(record: OffsiteCopyRecord): Promise<void> {
+    this.statement(replaceInto("offsite_copies", OFFSITE_COPY_COLUMNS)).run(fromOffsiteCopy(record));
+  }
+
+  async listOffsiteCopies(projectId?: string): Promise<OffsiteCopyRecord[]> {
+    const rows = (
+      projectId
+        ? this.statement("SELECT * FROM offsite_copies WHERE project_id = ? ORDER BY backup_id").all(projectId)
+        : this.statement("SELECT * FROM offsite_copies ORDER BY backup_id").all()
+    ) as OffsiteCopyRow[];
+    return rows.map(toOffsiteCopy);
+  }
+
+  async deleteOffsiteCopy(backupId: string): Promise<void> {
+    this.statement("DELETE FROM offsite_copies WHERE backup_id = ?").run(backupId);
+  }
+
+  async putOffsiteWal(record: OffsiteWalRecord): Promise<void> {
+    this.statement(replaceInto("offsite_wal", OFFSITE_WAL_COLUMNS)).run(fromOffsiteWal(record));
+  }
+
+  async listOffsiteWal(projectId?: string): Promise<OffsiteWalRecord[]> {
+    const rows = (
+      projectId
+        ? this.statement("SELECT * FROM offsite_wal WHERE project_id = ? ORDER BY generation, file").all(projectId)
+        : this.statement("SELECT * FROM offsite_wal ORDER BY project_id, generation, file").all()
+    ) as OffsiteWalRow[];
+    return rows.map(toOffsiteWal);
+  }
+
+  async deleteOffsiteWal(projectId: string, generation: string, file: string): Promise<void> {
+    this.statement("DELETE FROM offsite_wal WHERE project_id = ? AND generation = ? AND file = ?").run(projectId, generation, file);
+  }
+
   async ping(): Promise<void> {
     this.statement("SELECT 1").get();
   }
@@ -205,4 +249,9 @@ export class SqliteStore implements Store, PortRegistry {
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }
+}
+
+/** INSERT OR REPLACE of a whole row, named parameters. */
+function replaceInto(table: string, columns: readonly string[]): string {
+  return `INSERT OR REPLACE INTO ${table} (${columns.join(", ")}) VALUES (${columns.map((column) => `@${column}`).join(", ")})`;
 }

@@ -4,7 +4,7 @@
 // interface keeps service/ and backup/ free of SQL, and one contract suite
 // (test/support/store-contract.ts) holds both to the same behaviour.
 import { DomainError } from "../errors.js";
-import type { BackupRecord, DatabaseRecord, DatabaseState } from "./records.js";
+import type { BackupRecord, DatabaseRecord, DatabaseState, OffsiteCopyRecord, OffsiteWalRecord } from "./records.js";
 
 /** createdAt is set again only when Ensure makes a new database in place of a deleted one. */
 export type DatabasePatch = Partial<Omit<DatabaseRecord, "projectId" | "slug" | "updatedAt">>;
@@ -51,6 +51,17 @@ export interface Store {
   lastScheduledRun(): Promise<Date | undefined>;
   /** Forgets slots older than `before`, but never the newest (it says where the next leader picks up). */
   forgetScheduledRunsBefore(before: Date): Promise<void>;
+
+  /** Creates or replaces the off-host copy record of its backup. */
+  putOffsiteCopy(record: OffsiteCopyRecord): Promise<void>;
+  /** Of one project, or of all when no project is named. */
+  listOffsiteCopies(projectId?: string): Promise<OffsiteCopyRecord[]>;
+  deleteOffsiteCopy(backupId: string): Promise<void>;
+  /** Creates or replaces the record of one WAL file in the bucket. */
+  putOffsiteWal(record: OffsiteWalRecord): Promise<void>;
+  /** Of one project, or of all when no project is named; ordered by project, generation, then file. */
+  listOffsiteWal(projectId?: string): Promise<OffsiteWalRecord[]>;
+  deleteOffsiteWal(projectId: string, generation: string, file: string): Promise<void>;
 
   /** Rejects when the store cannot be read. */
   ping(): Promise<void>;

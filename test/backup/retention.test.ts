@@ -35,6 +35,12 @@ describe("expiredBackups", () => {
     expect(expiredBackups(records, new Date(START.getTime() + 30 * DAY), 7, new Set(), deleted).map((r) => r.id)).toEqual(["final", "old"]);
   });
 
+  it("keeps the newest succeeded backup of each format: a dump to download, a base backup to restore to a point in time from", () => {
+    const base = (id: string, daysAgo: number, state: BackupRecord["state"]): BackupRecord => ({ ...record(id, daysAgo, state), format: "base" });
+    const records = [record("dump-new", 1, "failed"), base("base-new", 2, "failed"), record("dump-old", 40, "succeeded"), base("base-old", 30, "succeeded"), base("base-older", 50, "succeeded")];
+    expect(expiredBackups(records, START, 7).map((r) => r.id)).toEqual(["base-older"]);
+  });
+
   it("never selects a running backup or one in use", () => {
     const records = [record("good", 0, "succeeded"), record("running", 30, "running"), record("pinned", 30, "succeeded")];
     expect(expiredBackups(records, START, 7, new Set(["pinned"]))).toEqual([]);

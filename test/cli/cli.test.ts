@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hashToken } from "../../src/server/tokens.js";
 import { startHarness, type Harness } from "../support/app-harness.js";
 import { poolerPortsSetting } from "../support/process-runtime-harness.js";
+import { commitThenTime, windowOf } from "../support/pitr-api.js";
 
 const BIN = join(import.meta.dirname, "../../bin/sota-db.js");
 
@@ -124,8 +125,9 @@ describe("sota-db CLI against a running service", () => {
 
     const list = await quiet(["backups", "list", projectId]);
     expect(list.code).toBe(0);
-    expect(list.stdout.split("\n")[0]).toMatch(/^ID\s+KIND\s+STATE\s+SIZE\s+VERIFIED\s+STARTED\s+EXPIRES$/);
-    expect(list.stdout).toMatch(new RegExp(`^${backupId}\\s+manual\\s+succeeded\\s`, "m"));
+    expect(list.stdout.split("\n")[0]).toMatch(/^ID\s+KIND\s+FORMAT\s+STATE\s+SIZE\s+VERIFIED\s+STARTED\s+EXPIRES\s+OFFSITE$/);
+    expect(list.stdout).toMatch(new RegExp(`^${backupId}\\s+manual\\s+dump\\s+succeeded\\s.*\\sdisabled$`, "m"));
+    expect(list.stdout).toMatch(/^recovery window:\s+\S/m);
     expect(JSON.parse((await quiet(["backups", "list", projectId, "--json"])).stdout).backups[0].id).toBe(backupId);
 
     const verified = await quiet(["backups", "verify", projectId, backupId]);
@@ -155,6 +157,54 @@ describe("sota-db CLI against a running service", () => {
     expect(run.stdout).toMatch(new RegExp(`^backup:\\s+${backupId}$`, "m"));
     expect(run.stdout).toMatch(/^kind:\s+safety$/m);
     expect((await query(url, "SELECT count(*)::int AS n FROM orders"))[0].n).toBe(2);
+  });
+
+  it("get and backups list show the recovery window; backups restore --to brings the database back to that second", async () => {
+    await windowOf(h, projectId);
+    expect((await quiet(["get", projectId])).stdout).toMatch(/^recovery window:\s+\d{4}-\d{2}-\d{2} \S+ to now \(WAL streaming/m);
+    expect((await quiet(["backups", "list", projectId])).stdout).toMatch(/^\S+\s+scheduled\s+base\s+succeeded\s/m);
+    await query(url, "INSERT INTO orders VALUES (10)");
+    const between = await commitThenTime(url, "SELECT 1");
+    await query(url, "INSERT INTO orders VALUES (11)");
+    const run = await quiet(["backups", "restore", projectId, "--to", between.toISOString()]);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/^restored to:\s+\d{4}-/m);
+    expect(run.stdout).toMatch(/^format:\s+base$/m);
+    expect(run.stdout).toMatch(/^kind:\s+safety$/m);
+    expect((await query(url, "SELECT id FROM orders ORDER BY id")).map((row) => row.id)).toEqual([1, 2, 10]);
+  });
+
+  it("clone --from makes another project's database from this one's data", async () => {
+    const target = randomUUID();
+    const run = await quiet(["clone", target, "--from", projectId, "--slug", "cli-clone"]);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/^slug:\s+cli-clone$/m);
+    expect(run.stdout).toMatch(new RegExp(`^cloned from:\\s+${projectId}$`, "m"));
+    const cloneUrl = (await h.app.service.connection(target)).url;
+    expect(run.stdout).not.toContain(passwordOf(cloneUrl));
+    expect((await query(cloneUrl, "SELECT id FROM orders ORDER BY id")).map((row) => row.id)).toEqual([1, 2, 10]);
+    // A project token may not clone.
+    const refused = await quiet(["clone", randomUUID(), "--from", projectId], { SOTA_TOKEN: h.tokens.project });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^sota-db: permission_denied: /);
+  });
+
+  it("restore and clone usage errors exit 2 and send nothing: no backup and no --to, a time that is not RFC 3339, no --from", async () => {
+    const before = (await quiet(["--json", "backups", "list", projectId])).stdout;
+    for (const args of [
+      ["backups", "restore", projectId],
+      ["backups", "restore", projectId, "--to", "yesterday"],
+      ["backups", "restore", projectId, "--to", "2026-11-30 14:05"],
+      ["clone", randomUUID(), "--from", projectId, "--at", "14:05"],
+      ["clone", randomUUID()],
+    ]) {
+      const run = await quiet(args);
+      expect(run.code, args.join(" ")).toBe(2);
+      expect(run.stdout).toBe("");
+    }
+    expect(JSON.parse((await quiet(["--json", "backups", "list", projectId])).stdout).backups).toEqual(JSON.parse(before).backups);
   });
 
   it("fails with the server's code and message and exit code 1", async () => {

@@ -66,15 +66,17 @@ describe("backups over REST", () => {
     expect(verified.json.backup).toMatchObject({ id: backupId, verification: "VERIFICATION_STATE_PASSED" });
 
     const listed = await rest(`/v1/projects/${projectId}/database/backups`);
-    expect(listed.json.backups.map((b: { id: string }) => b.id)).toEqual([restored.json.safetyBackup.id, backupId]);
-    expect(listed.json.backups[1]).toMatchObject({ sizeBytes: expect.any(String), sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    // The dumps; the database's base backups (point-in-time restore) are listed beside them.
+    const dumps = listed.json.backups.filter((b: { format: string }) => b.format === "BACKUP_FORMAT_DUMP");
+    expect(dumps.map((b: { id: string }) => b.id)).toEqual([restored.json.safetyBackup.id, backupId]);
+    expect(dumps[1]).toMatchObject({ sizeBytes: expect.any(String), sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
 
     const download = await fetch(`${base}/v1/projects/${projectId}/database/backups/${backupId}/download`, {
       headers: { authorization: `Bearer ${tokens.project}` },
     });
     const body = Buffer.from(await download.arrayBuffer());
     expect(download.status).toBe(200);
-    expect(createHash("sha256").update(body).digest("hex")).toBe(listed.json.backups[1].sha256);
+    expect(createHash("sha256").update(body).digest("hex")).toBe(dumps[1].sha256);
 
     const metricsText = await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${tokens.admin}` } })).text();
     expect(metricsText).toContain(`sota_backup_last_success_timestamp_seconds{project_id="${projectId}"}`);
@@ -121,7 +123,8 @@ describe("backups over gRPC", () => {
     expect(Number(backup.sizeBytes)).toBeGreaterThan(0);
     const second = (await rpc.database("createBackup", { projectId: id, wait: true }, h.tokens.deployer)).backup;
     const { backups } = await rpc.database("listBackups", { projectId: id }, h.tokens.deployer);
-    expect(backups.map((b: { id: string }) => b.id)).toEqual([second.id, backup.id]);
+    const dumps = backups.filter((b: { format: string }) => b.format === "BACKUP_FORMAT_DUMP");
+    expect(dumps.map((b: { id: string }) => b.id)).toEqual([second.id, backup.id]);
     const url = (await rpc.database("getConnection", { projectId: id }, h.tokens.deployer)).databaseUrl;
     expect(JSON.stringify(backups)).not.toContain(new URL(url).password);
     expect(h.logs.join("")).not.toContain(new URL(url).password);

@@ -5,7 +5,7 @@
 // the new database a later Ensure makes. A delete cut short by kill -9 is
 // finished by the next start.
 import { spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
@@ -21,6 +21,9 @@ import { queryUrl } from "../support/url-query.js";
 import { poolerPortsSetting } from "../support/process-runtime-harness.js";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
+
+/** The dumps of a listing: base backups (point-in-time restore) are taken beside them from the first Ensure on. */
+const dumps = (backups: any[]): any[] => backups.filter((backup) => backup.format === "BACKUP_FORMAT_DUMP");
 
 
 describe("DeleteDatabase on the process runtime", () => {
@@ -83,7 +86,7 @@ describe("DeleteDatabase on the process runtime", () => {
       const database = (await rpc.database("getDatabase", { projectId }, h.tokens.deployer)).database;
       expect(database.state).toBe("DATABASE_STATE_READY");
       expect((await queryUrl(url, "SELECT id FROM orders")).rows).toEqual([{ id: 42 }]);
-      expect((await rpc.database("listBackups", { projectId }, h.tokens.deployer)).backups).toEqual([]);
+      expect(dumps((await rpc.database("listBackups", { projectId }, h.tokens.deployer)).backups)).toEqual([]);
     } finally {
       h.env["SOTA_BACKUP_MIN_FREE"] = "0";
       await restart();
@@ -92,8 +95,10 @@ describe("DeleteDatabase on the process runtime", () => {
 
   it("deletes nothing when the final backup fails (its directory cannot be made), and says why", async () => {
     const url = (await rpc.database("getConnection", { projectId }, h.tokens.deployer)).databaseUrl;
-    // A file where the project's backup directory would go: the dump has nowhere to be written.
+    // A file where the project's backup directory would go (its base backups moved aside): the dump has nowhere to be written.
     const blocker = join(h.dataDir, "backups", slug);
+    const aside = existsSync(blocker);
+    if (aside) renameSync(blocker, `${blocker}.aside`);
     writeFileSync(blocker, "not a directory");
     try {
       const response = await rest(`/v1/projects/${projectId}/database`, "DELETE", h.tokens.deployer);
@@ -103,10 +108,11 @@ describe("DeleteDatabase on the process runtime", () => {
       expect(body.message).toMatch(/final backup .* failed .*nothing was deleted.*skip_final_backup/);
       expect((await rpc.database("getDatabase", { projectId }, h.tokens.deployer)).database.state).toBe("DATABASE_STATE_READY");
       expect((await queryUrl(url, "SELECT id FROM orders")).rows).toEqual([{ id: 42 }]);
-      const [failed] = (await rpc.database("listBackups", { projectId }, h.tokens.deployer)).backups;
+      const [failed] = dumps((await rpc.database("listBackups", { projectId }, h.tokens.deployer)).backups);
       expect(failed).toMatchObject({ kind: "BACKUP_KIND_FINAL", state: "BACKUP_STATE_FAILED" });
     } finally {
       rmSync(blocker);
+      if (aside) renameSync(`${blocker}.aside`, blocker);
     }
   });
 
@@ -133,7 +139,7 @@ describe("DeleteDatabase on the process runtime", () => {
     const listed = (await (await rest(`/v1/projects/${projectId}/database/backups`, "GET", h.tokens.deployer)).json()) as any;
     // The final backup, and the failed attempt before it: a deleted database keeps every record for the period.
     expect(listed.backups.map((backup: any) => backup.id)).toContain(body.finalBackup.id);
-    expect(listed.backups.filter((backup: any) => backup.state === "BACKUP_STATE_SUCCEEDED").map((backup: any) => backup.id)).toEqual([body.finalBackup.id]);
+    expect(dumps(listed.backups).filter((backup: any) => backup.state === "BACKUP_STATE_SUCCEEDED").map((backup: any) => backup.id)).toEqual([body.finalBackup.id]);
     const expires = Date.parse(listed.backups.find((backup: any) => backup.id === body.finalBackup.id).expireTime);
     expect(Math.abs(expires - (Date.parse(body.database.updateTime) + 30 * DAY_MS))).toBeLessThan(1000);
     const download = await rest(`/v1/projects/${projectId}/database/backups/${body.finalBackup.id}/download`, "GET", h.tokens.deployer);
@@ -182,7 +188,7 @@ describe("DeleteDatabase on the process runtime", () => {
     const deleted = await rpc.database("deleteDatabase", { projectId: id, skipFinalBackup: true }, h.tokens.admin);
     expect(deleted.database.state).toBe("DATABASE_STATE_DELETED");
     expect(deleted.finalBackup).toBeNull();
-    expect((await rpc.database("listBackups", { projectId: id }, h.tokens.admin)).backups).toEqual([]);
+    expect(dumps((await rpc.database("listBackups", { projectId: id }, h.tokens.admin)).backups)).toEqual([]);
     const warning = h.logs.map((line) => JSON.parse(line)).find((line) => line.projectId === id && /WITHOUT a final backup/.test(line.msg));
     expect(warning?.level).toBe(40);
     expect(await processLeftovers(footprint)).toEqual([]);
@@ -290,7 +296,7 @@ describe("a delete cut short by kill -9", () => {
     const listed = (await (
       await fetch(`http://127.0.0.1:${port2}/v1/projects/${projectId}/database/backups`, { headers: { authorization: `Bearer ${token}` } })
     ).json()) as any;
-    expect(listed.backups.map((backup: any) => [backup.kind, backup.state])).toEqual([["BACKUP_KIND_FINAL", "BACKUP_STATE_SUCCEEDED"]]);
+    expect(dumps(listed.backups).map((backup: any) => [backup.kind, backup.state])).toEqual([["BACKUP_KIND_FINAL", "BACKUP_STATE_SUCCEEDED"]]);
   });
 });
 

@@ -13,6 +13,8 @@ import { PLAIN_ROUTES } from "../../src/server/http-server.js";
 import { REST_ROUTES } from "../../src/server/rest-gateway.js";
 import { startHarness, type Harness } from "../support/app-harness.js";
 import { poolerPortsSetting } from "../support/process-runtime-harness.js";
+import { windowOf } from "../support/pitr-api.js";
+import { randomUUID } from "node:crypto";
 
 const repoDocument = JSON.parse(readFileSync(new URL("../../openapi/openapi.json", import.meta.url), "utf8"));
 
@@ -128,7 +130,8 @@ describe("the document against the running service", () => {
     const ids: Record<string, string> = { projectId };
     const admin = h.tokens.admin;
     // How each documented operation is called; an operation without a plan fails the test.
-    const plans: Record<string, { query?: string; body?: unknown; token?: string; status?: number }> = {
+    const cloneTarget = randomUUID();
+    const plans: Record<string, { query?: string; body?: unknown; token?: string; status?: number; ids?: Record<string, string>; before?: () => Promise<unknown> }> = {
       Ensure: { body: { slug: "openapi-walk" } },
       GetDatabase: {},
       UpdateDatabase: { body: { limits: { sizeQuotaMb: "1024" } } },
@@ -138,6 +141,8 @@ describe("the document against the running service", () => {
       DownloadBackup: {},
       DownloadBackupHead: {},
       RestoreBackup: {},
+      // Into another project, once the walk's database has a recovery window to clone from.
+      CloneDatabase: { ids: { projectId: cloneTarget }, body: { sourceProjectId: projectId }, before: () => windowOf(h, projectId) },
       RotateCredentials: { body: {} },
       Healthz: { token: "" },
       Readyz: { token: "" },
@@ -151,7 +156,8 @@ describe("the document against the running service", () => {
     for (const { path, method, op } of walk) {
       const plan = plans[op.operationId]!;
       const token = plan.token ?? admin;
-      const response = await fetch(`${h.app.url}${sample(path, ids)}${plan.query ?? ""}`, {
+      await plan.before?.();
+      const response = await fetch(`${h.app.url}${sample(path, { ...ids, ...plan.ids })}${plan.query ?? ""}`, {
         method,
         headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(plan.body ? { "content-type": "application/json" } : {}) },
         ...(plan.body ? { body: JSON.stringify(plan.body) } : {}),

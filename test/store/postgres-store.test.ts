@@ -46,7 +46,7 @@ describe("PostgresStore", () => {
       await store.close();
     }
     const tables = await sql(url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'sota' ORDER BY table_name");
-    expect(tables.rows.map((row) => row.table_name)).toEqual(["backups", "databases", "migrations", "pooler_ports", "scheduled_runs"]);
+    expect(tables.rows.map((row) => row.table_name)).toEqual(["backups", "databases", "migrations", "offsite_copies", "offsite_wal", "pooler_ports", "scheduled_runs"]);
     const publicTables = await sql(url, "SELECT count(*)::int AS n FROM information_schema.tables WHERE table_schema = 'public'");
     expect(publicTables.rows[0].n).toBe(0);
     const versions = await sql(url, "SELECT max(version) AS v FROM sota.migrations");

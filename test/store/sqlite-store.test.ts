@@ -114,6 +114,8 @@ describe("SqliteStore migrations", () => {
           id: "20261126T030000Z-abcd", projectId: A, slug: "shop", kind: "scheduled", state: "succeeded", sizeBytes: 1234, sha256: "ab".repeat(32),
           startedAt: new Date(1_764_126_000_000), finishedAt: new Date(1_764_126_060_000), expiresAt: new Date(1_764_730_800_000),
           error: null, verification: "passed", verifiedAt: new Date(1_764_126_120_000), verificationError: null,
+          // Every backup of a release before base backups is a dump.
+          format: "dump", walGeneration: null, walStartSegment: null,
         },
       ]);
     } finally {

@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { StateTooNewError } from "../../src/store/migrations.js";
 import type { StateStore } from "../../src/store/open-store.js";
-import { newBackupRecord, newDatabaseRecord, type BackupRecord, type DatabaseRecord } from "../../src/store/records.js";
+import { newBackupRecord, newDatabaseRecord, newOffsiteCopyRecord, type BackupRecord, type DatabaseRecord, type OffsiteCopyRecord } from "../../src/store/records.js";
 import { SlugTakenError } from "../../src/store/store.js";
 
 /** One place a state lives (a file, a database): opened as often as a test needs. */
@@ -194,6 +194,23 @@ export function storeContract(name: string, newLocation: () => Promise<StoreLoca
       expect((await reopened.listBackups(A)).map((record) => record.id)).toEqual([newer.id]);
     });
 
+    it("keeps a base backup's format, WAL generation and start segment", async () => {
+      const location = await newLocation();
+      const store = await open(location);
+      const base = newBackupRecord({ id: "20261128T000000Z-dddd", projectId: A, slug: "my-app", kind: "scheduled", startedAt: new Date("2026-11-28T00:00:00Z"), format: "base" });
+      await store.insertBackup(base);
+      expect(await store.getBackup(A, base.id)).toMatchObject({ format: "base", walGeneration: null, walStartSegment: null });
+      const finished = await store.updateBackup(base.id, { state: "succeeded", walGeneration: "20261128T000000Z", walStartSegment: "000000010000000000000002" });
+      await store.close();
+      const reopened = await open(location);
+      expect(await reopened.getBackup(A, base.id)).toEqual(finished);
+      expect(finished).toMatchObject({ format: "base", walGeneration: "20261128T000000Z", walStartSegment: "000000010000000000000002" });
+      // A dump stays a dump.
+      const dump = backupRecord("20261128T000001Z-eeee", A, "2026-11-28T00:00:01Z");
+      await reopened.insertBackup(dump);
+      expect(await reopened.getBackup(A, dump.id)).toMatchObject({ format: "dump", walGeneration: null, walStartSegment: null });
+    });
+
     it("answers ping while open, and rejects it once closed", async () => {
       const store = await open(await newLocation());
       await expect(store.ping()).resolves.toBeUndefined();
@@ -226,6 +243,65 @@ export function storeContract(name: string, newLocation: () => Promise<StoreLoca
       );
       expect(refused).toBeInstanceOf(StateTooNewError);
       expect((refused as Error).message).toMatch(/is at schema version \d+, newer than this sota-db knows \(\d+\)/);
+    });
+
+    it("keeps off-host copy records: created, replaced, listed per project and in all, deleted, across reopen", async () => {
+      const location = await newLocation();
+      let store = await open(location);
+      const pending = newOffsiteCopyRecord("20261126t000000000z-aaaaaaaaaaaa", A);
+      const other: OffsiteCopyRecord = { ...pending, backupId: "20261126t000000000z-bbbbbbbbbbbb", projectId: B };
+      await store.putOffsiteCopy(pending);
+      await store.putOffsiteCopy(other);
+      const failed: OffsiteCopyRecord = { ...pending, state: "failed", attempts: 1, error: "upload refused", nextAttemptAt: new Date("2026-11-26T00:01:00Z") };
+      await store.putOffsiteCopy(failed);
+      expect(await store.listOffsiteCopies(A)).toEqual([failed]);
+      const copied: OffsiteCopyRecord = {
+        ...failed,
+        state: "copied",
+        attempts: 2,
+        error: null,
+        objectKey: `sota-db/${A}/backups/${pending.backupId}.dump`,
+        sha256: "a".repeat(64),
+        sizeBytes: 5_000_000_000,
+        copiedAt: new Date("2026-11-26T00:02:00Z"),
+        nextAttemptAt: null,
+      };
+      await store.putOffsiteCopy(copied);
+      await store.close();
+      store = await open(location);
+      expect(await store.listOffsiteCopies(A)).toEqual([copied]);
+      expect(await store.listOffsiteCopies()).toEqual([copied, other]);
+      await store.deleteOffsiteCopy(copied.backupId);
+      expect(await store.listOffsiteCopies()).toEqual([other]);
+    });
+
+    it("keeps the WAL files copied off-host, per project, ordered, replaced in place", async () => {
+      const store = await open(await newLocation());
+      const segment = (generation: string, file: string, at: string) => ({
+        projectId: A,
+        generation,
+        file,
+        sha256: "b".repeat(64),
+        sizeBytes: 16 * 1024 * 1024,
+        copiedAt: new Date(at),
+      });
+      await store.putOffsiteWal(segment("20261126T000000Z", "000000010000000000000002", "2026-11-26T00:00:02Z"));
+      await store.putOffsiteWal(segment("20261126T000000Z", "000000010000000000000001", "2026-11-26T00:00:01Z"));
+      await store.putOffsiteWal({ ...segment("20261125T000000Z", "000000010000000000000009", "2026-11-25T00:00:00Z"), projectId: B });
+      const partial = segment("20261126T000000Z", "000000010000000000000003.partial", "2026-11-26T00:00:03Z");
+      await store.putOffsiteWal(partial);
+      const newer = { ...partial, sizeBytes: 4096, sha256: "c".repeat(64), copiedAt: new Date("2026-11-26T00:00:04Z") };
+      await store.putOffsiteWal(newer);
+      expect((await store.listOffsiteWal(A)).map((record) => record.file)).toEqual([
+        "000000010000000000000001",
+        "000000010000000000000002",
+        "000000010000000000000003.partial",
+      ]);
+      expect((await store.listOffsiteWal(A))[2]).toEqual(newer);
+      await store.deleteOffsiteWal(A, "20261126T000000Z", "000000010000000000000001");
+      expect((await store.listOffsiteWal(A)).map((record) => record.file)).toEqual(["000000010000000000000002", "000000010000000000000003.partial"]);
+      expect(await store.listOffsiteWal(B)).toHaveLength(1);
+      expect((await store.listOffsiteWal()).map((record) => record.projectId)).toEqual([A, A, B].sort());
     });
   });
 }

@@ -19,6 +19,7 @@ describe("loadConfig", () => {
     expect(config.backup).toMatchObject({ dir: "/srv/sota/data/backups", retentionDays: 7, deletedRetentionDays: 30, concurrency: 2, verify: false });
     expect(config.http).toEqual({ maxConnections: 256, headerTimeoutMs: 10_000, idleTimeoutMs: 30_000 });
     expect(config.backup).toMatchObject({ manualLimit: { count: 6, windowMs: 3_600_000 }, loadConcurrency: 2, minFree: { percent: 5 } });
+    expect(config.backup.offsite).toBeUndefined();
   });
 
   it("reads every variable", () => {
@@ -166,5 +167,88 @@ describe("loadConfig", () => {
       expect(() => loadConfig(env, "/")).toThrow(ConfigError);
       expect(() => loadConfig(env, "/")).toThrow(message);
     }
+  });
+
+  describe("off-host copies (SOTA_BACKUP_S3_*)", () => {
+    const SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    const complete = {
+      SOTA_BACKUP_S3_ENDPOINT: "http://127.0.0.1:9000/",
+      SOTA_BACKUP_S3_BUCKET: "sota-backups",
+      SOTA_BACKUP_S3_ACCESS_KEY_ID: "AKIAIOSFODNN7EXAMPLE",
+      SOTA_BACKUP_S3_SECRET_ACCESS_KEY: SECRET,
+    };
+
+    it("reads the four required ones with the defaults of the others", () => {
+      expect(loadConfig(complete, "/").backup.offsite).toEqual({
+        endpoint: "http://127.0.0.1:9000",
+        bucket: "sota-backups",
+        prefix: "sota-db",
+        region: "us-east-1",
+        accessKeyId: "AKIAIOSFODNN7EXAMPLE",
+        secretAccessKey: SECRET,
+        forcePathStyle: false,
+        syncIntervalMs: 60_000,
+      });
+    });
+
+    it("reads the optional ones", () => {
+      const offsite = loadConfig(
+        {
+          ...complete,
+          SOTA_BACKUP_S3_PREFIX: "/prod/eu-1/",
+          SOTA_BACKUP_S3_REGION: "eu-west-1",
+          SOTA_BACKUP_S3_FORCE_PATH_STYLE: "true",
+          SOTA_BACKUP_S3_SYNC_SECONDS: "5",
+        },
+        "/",
+      ).backup.offsite;
+      expect(offsite).toMatchObject({ prefix: "prod/eu-1", region: "eu-west-1", forcePathStyle: true, syncIntervalMs: 5_000 });
+    });
+
+    it("is all or nothing: any one set needs the endpoint, the bucket and both keys", () => {
+      const { SOTA_BACKUP_S3_SECRET_ACCESS_KEY: _secret, ...withoutSecret } = complete;
+      expect(() => loadConfig(withoutSecret, "/")).toThrow(/^SOTA_BACKUP_S3_SECRET_ACCESS_KEY: off-host copies need .*missing: SOTA_BACKUP_S3_SECRET_ACCESS_KEY/);
+      expect(() => loadConfig({ SOTA_BACKUP_S3_PREFIX: "x" }, "/")).toThrow(/^SOTA_BACKUP_S3_ENDPOINT: off-host copies need/);
+      // The error names what is set and missing, never a value.
+      try {
+        loadConfig({ SOTA_BACKUP_S3_SECRET_ACCESS_KEY: SECRET }, "/");
+        expect.unreachable();
+      } catch (error) {
+        expect(error).toBeInstanceOf(ConfigError);
+        expect((error as Error).message).toContain("set: SOTA_BACKUP_S3_SECRET_ACCESS_KEY");
+        expect((error as Error).message).not.toContain(SECRET);
+      }
+    });
+
+    it("names the variable and what it allows, without repeating a key or credentials", () => {
+      const cases: [Record<string, string>, RegExp][] = [
+        [{ SOTA_BACKUP_S3_ENDPOINT: "ftp://host" }, /^SOTA_BACKUP_S3_ENDPOINT: must be an http:\/\/ or https:\/\/ URL/],
+        [{ SOTA_BACKUP_S3_ENDPOINT: "not a url" }, /^SOTA_BACKUP_S3_ENDPOINT: /],
+        [{ SOTA_BACKUP_S3_ENDPOINT: `http://AKID:${SECRET}@host:9000` }, /^SOTA_BACKUP_S3_ENDPOINT: .*without credentials/],
+        [{ SOTA_BACKUP_S3_ENDPOINT: "https://host/?X-Amz-Credential=x" }, /^SOTA_BACKUP_S3_ENDPOINT: /],
+        [{ SOTA_BACKUP_S3_BUCKET: "My_Bucket" }, /^SOTA_BACKUP_S3_BUCKET: must be a bucket name/],
+        [{ SOTA_BACKUP_S3_BUCKET: "ab" }, /^SOTA_BACKUP_S3_BUCKET: /],
+        [{ SOTA_BACKUP_S3_BUCKET: "192.168.1.1" }, /^SOTA_BACKUP_S3_BUCKET: /],
+        [{ SOTA_BACKUP_S3_PREFIX: "a/../b" }, /^SOTA_BACKUP_S3_PREFIX: must be a key prefix/],
+        [{ SOTA_BACKUP_S3_PREFIX: "a b" }, /^SOTA_BACKUP_S3_PREFIX: /],
+        [{ SOTA_BACKUP_S3_PREFIX: "/" }, /^SOTA_BACKUP_S3_PREFIX: /],
+        [{ SOTA_BACKUP_S3_REGION: "EU West" }, /^SOTA_BACKUP_S3_REGION: /],
+        [{ SOTA_BACKUP_S3_FORCE_PATH_STYLE: "sometimes" }, /^SOTA_BACKUP_S3_FORCE_PATH_STYLE: must be true or false/],
+        [{ SOTA_BACKUP_S3_SYNC_SECONDS: "0" }, /^SOTA_BACKUP_S3_SYNC_SECONDS: must be a whole number from 1 to 3600/],
+        [{ SOTA_BACKUP_S3_SECRET_ACCESS_KEY: `${SECRET} trailing words` }, /^SOTA_BACKUP_S3_SECRET_ACCESS_KEY: .*\(the value is not shown\)/],
+        [{ SOTA_BACKUP_S3_ACCESS_KEY_ID: "x".repeat(129) }, /^SOTA_BACKUP_S3_ACCESS_KEY_ID: /],
+      ];
+      for (const [env, message] of cases) {
+        let error: unknown;
+        try {
+          loadConfig({ ...complete, ...env }, "/");
+        } catch (thrown) {
+          error = thrown;
+        }
+        expect(error, JSON.stringify(env)).toBeInstanceOf(ConfigError);
+        expect((error as Error).message).toMatch(message);
+        expect((error as Error).message).not.toContain(SECRET);
+      }
+    });
   });
 });

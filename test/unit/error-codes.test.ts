@@ -16,6 +16,7 @@ const README_STATUS: Record<ErrorKind, number> = {
   not_found: 404,
   already_exists: 409,
   failed_precondition: 400,
+  out_of_range: 400,
   resource_exhausted: 429,
   unavailable: 503,
   deadline_exceeded: 504,

@@ -117,9 +117,13 @@ const OPERATIONS: readonly Operation[] = [
     method: "post",
     path: `${PROJECT}/backups/{backupId}/restore`,
     operationId: "RestoreBackup",
-    summary: "Restore the database from a backup (a safety backup is taken first)",
-    description: ANY_FOR_PROJECT,
+    summary: "Restore the database from a dump, or with targetTime to a point in time (a safety backup is taken first)",
+    description:
+      "Without a body: the dump {backupId}, as it is. With {\"targetTime\": \"2026-11-30T14:05:00Z\"}: the database as it was at that second, " +
+      "from the base backup {backupId} or, with backupId \"-\", the newest that reaches it; a time outside the recovery window " +
+      `(GetDatabase, ListBackups) is refused with out_of_range naming the earliest and latest times. ${ANY_FOR_PROJECT}`,
     secured: true,
+    request: { message: pb.RestoreBackupRequestSchema, omit: ["project_id", "backup_id"] },
     response: json(pb.RestoreBackupResponseSchema, "The restore's result."),
   },
   {
@@ -132,11 +136,23 @@ const OPERATIONS: readonly Operation[] = [
     response: json(pb.VerifyBackupResponseSchema, "The backup with its verification result."),
   },
   {
+    method: "post",
+    path: `${PROJECT}/clone`,
+    operationId: "CloneDatabase",
+    summary: "Make the project's database from another project's data, as of now or a past second",
+    description:
+      "The project must have no database (or a deleted one); the source's database is only read, and targetTime must be within its recovery window " +
+      `(absent: now). The new database has its own slug, role, password and DATABASE_URL. ${ADMIN_DEPLOYER}`,
+    secured: true,
+    request: { message: pb.CloneDatabaseRequestSchema, omit: ["project_id"] },
+    response: json(pb.CloneDatabaseResponseSchema, "The new database."),
+  },
+  {
     method: "get",
     path: DOWNLOAD,
     operationId: "DownloadBackup",
     summary: "The backup's .sql.gz file, streamed",
-    description: `Checksums in X-Checksum-SHA256 (hex), Repr-Digest and ETag. ${ANY_FOR_PROJECT}`,
+    description: `Dumps only: a base backup is refused (failed_precondition). Checksums in X-Checksum-SHA256 (hex), Repr-Digest and ETag. ${ANY_FOR_PROJECT}`,
     secured: true,
     response: {
       description: "The gzip-compressed SQL dump.",
@@ -217,8 +233,8 @@ const PARAMS: Record<string, JsonSchema> = {
     name: "backupId",
     in: "path",
     required: true,
-    description: "A backup id as ListBackups returns it.",
-    schema: { type: "string", pattern: "^\\d{8}t\\d{9}z-[0-9a-f]{12}$" },
+    description: 'A backup id as ListBackups returns it; for a point-in-time restore, "-" lets the service pick the base backup.',
+    schema: { type: "string", pattern: "^(\\d{8}t\\d{9}z-[0-9a-f]{12}|-)$" },
   },
 };
 
@@ -257,7 +273,7 @@ export function openApiDocument(): JsonSchema {
   const statuses = errorStatuses();
   const paths: Record<string, Record<string, unknown>> = {};
   for (const op of OPERATIONS) (paths[op.path] ??= {})[op.method] = operationObject(op, statuses);
-  const responseMessages = [pb.EnsureResponseSchema, pb.GetDatabaseResponseSchema, pb.DeleteDatabaseResponseSchema, pb.RotateCredentialsResponseSchema, pb.UpdateDatabaseResponseSchema, pb.ListBackupsResponseSchema, pb.CreateBackupResponseSchema, pb.RestoreBackupResponseSchema, pb.VerifyBackupResponseSchema];
+  const responseMessages = [pb.EnsureResponseSchema, pb.GetDatabaseResponseSchema, pb.DeleteDatabaseResponseSchema, pb.RotateCredentialsResponseSchema, pb.UpdateDatabaseResponseSchema, pb.ListBackupsResponseSchema, pb.CreateBackupResponseSchema, pb.RestoreBackupResponseSchema, pb.VerifyBackupResponseSchema, pb.CloneDatabaseResponseSchema];
   const schemas: Record<string, JsonSchema> = {};
   for (const desc of reachable(responseMessages)) schemas[componentName(desc)] = desc.kind === "enum" ? enumSchema(desc) : messageSchema(desc, { response: true });
   for (const op of OPERATIONS) if (op.request) schemas[`${op.operationId}Body`] = messageSchema(op.request.message, { omit: op.request.omit, response: false });

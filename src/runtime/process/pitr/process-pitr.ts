@@ -112,6 +112,8 @@ export class ProcessPitr implements PointInTimeRecovery {
       closing.assertOpen();
       const archive = await this.archiveOf(target);
       if (archive === undefined) return;
+      // What a crash left half removed; here, under the lock, no removal is in flight.
+      await archive.removeLeftovers();
       const current = await archive.current();
       for (const id of await archive.generations()) {
         const startSegment = keep.get(id);

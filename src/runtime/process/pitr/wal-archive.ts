@@ -184,7 +184,7 @@ export class WalArchive {
     }
   }
 
-  /** Moved-aside directories a crash left in wal/. */
+  /** Moved-aside directories a crash left in wal/; only where no removal can be in flight (under the project's lock). */
   async removeLeftovers(): Promise<void> {
     const names = await readdir(this.paths.walDir).catch(() => [] as string[]);
     for (const name of names) if (name.startsWith(".removing-")) await this.removeDir(join(this.paths.walDir, name));
@@ -204,7 +204,7 @@ export class WalArchive {
     }
     if (stats.uid !== this.owner.uid) throw new RuntimeError("failed", `${dir} belongs to neither the service nor the OS user of ${this.slug}; remove it by hand`);
     // find -P never follows a link; as the child, it can only delete the child's.
-    await runCommand("find", ["-P", dir, "-mindepth", "1", "-delete"], { runAs: this.owner, timeoutMs: 600_000 });
+    await runCommand("find", ["-P", dir, "-ignore_readdir_race", "-mindepth", "1", "-delete"], { runAs: this.owner, timeoutMs: 600_000 });
     await rmdir(dir);
   }
 

@@ -84,7 +84,6 @@ export class WalReceiver {
   private async prepare(): Promise<void> {
     const generation = await this.prepareArchive(true);
     this.process.relocate({ args: receiverArgs(this.options.paths.socketDir, this.archive.generationDir(generation)) });
-    await this.archive.removeLeftovers();
     await rotateLogIfLarge(this.options.paths.walReceiverLog);
   }
 
