@@ -32,12 +32,16 @@ const HISTORY_GLOB = `${HEX.repeat(8)}.history`;
 const GENERATION_GLOB = `${"[0-9]".repeat(8)}T${"[0-9]".repeat(6)}Z`;
 const NOT_ARCHIVED = 21;
 
-/** Lines "D {generation}" and "F {bytes} {mtime} {generation}/{file}". */
+/**
+ * Lines "D {generation}" and "F {bytes} {mtime} {generation}/{file}", the
+ * modification time to the millisecond: the end of a generation's WAL bounds
+ * the recovery window, and a second's rounding would cut its last commits off.
+ */
 const LIST_SCRIPT = `cd ${WAL_ARCHIVE_DIR} 2>/dev/null || exit 0
 for g in ${GENERATION_GLOB}; do
   [ -d "$g" ] && [ ! -L "$g" ] || continue
   printf 'D %s\\n' "$g"
-  find "$g" -mindepth 1 -maxdepth 1 -type f \\( -name '${SEGMENT_GLOB}' -o -name '${SEGMENT_GLOB}.partial' -o -name '${HISTORY_GLOB}' \\) -exec stat -c 'F %s %Y %n' {} +
+  find "$g" -mindepth 1 -maxdepth 1 -type f \\( -name '${SEGMENT_GLOB}' -o -name '${SEGMENT_GLOB}.partial' -o -name '${HISTORY_GLOB}' \\) -exec stat -c 'F %s %.3Y %n' {} +
 done`;
 
 /**
@@ -266,7 +270,7 @@ export function parseListing(text: string): ArchiveListing[] {
       if (!generations.has(directory[1])) generations.set(directory[1], { segments: [], newest: 0 });
       continue;
     }
-    const file = /^F (\d+) (\d+) ([^/]+)\/([^/]+)$/.exec(line);
+    const file = /^F (\d+) (\d+(?:\.\d+)?) ([^/]+)\/([^/]+)$/.exec(line);
     if (!file) continue;
     const generation = generations.get(file[3] ?? "");
     const found = archivedFile(file[4] ?? "");
@@ -282,7 +286,7 @@ export function parseListing(text: string): ArchiveListing[] {
         id,
         segments,
         bytes: segments.reduce((sum, segment) => sum + segment.bytes, 0),
-        lastReceivedAt: segments.length > 0 ? new Date(newest * 1000) : null,
+        lastReceivedAt: segments.length > 0 ? new Date(Math.floor(newest * 1000)) : null,
       };
     });
 }
