@@ -7,6 +7,7 @@
 import {
   DeleteObjectsCommand,
   GetObjectCommand,
+  HeadObjectCommand,
   ListObjectsV2Command,
   NoSuchKey,
   S3Client,
@@ -25,8 +26,12 @@ export interface ObjectStore {
   put(key: string, body: Readable, metadata: ObjectMetadata, signal?: AbortSignal): Promise<void>;
   /** Rejects with DomainError not_found when there is no such object. */
   get(key: string): Promise<{ readonly body: Readable; readonly metadata: ObjectMetadata }>;
+  /** The object's metadata and when it was stored, without its body; DomainError not_found when there is none. */
+  head(key: string): Promise<{ readonly metadata: ObjectMetadata; readonly lastModified: Date | undefined }>;
   /** Every key under the prefix, in key order. */
   list(prefix: string): Promise<string[]>;
+  /** The "folders" right under the prefix (keys cut after the next "/", with it), in key order. */
+  children(prefix: string): Promise<string[]>;
   /** Deletes the keys (missing ones are no error). */
   delete(keys: readonly string[]): Promise<void>;
 }
@@ -107,6 +112,33 @@ export class S3ObjectStore implements ObjectStore {
       }
       throw this.failure("download", key, error);
     }
+  }
+
+  async head(key: string): Promise<{ metadata: ObjectMetadata; lastModified: Date | undefined }> {
+    try {
+      const response = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      return { metadata: response.Metadata ?? {}, lastModified: response.LastModified };
+    } catch (error) {
+      if (error instanceof S3ServiceException && (error.name === "NotFound" || error.name === "NoSuchKey" || error.$metadata.httpStatusCode === 404)) {
+        throw new DomainError("not_found", `off-host copy ${key} is not in the bucket`);
+      }
+      throw this.failure("head", key, error);
+    }
+  }
+
+  async children(prefix: string): Promise<string[]> {
+    const found: string[] = [];
+    let token: string | undefined;
+    try {
+      do {
+        const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, Delimiter: "/", ContinuationToken: token }));
+        for (const common of page.CommonPrefixes ?? []) if (common.Prefix) found.push(common.Prefix);
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } while (token);
+    } catch (error) {
+      throw this.failure("list", prefix, error);
+    }
+    return found.sort();
   }
 
   async list(prefix: string): Promise<string[]> {

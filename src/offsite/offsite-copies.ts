@@ -16,8 +16,8 @@
 // recovery) finds it untouched.
 import { randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { lstat, mkdir, open, readdir, rename, rm } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { lstat, mkdir, open, readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
 import { PassThrough, Writable, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { DomainError } from "../errors.js";
@@ -33,6 +33,7 @@ import type { ObjectStore } from "./object-store.js";
 import { downloadDecrypted, uploadEncrypted, type TransferContext } from "./object-transfer.js";
 import type { OffsiteMetrics } from "./offsite-metrics.js";
 import type { ListedBackup, OffsiteCopyView } from "./offsite-view.js";
+import { saveWhole } from "./local-copy.js";
 import { TrailingZeros } from "./trailing-zeros.js";
 import { walObjectsToDrop } from "./wal-retention.js";
 
@@ -199,22 +200,13 @@ export class OffsiteCopies implements OffsiteHooks {
     if (copy?.state !== "copied") return;
     const log = { projectId: record.projectId, backupId: record.id };
     this.logger.warn(log, "the backup's local file is missing or damaged: fetching its off-host copy");
-    const temp = await this.tempFile();
     try {
-      const source = await this.openBackup(record);
-      const handle = await open(temp, "wx", 0o600);
-      // flush: fsync before close, so the rename below names complete bytes.
-      await pipeline(source, createWriteStream("", { fd: handle, flush: true }));
-      await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-      await rename(temp, path);
-      await syncDirectory(dirname(path));
+      await saveWhole(await this.openBackup(record), await this.tempFile(), path);
       this.logger.info(log, "the backup's local file was restored from its off-host copy");
     } catch (error) {
       const failure = this.downloadFailure(record, error);
       if (failure === error) this.logger.error({ ...log, err: loggableError(error) }, "could not restore the backup's local file from its off-host copy");
       throw failure;
-    } finally {
-      await rm(temp, { force: true });
     }
   }
 
@@ -546,16 +538,5 @@ async function localFileMatches(path: string, expected: Fingerprint): Promise<bo
     return true;
   } catch {
     return false;
-  }
-}
-
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, "r");
-  try {
-    await handle.sync().catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== "EINVAL") throw error;
-    });
-  } finally {
-    await handle.close();
   }
 }
