@@ -10,7 +10,7 @@ export function addOffsiteCommands(program: Command, print: Print): void {
   offsite
     .command("recover")
     .description(
-      "disaster recovery: Ensure, through the API, of every project whose manifest the bucket holds (--all, listed with SOTA_BACKUP_S3_*) or of those named; the service brings each back from the bucket. Exits 1 if any failed",
+      "disaster recovery: Ensure, through the API, of every project whose manifest the bucket holds (--all, listed with SOTA_BACKUP_S3_*) or of those named; the service brings each back from the bucket. Reads the bucket with SOTA_BACKUP_S3_* (no master key needed). Exits 1 if any failed",
     )
     .argument("[project-ids...]", "only these projects")
     .option("--all", "every project the bucket holds")
@@ -19,8 +19,11 @@ export function addOffsiteCommands(program: Command, print: Print): void {
       const concurrency = concurrencyArgument(options.concurrency);
       const call = invocation(command, print);
       const client = call.client();
-      const projectIds = await projectsToRecover(named, options.all === true, process.env);
-      const outcomes = await recoverEach(client, projectIds, concurrency);
+      const { found, notInBucket } = await projectsToRecover(named, options.all === true, process.env);
+      const outcomes = [
+        ...(await recoverEach(client, found, concurrency)),
+        ...notInBucket.map((projectId) => ({ projectId, slug: "", outcome: "failed" as const, error: "the bucket holds no manifest of this project; not ensured" })),
+      ];
       if (call.global.json) print(JSON.stringify(outcomes, null, 2));
       else if (outcomes.length === 0) print("the bucket holds no project");
       else print(table(["PROJECT", "SLUG", "OUTCOME"], outcomes.map((outcome) => [outcome.projectId, outcome.slug, outcome.outcome === "failed" ? `failed: ${outcome.error}` : outcome.outcome])));

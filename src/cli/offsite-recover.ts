@@ -8,7 +8,7 @@ import { ConnectError } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { ConfigError, offsiteStorage } from "../config.js";
 import { normalizeProjectId } from "../names.js";
-import { projectsInBucket } from "../offsite/offsite-recovery.js";
+import { hasManifest, projectsInBucket } from "../offsite/offsite-recovery.js";
 import { S3ObjectStore } from "../offsite/object-store.js";
 import type { DatabaseClient } from "./api.js";
 import { UsageError } from "./usage-error.js";
@@ -21,17 +21,19 @@ export interface RecoverOutcome {
   readonly error: string;
 }
 
-/** The projects to recover: those named, or with `all` every one whose manifest the bucket holds. */
-export async function projectsToRecover(named: readonly string[], all: boolean, env: NodeJS.ProcessEnv): Promise<string[]> {
+/**
+ * The projects to recover: those named, or with `all` every one whose
+ * manifest the bucket holds. A named project the bucket does not hold is
+ * refused here: the service would make it a new, empty database.
+ */
+export async function projectsToRecover(named: readonly string[], all: boolean, env: NodeJS.ProcessEnv): Promise<{ found: string[]; notInBucket: string[] }> {
   if (all && named.length > 0) throw new UsageError("name projects or pass --all, not both");
-  if (!all) {
-    if (named.length === 0) throw new UsageError("name the projects to recover, or pass --all for every project the bucket holds");
-    return named.map((raw) => {
-      const id = normalizeProjectId(raw);
-      if (!id) throw new UsageError(`${JSON.stringify(raw)} is not a project id (a UUID)`);
-      return id;
-    });
-  }
+  if (!all && named.length === 0) throw new UsageError("name the projects to recover, or pass --all for every project the bucket holds");
+  const wanted = named.map((raw) => {
+    const id = normalizeProjectId(raw);
+    if (!id) throw new UsageError(`${JSON.stringify(raw)} is not a project id (a UUID)`);
+    return id;
+  });
   let offsite;
   try {
     offsite = offsiteStorage(env).offsite;
@@ -39,10 +41,14 @@ export async function projectsToRecover(named: readonly string[], all: boolean, 
     if (error instanceof ConfigError) throw new UsageError(error.message);
     throw error;
   }
-  if (!offsite) throw new UsageError("--all lists the bucket: set SOTA_BACKUP_S3_ENDPOINT, _BUCKET, _ACCESS_KEY_ID and _SECRET_ACCESS_KEY (and _PREFIX, _FORCE_PATH_STYLE) as the service has them");
+  if (!offsite) throw new UsageError("offsite recover reads the bucket: set SOTA_BACKUP_S3_ENDPOINT, _BUCKET, _ACCESS_KEY_ID and _SECRET_ACCESS_KEY (and _PREFIX, _FORCE_PATH_STYLE) as the service has them");
   const objects = new S3ObjectStore(offsite);
   try {
-    return await projectsInBucket(objects, offsite.prefix);
+    if (all) return { found: await projectsInBucket(objects, offsite.prefix), notInBucket: [] };
+    const found: string[] = [];
+    const notInBucket: string[] = [];
+    for (const id of wanted) ((await hasManifest(objects, offsite.prefix, id)) ? found : notInBucket).push(id);
+    return { found, notInBucket };
   } finally {
     objects.close();
   }

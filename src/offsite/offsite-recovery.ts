@@ -170,20 +170,24 @@ export class OffsiteRecovery {
  * make an empty database.
  */
 export async function projectsInBucket(objects: ObjectStore, prefix: string): Promise<string[]> {
-  const layout = new ObjectLayout(prefix);
   const folders = await objects.children(`${prefix}/`);
   const projects: string[] = [];
   for (const folder of folders) {
     const projectId = folder.slice(prefix.length + 1, -1);
-    let manifest: string;
-    try {
-      manifest = layout.manifest(projectId).key;
-    } catch {
-      continue;
-    }
-    if ((await objects.list(manifest)).includes(manifest)) projects.push(projectId);
+    if (await hasManifest(objects, prefix, projectId)) projects.push(projectId);
   }
   return projects;
+}
+
+/** Whether the bucket holds the project's manifest (false for anything that is not a project id). */
+export async function hasManifest(objects: ObjectStore, prefix: string, projectId: string): Promise<boolean> {
+  let key: string;
+  try {
+    key = new ObjectLayout(prefix).manifest(projectId).key;
+  } catch {
+    return false;
+  }
+  return (await objects.list(key)).includes(key);
 }
 
 /** A partial segment's copy back to its segment's size: the zeros pg_receivewal had preallocated. */
