@@ -9,6 +9,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
   NoSuchKey,
   S3Client,
   S3ServiceException,
@@ -127,33 +128,27 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async children(prefix: string): Promise<string[]> {
+    return this.listPages(prefix, "/", (page) => (page.CommonPrefixes ?? []).map((common) => common.Prefix));
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    return this.listPages(prefix, undefined, (page) => (page.Contents ?? []).map((object) => object.Key));
+  }
+
+  /** Every page of a listing, `take` picking what each holds, sorted. */
+  private async listPages(prefix: string, delimiter: string | undefined, take: (page: ListObjectsV2CommandOutput) => (string | undefined)[]): Promise<string[]> {
     const found: string[] = [];
     let token: string | undefined;
     try {
       do {
-        const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, Delimiter: "/", ContinuationToken: token }));
-        for (const common of page.CommonPrefixes ?? []) if (common.Prefix) found.push(common.Prefix);
+        const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, Delimiter: delimiter, ContinuationToken: token }));
+        for (const item of take(page)) if (item) found.push(item);
         token = page.IsTruncated ? page.NextContinuationToken : undefined;
       } while (token);
     } catch (error) {
       throw this.failure("list", prefix, error);
     }
     return found.sort();
-  }
-
-  async list(prefix: string): Promise<string[]> {
-    const keys: string[] = [];
-    let token: string | undefined;
-    try {
-      do {
-        const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }));
-        for (const object of page.Contents ?? []) if (object.Key) keys.push(object.Key);
-        token = page.IsTruncated ? page.NextContinuationToken : undefined;
-      } while (token);
-    } catch (error) {
-      throw this.failure("list", prefix, error);
-    }
-    return keys.sort();
   }
 
   async delete(keys: readonly string[]): Promise<void> {

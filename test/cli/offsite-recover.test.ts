@@ -10,38 +10,27 @@ import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Harness } from "../support/app-harness.js";
-import { loseHost, offHostSecrets, startHost, type OffHost } from "../support/dr-hosts.js";
-import { eventually, rest } from "../support/pitr-api.js";
-import { poolerPortsSetting } from "../support/process-runtime-harness.js";
-import { startS3Server, type S3Server } from "../support/s3-server.js";
+import { startDrBed, untilCopiedOffHost, type DrBed } from "../support/dr-hosts.js";
+import { rest } from "../support/pitr-api.js";
 import { queryUrl } from "../support/url-query.js";
 
 const BIN = new URL("../../bin/sota-db.js", import.meta.url).pathname;
 
-let s3: S3Server;
-let offHost: OffHost;
-let a: Harness | undefined;
-let b: Harness | undefined;
+let bed: DrBed;
+let a: Harness;
+let b: Harness;
 const projects = [
   { projectId: randomUUID(), slug: "cli-dr-one", url: "" },
   { projectId: randomUUID(), slug: "cli-dr-two", url: "" },
 ];
 
 beforeAll(async () => {
-  s3 = await startS3Server();
-  offHost = offHostSecrets({
-    ...s3.env({ SOTA_BACKUP_S3_SYNC_SECONDS: "1", SOTA_BACKUP_S3_PREFIX: "cli-dr" }),
-    SOTA_POOLER_PORTS: poolerPortsSetting(37),
-    SOTA_BACKUP_MIN_FREE: "0",
-  });
-  a = await startHost(offHost);
+  bed = await startDrBed("cli-dr", 37);
+  a = await bed.host();
 });
 
 afterAll(async () => {
-  await a?.stop().catch(() => undefined);
-  await b?.stop();
-  await s3?.destroy();
-  offHost?.remove();
+  await bed?.close();
 });
 
 interface Run {
@@ -54,9 +43,9 @@ interface Run {
 function sotaDb(args: string[]): Promise<Run> {
   const env = {
     PATH: process.env["PATH"] ?? "",
-    SOTA_URL: b!.app.url,
-    SOTA_TOKEN: b!.tokens.deployer,
-    ...s3.env({ SOTA_BACKUP_S3_PREFIX: "cli-dr" }),
+    SOTA_URL: b.app.url,
+    SOTA_TOKEN: b.tokens.deployer,
+    ...bed.s3.env({ SOTA_BACKUP_S3_PREFIX: "cli-dr" }),
   };
   return new Promise((resolve) => {
     execFile(process.execPath, [BIN, ...args], { env, timeout: 300_000 }, (error, stdout, stderr) => {
@@ -67,28 +56,19 @@ function sotaDb(args: string[]): Promise<Run> {
 
 describe("sota-db offsite recover --all", () => {
   it("host A: two databases whose base backups and WAL reach the bucket", async () => {
-    const host = a!;
+    const host = a;
     for (const [index, project] of projects.entries()) {
       const path = `/v1/projects/${project.projectId}/database`;
       expect((await rest(host, path, { method: "POST", token: host.tokens.deployer, body: { slug: project.slug } })).status).toBe(200);
       project.url = (await host.app.service.connection(project.projectId)).url;
       await queryUrl(project.url, `CREATE TABLE items (id int); INSERT INTO items SELECT generate_series(1, ${10 * (index + 1)})`);
-      await eventually(`the base backup of ${project.slug} copied off-host`, async () => {
-        const { backups } = (await rest(host, `${path}/backups`, { token: host.tokens.deployer })).json;
-        return backups.some((backup: any) => backup.format === "BACKUP_FORMAT_BASE" && backup.offsite?.state === "OFFSITE_STATE_COPIED") ? true : undefined;
-      });
-      const flushed = await host.app.runtime.pitr!.flushWal({ projectId: project.projectId, slug: project.slug });
-      await eventually(`the WAL of ${project.slug} copied off-host`, async () =>
-        (await host.app.store.listOffsiteWal(project.projectId)).some((record) => record.copiedAt > flushed) ? true : undefined,
-      );
+      await untilCopiedOffHost(host, project);
     }
-    const lost = a!;
-    a = undefined;
-    await loseHost(lost);
+    await bed.lose(a);
   });
 
   it("on host B, brings both back through Ensure: a table of what happened, exit 0, the same URLs and rows", async () => {
-    b = await startHost(offHost);
+    b = await bed.host();
     const run = await sotaDb(["offsite", "recover", "--all"]);
     expect(run.stderr).not.toContain("sota-db:");
     expect(run.code).toBe(0);
@@ -119,7 +99,7 @@ describe("sota-db offsite recover --all", () => {
     expect(run.stdout).toMatch(new RegExp(`${projects[0]!.projectId}\\s+${projects[0]!.slug}\\s+already there`));
     expect(run.stdout).toMatch(new RegExp(`${stranger}\\s+failed: the bucket holds no manifest of this project`));
     expect(run.stderr).toMatch(/1 of 2 projects were not recovered/);
-    expect((await rest(b!, `/v1/projects/${stranger}/database`, { token: b!.tokens.deployer })).status).toBe(404);
+    expect((await rest(b!, `/v1/projects/${stranger}/database`, { token: b.tokens.deployer })).status).toBe(404);
   });
 
   it("refuses usage errors with exit 2 before calling anything", async () => {

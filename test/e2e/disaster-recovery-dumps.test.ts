@@ -18,37 +18,25 @@ import { readManifest, writeManifest } from "../../src/offsite/manifest.js";
 import { ObjectLayout } from "../../src/offsite/object-layout.js";
 import { S3ObjectStore } from "../../src/offsite/object-store.js";
 import type { Harness } from "../support/app-harness.js";
-import { loseHost, offHostSecrets, startHost, type OffHost } from "../support/dr-hosts.js";
+import { startDrBed, type DrBed } from "../support/dr-hosts.js";
 import { eventually, rest } from "../support/pitr-api.js";
-import { poolerPortsSetting } from "../support/process-runtime-harness.js";
-import { startS3Server, type S3Server } from "../support/s3-server.js";
 import { queryUrl } from "../support/url-query.js";
 
 const PREFIX = "dumps-dr";
-let s3: S3Server;
-let offHost: OffHost;
-let a: Harness | undefined;
-let b: Harness | undefined;
+let bed: DrBed;
+let a: Harness;
+let b: Harness;
 const dumped = { projectId: randomUUID(), slug: "dumped-shop", url: "" };
 const other = { projectId: randomUUID(), slug: "switched-off", url: "" };
 const pathOf = (projectId: string) => `/v1/projects/${projectId}/database`;
 
 beforeAll(async () => {
-  s3 = await startS3Server();
-  offHost = offHostSecrets({
-    ...s3.env({ SOTA_BACKUP_S3_SYNC_SECONDS: "1", SOTA_BACKUP_S3_PREFIX: PREFIX }),
-    SOTA_POOLER_PORTS: poolerPortsSetting(38),
-    SOTA_BACKUP_MIN_FREE: "0",
-  });
-  a = await startHost(offHost);
+  bed = await startDrBed(PREFIX, 38);
+  a = await bed.host();
 });
 
 afterAll(async () => {
-  await s3?.restart().catch(() => undefined);
-  await a?.stop().catch(() => undefined);
-  await b?.stop();
-  await s3?.destroy();
-  offHost?.remove();
+  await bed?.close();
 });
 
 async function copied(host: Harness, projectId: string, done: (backups: any[]) => boolean): Promise<void> {
@@ -59,7 +47,7 @@ describe("disaster recovery from dumps, and without the bucket", () => {
   let dumpId: string;
 
   it("host A: a dump of one project and the other's base backup reach the bucket; A is lost", async () => {
-    const host = a!;
+    const host = a;
     for (const project of [dumped, other]) {
       expect((await rest(host, pathOf(project.projectId), { method: "POST", body: { slug: project.slug } })).status).toBe(200);
       project.url = (await host.app.service.connection(project.projectId)).url;
@@ -71,15 +59,13 @@ describe("disaster recovery from dumps, and without the bucket", () => {
     dumpId = dump.json.backup.id;
     await copied(host, dumped.projectId, (backups) => backups.some((backup) => backup.id === dumpId && backup.offsite?.state === "OFFSITE_STATE_COPIED"));
     await copied(host, other.projectId, (backups) => backups.some((backup) => backup.format === "BACKUP_FORMAT_BASE" && backup.offsite?.state === "OFFSITE_STATE_COPIED"));
-    const lost = a!;
-    a = undefined;
-    await loseHost(lost);
+    await bed.lose(a);
   });
 
   it("the bucket keeps the dump only, as a host without point-in-time recovery leaves it", async () => {
-    const objects = new S3ObjectStore(s3.config({ prefix: PREFIX }));
+    const objects = new S3ObjectStore(bed.s3.config({ prefix: PREFIX }));
     const layout = new ObjectLayout(PREFIX);
-    const context = { objects, keyring: offHost.keyring };
+    const context = { objects, keyring: bed.offHost.keyring };
     try {
       const keys = await objects.list(layout.projectPrefix(dumped.projectId));
       await objects.delete(keys.filter((key) => key.endsWith(".base") || key.includes("/wal/")));
@@ -92,8 +78,8 @@ describe("disaster recovery from dumps, and without the bucket", () => {
   });
 
   it("host B, bucket down: Ensure of the project fails unavailable and makes nothing", async () => {
-    b = await startHost(offHost);
-    await s3.stop();
+    b = await bed.host();
+    await bed.s3.stop();
     try {
       const refused = await rest(b, pathOf(dumped.projectId), { method: "POST", token: b.tokens.deployer });
       expect(refused.status).toBe(503);
@@ -102,12 +88,12 @@ describe("disaster recovery from dumps, and without the bucket", () => {
       expect((await rest(b, pathOf(dumped.projectId))).status).toBe(404);
       expect(await b.app.store.listDatabases()).toEqual([]);
     } finally {
-      await s3.restart();
+      await bed.s3.restart();
     }
   });
 
   it("bucket back: Ensure brings the project back from its dump behind the same DATABASE_URL", async () => {
-    const host = b!;
+    const host = b;
     const ensured = await rest(host, pathOf(dumped.projectId), { method: "POST", token: host.tokens.deployer });
     expect(ensured.status).toBe(200);
     expect(ensured.json).toMatchObject({ created: true, database: { slug: dumped.slug, state: "DATABASE_STATE_READY" } });
@@ -119,21 +105,21 @@ describe("disaster recovery from dumps, and without the bucket", () => {
   });
 
   it("a project this host knows is ensured without asking the bucket, even while it is down", async () => {
-    const host = b!;
-    await s3.stop();
+    const host = b;
+    await bed.s3.stop();
     try {
       const ensured = await rest(host, pathOf(dumped.projectId), { method: "POST", token: host.tokens.deployer });
       expect(ensured.json).toMatchObject({ created: false, database: { state: "DATABASE_STATE_READY" } });
     } finally {
-      await s3.restart();
+      await bed.s3.restart();
     }
   });
 
   it("SOTA_BACKUP_S3_RECOVER_ON_ENSURE=false, the bucket gone: Ensure makes a new database without asking it", async () => {
-    const host = b!;
+    const host = b;
     host.env["SOTA_BACKUP_S3_RECOVER_ON_ENSURE"] = "false";
     await host.restart();
-    await s3.stop();
+    await bed.s3.stop();
     const ensured = await rest(host, pathOf(other.projectId), { method: "POST", token: host.tokens.deployer });
     expect(ensured.status).toBe(200);
     expect(ensured.json).toMatchObject({ created: true, database: { slug: slugForProject(other.projectId) } });

@@ -10,35 +10,25 @@
 import { createHash, randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Harness } from "../support/app-harness.js";
-import { loseHost, offHostSecrets, startHost, type OffHost } from "../support/dr-hosts.js";
+import { startDrBed, type DrBed } from "../support/dr-hosts.js";
 import { eventually, rest } from "../support/pitr-api.js";
-import { poolerPortsSetting, portRange } from "../support/process-runtime-harness.js";
-import { startS3Server, type S3Server } from "../support/s3-server.js";
+import { portRange } from "../support/process-runtime-harness.js";
 import { queryUrl } from "../support/url-query.js";
 
-let s3: S3Server;
-let offHost: OffHost;
-let a: Harness | undefined;
-let b: Harness | undefined;
+let bed: DrBed;
+let a: Harness;
+let b: Harness;
 const projectId = randomUUID();
 const slug = "dr-shop";
 const path = `/v1/projects/${projectId}/database`;
 
 beforeAll(async () => {
-  s3 = await startS3Server();
-  offHost = offHostSecrets({
-    ...s3.env({ SOTA_BACKUP_S3_SYNC_SECONDS: "1", SOTA_BACKUP_S3_PREFIX: "dr" }),
-    SOTA_POOLER_PORTS: poolerPortsSetting(36),
-    SOTA_BACKUP_MIN_FREE: "0",
-  });
-  a = await startHost(offHost);
+  bed = await startDrBed("dr", 36);
+  a = await bed.host();
 });
 
 afterAll(async () => {
-  await a?.stop().catch(() => undefined);
-  await b?.stop();
-  await s3?.destroy();
-  offHost?.remove();
+  await bed?.close();
 });
 
 /** The project's backups as ListBackups shows them to the deploy engine. */
@@ -53,7 +43,7 @@ describe("disaster recovery from the bucket on a new host", () => {
   let baseId: string;
 
   it("host A: the database, its base backup, a dump and its WAL reach the bucket", async () => {
-    const host = a!;
+    const host = a;
     // Another database first takes the range's first pooler port: host B, which has none, must still give ours the one it had.
     expect((await rest(host, `/v1/projects/${randomUUID()}/database`, { method: "POST", token: host.tokens.deployer })).status).toBe(200);
     const ensured = await rest(host, path, { method: "POST", token: host.tokens.deployer, body: { slug } });
@@ -86,17 +76,15 @@ describe("disaster recovery from the bucket on a new host", () => {
     });
     const metrics = await (await fetch(`${host.app.url}/metrics`, { headers: { authorization: `Bearer ${host.tokens.admin}` } })).text();
     expect(metrics).toMatch(/sota_offsite_last_success_timestamp_seconds [1-9]/);
-    expect(await s3.keys(`dr/${projectId}/`)).toEqual(expect.arrayContaining([`dr/${projectId}/manifest`, `dr/${projectId}/backups/${baseId}.base`, `dr/${projectId}/backups/${dumpId}.dump`]));
+    expect(await bed.s3.keys(`dr/${projectId}/`)).toEqual(expect.arrayContaining([`dr/${projectId}/manifest`, `dr/${projectId}/backups/${baseId}.base`, `dr/${projectId}/backups/${dumpId}.dump`]));
   });
 
   it("host A is lost: the service stops, its whole data dir is deleted and none of its processes is left", async () => {
-    const lost = a!;
-    a = undefined;
-    await loseHost(lost);
+    await bed.lose(a);
   });
 
   it("host B: Ensure brings the database back with the very same DATABASE_URL and every row up to the last one copied", async () => {
-    b = await startHost(offHost);
+    b = await bed.host();
     const host = b;
     const ensured = await rest(host, path, { method: "POST", token: host.tokens.deployer });
     expect(ensured.status).toBe(200);
@@ -110,7 +98,7 @@ describe("disaster recovery from the bucket on a new host", () => {
   });
 
   it("lists the lost host's backups as copied off-host, serves its dump, and takes a base backup of its own", async () => {
-    const host = b!;
+    const host = b;
     const backups = await listed(host);
     expect(backups.find((backup) => backup.id === baseId)).toMatchObject({ format: "BACKUP_FORMAT_BASE", state: "BACKUP_STATE_SUCCEEDED", offsite: { state: "OFFSITE_STATE_COPIED" } });
     expect(backups.find((backup) => backup.id === dumpId)).toMatchObject({ format: "BACKUP_FORMAT_DUMP", sha256: dumpSha, offsite: { state: "OFFSITE_STATE_COPIED" } });
@@ -129,7 +117,7 @@ describe("disaster recovery from the bucket on a new host", () => {
   });
 
   it("the next Ensure is an ordinary one: nothing made again, the same URL", async () => {
-    const host = b!;
+    const host = b;
     const again = await rest(host, path, { method: "POST", token: host.tokens.deployer });
     expect(again.json).toMatchObject({ created: false, database: { slug, state: "DATABASE_STATE_READY" } });
     expect((await host.app.service.connection(projectId)).url).toBe(url);

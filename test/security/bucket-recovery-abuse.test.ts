@@ -17,46 +17,35 @@ import { readManifest } from "../../src/offsite/manifest.js";
 import { ObjectLayout } from "../../src/offsite/object-layout.js";
 import { S3ObjectStore } from "../../src/offsite/object-store.js";
 import type { Harness } from "../support/app-harness.js";
-import { loseHost, offHostSecrets, processesUnder, startHost, type OffHost } from "../support/dr-hosts.js";
-import { eventually, rest } from "../support/pitr-api.js";
-import { poolerPortsSetting } from "../support/process-runtime-harness.js";
-import { startS3Server, type S3Server } from "../support/s3-server.js";
+import { processesUnder, startDrBed, untilCopiedOffHost, type DrBed } from "../support/dr-hosts.js";
+import { rest } from "../support/pitr-api.js";
 import { queryUrl } from "../support/url-query.js";
 
 const PREFIX = "hostile";
 const layout = new ObjectLayout(PREFIX);
-let s3: S3Server;
-let offHost: OffHost;
-let a: Harness | undefined;
-let c: Harness | undefined;
+let bed: DrBed;
+let a: Harness;
+let c: Harness;
 const victimA = { projectId: randomUUID(), slug: "bucket-victim-a", url: "" };
 const victimB = { projectId: randomUUID(), slug: "bucket-victim-b", url: "" };
 
 beforeAll(async () => {
-  s3 = await startS3Server();
-  offHost = offHostSecrets({
-    ...s3.env({ SOTA_BACKUP_S3_SYNC_SECONDS: "1", SOTA_BACKUP_S3_PREFIX: PREFIX }),
-    SOTA_POOLER_PORTS: poolerPortsSetting(39),
-    SOTA_BACKUP_MIN_FREE: "0",
-  });
-  a = await startHost(offHost);
+  bed = await startDrBed(PREFIX, 39);
+  a = await bed.host();
 });
 
 afterAll(async () => {
-  await a?.stop().catch(() => undefined);
-  await c?.stop();
-  await s3?.destroy();
-  offHost?.remove();
+  await bed?.close();
 });
 
 const pathOf = (projectId: string) => `/v1/projects/${projectId}/database`;
 
 /** The bucket's owner copies one object over another, metadata and all; `undo` puts the original back. */
 async function overwrite(target: string, source: string): Promise<{ undo(): Promise<void> }> {
-  const original = await s3.read(target);
-  const planted = await s3.read(source);
-  await s3.write(target, planted.bytes, planted.metadata);
-  return { undo: () => s3.write(target, original.bytes, original.metadata) };
+  const original = await bed.s3.read(target);
+  const planted = await bed.s3.read(source);
+  await bed.s3.write(target, planted.bytes, planted.metadata);
+  return { undo: () => bed.s3.write(target, original.bytes, original.metadata) };
 }
 
 /** Nothing of the project on the new host: no record, backups, WAL records, instance, fetched files or processes. */
@@ -81,28 +70,21 @@ describe("a hostile bucket during disaster recovery", () => {
   let walOf: Record<string, string[]>;
 
   it("host A: two projects' base backups and WAL reach the bucket; A is lost", async () => {
-    const host = a!;
+    const host = a;
     for (const project of [victimA, victimB]) {
       expect((await rest(host, pathOf(project.projectId), { method: "POST", body: { slug: project.slug } })).status).toBe(200);
       project.url = (await host.app.service.connection(project.projectId)).url;
       await queryUrl(project.url, `CREATE TABLE mine (owner text); INSERT INTO mine VALUES ('${project.slug}')`);
-      await eventually(`the base backup of ${project.slug} copied off-host`, async () => {
-        const { backups } = (await rest(host, `${pathOf(project.projectId)}/backups`)).json;
-        return backups.some((backup: any) => backup.format === "BACKUP_FORMAT_BASE" && backup.offsite?.state === "OFFSITE_STATE_COPIED") ? true : undefined;
-      });
-      const flushed = await host.app.runtime.pitr!.flushWal(project);
-      await eventually(`the WAL of ${project.slug} copied`, async () => ((await host.app.store.listOffsiteWal(project.projectId)).some((record) => record.copiedAt > flushed) ? true : undefined));
+      await untilCopiedOffHost(host, project);
     }
-    const lost = a!;
-    a = undefined;
-    await loseHost(lost);
+    await bed.lose(a);
 
-    const objects = new S3ObjectStore(s3.config({ prefix: PREFIX }));
+    const objects = new S3ObjectStore(bed.s3.config({ prefix: PREFIX }));
     try {
       baseOf = {};
       walOf = {};
       for (const project of [victimA, victimB]) {
-        const manifest = await readManifest({ objects, keyring: offHost.keyring }, layout, project.projectId);
+        const manifest = await readManifest({ objects, keyring: bed.offHost.keyring }, layout, project.projectId);
         const base = manifest.backups.find((backup) => backup.format === "base")!;
         baseOf[project.projectId] = base.key;
         walOf[project.projectId] = await objects.list(layout.walPrefix(project.projectId, base.walGeneration!));
@@ -111,16 +93,16 @@ describe("a hostile bucket during disaster recovery", () => {
     } finally {
       objects.close();
     }
-    c = await startHost(offHost);
+    c = await bed.host();
   });
 
   it("refuses project A's manifest copied into project B's prefix: data_loss, nothing made for B", async () => {
     const planted = await overwrite(layout.manifest(victimB.projectId).key, layout.manifest(victimA.projectId).key);
     try {
-      const refused = await ensureAnswer(c!, victimB.projectId);
+      const refused = await ensureAnswer(c, victimB.projectId);
       expect(refused.code).toBe("data_loss");
       expect(refused.message).toMatch(/nothing was created/);
-      await nothingFor(c!, victimB);
+      await nothingFor(c, victimB);
     } finally {
       await planted.undo();
     }
@@ -129,9 +111,9 @@ describe("a hostile bucket during disaster recovery", () => {
   it("refuses project A's base backup copied over project B's: data_loss, nothing made for B", async () => {
     const planted = await overwrite(baseOf[victimB.projectId]!, baseOf[victimA.projectId]!);
     try {
-      const refused = await ensureAnswer(c!, victimB.projectId);
+      const refused = await ensureAnswer(c, victimB.projectId);
       expect(refused.code).toBe("data_loss");
-      await nothingFor(c!, victimB);
+      await nothingFor(c, victimB);
     } finally {
       await planted.undo();
     }
@@ -142,10 +124,10 @@ describe("a hostile bucket during disaster recovery", () => {
     const source = walOf[victimA.projectId]!.at(-1)!;
     const planted = await overwrite(target, source);
     try {
-      const refused = await ensureAnswer(c!, victimB.projectId);
+      const refused = await ensureAnswer(c, victimB.projectId);
       expect(refused.code).toBe("data_loss");
       expect(refused.message).toMatch(/off-host copy .* refusing to use it/);
-      await nothingFor(c!, victimB);
+      await nothingFor(c, victimB);
     } finally {
       await planted.undo();
     }
@@ -153,22 +135,22 @@ describe("a hostile bucket during disaster recovery", () => {
 
   it("refuses a manifest whose slug another project owns on this host: already_exists, nothing made", async () => {
     const squatter = randomUUID();
-    const made = await rest(c!, pathOf(squatter), { method: "POST", token: c!.tokens.deployer, body: { slug: victimA.slug } });
+    const made = await rest(c, pathOf(squatter), { method: "POST", token: c.tokens.deployer, body: { slug: victimA.slug } });
     expect(made.status).toBe(200);
-    const refused = await ensureAnswer(c!, victimA.projectId);
+    const refused = await ensureAnswer(c, victimA.projectId);
     expect(refused.code).toBe("already_exists");
     expect(refused.message).toContain(squatter);
-    expect(await c!.app.store.getDatabase(victimA.projectId)).toBeUndefined();
-    expect(await c!.app.store.listBackups(victimA.projectId)).toEqual([]);
+    expect(await c.app.store.getDatabase(victimA.projectId)).toBeUndefined();
+    expect(await c.app.store.listBackups(victimA.projectId)).toEqual([]);
     // The squatter's database is untouched: none of A's tables in it.
-    const url = (await c!.app.service.connection(squatter)).url;
+    const url = (await c.app.service.connection(squatter)).url;
     expect((await queryUrl(url, "SELECT to_regclass('public.mine') AS t")).rows[0].t).toBeNull();
   });
 
   it("with its own objects back, project B comes back whole behind its old URL", async () => {
-    const ensured = await ensureAnswer(c!, victimB.projectId);
+    const ensured = await ensureAnswer(c, victimB.projectId);
     expect(ensured.status).toBe(200);
-    expect((await c!.app.service.connection(victimB.projectId)).url).toBe(victimB.url);
+    expect((await c.app.service.connection(victimB.projectId)).url).toBe(victimB.url);
     expect((await queryUrl(victimB.url, "SELECT owner FROM mine")).rows).toEqual([{ owner: victimB.slug }]);
   });
 });

@@ -14,6 +14,9 @@ import { Keyring } from "../../src/secrets/keyring.js";
 import { hashToken } from "../../src/server/tokens.js";
 import type { Harness } from "./app-harness.js";
 import { removeDataDir } from "./data-dir-cleanup.js";
+import { eventually, rest } from "./pitr-api.js";
+import { poolerPortsSetting } from "./process-runtime-harness.js";
+import { startS3Server, type S3Server } from "./s3-server.js";
 
 /** What survives the host: kept elsewhere by the operator. */
 export interface OffHost {
@@ -116,4 +119,60 @@ export function processesUnder(dir: string): number[] {
     }
   }
   return found;
+}
+
+/** A test file's bucket, off-host secrets and hosts; close() stops and removes all of them. */
+export interface DrBed {
+  readonly s3: S3Server;
+  readonly offHost: OffHost;
+  /** A new host on an empty data dir (SOTA_* of the bed, then `extraEnv`). */
+  host(extraEnv?: Record<string, string>): Promise<Harness>;
+  /** loseHost(), and the bed forgets it. */
+  lose(host: Harness): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Copies every second under `prefix`, pooler ports from the file's own range (`portOffset`). */
+export async function startDrBed(prefix: string, portOffset: number): Promise<DrBed> {
+  const s3 = await startS3Server();
+  const offHost = offHostSecrets({
+    ...s3.env({ SOTA_BACKUP_S3_SYNC_SECONDS: "1", SOTA_BACKUP_S3_PREFIX: prefix }),
+    SOTA_POOLER_PORTS: poolerPortsSetting(portOffset),
+    SOTA_BACKUP_MIN_FREE: "0",
+  });
+  const hosts = new Set<Harness>();
+  return {
+    s3,
+    offHost,
+    async host(extraEnv = {}) {
+      const host = await startHost(offHost, extraEnv);
+      hosts.add(host);
+      return host;
+    },
+    async lose(host) {
+      hosts.delete(host);
+      await loseHost(host);
+    },
+    async close() {
+      for (const host of hosts) await host.stop().catch(() => undefined);
+      await s3.destroy();
+      offHost.remove();
+    },
+  };
+}
+
+/**
+ * Waits until the project's base backup is copied off-host and its WAL up to
+ * now is too: flushWal returns once the receiver has everything committed
+ * before the call on disk, and a WAL copy read after that holds it.
+ */
+export async function untilCopiedOffHost(host: Harness, project: { readonly projectId: string; readonly slug: string }): Promise<void> {
+  await eventually(`the base backup of ${project.slug} copied off-host`, async () => {
+    const { backups } = (await rest(host, `/v1/projects/${project.projectId}/database/backups`)).json;
+    return backups.some((backup: any) => backup.format === "BACKUP_FORMAT_BASE" && backup.offsite?.state === "OFFSITE_STATE_COPIED") ? true : undefined;
+  });
+  const flushed = await host.app.runtime.pitr!.flushWal({ projectId: project.projectId, slug: project.slug });
+  await eventually(`the WAL of ${project.slug} copied off-host`, async () =>
+    (await host.app.store.listOffsiteWal(project.projectId)).some((record) => record.copiedAt > flushed) ? true : undefined,
+  );
 }
