@@ -7,12 +7,9 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startApp } from "../../src/app.js";
-import { loadConfig } from "../../src/config.js";
-import { createLogger } from "../../src/log.js";
 import { Keyring } from "../../src/secrets/keyring.js";
 import { hashToken } from "../../src/server/tokens.js";
-import type { Harness } from "./app-harness.js";
+import { harnessOn, testTokens, type Harness } from "./app-harness.js";
 import { removeDataDir } from "./data-dir-cleanup.js";
 import { eventually, rest } from "./pitr-api.js";
 import { poolerPortsSetting } from "./process-runtime-harness.js";
@@ -35,12 +32,7 @@ export function offHostSecrets(env: Record<string, string>): OffHost {
   const key = randomBytes(32).toString("base64");
   const masterKeyFile = join(dir, "master.key");
   writeFileSync(masterKeyFile, `${key}\n`, { mode: 0o600 });
-  const tokens = {
-    admin: `adm_${randomBytes(24).toString("hex")}`,
-    deployer: `dep_${randomBytes(24).toString("hex")}`,
-    project: `prj_${randomBytes(24).toString("hex")}`,
-    other: `oth_${randomBytes(24).toString("hex")}`,
-  };
+  const tokens = testTokens();
   const tokensFile = join(dir, "tokens.json");
   writeFileSync(
     tokensFile,
@@ -67,29 +59,7 @@ export async function startHost(offHost: OffHost, extraEnv: Record<string, strin
   // postgres and pgbouncer run as unprivileged users when we are root: they must reach the dir.
   chmodSync(dataDir, 0o755);
   const env = { ...offHost.env, SOTA_DATA_DIR: dataDir, ...extraEnv };
-  const logs: string[] = [];
-  const logger = createLogger({ level: "debug", destination: { write: (line: string) => void logs.push(line) } });
-  const host: Harness = {
-    dataDir,
-    tokens: offHost.tokens,
-    projectId: randomUUID(),
-    otherProjectId: randomUUID(),
-    logs,
-    env,
-    app: undefined as unknown as Harness["app"],
-    async start() {
-      host.app = await startApp(loadConfig(env), { logger, defaultMetrics: false });
-      return host.app;
-    },
-    async restart() {
-      await host.app.close();
-      return host.start();
-    },
-    async stop() {
-      await host.app?.close();
-      await removeDataDir(dataDir);
-    },
-  };
+  const host = harnessOn({ dataDir, tokens: offHost.tokens, projectId: randomUUID(), otherProjectId: randomUUID(), env });
   await host.start();
   return host;
 }
