@@ -106,8 +106,10 @@ export class BucketRecovery implements DisasterRecovery {
     const { projectId } = manifest;
     const wal = await offsite.walObjects(projectId);
     const copiedAt = new Date(manifest.writtenAt);
+    // Idempotent: a recovery cut short may have recorded some already.
+    const known = new Set((await store.listBackups(projectId)).map((backup) => backup.id));
     for (const backup of manifest.backups) {
-      await store.insertBackup(backupRecord(backup, projectId, slug, this.options.retentionDays));
+      if (!known.has(backup.id)) await store.insertBackup(backupRecord(backup, projectId, slug, this.options.retentionDays));
       await store.putOffsiteCopy({
         backupId: backup.id,
         projectId,

@@ -403,9 +403,11 @@ export class OffsiteCopies implements OffsiteHooks {
     const projects = new Set(wal.map((record) => record.projectId));
     for (const projectId of projects) {
       if (this.closed) return;
-      const records = wal.filter((record) => record.projectId === projectId);
       try {
         const database = await this.options.store.getDatabase(projectId);
+        // Without a database, read again after it: records forgotten meanwhile (a disaster recovery undone) name nothing of ours to delete.
+        const records = database ? wal.filter((record) => record.projectId === projectId) : await this.options.store.listOffsiteWal(projectId);
+        if (!database && records.length === 0) continue;
         const drop = database ? walObjectsToDrop(succeeded.filter((backup) => backup.projectId === projectId), records) : records;
         if (drop.length > 0) {
           await this.dropWal(drop);

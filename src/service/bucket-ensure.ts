@@ -68,7 +68,7 @@ export async function ensureFromBucket(deps: BucketEnsureDeps, projectId: string
     try {
       await deps.recovery.adopt(manifest, slug);
     } catch (error) {
-      await undo(deps, manifest, record);
+      await undo(deps, manifest, record, true);
       throw nothingCreated(error);
     }
     deps.logger.info({ projectId, slug }, "a deleted database's record and backups brought back from object storage");
@@ -86,16 +86,22 @@ export async function ensureFromBucket(deps: BucketEnsureDeps, projectId: string
     ...newDatabaseRecord({ projectId, slug, runtime: deps.runtime.kind, sealedPassword: database.sealedPassword }, createdAt),
     ...(limits ? { limits } : {}),
   };
-  await insert(deps, record);
   deps.logger.warn({ projectId, slug }, "this service has no record of the project, but object storage holds its database: bringing it back");
+  // Recorded only once the data is back: a service killed meanwhile leaves no record, so the next
+  // Ensure looks in the bucket again (a record without data would make an empty database under the
+  // bucket's URL). The off-host records come after the database's: the copier deletes from the bucket
+  // what the records of a project with no database name.
+  let inserted = false;
   try {
     const enforced = runtimeLimits(limits);
     const spec = { projectId, slug, password, ...(enforced ? { limits: enforced } : {}), ...(database.port !== null ? { port: database.port } : {}) };
     const { result } = await deps.recovery.bringBack(spec, manifest, signal);
+    await insert(deps, record);
+    inserted = true;
     await deps.recovery.adopt(manifest, slug);
     return { kind: "recovered", record, result, password };
   } catch (error) {
-    await undo(deps, manifest, record);
+    await undo(deps, manifest, record, inserted);
     throw nothingCreated(error);
   }
 }
@@ -156,16 +162,17 @@ function limitsOf(projectId: string, raw: unknown): LimitsRecord | null {
 }
 
 /**
- * What a failed recovery leaves: nothing (the runtime's remains, the records,
- * the fetched files). The record goes whatever else fails: kept, the next
- * Ensure would make an empty database under the bucket's URL.
+ * What a failed recovery leaves: nothing (the fetched files, the records,
+ * the runtime's remains). The database's record goes last, whatever else
+ * fails: kept, the next Ensure would make an empty database under the
+ * bucket's URL; the off-host records go first (see OffsiteCopies' retention).
  */
-async function undo(deps: BucketEnsureDeps, manifest: ProjectManifest, record: DatabaseRecord): Promise<void> {
+async function undo(deps: BucketEnsureDeps, manifest: ProjectManifest, record: DatabaseRecord, inserted: boolean): Promise<void> {
   const { projectId, slug } = record;
   const steps = [
     () => deps.recovery.forget(manifest, slug),
     () => (record.state === "deleted" ? Promise.resolve() : deps.runtime.remove({ projectId, slug }, { keepData: false })),
-    () => deps.store.deleteDatabase(projectId).then(() => undefined),
+    () => (inserted ? deps.store.deleteDatabase(projectId).then(() => undefined) : Promise.resolve()),
   ];
   for (const step of steps) {
     await step().catch((error: unknown) =>

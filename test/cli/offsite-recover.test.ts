@@ -10,7 +10,7 @@ import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Harness } from "../support/app-harness.js";
-import { startDrBed, untilCopiedOffHost, type DrBed } from "../support/dr-hosts.js";
+import { startDrBed, type DrBed } from "../support/dr-hosts.js";
 import { rest } from "../support/pitr-api.js";
 import { queryUrl } from "../support/url-query.js";
 
@@ -62,7 +62,7 @@ describe("sota-db offsite recover --all", () => {
       expect((await rest(host, path, { method: "POST", token: host.tokens.deployer, body: { slug: project.slug } })).status).toBe(200);
       project.url = (await host.app.service.connection(project.projectId)).url;
       await queryUrl(project.url, `CREATE TABLE items (id int); INSERT INTO items SELECT generate_series(1, ${10 * (index + 1)})`);
-      await untilCopiedOffHost(host, project);
+      await bed.untilCopied(host, project);
     }
     await bed.lose(a);
   });

@@ -39,10 +39,6 @@ afterAll(async () => {
   await bed?.close();
 });
 
-async function copied(host: Harness, projectId: string, done: (backups: any[]) => boolean): Promise<void> {
-  await eventually(`the copies of ${projectId}`, async () => (done((await rest(host, `${pathOf(projectId)}/backups`)).json.backups) ? true : undefined));
-}
-
 describe("disaster recovery from dumps, and without the bucket", () => {
   let dumpId: string;
 
@@ -57,8 +53,8 @@ describe("disaster recovery from dumps, and without the bucket", () => {
     const dump = await rest(host, `${pathOf(dumped.projectId)}/backups?wait=true`, { method: "POST" });
     expect(dump.json.backup.state).toBe("BACKUP_STATE_SUCCEEDED");
     dumpId = dump.json.backup.id;
-    await copied(host, dumped.projectId, (backups) => backups.some((backup) => backup.id === dumpId && backup.offsite?.state === "OFFSITE_STATE_COPIED"));
-    await copied(host, other.projectId, (backups) => backups.some((backup) => backup.format === "BACKUP_FORMAT_BASE" && backup.offsite?.state === "OFFSITE_STATE_COPIED"));
+    await bed.untilInManifest(dumped.projectId, [dumpId]);
+    await eventually(`the manifest of ${other.slug}`, () => bed.manifest(other.projectId));
     await bed.lose(a);
   });
 

@@ -66,6 +66,7 @@ describe("disaster recovery from the bucket on a new host", () => {
       return base && dumped ? base : undefined;
     });
     baseId = copied.id;
+    await bed.untilInManifest(projectId, [baseId, dumpId]);
 
     // The last row, then WAL copied after the receiver has it on disk (flushWal waits for that).
     await queryUrl(url, "INSERT INTO orders VALUES (81, 'the last row')");

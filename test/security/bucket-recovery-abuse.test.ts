@@ -13,11 +13,9 @@ import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readManifest } from "../../src/offsite/manifest.js";
 import { ObjectLayout } from "../../src/offsite/object-layout.js";
-import { S3ObjectStore } from "../../src/offsite/object-store.js";
 import type { Harness } from "../support/app-harness.js";
-import { processesUnder, startDrBed, untilCopiedOffHost, type DrBed } from "../support/dr-hosts.js";
+import { processesUnder, startDrBed, type DrBed } from "../support/dr-hosts.js";
 import { rest } from "../support/pitr-api.js";
 import { queryUrl } from "../support/url-query.js";
 
@@ -75,23 +73,17 @@ describe("a hostile bucket during disaster recovery", () => {
       expect((await rest(host, pathOf(project.projectId), { method: "POST", body: { slug: project.slug } })).status).toBe(200);
       project.url = (await host.app.service.connection(project.projectId)).url;
       await queryUrl(project.url, `CREATE TABLE mine (owner text); INSERT INTO mine VALUES ('${project.slug}')`);
-      await untilCopiedOffHost(host, project);
+      await bed.untilCopied(host, project);
     }
     await bed.lose(a);
 
-    const objects = new S3ObjectStore(bed.s3.config({ prefix: PREFIX }));
-    try {
-      baseOf = {};
-      walOf = {};
-      for (const project of [victimA, victimB]) {
-        const manifest = await readManifest({ objects, keyring: bed.offHost.keyring }, layout, project.projectId);
-        const base = manifest.backups.find((backup) => backup.format === "base")!;
-        baseOf[project.projectId] = base.key;
-        walOf[project.projectId] = await objects.list(layout.walPrefix(project.projectId, base.walGeneration!));
-        expect(walOf[project.projectId]!.length).toBeGreaterThan(0);
-      }
-    } finally {
-      objects.close();
+    baseOf = {};
+    walOf = {};
+    for (const project of [victimA, victimB]) {
+      const base = (await bed.manifest(project.projectId))!.backups.find((backup) => backup.format === "base")!;
+      baseOf[project.projectId] = base.key;
+      walOf[project.projectId] = await bed.s3.keys(layout.walPrefix(project.projectId, base.walGeneration!));
+      expect(walOf[project.projectId]!.length).toBeGreaterThan(0);
     }
     c = await bed.host();
   });

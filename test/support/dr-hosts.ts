@@ -14,6 +14,10 @@ import { removeDataDir } from "./data-dir-cleanup.js";
 import { eventually, rest } from "./pitr-api.js";
 import { poolerPortsSetting } from "./process-runtime-harness.js";
 import { startS3Server, type S3Server } from "./s3-server.js";
+import { DomainError } from "../../src/errors.js";
+import { readManifest, type ProjectManifest } from "../../src/offsite/manifest.js";
+import { ObjectLayout } from "../../src/offsite/object-layout.js";
+import { S3ObjectStore } from "../../src/offsite/object-store.js";
 
 /** What survives the host: kept elsewhere by the operator. */
 export interface OffHost {
@@ -95,10 +99,23 @@ export function processesUnder(dir: string): number[] {
 export interface DrBed {
   readonly s3: S3Server;
   readonly offHost: OffHost;
+  readonly prefix: string;
   /** A new host on an empty data dir (SOTA_* of the bed, then `extraEnv`). */
   host(extraEnv?: Record<string, string>): Promise<Harness>;
   /** loseHost(), and the bed forgets it. */
   lose(host: Harness): Promise<void>;
+  /** The project's manifest as the bucket holds it now (undefined: none yet). */
+  manifest(projectId: string): Promise<ProjectManifest | undefined>;
+  /**
+   * Waits until the project's base backup is copied off-host and named by
+   * its manifest (written at the end of a pass, after the copies), and its
+   * WAL up to now is copied: flushWal returns once the receiver has
+   * everything committed before the call on disk, and a WAL copy read after
+   * that holds it.
+   */
+  untilCopied(host: Harness, project: { readonly projectId: string; readonly slug: string }): Promise<void>;
+  /** Waits until the project's manifest names every one of `backupIds`. */
+  untilInManifest(projectId: string, backupIds: readonly string[]): Promise<ProjectManifest>;
   close(): Promise<void>;
 }
 
@@ -111,9 +128,11 @@ export async function startDrBed(prefix: string, portOffset: number): Promise<Dr
     SOTA_BACKUP_MIN_FREE: "0",
   });
   const hosts = new Set<Harness>();
-  return {
+  const layout = new ObjectLayout(prefix);
+  const bed: DrBed = {
     s3,
     offHost,
+    prefix,
     async host(extraEnv = {}) {
       const host = await startHost(offHost, extraEnv);
       hosts.add(host);
@@ -123,26 +142,39 @@ export async function startDrBed(prefix: string, portOffset: number): Promise<Dr
       hosts.delete(host);
       await loseHost(host);
     },
+    async manifest(projectId) {
+      const objects = new S3ObjectStore(s3.config({ prefix }));
+      try {
+        return await readManifest({ objects, keyring: offHost.keyring }, layout, projectId).catch((error: unknown) => {
+          if (error instanceof DomainError && error.kind === "not_found") return undefined;
+          throw error;
+        });
+      } finally {
+        objects.close();
+      }
+    },
+    async untilInManifest(projectId, backupIds) {
+      return eventually(`the manifest of ${projectId} naming ${backupIds.join(", ")}`, async () => {
+        const manifest = await bed.manifest(projectId);
+        return manifest && backupIds.every((id) => manifest.backups.some((backup) => backup.id === id)) ? manifest : undefined;
+      });
+    },
+    async untilCopied(host, project) {
+      const base = await eventually(`the base backup of ${project.slug} copied off-host`, async () => {
+        const { backups } = (await rest(host, `/v1/projects/${project.projectId}/database/backups`)).json;
+        return backups.find((backup: any) => backup.format === "BACKUP_FORMAT_BASE" && backup.offsite?.state === "OFFSITE_STATE_COPIED");
+      });
+      await bed.untilInManifest(project.projectId, [base.id]);
+      const flushed = await host.app.runtime.pitr!.flushWal({ projectId: project.projectId, slug: project.slug });
+      await eventually(`the WAL of ${project.slug} copied off-host`, async () =>
+        (await host.app.store.listOffsiteWal(project.projectId)).some((record) => record.copiedAt > flushed) ? true : undefined,
+      );
+    },
     async close() {
       for (const host of hosts) await host.stop().catch(() => undefined);
       await s3.destroy();
       offHost.remove();
     },
   };
-}
-
-/**
- * Waits until the project's base backup is copied off-host and its WAL up to
- * now is too: flushWal returns once the receiver has everything committed
- * before the call on disk, and a WAL copy read after that holds it.
- */
-export async function untilCopiedOffHost(host: Harness, project: { readonly projectId: string; readonly slug: string }): Promise<void> {
-  await eventually(`the base backup of ${project.slug} copied off-host`, async () => {
-    const { backups } = (await rest(host, `/v1/projects/${project.projectId}/database/backups`)).json;
-    return backups.some((backup: any) => backup.format === "BACKUP_FORMAT_BASE" && backup.offsite?.state === "OFFSITE_STATE_COPIED") ? true : undefined;
-  });
-  const flushed = await host.app.runtime.pitr!.flushWal({ projectId: project.projectId, slug: project.slug });
-  await eventually(`the WAL of ${project.slug} copied off-host`, async () =>
-    (await host.app.store.listOffsiteWal(project.projectId)).some((record) => record.copiedAt > flushed) ? true : undefined,
-  );
+  return bed;
 }
