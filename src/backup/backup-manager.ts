@@ -390,7 +390,14 @@ export class BackupManager implements Backups {
         takeSafetyBackup: () => this.startBackup(target, "safety", true).done,
       };
       const outcome = await this.coordination.withLock("dump", target.projectId, () => restoreToTime(context, spec, { base, time, replayAll, live }));
-      this.base.soon(target);
+      // The recovery opened a new WAL generation, which no base backup reaches
+      // yet: taken before the call returns, so that the recovery window covers
+      // every second from the restore on (a clone or another restore "now"
+      // right after it works). Its failure does not undo the restore: logged,
+      // and the leader's check takes it again.
+      await this.base.take(target).catch((error: unknown) =>
+        this.logger.error({ projectId: target.projectId, slug: target.slug, err: loggableError(error) }, "base backup after a point-in-time restore failed"),
+      );
       return outcome;
     });
   }

@@ -24,7 +24,7 @@ import { DomainError } from "../errors.js";
 import { loggableError, type Logger } from "../log.js";
 import type { Runtime, RuntimeTarget, WalGeneration } from "../runtime/runtime.js";
 import type { Keyring } from "../secrets/keyring.js";
-import type { BackupRecord, OffsiteCopyRecord, OffsiteWalRecord } from "../store/records.js";
+import { newOffsiteCopyRecord, type BackupRecord, type OffsiteCopyRecord, type OffsiteWalRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
 import { ContentCheck, type Fingerprint } from "./content-check.js";
 import { buildManifest, writeManifest } from "./manifest.js";
@@ -240,18 +240,7 @@ export class OffsiteCopies implements OffsiteHooks {
   private async copyBackup(record: BackupRecord, previous: OffsiteCopyRecord | undefined): Promise<boolean> {
     const attempts = (previous?.attempts ?? 0) + 1;
     const log = { projectId: record.projectId, backupId: record.id, attempts };
-    const base: OffsiteCopyRecord = previous ?? {
-      backupId: record.id,
-      projectId: record.projectId,
-      state: "pending",
-      attempts: 0,
-      error: null,
-      objectKey: null,
-      sha256: null,
-      sizeBytes: null,
-      copiedAt: null,
-      nextAttemptAt: null,
-    };
+    const base: OffsiteCopyRecord = previous ?? newOffsiteCopyRecord(record.id, record.projectId);
     try {
       const expected = fingerprintOf(record);
       if (!expected) throw new DomainError("failed_precondition", "the backup has no recorded checksum");

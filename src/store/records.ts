@@ -167,3 +167,19 @@ export interface OffsiteWalRecord {
   /** When its bytes were read from the archive. */
   readonly copiedAt: Date;
 }
+
+/** A backup's off-host copy before its first attempt. */
+export function newOffsiteCopyRecord(backupId: string, projectId: string): OffsiteCopyRecord {
+  return {
+    backupId,
+    projectId,
+    state: "pending",
+    attempts: 0,
+    error: null,
+    objectKey: null,
+    sha256: null,
+    sizeBytes: null,
+    copiedAt: null,
+    nextAttemptAt: null,
+  };
+}

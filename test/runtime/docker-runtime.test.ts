@@ -103,12 +103,15 @@ describeWithDocker("Docker runtime", engine, () => {
 
       beforeAll(async () => {
         await plain.ensure(spec);
+        // The WAL receiver is set up once ensure has returned; pitr's calls wait for it.
+        await plain.pitr.walGenerations(spec);
       });
 
-      it("is the product spec's two containers, labelled, on runc, restarting unless stopped, data in a named volume", async () => {
+      it("is the product spec's two containers and a WAL receiver, labelled, on runc, restarting unless stopped, data in named volumes", async () => {
         for (const [name, role] of [
           [`sota-db-${spec.slug}`, "postgres"],
           [`sota-pgbouncer-${spec.slug}`, "pgbouncer"],
+          [`sota-walreceiver-${spec.slug}`, "walreceiver"],
         ] as const) {
           const info = await inspect(name);
           expect(info.Config.Labels).toMatchObject({
@@ -127,6 +130,11 @@ describeWithDocker("Docker runtime", engine, () => {
         ]);
         const volume = await docker.getVolume(`sota-db-${spec.slug}-data`).inspect();
         expect(volume.Labels).toMatchObject({ "io.sota.project-id": spec.projectId, "io.sota.role": "data" });
+        const archive = await docker.getVolume(`sota-wal-${spec.slug}`).inspect();
+        expect(archive.Labels).toMatchObject({ "io.sota.project-id": spec.projectId, "io.sota.role": "wal" });
+        const receiver = await inspect(`sota-walreceiver-${spec.slug}`);
+        expect(receiver.Config.Image).toBe(postgres.Image);
+        expect(receiver.Mounts.filter((mount) => mount.Type === "volume").map((mount) => mount.Name)).toEqual([`sota-wal-${spec.slug}`]);
       });
 
       it("publishes no host port unless configured", async () => {
@@ -139,12 +147,14 @@ describeWithDocker("Docker runtime", engine, () => {
         }
       });
 
-      it("keeps PostgreSQL on a private network with PgBouncer only, off the app network", async () => {
+      it("keeps PostgreSQL on a private network with PgBouncer and its WAL receiver only, off the app network", async () => {
         const privateNetwork = await docker.getNetwork(`sota-db-${spec.slug}-net`).inspect();
         expect(privateNetwork.Internal).toBe(true);
         expect(privateNetwork.Labels).toMatchObject({ "io.sota.project-id": spec.projectId, "io.sota.role": "private-network" });
         const onPrivate = attached(privateNetwork).sort();
-        expect(onPrivate).toEqual([`sota-db-${spec.slug}`, `sota-pgbouncer-${spec.slug}`]);
+        expect(onPrivate).toEqual([`sota-db-${spec.slug}`, `sota-pgbouncer-${spec.slug}`, `sota-walreceiver-${spec.slug}`]);
+        const receiver = await inspect(`sota-walreceiver-${spec.slug}`);
+        expect(Object.keys(receiver.NetworkSettings.Networks)).toEqual([`sota-db-${spec.slug}-net`]);
 
         const postgres = await inspect(`sota-db-${spec.slug}`);
         expect(Object.keys(postgres.NetworkSettings.Networks)).toEqual([`sota-db-${spec.slug}-net`]);
@@ -198,7 +208,11 @@ describeWithDocker("Docker runtime", engine, () => {
         expect(templates[0]?.Labels?.["io.sota.project-id"]).toBeUndefined();
         const log = await docker.getContainer(`sota-db-${spec.slug}`).logs({ stdout: true, stderr: true, follow: false });
         expect(log.toString("utf8")).not.toContain("init process complete");
-        expect((await project(spec)).containers.sort()).toEqual([`sota-db-${spec.slug}`, `sota-pgbouncer-${spec.slug}`]);
+        expect((await project(spec)).containers.sort()).toEqual([
+          `sota-db-${spec.slug}`,
+          `sota-pgbouncer-${spec.slug}`,
+          `sota-walreceiver-${spec.slug}`,
+        ]);
         expect(bed.logs.text().match(/"msg":"PostgreSQL template ready"/g) ?? []).toHaveLength(1);
       });
 
@@ -231,14 +245,16 @@ describeWithDocker("Docker runtime", engine, () => {
           },
         });
         await plain.ensure(spec);
+        await plain.pitr.walGenerations(spec);
         const reused = await docker.getVolume(volumeName).inspect();
         expect(reused.Labels?.["io.sota.test-marker"]).toBe("made-before-the-crash");
         expect(await project(spec)).toEqual({
-          containers: expect.arrayContaining([`sota-db-${spec.slug}`, `sota-pgbouncer-${spec.slug}`]),
-          volumes: [volumeName],
+          containers: expect.arrayContaining([`sota-db-${spec.slug}`, `sota-pgbouncer-${spec.slug}`, `sota-walreceiver-${spec.slug}`]),
+          volumes: expect.arrayContaining([volumeName, `sota-wal-${spec.slug}`]),
           networks: [`sota-db-${spec.slug}-net`],
         });
-        expect((await project(spec)).containers).toHaveLength(2);
+        expect((await project(spec)).containers).toHaveLength(3);
+        expect((await project(spec)).volumes).toHaveLength(2);
       });
 
       for (const step of ["postgres", "pgbouncer"] as const) {
@@ -258,9 +274,10 @@ describeWithDocker("Docker runtime", engine, () => {
 
           const result = await plain.ensure(spec);
           expect(result.endpoint.host).toBe(`sota-pgbouncer-${spec.slug}`);
+          await plain.pitr.walGenerations(spec);
           const complete = await project(spec);
-          expect(complete.containers.sort()).toEqual([`sota-db-${spec.slug}`, `sota-pgbouncer-${spec.slug}`]);
-          expect(complete.volumes).toEqual([`sota-db-${spec.slug}-data`]);
+          expect(complete.containers.sort()).toEqual([`sota-db-${spec.slug}`, `sota-pgbouncer-${spec.slug}`, `sota-walreceiver-${spec.slug}`]);
+          expect(complete.volumes.sort()).toEqual([`sota-db-${spec.slug}-data`, `sota-wal-${spec.slug}`]);
           expect(complete.networks).toEqual([`sota-db-${spec.slug}-net`]);
         });
       }
@@ -306,9 +323,13 @@ describeWithDocker("Docker runtime", engine, () => {
         return outcome.value;
       });
       expect(a?.endpoint).toEqual(b?.endpoint);
+      // Both set up the WAL receiver after returning: still one receiver, one archive, streaming.
+      const [generations] = await Promise.all([one.pitr.walGenerations(spec), two.pitr.walGenerations(spec)]);
+      expect(generations).toHaveLength(1);
+      await one.pitr.flushWal(spec);
       const objects = await project(spec);
-      expect(objects.containers).toHaveLength(2);
-      expect(objects.volumes).toHaveLength(1);
+      expect(objects.containers).toHaveLength(3);
+      expect(objects.volumes).toHaveLength(2);
       expect(objects.networks).toEqual([`sota-db-${spec.slug}-net`]);
       const app = await bed.runClient(
         bed.appNetwork,
@@ -378,7 +399,9 @@ describeWithDocker("Docker runtime", engine, () => {
       const spec = newSpec("gone");
       await plain.ensure(spec);
       await plain.remove(spec, { keepData: true });
-      expect(await project(spec)).toEqual({ containers: [], volumes: [`sota-db-${spec.slug}-data`], networks: [] });
+      const kept = await project(spec);
+      expect(kept).toEqual({ containers: [], volumes: expect.arrayContaining([`sota-db-${spec.slug}-data`, `sota-wal-${spec.slug}`]), networks: [] });
+      expect(kept.volumes).toHaveLength(2);
       expect((await plain.status(spec)).state).toBe("stopped");
       await plain.remove(spec, { keepData: false });
       expect(await project(spec)).toEqual({ containers: [], volumes: [], networks: [] });

@@ -274,7 +274,9 @@ describeWithDocker("Docker tenant boundary", engine, () => {
       });
 
       it("hardens PostgreSQL's and the network once the operator removes them as docs/docker.md says, on the same data", async () => {
-        await Promise.all([cPostgres, cPgbouncer].map((name) => docker.getContainer(name).remove({ force: true })));
+        // Its WAL receiver is on the network too (set up once ensure has returned; pitr's calls wait for it).
+        await runtime.pitr.walGenerations(c);
+        await Promise.all([cPostgres, cPgbouncer, `sota-walreceiver-${c.slug}`].map((name) => docker.getContainer(name).remove({ force: true })));
         await docker.getNetwork(`sota-db-${c.slug}-net`).remove();
         await runtime.ensure(c);
         expect(isHardened(await docker.getContainer(cPostgres).inspect(), POSTGRES_HARDENING)).toBe(true);

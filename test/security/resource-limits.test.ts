@@ -71,18 +71,23 @@ describe.skipIf(process.getuid?.() !== 0 || mode === "none")(`security: per-data
 
   it("runs every process of a database (postmaster, backends, PgBouncer) in its own limited cgroup", async () => {
     for (const spec of [hog, neighbour]) {
-      const pids = processesUnder(dirOf(spec));
-      expect(pids.length).toBeGreaterThanOrEqual(3);
-      for (const pid of pids) {
-        const groups = await cgroupsOf(pid);
-        const path = mode === "v2" ? groups.get("") : groups.get("memory");
-        const command = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
-        expect(path, `pid ${pid} of ${spec.slug}: ${command.replace(/\0/g, " ")}`).toMatch(new RegExp(`/sota-db/${spec.slug}$`));
-        if (mode === "v1") {
-          expect(groups.get("cpu")).toMatch(new RegExp(`/sota-db/${spec.slug}$`));
-          expect(groups.get("pids")).toMatch(new RegExp(`/sota-db/${spec.slug}$`));
+      // The WAL receiver starts after ensure has returned, and joins the
+      // cgroup a moment after it is spawned (as every child does): asked again
+      // until it is there, a process outside it for good still fails.
+      await eventually(async () => {
+        const pids = processesUnder(dirOf(spec));
+        expect(pids.length).toBeGreaterThanOrEqual(3);
+        for (const pid of pids) {
+          const groups = await cgroupsOf(pid);
+          const path = mode === "v2" ? groups.get("") : groups.get("memory");
+          const command = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+          expect(path, `pid ${pid} of ${spec.slug}: ${command.replace(/\0/g, " ")}`).toMatch(new RegExp(`/sota-db/${spec.slug}$`));
+          if (mode === "v1") {
+            expect(groups.get("cpu")).toMatch(new RegExp(`/sota-db/${spec.slug}$`));
+            expect(groups.get("pids")).toMatch(new RegExp(`/sota-db/${spec.slug}$`));
+          }
         }
-      }
+      });
     }
     const bytes = (mb: number) => String(mb * 1024 * 1024);
     if (mode === "v1") {

@@ -10,6 +10,7 @@ import Docker from "dockerode";
 import { describe, it } from "vitest";
 import { createDockerRuntime, type DockerRuntime, type DockerRuntimeOptions } from "../../src/runtime/docker/index.js";
 import { createLogger, type Logger } from "../../src/log.js";
+import { demuxedLog } from "../../src/runtime/docker/docker-exec.js";
 
 export const TEST_POSTGRES_IMAGE = process.env["SOTA_POSTGRES_IMAGE"] || "sota-db/postgres:17-trixie";
 export const TEST_PGBOUNCER_IMAGE = process.env["SOTA_PGBOUNCER_IMAGE"] || "sota-db/pgbouncer:1.24-trixie";
@@ -202,7 +203,7 @@ export class DockerTestBed {
       await container.start();
       const { StatusCode } = (await container.wait()) as { StatusCode: number };
       const logs = await container.logs({ stdout: true, stderr: true, follow: false });
-      return { exitCode: StatusCode, output: demuxLogs(logs) };
+      return { exitCode: StatusCode, output: demuxedLog(logs) };
     } finally {
       // v: the image declares a VOLUME; its anonymous volume goes too.
       await container.remove({ force: true, v: true }).catch(() => undefined);
@@ -248,15 +249,4 @@ export async function dockerServiceEnv(engine: EngineProbe, extra: Record<string
   if (!engine.reachable) throw new Error(`SOTA_REQUIRE_DOCKER=1 but ${engine.reason}`);
   await ensureTestImages();
   return { SOTA_RUNTIME: "docker", SOTA_POSTGRES_IMAGE: TEST_POSTGRES_IMAGE, SOTA_PGBOUNCER_IMAGE: TEST_PGBOUNCER_IMAGE, ...extra };
-}
-
-/** A stopped container's log as text (frames of an 8-byte header and a payload). */
-function demuxLogs(buffer: Buffer): string {
-  const parts: Buffer[] = [];
-  for (let offset = 0; offset + 8 <= buffer.length; ) {
-    const length = buffer.readUInt32BE(offset + 4);
-    parts.push(buffer.subarray(offset + 8, offset + 8 + length));
-    offset += 8 + length;
-  }
-  return Buffer.concat(parts).toString("utf8");
 }

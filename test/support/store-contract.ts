@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { StateTooNewError } from "../../src/store/migrations.js";
 import type { StateStore } from "../../src/store/open-store.js";
-import { newBackupRecord, newDatabaseRecord, type BackupRecord, type DatabaseRecord, type OffsiteCopyRecord } from "../../src/store/records.js";
+import { newBackupRecord, newDatabaseRecord, newOffsiteCopyRecord, type BackupRecord, type DatabaseRecord, type OffsiteCopyRecord } from "../../src/store/records.js";
 import { SlugTakenError } from "../../src/store/store.js";
 
 /** One place a state lives (a file, a database): opened as often as a test needs. */
@@ -261,18 +261,7 @@ export function storeContract(name: string, newLocation: () => Promise<StoreLoca
     it("keeps off-host copy records: created, replaced, listed per project and in all, deleted, across reopen", async () => {
       const location = await newLocation();
       let store = await open(location);
-      const pending: OffsiteCopyRecord = {
-        backupId: "20261126t000000000z-aaaaaaaaaaaa",
-        projectId: A,
-        state: "pending",
-        attempts: 0,
-        error: null,
-        objectKey: null,
-        sha256: null,
-        sizeBytes: null,
-        copiedAt: null,
-        nextAttemptAt: null,
-      };
+      const pending = newOffsiteCopyRecord("20261126t000000000z-aaaaaaaaaaaa", A);
       const other: OffsiteCopyRecord = { ...pending, backupId: "20261126t000000000z-bbbbbbbbbbbb", projectId: B };
       await store.putOffsiteCopy(pending);
       await store.putOffsiteCopy(other);

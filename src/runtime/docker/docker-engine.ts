@@ -84,7 +84,8 @@ export class DockerEngine {
   ): Promise<Docker.ContainerInspectInfo> {
     await this.call(`creating container ${name}`, async () => {
       try {
-        await this.docker.createContainer({ ...options, name, Labels: projectLabels(target, role, this.labels) });
+        // Labels of the caller's own (the WAL generation a receiver streams into) come first: the project's cannot be overridden.
+        await this.docker.createContainer({ ...options, name, Labels: { ...options.Labels, ...projectLabels(target, role, this.labels) } });
         this.logger.info({ container: name, image: options.Image }, "container created");
       } catch (error) {
         if (!isConflict(error)) throw error;

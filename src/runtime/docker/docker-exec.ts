@@ -185,11 +185,17 @@ export function execReadable(
     const stderr = new TailBuffer(STDERR_KEEP);
     // demuxStream ignores write()'s return value; this sink turns a full
     // consumer buffer into a paused engine stream.
+    let paused = false;
     const sink = new Writable({
       write(chunk: Buffer, _encoding, callback) {
-        if (!stdout.write(chunk)) {
+        // Chunks already read still arrive after the pause: one resume is enough.
+        if (!stdout.write(chunk) && !paused) {
+          paused = true;
           stream.pause();
-          stdout.once("drain", () => stream.resume());
+          stdout.once("drain", () => {
+            paused = false;
+            stream.resume();
+          });
         }
         callback();
       },
@@ -212,4 +218,15 @@ export function execReadable(
     if (!stdout.destroyed) stdout.destroy(onError(error));
   });
   return stdout;
+}
+
+/** A container's log as text, read whole without a TTY: frames of an 8-byte header and a payload. */
+export function demuxedLog(buffer: Buffer): string {
+  const parts: Buffer[] = [];
+  for (let offset = 0; offset + 8 <= buffer.length; ) {
+    const length = buffer.readUInt32BE(offset + 4);
+    parts.push(buffer.subarray(offset + 8, offset + 8 + length));
+    offset += 8 + length;
+  }
+  return Buffer.concat(parts).toString("utf8");
 }

@@ -22,10 +22,20 @@ export type ObjectRole =
   /** A pre-initialised cluster per PostgreSQL image, copied into new data volumes. */
   | "template"
   /** The short-lived container that copies the template into a project's volume. */
-  | "seed";
+  | "seed"
+  /** The WAL receiver beside PostgreSQL: pg_receivewal streaming into the WAL archive. */
+  | "walreceiver"
+  /** The WAL archive volume: one directory per WAL generation. */
+  | "wal"
+  /** A short-lived container that works on a project's volumes (recovery, archive upkeep). */
+  | "helper"
+  /** A container never started, there while a recovery runs: what to put back if it is cut short. */
+  | "recovery";
 
 /** PostgreSQL's data directory inside its container (the official image's PGDATA). */
 export const PGDATA = "/var/lib/postgresql/data";
+/** Where the WAL archive volume is mounted in the WAL receiver and in helpers. */
+export const WAL_ARCHIVE_DIR = "/var/lib/sota-wal";
 /** Both PostgreSQL and PgBouncer listen on this port inside their containers. */
 export const CONTAINER_PORT = 5432;
 export const PORT_KEY = `${CONTAINER_PORT}/tcp`;
@@ -40,6 +50,14 @@ export interface ProjectNames {
   readonly projectAppNetwork: string;
   /** The container that fills a new data volume from the template. */
   readonly seed: string;
+  /** The WAL receiver's container (pg_receivewal), beside PostgreSQL on the private network. */
+  readonly walReceiver: string;
+  /** The WAL archive: a volume with a directory per WAL generation. */
+  readonly walVolume: string;
+  /** Prefix of the short-lived helper containers' names (a random suffix follows). */
+  readonly helper: string;
+  /** The marker of a recovery in progress (see recovery-marker.ts). */
+  readonly recoveryMarker: string;
   readonly role: string;
   readonly database: string;
 }
@@ -56,6 +74,10 @@ export function projectNames(target: RuntimeTarget): ProjectNames {
     privateNetwork: `sota-db-${slug}-net`,
     projectAppNetwork: `sota-app-${slug}`,
     seed: `sota-db-${slug}-seed`,
+    walReceiver: `sota-walreceiver-${slug}`,
+    walVolume: `sota-wal-${slug}`,
+    helper: `sota-db-${slug}-helper`,
+    recoveryMarker: `sota-db-${slug}-recovery`,
     role: appRoleName(slug),
     database: slug,
   };

@@ -32,10 +32,18 @@ import {
   DEFAULT_POSTGRES_MEMORY_MB,
   DEFAULT_POSTGRES_SHM_MB,
   DEFAULT_READY_TIMEOUT_MS,
+  DEFAULT_RECOVERY_TIMEOUT_MS,
+  DEFAULT_WAL_SLOT_KEEP_MB,
   endpointOf,
   type DriverSettings,
 } from "./driver-settings.js";
-import { ensureProject, type EnsureParts } from "./ensure-steps.js";
+import { ensureProject, type ProjectEnsured } from "./ensure-steps.js";
+import { DockerPointInTimeRecovery } from "./docker-pitr.js";
+import type { RecoveryParts } from "./recovery-steps.js";
+import { settleInterruptedRecovery } from "./recovery-undo.js";
+import { dropRecoveryLeftovers } from "./recovery-volume.js";
+import { ensureWalArchive } from "./wal-setup.js";
+import { loggableError } from "../../log.js";
 import { ImagePuller } from "./image-puller.js";
 import { consoleQuery } from "./pgbouncer-container.js";
 import { PgbouncerImageFactsCache } from "./pgbouncer-image-facts.js";
@@ -82,6 +90,10 @@ export interface DockerRuntimeOptions {
    * hardening's pids limit, 256 MB of shm.
    */
   readonly limits?: Partial<Omit<ResourceLimits, "memoryMb">>;
+  /** max_slot_wal_keep_size of each WAL receiver's slot, in MB (default 1024). */
+  readonly walSlotKeepMb?: number;
+  /** Bound on a point-in-time recovery's replay (default 30 minutes). */
+  readonly recoveryTimeoutMs?: number;
   /** Extra labels put on everything the driver creates (tests use one to clean up). */
   readonly labels?: Readonly<Record<string, string>>;
   readonly logger: Logger;
@@ -96,9 +108,14 @@ export class DockerRuntime implements Runtime, DriverSettings {
   readonly readyTimeoutMs: number;
   readonly postgresMemoryMb: number;
   readonly limits: ResourceLimits;
+  readonly walSlotKeepMb: number;
+  readonly recoveryTimeoutMs: number;
   private readonly engine: DockerEngine;
-  private readonly parts: EnsureParts;
+  readonly pitr: DockerPointInTimeRecovery;
+  private readonly parts: RecoveryParts;
   private readonly locks = new KeyedLock();
+  /** Per project, the WAL set-up ensure began and did not wait for. */
+  private readonly walSetups = new Map<string, Promise<void>>();
   private readonly closing = new RuntimeClosing("docker");
 
   constructor(options: DockerRuntimeOptions) {
@@ -108,6 +125,8 @@ export class DockerRuntime implements Runtime, DriverSettings {
     this.publishHost = options.publishHost;
     this.readyTimeoutMs = options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
     this.postgresMemoryMb = options.postgresMemoryMb ?? DEFAULT_POSTGRES_MEMORY_MB;
+    this.walSlotKeepMb = options.walSlotKeepMb ?? DEFAULT_WAL_SLOT_KEEP_MB;
+    this.recoveryTimeoutMs = options.recoveryTimeoutMs ?? DEFAULT_RECOVERY_TIMEOUT_MS;
     this.limits = {
       memoryMb: this.postgresMemoryMb,
       cpus: options.limits?.cpus ?? 0,
@@ -124,7 +143,18 @@ export class DockerRuntime implements Runtime, DriverSettings {
       networks: new ProjectNetworks(engine, this, logger),
       templates: new PostgresTemplates(engine, this.postgresImage),
       pgbouncerFacts: new PgbouncerImageFactsCache(engine, this.pgbouncerImage, options.pgbouncerUser),
+      walSetup: { slotKeepMb: this.walSlotKeepMb },
     };
+    this.pitr = new DockerPointInTimeRecovery({
+      parts: this.parts,
+      openNames: (target) => this.openNames(target),
+      locked: (slug, work) =>
+        this.locks.run(slug, () => {
+          this.closing.assertOpen();
+          return work();
+        }),
+      walSettled: (slug) => this.walSettled(slug),
+    });
   }
 
   async ping(): Promise<void> {
@@ -138,8 +168,13 @@ export class DockerRuntime implements Runtime, DriverSettings {
     const names = projectNames(spec);
     return this.locks.run(spec.slug, async () => {
       this.closing.assertOpen();
+      await this.walSettled(spec.slug);
+      // A recovery the service died in the middle of is undone first.
+      await settleInterruptedRecovery(this.parts, spec, names);
       try {
-        return await ensureProject(this.parts, spec, names, signal);
+        const ensured = await ensureProject(this.parts, spec, names, signal);
+        this.beginWalSetup(ensured);
+        return ensured.result;
       } catch (error) {
         if (error instanceof RuntimeError && error.reason === "lost") await stopLostProject(this.engine, spec, names);
         throw error;
@@ -191,8 +226,9 @@ export class DockerRuntime implements Runtime, DriverSettings {
 
   async remove(target: RuntimeTarget, options: RemoveOptions): Promise<void> {
     const names = this.openNames(target);
-    await this.locks.run(target.slug, () => {
+    await this.locks.run(target.slug, async () => {
       this.closing.assertOpen();
+      await this.walSettled(target.slug);
       return removeProject(this.engine, this.parts.networks, target, names, options);
     });
   }
@@ -207,6 +243,32 @@ export class DockerRuntime implements Runtime, DriverSettings {
     // Containers keep running: they are the databases. Only in-flight work is awaited.
     this.closing.begin();
     await this.locks.settled();
+    await Promise.all(this.walSetups.values());
+  }
+
+  /**
+   * The WAL receiver is set up after ensure has returned, so it never holds
+   * ensure up (and a cluster a committed recovery replaced, if the service
+   * died before dropping it, is dropped); the next call for the project (ensure, remove, any of pitr's)
+   * waits for it first. A failure is logged, and the next ensure tries again.
+   */
+  private beginWalSetup(ensured: ProjectEnsured): void {
+    const { slug, projectId } = ensured.wal.target;
+    const setup = dropRecoveryLeftovers(this.engine, ensured.wal.postgres)
+      .then(() => ensureWalArchive(ensured.wal, this.parts.walSetup))
+      .then(
+      (generation) => this.engine.logger.debug({ slug, generation }, "WAL archiving"),
+      (error: unknown) =>
+        this.engine.logger.warn({ slug, projectId, err: loggableError(error) }, "could not set up the database's WAL archiving; the next ensure tries again"),
+    );
+    this.walSetups.set(slug, setup);
+    void setup.finally(() => {
+      if (this.walSetups.get(slug) === setup) this.walSetups.delete(slug);
+    });
+  }
+
+  private async walSettled(slug: string): Promise<void> {
+    await this.walSetups.get(slug);
   }
 
   /** The callers' shared preamble: the runtime is open and the target valid. */

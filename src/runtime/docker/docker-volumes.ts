@@ -3,7 +3,7 @@
 import { RuntimeError, type RuntimeTarget } from "../runtime.js";
 import type { DockerEngine } from "./docker-engine.js";
 import { isNotFound } from "./docker-errors.js";
-import { ownershipProblem, projectLabels, type ProjectNames } from "./docker-names.js";
+import { ownershipProblem, projectLabels, type ObjectRole, type ProjectNames } from "./docker-names.js";
 
 /** Labels of a volume under `name`, or undefined when there is none. */
 export async function volumeLabels(
@@ -21,13 +21,25 @@ export async function volumeLabels(
   return found ? (found.Labels ?? {}) : undefined;
 }
 
-/** The project's data volume: false when missing, a conflict when foreign. */
-export async function projectVolumeExists(engine: DockerEngine, target: RuntimeTarget, names: ProjectNames): Promise<boolean> {
-  const labels = await volumeLabels(engine, names.volume);
+/** A volume of the project's (`role`: its data, its WAL archive): false when missing, a conflict when foreign. */
+export async function ownedVolumeExists(engine: DockerEngine, target: RuntimeTarget, name: string, role: ObjectRole): Promise<boolean> {
+  const labels = await volumeLabels(engine, name);
   if (!labels) return false;
-  const problem = ownershipProblem("volume", names.volume, labels, target, "data");
+  const problem = ownershipProblem("volume", name, labels, target, role);
   if (problem) throw new RuntimeError("conflict", problem);
   return true;
+}
+
+/** Creates a volume of the project's when missing; whoever created it (creation is idempotent), it must be the project's. */
+export async function createOwnedVolume(engine: DockerEngine, target: RuntimeTarget, name: string, role: ObjectRole): Promise<void> {
+  await createVolume(engine, name, projectLabels(target, role, engine.labels));
+  await ownedVolumeExists(engine, target, name, role);
+  engine.logger.info({ volume: name }, "volume created");
+}
+
+/** The project's data volume: false when missing, a conflict when foreign. */
+export function projectVolumeExists(engine: DockerEngine, target: RuntimeTarget, names: ProjectNames): Promise<boolean> {
+  return ownedVolumeExists(engine, target, names.volume, "data");
 }
 
 export async function createVolume(
@@ -40,11 +52,8 @@ export async function createVolume(
   });
 }
 
-export async function createProjectVolume(engine: DockerEngine, target: RuntimeTarget, names: ProjectNames): Promise<void> {
-  await createVolume(engine, names.volume, projectLabels(target, "data", engine.labels));
-  // Whoever created it (creation is idempotent), it must be this project's.
-  await projectVolumeExists(engine, target, names);
-  engine.logger.info({ volume: names.volume }, "volume created");
+export function createProjectVolume(engine: DockerEngine, target: RuntimeTarget, names: ProjectNames): Promise<void> {
+  return createOwnedVolume(engine, target, names.volume, "data");
 }
 
 export async function removeVolume(engine: DockerEngine, name: string): Promise<void> {

@@ -21,6 +21,14 @@ export const DEFAULT_READY_TIMEOUT_MS = 120_000;
  * inside its own container instead of the host's OOM killer choosing a victim.
  */
 export const DEFAULT_POSTGRES_MEMORY_MB = 2048;
+/**
+ * max_slot_wal_keep_size: WAL the receiver's slot may hold while the receiver
+ * is down. Past it the slot is given up (the disk matters more) and the next
+ * ensure starts a new WAL generation.
+ */
+export const DEFAULT_WAL_SLOT_KEEP_MB = 1024;
+/** How long a recovery may replay WAL before it is given up and undone. */
+export const DEFAULT_RECOVERY_TIMEOUT_MS = 30 * 60_000;
 /** Docker's own /dev/shm of 64 MB is too small for parallel query's shared memory. */
 export const DEFAULT_POSTGRES_SHM_MB = 256;
 
@@ -34,6 +42,10 @@ export interface DriverSettings {
   readonly postgresMemoryMb: number;
   /** Each PostgreSQL container's limits unless its project overrides them (memoryMb: postgresMemoryMb). */
   readonly limits: ResourceLimits;
+  /** max_slot_wal_keep_size of the WAL receiver's slot, in MB. */
+  readonly walSlotKeepMb: number;
+  /** Bound on a point-in-time recovery's replay. */
+  readonly recoveryTimeoutMs: number;
 }
 
 export function isPerProject(settings: DriverSettings): boolean {

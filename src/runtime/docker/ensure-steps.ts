@@ -26,6 +26,7 @@ import type { ProjectNetworks } from "./project-networks.js";
 import { surveyContainers, type Survey } from "./project-survey.js";
 import { lastLine } from "./psql-messages.js";
 import { waitFor } from "./wait-for.js";
+import type { WalSetupTarget } from "./wal-setup.js";
 
 export interface EnsureParts {
   readonly engine: DockerEngine;
@@ -48,12 +49,18 @@ interface PgbouncerBranch {
   readonly startedWith: string | undefined;
 }
 
+/** What ensure leaves: the database serving, and where its WAL receiver is to be set up (walSetupOf). */
+export interface ProjectEnsured {
+  readonly result: EnsureResult;
+  readonly wal: WalSetupTarget;
+}
+
 export async function ensureProject(
   parts: EnsureParts,
   spec: DatabaseSpec,
   names: ProjectNames,
   signal: AbortSignal | undefined,
-): Promise<EnsureResult> {
+): Promise<ProjectEnsured> {
   const { engine, settings } = parts;
   signal?.throwIfAborted();
   const started = Date.now();
@@ -117,7 +124,10 @@ export async function ensureProject(
     { slug: spec.slug, projectId: spec.projectId, network: endpoint.network, ms: Date.now() - started },
     "database ready",
   );
-  return { endpoint, postgresVersion, pooler };
+  return {
+    result: { endpoint, postgresVersion, pooler },
+    wal: { engine, target: spec, names, postgres, image: postgresInfo.Image, privateNetworkId: networks.private },
+  };
 }
 
 /**

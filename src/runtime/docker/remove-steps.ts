@@ -1,10 +1,15 @@
 // Removing a project: every object is checked before any is touched, so a
 // foreign one under a managed name stops the removal before anything is gone.
+// The WAL archive goes with the data: both are kept when the data is.
 import type { RuntimeTarget, RemoveOptions } from "../runtime.js";
 import { isRunning, type DockerEngine } from "./docker-engine.js";
 import { isNotFound } from "./docker-errors.js";
 import type { ProjectNames } from "./docker-names.js";
 import { projectVolumeExists, removeVolume } from "./docker-volumes.js";
+import { projectHelpers, removeHelper } from "./helper-container.js";
+import { readMarker, removeMarker } from "./recovery-marker.js";
+import { archiveExists } from "./wal-archive.js";
+import { inspectReceiver, removeReceiver } from "./wal-receiver.js";
 import type { ProjectNetworks } from "./project-networks.js";
 import { surveyContainers } from "./project-survey.js";
 
@@ -21,6 +26,13 @@ export async function removeProject(
   const survey = await surveyContainers(engine, target, names);
   await networks.checkOwned(target, names);
   const volume = options.keepData ? false : await projectVolumeExists(engine, target, names);
+  const receiver = await inspectReceiver(engine, target, names);
+  const archive = options.keepData ? false : await archiveExists(engine, target, names);
+  const recovering = await readMarker(engine, target, names);
+
+  if (recovering) await removeMarker(engine, names);
+  if (receiver) await removeReceiver(engine, names);
+  for (const helper of await projectHelpers(engine, target)) await removeHelper(engine, engine.docker.getContainer(helper));
 
   // The pooler first, then PostgreSQL with a clean shutdown (the data may be kept).
   for (const container of [survey.pgbouncer, survey.postgres]) {
@@ -37,6 +49,7 @@ export async function removeProject(
   }
   await networks.remove(target, names);
   if (volume) await removeVolume(engine, names.volume);
+  if (archive) await removeVolume(engine, names.walVolume);
   engine.logger.info({ slug: target.slug, projectId: target.projectId, keepData: options.keepData }, "database removed");
 }
 
