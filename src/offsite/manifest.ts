@@ -5,7 +5,8 @@
 // come back), its backups with their checksums and keys, and its WAL
 // generations (the segments themselves are listed from the bucket under
 // wal/{generation}/, each with its checksum in its metadata). Rewritten when
-// the project's backups or generations change, not for every WAL segment.
+// the project's backups, generations or database change, not for every WAL
+// segment.
 import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import { text } from "node:stream/consumers";

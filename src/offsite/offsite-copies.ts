@@ -10,7 +10,8 @@
 //      copy (so the off-host RPO is about one sync interval);
 //   4. drops WAL objects no kept base backup needs, and everything of a
 //      project the state has forgotten;
-//   5. rewrites the manifest of every project whose content changed.
+//   5. rewrites the manifest of every project whose content changed: its
+//      backups, its WAL generations, or its database (deleted, rotated...).
 // Every deletion is decided from the state's own records, never from a
 // listing of the bucket: a fresh host pointed at the bucket (disaster
 // recovery) finds it untouched.
@@ -24,7 +25,7 @@ import { DomainError } from "../errors.js";
 import { loggableError, type Logger } from "../log.js";
 import type { Runtime, RuntimeTarget, WalGeneration } from "../runtime/runtime.js";
 import type { Keyring } from "../secrets/keyring.js";
-import { newOffsiteCopyRecord, type BackupRecord, type OffsiteCopyRecord, type OffsiteWalRecord } from "../store/records.js";
+import { newOffsiteCopyRecord, type BackupRecord, type DatabaseRecord, type OffsiteCopyRecord, type OffsiteWalRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
 import { ContentCheck, type Fingerprint } from "./content-check.js";
 import { buildManifest, writeManifest } from "./manifest.js";
@@ -82,6 +83,8 @@ export class OffsiteCopies implements OffsiteHooks {
   private closed = false;
   /** Projects whose manifest must be written again. */
   private readonly dirty = new Set<string>();
+  /** Per project: its database as the manifest last written says it (see databaseFingerprint). */
+  private readonly written = new Map<string, string>();
   /** Per project: failed WAL copies in a row, and when to try again. */
   private readonly walBackoff = new Map<string, { failures: number; retryAt: number }>();
   /** WAL file names refused once (a tenant's server wrote them): logged once, not at every pass. */
@@ -232,6 +235,7 @@ export class OffsiteCopies implements OffsiteHooks {
     }
     pending += await this.syncWalOfAll();
     await this.pruneBucket(succeeded);
+    await this.noteDatabaseChanges(copies);
     await this.writeManifests();
     this.options.metrics.pending.set(pending);
   }
@@ -406,6 +410,7 @@ export class OffsiteCopies implements OffsiteHooks {
         if (!database) {
           await this.options.objects.delete([this.layout.manifest(projectId).key]);
           this.dirty.delete(projectId);
+          this.written.delete(projectId);
         }
       } catch (error) {
         this.options.metrics.failures.inc({ kind: "delete" });
@@ -445,6 +450,18 @@ export class OffsiteCopies implements OffsiteHooks {
     }
   }
 
+  /**
+   * A manifest must follow its database, not only its backups: a delete, a
+   * rotation or a new port changes what a disaster recovery would bring back
+   * (a deleted database brought back alive, an old password under a new URL).
+   */
+  private async noteDatabaseChanges(copies: readonly OffsiteCopyRecord[]): Promise<void> {
+    const inBucket = new Set([...copies.map((copy) => copy.projectId), ...this.written.keys()]);
+    for (const database of await this.options.store.listDatabases()) {
+      if (inBucket.has(database.projectId) && this.written.get(database.projectId) !== databaseFingerprint(database)) this.dirty.add(database.projectId);
+    }
+  }
+
   private async writeManifests(): Promise<void> {
     const { store } = this.options;
     for (const projectId of [...this.dirty]) {
@@ -459,6 +476,8 @@ export class OffsiteCopies implements OffsiteHooks {
         ]);
         if (!database && copies.length === 0 && wal.length === 0) continue;
         await writeManifest(this.transfer, this.layout, buildManifest(projectId, database, backups, copies, wal, this.now()), this.abort.signal);
+        if (database) this.written.set(projectId, databaseFingerprint(database));
+        else this.written.delete(projectId);
       } catch (error) {
         if (this.closed) return;
         this.dirty.add(projectId);
@@ -496,6 +515,12 @@ export class OffsiteCopies implements OffsiteHooks {
     await mkdir(this.options.tempDir, { recursive: true, mode: 0o700 });
     return join(this.options.tempDir, `${randomBytes(8).toString("hex")}.tmp`);
   }
+}
+
+/** What of a database its manifest records (see buildManifest), as one string to compare. */
+function databaseFingerprint(database: DatabaseRecord): string {
+  const { slug, state, runtime, sealedPassword, host, port, network, limits } = database;
+  return JSON.stringify([slug, state, runtime, sealedPassword, host, port, network, limits ?? null]);
 }
 
 function view(copy: OffsiteCopyRecord | undefined): OffsiteCopyView {

@@ -28,6 +28,7 @@ let a: Harness;
 let b: Harness;
 const dumped = { projectId: randomUUID(), slug: "dumped-shop", url: "" };
 const other = { projectId: randomUUID(), slug: "switched-off", url: "" };
+const deleted = { projectId: randomUUID(), slug: "deleted-shop", url: "" };
 const pathOf = (projectId: string) => `/v1/projects/${projectId}/database`;
 
 beforeAll(async () => {
@@ -41,6 +42,7 @@ afterAll(async () => {
 
 describe("disaster recovery from dumps, and without the bucket", () => {
   let dumpId: string;
+  let finalId: string;
 
   it("host A: a dump of one project and the other's base backup reach the bucket; A is lost", async () => {
     const host = a;
@@ -54,7 +56,19 @@ describe("disaster recovery from dumps, and without the bucket", () => {
     expect(dump.json.backup.state).toBe("BACKUP_STATE_SUCCEEDED");
     dumpId = dump.json.backup.id;
     await bed.untilInManifest(dumped.projectId, [dumpId]);
-    await eventually(`the manifest of ${other.slug}`, () => bed.manifest(other.projectId));
+    await bed.untilInManifest(other.projectId, []);
+
+    // A third project is deleted on A: its final backup stays, and the bucket says so.
+    expect((await rest(host, pathOf(deleted.projectId), { method: "POST", body: { slug: deleted.slug } })).status).toBe(200);
+    deleted.url = (await host.app.service.connection(deleted.projectId)).url;
+    await queryUrl(deleted.url, "CREATE TABLE kept (note text); INSERT INTO kept VALUES ('in the final backup')");
+    const gone = await rest(host, pathOf(deleted.projectId), { method: "DELETE" });
+    expect(gone.status).toBe(200);
+    finalId = gone.json.finalBackup.id;
+    await eventually("the bucket's manifest of the deleted database", async () => {
+      const manifest = await bed.untilInManifest(deleted.projectId, [finalId]);
+      return manifest.database?.state === "deleted" ? manifest : undefined;
+    });
     await bed.lose(a);
   });
 
@@ -109,6 +123,29 @@ describe("disaster recovery from dumps, and without the bucket", () => {
     } finally {
       await bed.s3.restart();
     }
+  });
+
+  it("a deleted database comes back deleted with its backups: Ensure makes a new one, and its final backup restores into it", async () => {
+    const host = b;
+    const ensured = await rest(host, pathOf(deleted.projectId), { method: "POST", token: host.tokens.deployer });
+    expect(ensured.json).toMatchObject({ created: true, database: { slug: deleted.slug, state: "DATABASE_STATE_READY" } });
+    // A new database, as on the lost host after a delete: a new password, and empty.
+    const fresh = (await host.app.service.connection(deleted.projectId)).url;
+    expect(fresh).not.toBe(deleted.url);
+    expect((await queryUrl(fresh, "SELECT to_regclass('public.kept') AS t")).rows[0].t).toBeNull();
+    const { backups } = (await rest(host, `${pathOf(deleted.projectId)}/backups`)).json;
+    expect(backups.find((backup: any) => backup.id === finalId)).toMatchObject({ kind: "BACKUP_KIND_FINAL", offsite: { state: "OFFSITE_STATE_COPIED" } });
+    // Fetched back from the bucket for the restore.
+    expect((await rest(host, `${pathOf(deleted.projectId)}/backups/${finalId}/restore`, { method: "POST" })).status).toBe(200);
+    expect((await queryUrl(fresh, "SELECT note FROM kept")).rows).toEqual([{ note: "in the final backup" }]);
+  });
+
+  it("refuses an Ensure naming another slug than the bucket's: failed_precondition, nothing made", async () => {
+    const host = b;
+    const refused = await rest(host, pathOf(other.projectId), { method: "POST", token: host.tokens.deployer, body: { slug: "not-its-slug" } });
+    expect(refused.json.code).toBe("failed_precondition");
+    expect(refused.json.message).toContain(other.slug);
+    expect(await host.app.store.getDatabase(other.projectId)).toBeUndefined();
   });
 
   it("SOTA_BACKUP_S3_RECOVER_ON_ENSURE=false, the bucket gone: Ensure makes a new database without asking it", async () => {

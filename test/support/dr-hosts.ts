@@ -155,7 +155,8 @@ export async function startDrBed(prefix: string, portOffset: number): Promise<Dr
     },
     async untilInManifest(projectId, backupIds) {
       return eventually(`the manifest of ${projectId} naming ${backupIds.join(", ")}`, async () => {
-        const manifest = await bed.manifest(projectId);
+        // A read that meets the manifest being rewritten (s3rver cuts it short: "aborted") is tried again.
+        const manifest = await bed.manifest(projectId).catch(() => undefined);
         return manifest && backupIds.every((id) => manifest.backups.some((backup) => backup.id === id)) ? manifest : undefined;
       });
     },
