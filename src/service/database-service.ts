@@ -86,7 +86,8 @@ export class DatabaseService {
         if (fromBucket.kind === "recovered") record = await this.recordReady(fromBucket.record, fromBucket.result, fromBucket.password);
         else if (fromBucket.kind === "deleted") record = fromBucket.record;
         else record = await this.create(projectId, requestedSlug ?? slugForProject(projectId));
-        created = record.state !== "deleted";
+        // A deleted one is made new just below.
+        created = true;
       }
       if (record.state === "deleted") {
         record = await this.recreate(record);
