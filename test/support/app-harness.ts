@@ -33,15 +33,7 @@ export async function startHarness(extraEnv: Record<string, string> = {}): Promi
   const otherProjectId = randomUUID();
   const tokens = testTokens();
   const tokensFile = join(dataDir, "tokens.json");
-  writeFileSync(
-    tokensFile,
-    JSON.stringify([
-      { name: "ops", sha256: hashToken(tokens.admin), role: "admin" },
-      { name: "deploy-engine", sha256: hashToken(tokens.deployer), role: "deployer" },
-      { name: "customer", sha256: hashToken(tokens.project), role: "project", projectId },
-      { name: "other-customer", sha256: hashToken(tokens.other), role: "project", projectId: otherProjectId },
-    ]),
-  );
+  writeTokensFile(tokensFile, tokens, projectId, otherProjectId);
   const env = {
     SOTA_DATA_DIR: dataDir,
     SOTA_LISTEN: "127.0.0.1:0",
@@ -53,6 +45,17 @@ export async function startHarness(extraEnv: Record<string, string> = {}): Promi
   const harness = harnessOn({ dataDir, tokens, projectId, otherProjectId, env });
   await harness.start();
   return harness;
+}
+
+/** The tokens file of `tokens`: the project ones bound to `projectId` and `otherProjectId`. */
+export function writeTokensFile(file: string, tokens: Harness["tokens"], projectId: string, otherProjectId: string): void {
+  const entries = [
+    { name: "ops", sha256: hashToken(tokens.admin), role: "admin" },
+    { name: "deploy-engine", sha256: hashToken(tokens.deployer), role: "deployer" },
+    { name: "customer", sha256: hashToken(tokens.project), role: "project", projectId },
+    { name: "other-customer", sha256: hashToken(tokens.other), role: "project", projectId: otherProjectId },
+  ];
+  writeFileSync(file, JSON.stringify(entries), { mode: 0o600 });
 }
 
 /** A token of each kind the tests use, random. */

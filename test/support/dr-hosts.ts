@@ -8,8 +8,7 @@ import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Keyring } from "../../src/secrets/keyring.js";
-import { hashToken } from "../../src/server/tokens.js";
-import { harnessOn, testTokens, type Harness } from "./app-harness.js";
+import { harnessOn, testTokens, writeTokensFile, type Harness } from "./app-harness.js";
 import { removeDataDir } from "./data-dir-cleanup.js";
 import { eventually, rest } from "./pitr-api.js";
 import { poolerPortsSetting } from "./process-runtime-harness.js";
@@ -28,6 +27,9 @@ export interface OffHost {
   readonly keyring: Keyring;
   /** SOTA_* the service needs besides a data dir: the secrets above, the bucket, the port range. */
   readonly env: Record<string, string>;
+  /** The projects the tokens file binds the project tokens to. */
+  readonly projectId: string;
+  readonly otherProjectId: string;
   remove(): void;
 }
 
@@ -38,20 +40,15 @@ export function offHostSecrets(env: Record<string, string>): OffHost {
   writeFileSync(masterKeyFile, `${key}\n`, { mode: 0o600 });
   const tokens = testTokens();
   const tokensFile = join(dir, "tokens.json");
-  writeFileSync(
-    tokensFile,
-    JSON.stringify([
-      { name: "ops", sha256: hashToken(tokens.admin), role: "admin" },
-      { name: "deploy-engine", sha256: hashToken(tokens.deployer), role: "deployer" },
-    ]),
-    { mode: 0o600 },
-  );
+  const projects = { projectId: randomUUID(), otherProjectId: randomUUID() };
+  writeTokensFile(tokensFile, tokens, projects.projectId, projects.otherProjectId);
   return {
     dir,
     masterKeyFile,
     tokensFile,
     tokens,
     keyring: Keyring.fromBase64([key]),
+    ...projects,
     env: { SOTA_MASTER_KEY_FILE: masterKeyFile, SOTA_TOKENS_FILE: tokensFile, SOTA_LISTEN: "127.0.0.1:0", SOTA_LOG_LEVEL: "debug", ...env },
     remove: () => rmSync(dir, { recursive: true, force: true }),
   };
@@ -63,7 +60,7 @@ export async function startHost(offHost: OffHost, extraEnv: Record<string, strin
   // postgres and pgbouncer run as unprivileged users when we are root: they must reach the dir.
   chmodSync(dataDir, 0o755);
   const env = { ...offHost.env, SOTA_DATA_DIR: dataDir, ...extraEnv };
-  const host = harnessOn({ dataDir, tokens: offHost.tokens, projectId: randomUUID(), otherProjectId: randomUUID(), env });
+  const host = harnessOn({ dataDir, tokens: offHost.tokens, projectId: offHost.projectId, otherProjectId: offHost.otherProjectId, env });
   await host.start();
   return host;
 }
