@@ -68,7 +68,7 @@ async function rpoRows(direct: DirectRuntime, pitr: PointInTimeRecovery): Promis
   }
   await client.end().catch(() => undefined);
   const destroyedAt = Date.now();
-  await rm(instancePaths(direct.dataDir, spec.slug).pgdata, { recursive: true, force: true });
+  await rm(instancePaths(direct.dataDir, spec.slug).pgdata, { recursive: true, force: true, maxRetries: 20, retryDelay: 50 });
   const { ms: recoverMs } = await timed(() => pitr.recover(spec, createReadStream(base), { source: spec, generation }));
   const recovered = await appClient(direct, spec);
   let last: number;

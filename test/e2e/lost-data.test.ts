@@ -52,7 +52,8 @@ describe("a lost data directory on the process runtime", () => {
     const { databaseUrl } = await rpc.database("getConnection", { projectId }, h.tokens.deployer);
     await queryUrl(databaseUrl, "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)");
     // The whole data directory, gone while PostgreSQL runs on it.
-    await rm(join(h.dataDir, "instances", slug, "pgdata"), { recursive: true, force: true });
+    // Retried: PostgreSQL and its WAL receiver still write into it meanwhile.
+    await rm(join(h.dataDir, "instances", slug, "pgdata"), { recursive: true, force: true, maxRetries: 20, retryDelay: 50 });
     await afterLoss(rpc, h, projectId, databaseUrl);
     expect(h.logs.join("")).not.toContain(new URL(databaseUrl).password);
   });

@@ -191,7 +191,7 @@ describe("point-in-time restore", () => {
     await queryUrl(lostUrl, "CREATE TABLE events (n int PRIMARY KEY); INSERT INTO events VALUES (1), (2)");
     await queryUrl(lostUrl, "INSERT INTO events VALUES (3)");
     await sleep(1_000);
-    await rm(join(h.dataDir, "instances", slug, "pgdata"), { recursive: true, force: true });
+    await rm(join(h.dataDir, "instances", slug, "pgdata"), { recursive: true, force: true, maxRetries: 20, retryDelay: 50 });
     expect(await grpcCode(rpc.database("ensure", { projectId: lost }, h.tokens.deployer))).toBe(grpc.status.DATA_LOSS);
     const failed = (await call(`/v1/projects/${lost}/database`)).json;
     expect(failed.database.state).toBe("DATABASE_STATE_FAILED");

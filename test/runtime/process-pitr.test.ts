@@ -20,7 +20,7 @@ describePitrContract("process", async () => {
     runtime,
     // As a lost disk would: the server is still running when its files go.
     destroyData: async (target) => {
-      await rm(join(bed.dataDir, "instances", target.slug, "pgdata"), { recursive: true, force: true });
+      await rm(join(bed.dataDir, "instances", target.slug, "pgdata"), { recursive: true, force: true, maxRetries: 20, retryDelay: 50 });
     },
     cleanup: async () => {
       await runtime.close();

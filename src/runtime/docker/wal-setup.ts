@@ -12,6 +12,7 @@
 // usefulness. The old receiver is removed before the new slot exists, so it
 // never writes the new cluster's WAL into the old directory.
 import { randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import type Docker from "dockerode";
 import pg from "pg";
 import { RuntimeError, type RuntimeTarget } from "../runtime.js";
@@ -79,8 +80,14 @@ export async function ensureWalArchive(at: WalSetupTarget, setup: WalSetup): Pro
       await removeReceiver(engine, names, receiver.Id);
       found = undefined;
     }
-    const fresh = state.slot !== "ok";
-    if (fresh) await createSlot(at, state.slot === "lost");
+    const fresh = state.slot !== "ok" && (await createSlot(at, state.slot === "lost"));
+    if (state.slot !== "ok" && !fresh) {
+      // Another service process made the slot a moment ago, and makes the
+      // generation and the receiver that go with it: theirs is taken, so that
+      // two processes never open two generations for one slot.
+      const theirs = await receiverOfOthers(at);
+      if (theirs) return theirs;
+    }
     // A slot that survived its receiver (removed by hand, or with the data
     // kept) continues the newest generation; a new slot begins a new one.
     generation = await prepareArchive(engine, target, names, at.image, (existing) =>
@@ -174,13 +181,42 @@ async function preparePostgres(at: WalSetupTarget, setup: WalSetup): Promise<Pos
   };
 }
 
-async function createSlot(at: WalSetupTarget, dropFirst: boolean): Promise<void> {
+/** Makes the slot; answers whether this call made it (false: another process did meanwhile). */
+async function createSlot(at: WalSetupTarget, dropFirst: boolean): Promise<boolean> {
   const slot = pg.escapeLiteral(WAL_SLOT);
-  await runSuperuserScript(at.engine, at.postgres, `creating the WAL slot in ${at.names.postgres}`, [
-    ...(dropFirst ? [`SELECT pg_drop_replication_slot(${slot}) FROM pg_replication_slots WHERE slot_name = ${slot};`] : []),
-    // Reserved at once: WAL from this moment on stays until the receiver has it.
-    `DO $sota$ BEGIN PERFORM pg_create_physical_replication_slot(${slot}, true); EXCEPTION WHEN duplicate_object THEN NULL; END $sota$;`,
-  ]);
+  if (dropFirst) {
+    await runSuperuserScript(at.engine, at.postgres, `dropping the lost WAL slot in ${at.names.postgres}`, [
+      `SELECT pg_drop_replication_slot(${slot}) FROM pg_replication_slots WHERE slot_name = ${slot};`,
+    ]);
+  }
+  // Reserved at once: WAL from this moment on stays until the receiver has it.
+  // The function's answer says who made it: a slot made meanwhile is not ours.
+  const [made] = await superuserQuery(
+    at.engine,
+    at.postgres,
+    `SELECT count(*)::text AS made FROM (
+       SELECT pg_create_physical_replication_slot(${slot}, true)
+        WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = ${slot})) AS created;`,
+    "postgres",
+  ).catch((error: unknown) => {
+    // Two processes past the NOT EXISTS at once: the second's create fails.
+    if (error instanceof RuntimeError && /already exists/.test(error.message)) return [{ made: "0" }];
+    throw error;
+  });
+  return made?.["made"] === "1";
+}
+
+const OTHERS_RECEIVER_WAIT_MS = 15_000;
+
+/** The generation the receiver another process is making streams into, once it exists (bounded); undefined if none came. */
+async function receiverOfOthers(at: WalSetupTarget): Promise<string | undefined> {
+  const until = Date.now() + OTHERS_RECEIVER_WAIT_MS;
+  while (Date.now() < until) {
+    const generation = receiverGeneration(await inspectReceiver(at.engine, at.target, at.names));
+    if (generation) return generation;
+    await sleep(200);
+  }
+  return undefined;
 }
 
 function stateQuery(): string {
