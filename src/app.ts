@@ -8,6 +8,7 @@ import { openStateStore } from "./store/open-store.js";
 import { openCoordination } from "./coordination/open-coordination.js";
 import { createBackupManager, type BackupManager } from "./backup/index.js";
 import { backupFilePath } from "./backup/backup-paths.js";
+import { BucketRecovery } from "./backup/bucket-recovery.js";
 import { createOffsiteCopies, type OffsiteService } from "./offsite/index.js";
 import { backupDownloadRoute } from "./server/backup-download-route.js";
 import type { Config } from "./config.js";
@@ -142,6 +143,19 @@ async function startLocked(config: Config, options: AppOptions): Promise<App> {
       backups,
       coordination,
       sizeQuotaMb: config.sizeQuotaMb,
+      // Ensure of a project with no record looks in the bucket first (disaster recovery), unless switched off.
+      ...(offsite && config.backup.offsite?.recoverOnEnsure !== false
+        ? {
+            recovery: new BucketRecovery({
+              offsite: offsite.recovery,
+              runtime,
+              store,
+              dir: config.backup.dir,
+              retentionDays: config.backup.retentionDays,
+              logger: logger.child({ component: "recovery" }),
+            }),
+          }
+        : {}),
     });
     metrics.watchDatabases(() => service.figuresOfAll());
     const ready = readiness(store, runtime);

@@ -354,7 +354,13 @@ function freeSpaceReserve(env: Env, name: string, fallback: string): FreeSpaceRe
 }
 
 const S3_REQUIRED = ["SOTA_BACKUP_S3_ENDPOINT", "SOTA_BACKUP_S3_BUCKET", "SOTA_BACKUP_S3_ACCESS_KEY_ID", "SOTA_BACKUP_S3_SECRET_ACCESS_KEY"] as const;
-const S3_OPTIONAL = ["SOTA_BACKUP_S3_PREFIX", "SOTA_BACKUP_S3_REGION", "SOTA_BACKUP_S3_FORCE_PATH_STYLE", "SOTA_BACKUP_S3_SYNC_SECONDS"] as const;
+const S3_OPTIONAL = [
+  "SOTA_BACKUP_S3_PREFIX",
+  "SOTA_BACKUP_S3_REGION",
+  "SOTA_BACKUP_S3_FORCE_PATH_STYLE",
+  "SOTA_BACKUP_S3_SYNC_SECONDS",
+  "SOTA_BACKUP_S3_RECOVER_ON_ENSURE",
+] as const;
 
 /**
  * Off-host copies: all or nothing. Any SOTA_BACKUP_S3_* set turns them on,
@@ -362,7 +368,7 @@ const S3_OPTIONAL = ["SOTA_BACKUP_S3_PREFIX", "SOTA_BACKUP_S3_REGION", "SOTA_BAC
  * configuration would let an operator believe backups leave the host when
  * they do not. Errors name the variable, never a key's value.
  */
-function offsiteStorage(env: Env): { offsite?: OffsiteConfig } {
+export function offsiteStorage(env: Env): { offsite?: OffsiteConfig } {
   const set = [...S3_REQUIRED, ...S3_OPTIONAL].filter((name) => text(env, name) !== undefined);
   if (set.length === 0) return {};
   const missing = S3_REQUIRED.filter((name) => text(env, name) === undefined);
@@ -379,6 +385,7 @@ function offsiteStorage(env: Env): { offsite?: OffsiteConfig } {
       secretAccessKey: s3Key(text(env, "SOTA_BACKUP_S3_SECRET_ACCESS_KEY")!, "SOTA_BACKUP_S3_SECRET_ACCESS_KEY", 256),
       forcePathStyle: boolean(env, "SOTA_BACKUP_S3_FORCE_PATH_STYLE", false),
       syncIntervalMs: integer(env, "SOTA_BACKUP_S3_SYNC_SECONDS", 60, 1, 3600) * 1000,
+      recoverOnEnsure: boolean(env, "SOTA_BACKUP_S3_RECOVER_ON_ENSURE", true),
     },
   };
 }

@@ -449,10 +449,11 @@ export class BackupManager implements Backups {
         `backup ${backupId} is a base backup (a copy of the whole server, for point-in-time restore and clone): it is not downloadable; download a dump`,
       );
     }
+    const path = backupFilePath(this.options.dir, record.slug, record.id);
     let handle: FileHandle;
     try {
       // Opened now, so retention deleting the file later cannot cut the download short.
-      handle = await open(backupFilePath(this.options.dir, record.slug, record.id), "r");
+      handle = await this.withPinned(record.id, () => openLocalOrOffsite(path, () => this.options.offsite?.ensureLocalCopy(record, path)));
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") {
         throw new DomainError("data_loss", `backup ${record.id}: its file is missing from the backup directory`);
@@ -687,6 +688,17 @@ export class BackupManager implements Backups {
 
   private assertOpen(): void {
     if (this.closed) throw new DomainError("unavailable", "the backup service is shutting down");
+  }
+}
+
+/** The file; when it is missing here, first fetched back from its off-host copy (a backup another host took: disaster recovery). */
+async function openLocalOrOffsite(path: string, fetch: () => Promise<void> | undefined): Promise<FileHandle> {
+  try {
+    return await open(path, "r");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    await fetch();
+    return open(path, "r");
   }
 }
 

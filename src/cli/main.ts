@@ -7,6 +7,7 @@ import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { addBackupCommands } from "./backup-commands.js";
 import { addDatabaseCommands } from "./database-commands.js";
 import { addOfflineCommands } from "./offline-commands.js";
+import { addOffsiteCommands } from "./offsite-commands.js";
 import { UsageError } from "./usage-error.js";
 
 export function buildProgram(): Command {
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
     .exitOverride();
   addDatabaseCommands(program, print);
   addBackupCommands(program, print);
+  addOffsiteCommands(program, print);
   addOfflineCommands(program, print, note);
   // Subcommands report their own usage errors through the same path.
   for (const command of allCommands(program)) command.exitOverride();

@@ -5,10 +5,12 @@
 // come back), its backups with their checksums and keys, and its WAL
 // generations (the segments themselves are listed from the bucket under
 // wal/{generation}/, each with its checksum in its metadata). Rewritten when
-// the project's backups or generations change, not for every WAL segment.
+// the project's backups, generations or database change, not for every WAL
+// segment.
 import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import { text } from "node:stream/consumers";
+import { DomainError } from "../errors.js";
 import type { BackupRecord, DatabaseRecord, OffsiteCopyRecord, OffsiteWalRecord } from "../store/records.js";
 import type { ObjectLayout } from "./object-layout.js";
 import { downloadDecrypted, uploadEncrypted, type TransferContext } from "./object-transfer.js";
@@ -106,9 +108,96 @@ export async function writeManifest(context: TransferContext, layout: ObjectLayo
   await uploadEncrypted(context, layout.manifest(manifest.projectId), Readable.from([body]), fingerprint, {}, signal);
 }
 
-/** The project's manifest from the bucket, decrypted and checked (DomainError not_found when there is none, data_loss when damaged). */
+/**
+ * The project's manifest from the bucket, decrypted and checked: DomainError
+ * not_found when there is none, data_loss when it does not decrypt under its
+ * own name (damaged, or another project's moved here), is not one this
+ * release wrote, or names anything out of shape. Its backups' keys are the
+ * ones this layout gives them, whatever the manifest says.
+ */
 export async function readManifest(context: TransferContext, layout: ObjectLayout, projectId: string): Promise<ProjectManifest> {
-  const manifest = JSON.parse(await text(await downloadDecrypted(context, layout.manifest(projectId)))) as ProjectManifest;
-  if (manifest.version !== MANIFEST_VERSION || manifest.projectId !== projectId) throw new Error(`the manifest of project ${projectId} is not one this release reads`);
-  return manifest;
+  const plaintext = await text(await downloadDecrypted(context, layout.manifest(projectId)));
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(plaintext);
+  } catch {
+    throw damaged(projectId, "it is not JSON");
+  }
+  return checkedManifest(parsed, layout, projectId);
+}
+
+const BACKUP_KINDS = new Set(["scheduled", "manual", "safety", "final"]);
+const BACKUP_FORMATS = new Set(["dump", "base"]);
+const DATABASE_STATES = new Set(["provisioning", "ready", "failed", "deleting", "deleted"]);
+const SHA256 = /^[0-9a-f]{64}$/;
+const SEGMENT = /^[0-9A-F]{24}$/;
+
+function checkedManifest(raw: unknown, layout: ObjectLayout, projectId: string): ProjectManifest {
+  const fail = (what: string): never => {
+    throw damaged(projectId, what);
+  };
+  if (!isObject(raw) || raw["version"] !== MANIFEST_VERSION) fail("it is not a manifest this release reads");
+  const manifest = raw as Record<string, unknown>;
+  if (manifest["projectId"] !== projectId) fail("it names another project");
+  if (!isTime(manifest["writtenAt"])) fail("its time is not a time");
+  const database = manifest["database"];
+  if (database !== null) {
+    if (!isObject(database)) fail("its database is not a record");
+    const record = database as Record<string, unknown>;
+    if (typeof record["slug"] !== "string" || typeof record["runtime"] !== "string" || typeof record["sealedPassword"] !== "string") fail("its database lacks a slug, runtime or password");
+    if (!DATABASE_STATES.has(record["state"] as string)) fail("its database has no known state");
+    if (record["port"] !== null && !(Number.isInteger(record["port"]) && (record["port"] as number) >= 1 && (record["port"] as number) <= 65535)) fail("its database's port is not a port");
+    if ((record["host"] !== null && typeof record["host"] !== "string") || (record["network"] !== null && typeof record["network"] !== "string")) fail("its database's endpoint is out of shape");
+    if (!isTime(record["createdAt"])) fail("its database's creation time is not a time");
+  }
+  if (!Array.isArray(manifest["backups"]) || !Array.isArray(manifest["walGenerations"])) fail("it lists no backups or WAL generations");
+  const backups = (manifest["backups"] as unknown[]).map((entry): ManifestBackup => {
+    if (!isObject(entry)) return fail("a backup is not a record");
+    const backup = entry as Record<string, unknown>;
+    const id = backup["id"];
+    const format = backup["format"];
+    if (typeof id !== "string" || typeof format !== "string" || !BACKUP_FORMATS.has(format)) return fail("a backup has no id or format");
+    let key: string;
+    try {
+      key = layout.backup(projectId, id, format).key;
+    } catch {
+      return fail("a backup id is out of shape");
+    }
+    const ok =
+      BACKUP_KINDS.has(backup["kind"] as string) &&
+      isTime(backup["startedAt"]) &&
+      (backup["finishedAt"] === null || isTime(backup["finishedAt"])) &&
+      Number.isSafeInteger(backup["sizeBytes"]) &&
+      (backup["sizeBytes"] as number) >= 0 &&
+      SHA256.test(String(backup["sha256"])) &&
+      (format === "dump"
+        ? backup["walGeneration"] === null && backup["walStartSegment"] === null
+        : isGeneration(layout, projectId, backup["walGeneration"]) && SEGMENT.test(String(backup["walStartSegment"])));
+    if (!ok) fail(`backup ${id} is out of shape`);
+    return { ...(backup as unknown as ManifestBackup), key };
+  });
+  if (!(manifest["walGenerations"] as unknown[]).every((id) => isGeneration(layout, projectId, id))) fail("a WAL generation id is out of shape");
+  return { ...(manifest as unknown as ProjectManifest), backups };
+}
+
+function damaged(projectId: string, what: string): DomainError {
+  return new DomainError("data_loss", `the off-host manifest of project ${projectId} cannot be used: ${what}`);
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isTime(value: unknown): boolean {
+  return typeof value === "string" && !Number.isNaN(Date.parse(value));
+}
+
+function isGeneration(layout: ObjectLayout, projectId: string, id: unknown): boolean {
+  if (typeof id !== "string") return false;
+  try {
+    layout.walPrefix(projectId, id);
+    return true;
+  } catch {
+    return false;
+  }
 }

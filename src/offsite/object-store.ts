@@ -7,7 +7,9 @@
 import {
   DeleteObjectsCommand,
   GetObjectCommand,
+  HeadObjectCommand,
   ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
   NoSuchKey,
   S3Client,
   S3ServiceException,
@@ -25,8 +27,12 @@ export interface ObjectStore {
   put(key: string, body: Readable, metadata: ObjectMetadata, signal?: AbortSignal): Promise<void>;
   /** Rejects with DomainError not_found when there is no such object. */
   get(key: string): Promise<{ readonly body: Readable; readonly metadata: ObjectMetadata }>;
+  /** The object's metadata and when it was stored, without its body; DomainError not_found when there is none. */
+  head(key: string): Promise<{ readonly metadata: ObjectMetadata; readonly lastModified: Date | undefined }>;
   /** Every key under the prefix, in key order. */
   list(prefix: string): Promise<string[]>;
+  /** The "folders" right under the prefix (keys cut after the next "/", with it), in key order. */
+  children(prefix: string): Promise<string[]>;
   /** Deletes the keys (missing ones are no error). */
   delete(keys: readonly string[]): Promise<void>;
 }
@@ -109,19 +115,40 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
+  async head(key: string): Promise<{ metadata: ObjectMetadata; lastModified: Date | undefined }> {
+    try {
+      const response = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      return { metadata: response.Metadata ?? {}, lastModified: response.LastModified };
+    } catch (error) {
+      if (error instanceof S3ServiceException && (error.name === "NotFound" || error.name === "NoSuchKey" || error.$metadata.httpStatusCode === 404)) {
+        throw new DomainError("not_found", `off-host copy ${key} is not in the bucket`);
+      }
+      throw this.failure("head", key, error);
+    }
+  }
+
+  async children(prefix: string): Promise<string[]> {
+    return this.listPages(prefix, "/", (page) => (page.CommonPrefixes ?? []).map((common) => common.Prefix));
+  }
+
   async list(prefix: string): Promise<string[]> {
-    const keys: string[] = [];
+    return this.listPages(prefix, undefined, (page) => (page.Contents ?? []).map((object) => object.Key));
+  }
+
+  /** Every page of a listing, `take` picking what each holds, sorted. */
+  private async listPages(prefix: string, delimiter: string | undefined, take: (page: ListObjectsV2CommandOutput) => (string | undefined)[]): Promise<string[]> {
+    const found: string[] = [];
     let token: string | undefined;
     try {
       do {
-        const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }));
-        for (const object of page.Contents ?? []) if (object.Key) keys.push(object.Key);
+        const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, Delimiter: delimiter, ContinuationToken: token }));
+        for (const item of take(page)) if (item) found.push(item);
         token = page.IsTruncated ? page.NextContinuationToken : undefined;
       } while (token);
     } catch (error) {
       throw this.failure("list", prefix, error);
     }
-    return keys.sort();
+    return found.sort();
   }
 
   async delete(keys: readonly string[]): Promise<void> {

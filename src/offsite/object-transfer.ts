@@ -63,17 +63,23 @@ export async function uploadEncrypted(
  * a consumer that waits for the end (a restore) never uses a damaged copy.
  */
 export async function downloadDecrypted(context: TransferContext, ref: ObjectRef, expected?: Fingerprint): Promise<Readable> {
+  return (await openDecrypted(context, ref, expected)).stream;
+}
+
+/** downloadDecrypted, with the object's metadata (what a WAL copy says about the segment it was cut from). */
+export async function openDecrypted(context: TransferContext, ref: ObjectRef, expected?: Fingerprint): Promise<{ readonly stream: Readable; readonly metadata: ObjectMetadata }> {
   const { body, metadata } = await context.objects.get(ref.key);
-  const fingerprint = expected ?? fingerprintOf(metadata);
+  const fingerprint = expected ?? metadataFingerprint(metadata);
   if (!fingerprint) {
     body.destroy();
     throw unreadableObject(ref.name, "it carries no checksum");
   }
   const check = new ContentCheck(fingerprint, () => unreadableObject(ref.name, "its content does not match its recorded sha256"));
-  return pipeline(body, new ObjectDecryptor(context.keyring, ref.name), check, () => undefined) as ContentCheck;
+  return { stream: pipeline(body, new ObjectDecryptor(context.keyring, ref.name), check, () => undefined) as ContentCheck, metadata };
 }
 
-function fingerprintOf(metadata: ObjectMetadata): Fingerprint | undefined {
+/** The plaintext's fingerprint an object's metadata states; undefined when it states none that makes sense. */
+export function metadataFingerprint(metadata: ObjectMetadata): Fingerprint | undefined {
   const sha256 = metadata[META_SHA256];
   const size = Number(metadata[META_SIZE]);
   if (!sha256 || !/^[0-9a-f]{64}$/.test(sha256) || !Number.isSafeInteger(size) || size < 0) return undefined;

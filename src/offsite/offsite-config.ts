@@ -19,4 +19,11 @@ export interface OffsiteConfig {
    * off-host RPO (see docs/backups.md).
    */
   readonly syncIntervalMs: number;
+  /**
+   * Ensure of a project this service has no record of looks for it in the
+   * bucket first and brings it back from there (disaster recovery); default
+   * true. False (SOTA_BACKUP_S3_RECOVER_ON_ENSURE=false) for a bucket gone
+   * for good: Ensure then makes new databases without asking it.
+   */
+  readonly recoverOnEnsure?: boolean;
 }

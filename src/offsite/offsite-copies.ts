@@ -10,21 +10,22 @@
 //      copy (so the off-host RPO is about one sync interval);
 //   4. drops WAL objects no kept base backup needs, and everything of a
 //      project the state has forgotten;
-//   5. rewrites the manifest of every project whose content changed.
+//   5. rewrites the manifest of every project whose content changed: its
+//      backups, its WAL generations, or its database (deleted, rotated...).
 // Every deletion is decided from the state's own records, never from a
 // listing of the bucket: a fresh host pointed at the bucket (disaster
 // recovery) finds it untouched.
 import { randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { lstat, mkdir, open, readdir, rename, rm } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { lstat, mkdir, open, readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
 import { PassThrough, Writable, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { DomainError } from "../errors.js";
 import { loggableError, type Logger } from "../log.js";
 import type { Runtime, RuntimeTarget, WalGeneration } from "../runtime/runtime.js";
 import type { Keyring } from "../secrets/keyring.js";
-import { newOffsiteCopyRecord, type BackupRecord, type OffsiteCopyRecord, type OffsiteWalRecord } from "../store/records.js";
+import { newOffsiteCopyRecord, type BackupRecord, type DatabaseRecord, type OffsiteCopyRecord, type OffsiteWalRecord } from "../store/records.js";
 import type { Store } from "../store/store.js";
 import { ContentCheck, type Fingerprint } from "./content-check.js";
 import { buildManifest, writeManifest } from "./manifest.js";
@@ -33,6 +34,7 @@ import type { ObjectStore } from "./object-store.js";
 import { downloadDecrypted, uploadEncrypted, type TransferContext } from "./object-transfer.js";
 import type { OffsiteMetrics } from "./offsite-metrics.js";
 import type { ListedBackup, OffsiteCopyView } from "./offsite-view.js";
+import { saveWhole } from "./local-copy.js";
 import { TrailingZeros } from "./trailing-zeros.js";
 import { walObjectsToDrop } from "./wal-retention.js";
 
@@ -81,6 +83,8 @@ export class OffsiteCopies implements OffsiteHooks {
   private closed = false;
   /** Projects whose manifest must be written again. */
   private readonly dirty = new Set<string>();
+  /** Per project: its database as the manifest last written says it (see databaseFingerprint). */
+  private readonly written = new Map<string, string>();
   /** Per project: failed WAL copies in a row, and when to try again. */
   private readonly walBackoff = new Map<string, { failures: number; retryAt: number }>();
   /** WAL file names refused once (a tenant's server wrote them): logged once, not at every pass. */
@@ -199,22 +203,13 @@ export class OffsiteCopies implements OffsiteHooks {
     if (copy?.state !== "copied") return;
     const log = { projectId: record.projectId, backupId: record.id };
     this.logger.warn(log, "the backup's local file is missing or damaged: fetching its off-host copy");
-    const temp = await this.tempFile();
     try {
-      const source = await this.openBackup(record);
-      const handle = await open(temp, "wx", 0o600);
-      // flush: fsync before close, so the rename below names complete bytes.
-      await pipeline(source, createWriteStream("", { fd: handle, flush: true }));
-      await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-      await rename(temp, path);
-      await syncDirectory(dirname(path));
+      await saveWhole(await this.openBackup(record), await this.tempFile(), path);
       this.logger.info(log, "the backup's local file was restored from its off-host copy");
     } catch (error) {
       const failure = this.downloadFailure(record, error);
       if (failure === error) this.logger.error({ ...log, err: loggableError(error) }, "could not restore the backup's local file from its off-host copy");
       throw failure;
-    } finally {
-      await rm(temp, { force: true });
     }
   }
 
@@ -240,6 +235,7 @@ export class OffsiteCopies implements OffsiteHooks {
     }
     pending += await this.syncWalOfAll();
     await this.pruneBucket(succeeded);
+    await this.noteDatabaseChanges(copies);
     await this.writeManifests();
     this.options.metrics.pending.set(pending);
   }
@@ -400,9 +396,11 @@ export class OffsiteCopies implements OffsiteHooks {
     const projects = new Set(wal.map((record) => record.projectId));
     for (const projectId of projects) {
       if (this.closed) return;
-      const records = wal.filter((record) => record.projectId === projectId);
       try {
         const database = await this.options.store.getDatabase(projectId);
+        // Without a database, read again after it: records forgotten meanwhile (a disaster recovery undone) name nothing of ours to delete.
+        const records = database ? wal.filter((record) => record.projectId === projectId) : await this.options.store.listOffsiteWal(projectId);
+        if (!database && records.length === 0) continue;
         const drop = database ? walObjectsToDrop(succeeded.filter((backup) => backup.projectId === projectId), records) : records;
         if (drop.length > 0) {
           await this.dropWal(drop);
@@ -412,6 +410,7 @@ export class OffsiteCopies implements OffsiteHooks {
         if (!database) {
           await this.options.objects.delete([this.layout.manifest(projectId).key]);
           this.dirty.delete(projectId);
+          this.written.delete(projectId);
         }
       } catch (error) {
         this.options.metrics.failures.inc({ kind: "delete" });
@@ -451,6 +450,18 @@ export class OffsiteCopies implements OffsiteHooks {
     }
   }
 
+  /**
+   * A manifest must follow its database, not only its backups: a delete, a
+   * rotation or a new port changes what a disaster recovery would bring back
+   * (a deleted database brought back alive, an old password under a new URL).
+   */
+  private async noteDatabaseChanges(copies: readonly OffsiteCopyRecord[]): Promise<void> {
+    const inBucket = new Set([...copies.map((copy) => copy.projectId), ...this.written.keys()]);
+    for (const database of await this.options.store.listDatabases()) {
+      if (inBucket.has(database.projectId) && this.written.get(database.projectId) !== databaseFingerprint(database)) this.dirty.add(database.projectId);
+    }
+  }
+
   private async writeManifests(): Promise<void> {
     const { store } = this.options;
     for (const projectId of [...this.dirty]) {
@@ -465,6 +476,8 @@ export class OffsiteCopies implements OffsiteHooks {
         ]);
         if (!database && copies.length === 0 && wal.length === 0) continue;
         await writeManifest(this.transfer, this.layout, buildManifest(projectId, database, backups, copies, wal, this.now()), this.abort.signal);
+        if (database) this.written.set(projectId, databaseFingerprint(database));
+        else this.written.delete(projectId);
       } catch (error) {
         if (this.closed) return;
         this.dirty.add(projectId);
@@ -504,6 +517,12 @@ export class OffsiteCopies implements OffsiteHooks {
   }
 }
 
+/** What of a database its manifest records (see buildManifest), as one string to compare. */
+function databaseFingerprint(database: DatabaseRecord): string {
+  const { slug, state, runtime, sealedPassword, host, port, network, limits } = database;
+  return JSON.stringify([slug, state, runtime, sealedPassword, host, port, network, limits ?? null]);
+}
+
 function view(copy: OffsiteCopyRecord | undefined): OffsiteCopyView {
   if (!copy) return { state: "pending", copiedAt: null, error: null, attempts: 0 };
   return { state: copy.state, copiedAt: copy.copiedAt, error: copy.error, attempts: copy.attempts };
@@ -535,16 +554,5 @@ async function localFileMatches(path: string, expected: Fingerprint): Promise<bo
     return true;
   } catch {
     return false;
-  }
-}
-
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, "r");
-  try {
-    await handle.sync().catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== "EINVAL") throw error;
-    });
-  } finally {
-    await handle.close();
   }
 }

@@ -31,6 +31,14 @@ export interface DatabaseSpec extends RuntimeTarget {
    * a fresh empty database under the old URL; a restore brings it back.
    */
   readonly mustExist?: boolean;
+  /**
+   * The endpoint port the database had (disaster recovery on a new host: the
+   * same DATABASE_URL). A driver that allocates ports takes this one when it
+   * is in its range and free, else another (and logs it); a driver whose
+   * port follows from the slug ignores it. A database that already has a
+   * port keeps it.
+   */
+  readonly port?: number;
 }
 
 /** The pooler's settings as they really are in the running PgBouncer. */
@@ -212,6 +220,30 @@ export interface RecoveryTarget {
   readonly generation: string;
   /** Replay up to this second (commits after it are left out); absent: everything archived. */
   readonly time?: Date;
+  /**
+   * Where the generation's WAL comes from instead of `source`'s archive on
+   * this host: another host's copy (disaster recovery from object storage).
+   * `source` still names whose data it is.
+   */
+  readonly wal?: WalSource;
+}
+
+/**
+ * WAL files of one generation from somewhere other than this host's archive.
+ * The driver takes, as from its own archive, the history files and the
+ * segments from the base backup's start segment on, each under `name` in the
+ * new data directory's pg_wal (a segment that was still being written goes
+ * in under its complete name, as the local one does). A stream that errors
+ * fails the recovery with that error's kind (a damaged copy: data_loss), and
+ * the recovery is undone as any failed one is. The bytes come from a place
+ * root does not trust more than the tenant's own archive: the driver writes
+ * them only as the database's OS user.
+ */
+export interface WalSource {
+  /** The generation's WAL files, oldest first; a name appears once (24 hex digits, or "{8 hex}.history"). */
+  files(): Promise<readonly { readonly name: string; readonly complete: boolean }[]>;
+  /** The file's whole content as it goes into pg_wal (a partial segment padded back to its full size). */
+  open(name: string): Promise<Readable>;
 }
 
 /**

@@ -18,6 +18,8 @@ import { figuresOf, figuresOfEach, type FiguresOutcome } from "./database-figure
 import { applyLimitsChange, checkLimitsChange, isLimitsChange, runtimeLimits, type LimitsChange } from "./limits-override.js";
 import { SizeQuotas, type SizeQuotaReport } from "./size-quota.js";
 import type { LimitsStatus } from "../runtime/runtime.js";
+import type { DisasterRecovery } from "../backup/bucket-recovery.js";
+import { ensureFromBucket, type FromBucket } from "./bucket-ensure.js";
 
 export type { RecoveryWindowView };
 
@@ -36,6 +38,12 @@ export interface DatabaseServiceDeps {
   readonly now?: () => Date;
   /** Every database's size quota in MiB unless its project overrides it (SOTA_DB_SIZE_QUOTA_MB); default 0, none. */
   readonly sizeQuotaMb?: number;
+  /**
+   * Object storage to look in when Ensure meets a project with no record
+   * (disaster recovery, see bucket-ensure.ts); absent: no bucket, or the
+   * lookup is switched off (SOTA_BACKUP_S3_RECOVER_ON_ENSURE=false).
+   */
+  readonly recovery?: DisasterRecovery;
 }
 
 export interface EnsureOutcome {
@@ -74,9 +82,14 @@ export class DatabaseService {
       // A delete cut short is finished before a new database takes its place.
       if (record?.state === "deleting") record = await this.finishDelete(record);
       if (!record) {
-        record = await this.create(projectId, requestedSlug ?? slugForProject(projectId));
+        const fromBucket = await this.fromBucket(projectId, requestedSlug, signal);
+        if (fromBucket.kind === "recovered") record = await this.recordReady(fromBucket.record, fromBucket.result, fromBucket.password);
+        else if (fromBucket.kind === "deleted") record = fromBucket.record;
+        else record = await this.create(projectId, requestedSlug ?? slugForProject(projectId));
+        // A deleted one is made new just below.
         created = true;
-      } else if (record.state === "deleted") {
+      }
+      if (record.state === "deleted") {
         record = await this.recreate(record);
         created = true;
       }
@@ -87,6 +100,13 @@ export class DatabaseService {
       await this.quotas.check(database);
       return { database, created };
     });
+  }
+
+  /** What object storage holds for a project this service has no record of (nothing, without a bucket). */
+  private fromBucket(projectId: string, requestedSlug: string | undefined, signal?: AbortSignal): Promise<FromBucket> {
+    const recovery = this.deps.recovery;
+    if (!recovery) return Promise.resolve({ kind: "none" });
+    return ensureFromBucket({ ...this.deps, recovery }, projectId, requestedSlug, signal);
   }
 
   /**

@@ -154,14 +154,14 @@ export class PostgresStore implements Store, PortRegistry {
     return Object.fromEntries(rows.map((row) => [row.state, row.n]));
   }
 
-  async allocate(projectId: string, range: PortRange, isUsable: (port: number) => boolean = () => true): Promise<number> {
+  async allocate(projectId: string, range: PortRange, isUsable: (port: number) => boolean = () => true, preferred?: number): Promise<number> {
     return this.transaction(async (client) => {
       // EXCLUSIVE: other allocations wait here, readers do not; held to COMMIT.
       await client.query(`LOCK TABLE ${S}.pooler_ports IN EXCLUSIVE MODE`);
       const existing = await client.query<{ port: number }>(`SELECT port FROM ${S}.pooler_ports WHERE project_id = $1`, [projectId]);
       if (existing.rows[0]) return existing.rows[0].port;
       const taken = await client.query<{ port: number }>(`SELECT port FROM ${S}.pooler_ports WHERE port BETWEEN $1 AND $2`, [range.min, range.max]);
-      const port = firstFreePort(range, new Set(taken.rows.map((row) => row.port)), isUsable);
+      const port = firstFreePort(range, new Set(taken.rows.map((row) => row.port)), isUsable, preferred);
       await client.query(`INSERT INTO ${S}.pooler_ports (port, project_id) VALUES ($1, $2)`, [port, projectId]);
       return port;
     });

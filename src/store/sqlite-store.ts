@@ -124,7 +124,7 @@ export class SqliteStore implements Store, PortRegistry {
     return Object.fromEntries(rows.map((row) => [row.state, row.n]));
   }
 
-  async allocate(projectId: string, range: PortRange, isUsable: (port: number) => boolean = () => true): Promise<number> {
+  async allocate(projectId: string, range: PortRange, isUsable: (port: number) => boolean = () => true, preferred?: number): Promise<number> {
     // IMMEDIATE: the write lock is taken before the read, so a second
     // connection to the same file cannot pick the same free port meanwhile.
     return this.db
@@ -132,7 +132,7 @@ export class SqliteStore implements Store, PortRegistry {
         const existing = this.statement("SELECT port FROM pooler_ports WHERE project_id = ?").get(projectId) as { port: number } | undefined;
         if (existing) return existing.port;
         const rows = this.statement("SELECT port FROM pooler_ports WHERE port BETWEEN ? AND ?").all(range.min, range.max) as { port: number }[];
-        const port = firstFreePort(range, new Set(rows.map((row) => row.port)), isUsable);
+        const port = firstFreePort(range, new Set(rows.map((row) => row.port)), isUsable, preferred);
         this.statement("INSERT INTO pooler_ports (port, project_id) VALUES (?, ?)").run(port, projectId);
         return port;
       })

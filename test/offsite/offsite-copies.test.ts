@@ -381,6 +381,22 @@ describe("copying WAL off-host", () => {
     expect(await bed.store.listOffsiteWal(bed.projectId)).toEqual([]);
   });
 
+  it("rewrites the manifest when its database changes (deleted, rotated), not only its backups: a recovery must not bring back a deleted database, or an old password", async () => {
+    await ready(bed);
+    await backup(bed, dumpLike(500));
+    await bed.copies.sync();
+    const read = () => readManifest({ objects: bed.objects, keyring: bed.keyring }, bed.copies.layout, bed.projectId);
+    expect((await read()).database).toMatchObject({ state: "ready", sealedPassword: "v1.k.sealed" });
+
+    await bed.store.updateDatabase(bed.projectId, { sealedPassword: "v1.k.rotated" });
+    await bed.copies.sync();
+    expect((await read()).database).toMatchObject({ state: "ready", sealedPassword: "v1.k.rotated" });
+
+    await bed.store.updateDatabase(bed.projectId, { state: "deleted", sealedPassword: "" });
+    await bed.copies.sync();
+    expect((await read()).database).toMatchObject({ state: "deleted", sealedPassword: "" });
+  });
+
   it("leaves the bucket alone when the state knows nothing: a fresh host pointed at it deletes nothing", async () => {
     await ready(bed);
     await bed.wal.write(bed.projectId, GENERATION, segment(1), randomBytes(1024));

@@ -154,6 +154,14 @@ describe("off-host copies: the S3 secret stays secret", () => {
 
   it("appears in no log line, error, metric or response, while copies fail", async () => {
     const headers = { authorization: `Bearer ${h.tokens.project}` };
+    // A project this service has no record of is looked for in the bucket first (disaster recovery): refused, so the Ensure is unavailable, and says why without the key.
+    const lookup = await fetch(`${h.app.url}/v1/projects/${h.projectId}/database`, { method: "POST", headers });
+    expect(lookup.status).toBe(503);
+    const refusedEnsure = await lookup.text();
+    expect(refusedEnsure).toMatch(/did not answer.*nothing was created/);
+    // With the lookup switched off, Ensure makes the database; the copies then fail as before.
+    h.env["SOTA_BACKUP_S3_RECOVER_ON_ENSURE"] = "false";
+    await h.restart();
     expect((await fetch(`${h.app.url}/v1/projects/${h.projectId}/database`, { method: "POST", headers })).status).toBe(200);
     const created = await (await fetch(`${h.app.url}/v1/projects/${h.projectId}/database/backups?wait=true`, { method: "POST", headers })).json();
     const deadline = Date.now() + 60_000;
@@ -178,7 +186,7 @@ describe("off-host copies: the S3 secret stays secret", () => {
     expect(h.logs.some((line) => line.includes("fetching its off-host copy"))).toBe(false);
     const restore = await (await fetch(`${h.app.url}/v1/projects/${h.projectId}/database/backups/${created.backup.id}/restore`, { method: "POST", headers })).text();
     const database = await (await fetch(`${h.app.url}/v1/projects/${h.projectId}/database`, { headers })).text();
-    for (const text of [h.logs.join("\n"), metrics, listing, restore, database, JSON.stringify(created)]) {
+    for (const text of [h.logs.join("\n"), metrics, listing, restore, database, JSON.stringify(created), refusedEnsure]) {
       expect(text).not.toContain(SECRET);
     }
     expect(h.logs.some((line) => line.includes('"level":50') && line.includes("off-host copy of a backup failed"))).toBe(true);

@@ -31,22 +31,9 @@ export async function startHarness(extraEnv: Record<string, string> = {}): Promi
   chmodSync(dataDir, 0o755);
   const projectId = randomUUID();
   const otherProjectId = randomUUID();
-  const tokens = {
-    admin: `adm_${randomBytes(24).toString("hex")}`,
-    deployer: `dep_${randomBytes(24).toString("hex")}`,
-    project: `prj_${randomBytes(24).toString("hex")}`,
-    other: `oth_${randomBytes(24).toString("hex")}`,
-  };
+  const tokens = testTokens();
   const tokensFile = join(dataDir, "tokens.json");
-  writeFileSync(
-    tokensFile,
-    JSON.stringify([
-      { name: "ops", sha256: hashToken(tokens.admin), role: "admin" },
-      { name: "deploy-engine", sha256: hashToken(tokens.deployer), role: "deployer" },
-      { name: "customer", sha256: hashToken(tokens.project), role: "project", projectId },
-      { name: "other-customer", sha256: hashToken(tokens.other), role: "project", projectId: otherProjectId },
-    ]),
-  );
+  writeTokensFile(tokensFile, tokens, projectId, otherProjectId);
   const env = {
     SOTA_DATA_DIR: dataDir,
     SOTA_LISTEN: "127.0.0.1:0",
@@ -55,15 +42,40 @@ export async function startHarness(extraEnv: Record<string, string> = {}): Promi
     SOTA_POOLER_PORTS: poolerPorts(),
     ...extraEnv,
   };
+  const harness = harnessOn({ dataDir, tokens, projectId, otherProjectId, env });
+  await harness.start();
+  return harness;
+}
+
+/** The tokens file of `tokens`: the project ones bound to `projectId` and `otherProjectId`. */
+export function writeTokensFile(file: string, tokens: Harness["tokens"], projectId: string, otherProjectId: string): void {
+  const entries = [
+    { name: "ops", sha256: hashToken(tokens.admin), role: "admin" },
+    { name: "deploy-engine", sha256: hashToken(tokens.deployer), role: "deployer" },
+    { name: "customer", sha256: hashToken(tokens.project), role: "project", projectId },
+    { name: "other-customer", sha256: hashToken(tokens.other), role: "project", projectId: otherProjectId },
+  ];
+  writeFileSync(file, JSON.stringify(entries), { mode: 0o600 });
+}
+
+/** A token of each kind the tests use, random. */
+export function testTokens(): Harness["tokens"] {
+  return {
+    admin: `adm_${randomBytes(24).toString("hex")}`,
+    deployer: `dep_${randomBytes(24).toString("hex")}`,
+    project: `prj_${randomBytes(24).toString("hex")}`,
+    other: `oth_${randomBytes(24).toString("hex")}`,
+  };
+}
+
+/** A service on `dataDir` with `env`, not started yet: captured logs, start, restart, and stop (which removes the data dir). */
+export function harnessOn(fields: Pick<Harness, "dataDir" | "tokens" | "projectId" | "otherProjectId" | "env">): Harness {
+  const { dataDir, env } = fields;
   const logs: string[] = [];
   const logger = createLogger({ level: "debug", destination: { write: (line: string) => void logs.push(line) } });
   const harness: Harness = {
-    dataDir,
-    tokens,
-    projectId,
-    otherProjectId,
+    ...fields,
     logs,
-    env,
     app: undefined as unknown as App,
     async start() {
       harness.app = await startApp(loadConfig(env), { logger, defaultMetrics: false });
@@ -79,7 +91,6 @@ export async function startHarness(extraEnv: Record<string, string> = {}): Promi
       await removeDataDir(dataDir);
     },
   };
-  await harness.start();
   return harness;
 }
 

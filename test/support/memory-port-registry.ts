@@ -4,10 +4,10 @@ import { firstFreePort, type PortRange, type PortRegistry } from "../../src/stor
 export class MemoryPortRegistry implements PortRegistry {
   private readonly byProject = new Map<string, number>();
 
-  async allocate(projectId: string, range: PortRange, isUsable: (port: number) => boolean = () => true): Promise<number> {
+  async allocate(projectId: string, range: PortRange, isUsable: (port: number) => boolean = () => true, preferred?: number): Promise<number> {
     const recorded = this.byProject.get(projectId);
     if (recorded !== undefined) return recorded;
-    const port = firstFreePort(range, new Set(this.byProject.values()), isUsable);
+    const port = firstFreePort(range, new Set(this.byProject.values()), isUsable, preferred);
     this.byProject.set(projectId, port);
     return port;
   }

@@ -132,6 +132,19 @@ export function storeContract(name: string, newLocation: () => Promise<StoreLoca
       await reopened.release(B);
       expect(await reopened.allocate("c", { min: 20000, max: 20001 })).toBe(20000);
     });
+    it("records a preferred port when it is free, in the range and usable; else the first free one; a recorded port stays", async () => {
+      const store = await open(await newLocation());
+      const range = { min: 20000, max: 20009 };
+      expect(await store.allocate(A, range, () => true, 20005)).toBe(20005);
+      // Recorded for A: B cannot have it, and gets the first free port.
+      expect(await store.allocate(B, range, () => true, 20005)).toBe(20000);
+      // Unusable (another process listens there), or outside the range: not taken.
+      expect(await store.allocate("c", range, (port) => port !== 20007, 20007)).toBe(20001);
+      expect(await store.allocate("d", range, () => true, 30000)).toBe(20002);
+      // A project that has a port keeps it, whatever it prefers now.
+      expect(await store.allocate(A, range, () => true, 20009)).toBe(20005);
+    });
+
 
     it("never gives one port to two projects allocating at once through two stores", async () => {
       const location = await newLocation();

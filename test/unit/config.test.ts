@@ -188,6 +188,7 @@ describe("loadConfig", () => {
         secretAccessKey: SECRET,
         forcePathStyle: false,
         syncIntervalMs: 60_000,
+        recoverOnEnsure: true,
       });
     });
 
@@ -199,16 +200,19 @@ describe("loadConfig", () => {
           SOTA_BACKUP_S3_REGION: "eu-west-1",
           SOTA_BACKUP_S3_FORCE_PATH_STYLE: "true",
           SOTA_BACKUP_S3_SYNC_SECONDS: "5",
+          SOTA_BACKUP_S3_RECOVER_ON_ENSURE: "false",
         },
         "/",
       ).backup.offsite;
-      expect(offsite).toMatchObject({ prefix: "prod/eu-1", region: "eu-west-1", forcePathStyle: true, syncIntervalMs: 5_000 });
+      expect(offsite).toMatchObject({ prefix: "prod/eu-1", region: "eu-west-1", forcePathStyle: true, syncIntervalMs: 5_000, recoverOnEnsure: false });
     });
 
     it("is all or nothing: any one set needs the endpoint, the bucket and both keys", () => {
       const { SOTA_BACKUP_S3_SECRET_ACCESS_KEY: _secret, ...withoutSecret } = complete;
       expect(() => loadConfig(withoutSecret, "/")).toThrow(/^SOTA_BACKUP_S3_SECRET_ACCESS_KEY: off-host copies need .*missing: SOTA_BACKUP_S3_SECRET_ACCESS_KEY/);
       expect(() => loadConfig({ SOTA_BACKUP_S3_PREFIX: "x" }, "/")).toThrow(/^SOTA_BACKUP_S3_ENDPOINT: off-host copies need/);
+      // The recovery switch means nothing without a bucket: said, not ignored.
+      expect(() => loadConfig({ SOTA_BACKUP_S3_RECOVER_ON_ENSURE: "false" }, "/")).toThrow(/^SOTA_BACKUP_S3_ENDPOINT: off-host copies need/);
       // The error names what is set and missing, never a value.
       try {
         loadConfig({ SOTA_BACKUP_S3_SECRET_ACCESS_KEY: SECRET }, "/");
@@ -235,6 +239,7 @@ describe("loadConfig", () => {
         [{ SOTA_BACKUP_S3_REGION: "EU West" }, /^SOTA_BACKUP_S3_REGION: /],
         [{ SOTA_BACKUP_S3_FORCE_PATH_STYLE: "sometimes" }, /^SOTA_BACKUP_S3_FORCE_PATH_STYLE: must be true or false/],
         [{ SOTA_BACKUP_S3_SYNC_SECONDS: "0" }, /^SOTA_BACKUP_S3_SYNC_SECONDS: must be a whole number from 1 to 3600/],
+        [{ SOTA_BACKUP_S3_RECOVER_ON_ENSURE: "maybe" }, /^SOTA_BACKUP_S3_RECOVER_ON_ENSURE: must be true or false/],
         [{ SOTA_BACKUP_S3_SECRET_ACCESS_KEY: `${SECRET} trailing words` }, /^SOTA_BACKUP_S3_SECRET_ACCESS_KEY: .*\(the value is not shown\)/],
         [{ SOTA_BACKUP_S3_ACCESS_KEY_ID: "x".repeat(129) }, /^SOTA_BACKUP_S3_ACCESS_KEY_ID: /],
       ];

@@ -7,7 +7,9 @@
 //     created when it is gone: a lost volume, or a clone);
 //  3. a helper builds the recovered cluster inside the volume beside the
 //     previous one (recovery-volume.ts): base backup, the generation's WAL
-//     from the backup's start segment on, recovery settings; then swaps;
+//     from the backup's start segment on (from the source's archive, or
+//     streamed from another host's copy: RecoveryTarget.wal), recovery
+//     settings; then swaps;
 //  4. PostgreSQL starts on it, in the same container when there is one (same
 //     name, network, pooler: the endpoint and DATABASE_URL stay), replays and
 //     promotes; a clone's role and database get the clone's names;
@@ -36,7 +38,7 @@ import { createMarker, removeMarker, type RecoveryBefore } from "./recovery-mark
 import { settleInterruptedRecovery, undoRecovery, type UndoParts } from "./recovery-undo.js";
 import { dropRecoveryLeftovers, RecoveryVolume } from "./recovery-volume.js";
 import { waitFor } from "./wait-for.js";
-import { listArchive, type ArchivePlace } from "./wal-archive.js";
+import { listArchive, type ArchiveListing, type ArchivePlace } from "./wal-archive.js";
 import { checkGeneration } from "./wal-names.js";
 import { inspectReceiver, receiverGeneration, stopReceiver } from "./wal-receiver.js";
 import { ensureWalArchive } from "./wal-setup.js";
@@ -82,8 +84,10 @@ export async function recoverProject(
   ]);
   const image = survey.postgres?.Image ?? (await imageId(engine, parts.settings.postgresImage));
   const sourcePlace: ArchivePlace = { receiver: clone ? sourceReceiver : receiver, image };
-  const generation = (await listArchive(engine, source, sourceNames, sourcePlace)).find((found) => found.id === recovery.generation);
-  if (!generation) {
+  // WAL from another host's copy (disaster recovery) is streamed in; otherwise the source's archive must hold the generation.
+  const streamed = recovery.wal;
+  const generation = streamed ? undefined : (await listArchive(engine, source, sourceNames, sourcePlace)).find((found) => found.id === recovery.generation);
+  if (!streamed && !generation) {
     throw new RuntimeError("failed", `WAL generation ${recovery.generation} is not in the archive of ${source.slug}`);
   }
   const before: RecoveryBefore = {
@@ -114,7 +118,8 @@ export async function recoverProject(
         image,
         mounts: [
           { volume: names.volume, target: PGDATA },
-          { volume: sourceNames.walVolume, target: WAL_ARCHIVE_DIR, readOnly: true },
+          // Mounting a volume that does not exist would make it: streamed WAL needs no archive here.
+          ...(streamed ? [] : [{ volume: sourceNames.walVolume, target: WAL_ARCHIVE_DIR, readOnly: true }]),
         ],
       },
       async (helper) => {
@@ -123,13 +128,8 @@ export async function recoverProject(
         await volume.extract(base);
         signal?.throwIfAborted();
         const start = await volume.startSegment();
-        let listed = generation;
-        for (let attempt = 1; !(await volume.copyWal(listed, start)); attempt++) {
-          if (attempt >= COPY_ATTEMPTS) throw new RuntimeError("failed", `WAL of generation ${generation.id} kept changing while it was copied`);
-          const again = (await listArchive(engine, source, sourceNames, sourcePlace)).find((found) => found.id === generation.id);
-          if (!again) throw new RuntimeError("failed", `WAL generation ${generation.id} left the archive of ${source.slug} during the recovery`);
-          listed = again;
-        }
+        if (streamed) await volume.streamWal(streamed, start);
+        else await copyArchived(volume, generation!, start, () => listArchive(engine, source, sourceNames, sourcePlace), source.slug);
         await volume.configure(recovery.time);
         await volume.swap();
       },
@@ -160,6 +160,17 @@ export async function recoverProject(
       );
     });
     throw error;
+  }
+}
+
+/** The generation from the source's archive; listed again when a file went away meanwhile (a partial the receiver completed). */
+async function copyArchived(volume: RecoveryVolume, generation: ArchiveListing, start: string, list: () => Promise<ArchiveListing[]>, sourceSlug: string): Promise<void> {
+  let listed = generation;
+  for (let attempt = 1; !(await volume.copyWal(listed, start)); attempt++) {
+    if (attempt >= COPY_ATTEMPTS) throw new RuntimeError("failed", `WAL of generation ${generation.id} kept changing while it was copied`);
+    const again = (await list()).find((found) => found.id === generation.id);
+    if (!again) throw new RuntimeError("failed", `WAL generation ${generation.id} left the archive of ${sourceSlug} during the recovery`);
+    listed = again;
   }
 }
 

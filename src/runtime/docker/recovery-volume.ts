@@ -17,13 +17,14 @@
 // (restore_previous) or, once the swap had finished, drop it.
 import type { Readable } from "node:stream";
 import type Docker from "dockerode";
-import { RuntimeError } from "../runtime.js";
+import { DomainError } from "../../errors.js";
+import { RuntimeError, type WalSource } from "../runtime.js";
 import type { DockerEngine } from "./docker-engine.js";
 import { PGDATA, WAL_ARCHIVE_DIR } from "./docker-names.js";
 import { PG_OS_USER } from "./postgres-container.js";
 import { lastLine } from "./psql-messages.js";
 import type { ArchiveListing } from "./wal-archive.js";
-import { SEGMENT } from "./wal-names.js";
+import { HISTORY, SEGMENT } from "./wal-names.js";
 
 const PREVIOUS = ".sota-previous";
 const RESTORING = ".sota-restoring";
@@ -88,6 +89,13 @@ while read -r from to; do
   cp -- "$src/$from" "$R/pg_wal/$to.sota-copy" || exit ${VANISHED}
   mv -f -- "$R/pg_wal/$to.sota-copy" "$R/pg_wal/$to" || exit 1
 done`;
+
+/** One WAL file from elsewhere (RecoveryTarget.wal) on stdin, into the backup's pg_wal under the name $1 (checked: a WAL file's name). */
+const STREAM_WAL_SCRIPT = `${COMMON}
+to="$R/pg_wal/$1"
+rm -f -- "$to.sota-copy"
+cat > "$to.sota-copy" || exit 1
+mv -f -- "$to.sota-copy" "$to"`;
 
 /**
  * Replays pg_wal only (restore_command 'false': there is nothing else to
@@ -209,6 +217,41 @@ export class RecoveryVolume {
     if (outcome.exitCode === VANISHED) return false;
     if (outcome.exitCode !== 0) throw new RuntimeError("failed", `copying WAL generation ${generation.id} into ${this.volume} failed${lastLine(outcome.stderr)}`);
     return true;
+  }
+
+  /**
+   * WAL from another host's copy (disaster recovery): as copyWal takes the
+   * archive's, each file streamed into a `cat` run as postgres. A stream that
+   * fails fails the copy with its own error (a damaged copy stays data_loss).
+   */
+  async streamWal(source: WalSource, startSegment: string): Promise<number> {
+    const from = startSegment.slice(8);
+    const seen = new Set<string>();
+    const wanted = [];
+    for (const file of await source.files()) {
+      if (!SEGMENT.test(file.name) && !HISTORY.test(file.name)) throw new RuntimeError("failed", `${JSON.stringify(file.name.slice(0, 40))} is not the name of a WAL file`);
+      if (seen.has(file.name) || (SEGMENT.test(file.name) && file.name.slice(8) < from)) continue;
+      seen.add(file.name);
+      wanted.push(file.name);
+    }
+    for (const name of wanted.sort()) {
+      const stream = await source.open(name);
+      try {
+        const outcome = await this.engine.exec(this.helper, `copying WAL file ${name} into ${this.volume}`, {
+          cmd: ["sh", "-c", STREAM_WAL_SCRIPT, "sh", name],
+          user: PG_OS_USER,
+          stdin: stream,
+        });
+        if (outcome.stdinError) {
+          if (outcome.stdinError instanceof DomainError) throw outcome.stdinError;
+          throw new RuntimeError("failed", `WAL file ${name} broke off while it was copied into ${this.volume}`, { cause: outcome.stdinError });
+        }
+        if (outcome.exitCode !== 0) throw new RuntimeError("failed", `copying WAL file ${name} into ${this.volume} failed${lastLine(outcome.stderr)}`);
+      } finally {
+        stream.destroy();
+      }
+    }
+    return wanted.length;
   }
 
   async configure(time: Date | undefined): Promise<void> {

@@ -58,7 +58,11 @@ export async function ensureInstance(parts: DriverParts, spec: DatabaseSpec, cal
   let port: number;
   try {
     signal.throwIfAborted();
-    port = await allocatePoolerPort(parts.ports, parts.portRange, spec.projectId);
+    port = await allocatePoolerPort(parts.ports, parts.portRange, spec.projectId, spec.port);
+    if (spec.port !== undefined && port !== spec.port) {
+      // Its DATABASE_URL changes: the deploy engine's next GetConnection has the new one.
+      parts.logger.warn({ projectId: spec.projectId, slug: spec.slug, wanted: spec.port, port }, "the pooler port the database had is taken or outside SOTA_POOLER_PORTS here: it gets another");
+    }
   } catch (error) {
     // Not yet an instance that close() would stop.
     if (warm) await stopClaimed(warm);

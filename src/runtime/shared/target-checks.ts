@@ -24,6 +24,7 @@ export function checkPassword(password: string): void {
 export function checkSpec(spec: DatabaseSpec): void {
   checkTarget(spec);
   checkPassword(spec.password);
+  if (spec.port !== undefined && (!Number.isInteger(spec.port) || spec.port < 1 || spec.port > 65535)) throw new RuntimeError("failed", "the endpoint port must be from 1 to 65535");
 }
 
 export function slugTaken(slug: string): RuntimeError {

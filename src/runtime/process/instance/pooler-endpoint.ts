@@ -10,11 +10,14 @@ export function endpointFor(port: number): Endpoint {
   return { host: LOOPBACK, port, loopback: { host: LOOPBACK, port } };
 }
 
-/** The project's port, or a new one that nothing on the host listens on. */
-export async function allocatePoolerPort(ports: PortRegistry, portRange: PortRange, projectId: string): Promise<number> {
+/**
+ * The project's port, or a new one that nothing on the host listens on:
+ * `preferred` (the port it had on the host it is recovered from) when free.
+ */
+export async function allocatePoolerPort(ports: PortRegistry, portRange: PortRange, projectId: string, preferred?: number): Promise<number> {
   const busy = listeningPorts();
   try {
-    return await ports.allocate(projectId, portRange, (port) => !busy.has(port));
+    return await ports.allocate(projectId, portRange, (port) => !busy.has(port), preferred);
   } catch (error) {
     throw new RuntimeError(
       "unavailable",

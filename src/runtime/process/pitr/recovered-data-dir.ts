@@ -4,12 +4,15 @@
 // server and may hold links (its pg_wal itself may be one), so whatever it
 // makes can only point where that user could write anyway. Root only reads
 // the source archive (see WalArchive.open: plain files of the source's user,
-// never through a link) and hands each file to the user's writer as its stdin.
+// never through a link) and hands each file to the user's writer as its
+// stdin; WAL from another host's copy (disaster recovery) is streamed into
+// the same writer.
 import { spawn, type StdioOptions } from "node:child_process";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
-import { RuntimeError } from "../../runtime.js";
-import { SEGMENT_NAME } from "../../shared/wal-names.js";
+import { DomainError } from "../../../errors.js";
+import { RuntimeError, type WalSource } from "../../runtime.js";
+import { isWalFileName, SEGMENT_NAME } from "../../shared/wal-names.js";
 import { childEnv, runCommand, userSpawnOptions } from "../children/run-command.js";
 import type { RunAs } from "../host/os-user.js";
 import { readChildFile } from "../host/owned-files.js";
@@ -41,30 +44,85 @@ export async function backupStartSegment(pgdata: string, runAs: RunAs): Promise<
   return match[1]!;
 }
 
+/** One WAL file to copy: an open file of this host's archive (handed to the writer as its stdin), or a stream from elsewhere. */
+type WalInput = { readonly fd: number; close(): Promise<void> } | { readonly stream: Readable };
+
+/** Where a recovery's WAL comes from: the generation's files, oldest first, and each one's bytes. */
+export interface WalFiles {
+  files(): Promise<readonly { readonly name: string; readonly complete: boolean }[]>;
+  open(name: string): Promise<WalInput>;
+}
+
+/** Generation `generation` of an archive on this host: root opens each file (never through a link), the user's writer reads the descriptor. */
+export function archivedWal(source: WalArchive, generation: string): WalFiles {
+  return {
+    files: () => source.files(generation),
+    open: async (name) => {
+      const handle = await source.open(generation, name);
+      return { fd: handle.fd, close: () => handle.close() };
+    },
+  };
+}
+
 /**
- * Copies generation `generation` of `source` into `pgWal`, from segment
- * `fromSegment` on (history files whatever their timeline), the segment
- * still being written under its complete name. The archive's copy of a
- * segment replaces the backup's own: it holds as much WAL or more (a base
- * backup ends only once its WAL is archived, see base-backup.ts).
+ * WAL from another host's copy (RecoveryTarget.wal). Its names become paths
+ * in pg_wal, so each is checked against WAL file names first, and a name
+ * given twice is taken once.
  */
-export async function copyArchivedWal(source: WalArchive, generation: string, pgWal: string, runAs: RunAs, fromSegment: string, signal: AbortSignal | undefined): Promise<number> {
-  const wanted = (await source.files(generation)).filter((file) => !SEGMENT_NAME.test(file.name) || file.name >= fromSegment);
+export function streamedWal(source: WalSource): WalFiles {
+  return {
+    files: async () => {
+      const seen = new Set<string>();
+      const files = [];
+      for (const file of await source.files()) {
+        if (!isWalFileName(file.name)) throw new RuntimeError("failed", `${JSON.stringify(file.name.slice(0, 40))} is not the name of a WAL file`);
+        if (seen.has(file.name)) continue;
+        seen.add(file.name);
+        files.push(file);
+      }
+      return files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    },
+    open: async (name) => ({ stream: await source.open(name) }),
+  };
+}
+
+/**
+ * Copies the WAL of `from` into `pgWal`, from segment `fromSegment` on
+ * (history files whatever their timeline), the segment still being written
+ * under its complete name. The archive's copy of a segment replaces the
+ * backup's own: it holds as much WAL or more (a base backup ends only once
+ * its WAL is archived, see base-backup.ts). Every file is written by `dd` run
+ * as the database's user. A stream that fails fails the copy with its own
+ * error (a damaged off-host copy stays data_loss).
+ */
+export async function copyArchivedWal(from: WalFiles, pgWal: string, runAs: RunAs, fromSegment: string, signal: AbortSignal | undefined): Promise<number> {
+  const wanted = (await from.files()).filter((file) => !SEGMENT_NAME.test(file.name) || file.name >= fromSegment);
   let next = 0;
   const copyNext = async (): Promise<void> => {
     for (let file = wanted[next++]; file !== undefined; file = wanted[next++]) {
       signal?.throwIfAborted();
-      const handle = await source.open(generation, file.name);
+      const input = await from.open(file.name);
       try {
-        const outcome = await runAsUser("dd", [`of=${join(pgWal, file.name)}`, "bs=1M", "status=none"], runAs, { stdin: handle.fd, signal });
+        const outcome = await runAsUser("dd", [`of=${join(pgWal, file.name)}`, "bs=1M", "status=none"], runAs, {
+          ...("fd" in input ? { stdin: input.fd } : { input: input.stream }),
+          signal,
+        });
+        if (outcome.inputError !== undefined) throw walInputFailed(file.name, outcome.inputError);
         if (outcome.code !== 0) throw new RuntimeError("failed", `copying WAL file ${file.name} into the new data directory failed (dd ${outcome.how})${outcome.reason}`);
       } finally {
-        await handle.close();
+        if ("fd" in input) await input.close();
+        else input.stream.destroy();
       }
     }
   };
   await Promise.all(Array.from({ length: COPIES_AT_ONCE }, copyNext));
   return wanted.length;
+}
+
+/** A refusal of the source (DomainError: data_loss for a damaged copy, unavailable) as it is; anything else said plainly. */
+function walInputFailed(name: string, error: unknown): Error {
+  if (error instanceof DomainError) return error;
+  return new RuntimeError("failed", `WAL file ${name} broke off while it was copied into the new data directory`, { cause: error });
 }
 
 /** recovery.signal in, standby.signal out (a standby would wait for more WAL for ever instead of promoting). */

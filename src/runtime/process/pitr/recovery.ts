@@ -19,6 +19,7 @@
 import { lstat, mkdir, rename } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
+import { DomainError } from "../../../errors.js";
 import type { Logger } from "../../../log.js";
 import { loggableError } from "../../../log.js";
 import { RuntimeError, type DatabaseSpec, type EnsureResult, type RecoveryTarget } from "../../runtime.js";
@@ -34,7 +35,7 @@ import { settleLayout } from "../instance/instance-layout.js";
 import { instancePaths, type InstancePaths } from "../instance/instance-paths.js";
 import { removeInstance } from "../remove-steps.js";
 import { findArchive } from "./archive-lookup.js";
-import { backupStartSegment, copyArchivedWal, extractBase, signalRecovery } from "./recovered-data-dir.js";
+import { archivedWal, backupStartSegment, copyArchivedWal, extractBase, signalRecovery, streamedWal, type WalFiles } from "./recovered-data-dir.js";
 import { finishRecovery, settleInterruptedRecovery, undoRecovery, writeRecoveryMarker, type RecoveryMarker } from "./recovery-marker.js";
 import { replayAndPromote } from "./replay-server.js";
 import { checkGenerationId, WalArchive } from "./wal-archive.js";
@@ -51,7 +52,8 @@ interface Job {
   readonly paths: InstancePaths;
   readonly base: Readable;
   readonly recovery: RecoveryTarget;
-  readonly source: WalArchive;
+  /** The generation's WAL: the source's archive here, or recovery.wal. */
+  readonly wal: WalFiles;
   readonly signal: AbortSignal;
   readonly logger: Logger;
 }
@@ -74,14 +76,10 @@ export async function recoverDatabase(
   const owner = (await readIfExists(paths.projectMarker))?.trim();
   if (owner !== undefined && owner !== spec.projectId) throw slugTaken(spec.slug);
   // Nothing is touched before the source's archive is known to hold the generation.
-  const source = await findArchive(parts, recovery.source);
-  if (source === undefined) throw new RuntimeError("failed", `database ${recovery.source.slug} has no WAL archive on this host`);
-  if (!(await source.hasGeneration(recovery.generation))) {
-    throw new RuntimeError("failed", `the WAL archive of ${recovery.source.slug} holds no generation ${recovery.generation}`);
-  }
+  const wal = recovery.wal ? streamedWal(recovery.wal) : await localWal(parts, recovery);
   // A recovery an earlier run of the service left half done is undone first.
   await settleInterruptedRecovery(paths, parts.users, logger);
-  const job: Job = { parts, spec, paths, base, recovery, source, signal, logger };
+  const job: Job = { parts, spec, paths, base, recovery, wal, signal, logger };
   const started = Date.now();
   const recovered = (await pathExists(paths.dir)) ? await recoverInPlace(job) : await recoverAsNew(job);
   logger.info(
@@ -173,7 +171,7 @@ async function buildAndReplay(job: Job, runAs: RunAs): Promise<void> {
     throw new RuntimeError("failed", version === undefined ? "the base backup holds no PostgreSQL data directory" : `the base backup is of PostgreSQL ${version} but this host runs PostgreSQL ${major}`);
   }
   const fromSegment = await backupStartSegment(pgdata, runAs);
-  await copyArchivedWal(job.source, recovery.generation, join(pgdata, "pg_wal"), runAs, fromSegment, signal);
+  await copyArchivedWal(job.wal, join(pgdata, "pg_wal"), runAs, fromSegment, signal);
   await signalRecovery(pgdata, runAs);
   signal.throwIfAborted();
   // Replayed inside the database's limits, like its own server.
@@ -193,6 +191,16 @@ async function buildAndReplay(job: Job, runAs: RunAs): Promise<void> {
   });
 }
 
+/** The generation in the source's archive on this host, checked to be there. */
+async function localWal(parts: DriverParts, recovery: RecoveryTarget): Promise<WalFiles> {
+  const source = await findArchive(parts, recovery.source);
+  if (source === undefined) throw new RuntimeError("failed", `database ${recovery.source.slug} has no WAL archive on this host`);
+  if (!(await source.hasGeneration(recovery.generation))) {
+    throw new RuntimeError("failed", `the WAL archive of ${recovery.source.slug} holds no generation ${recovery.generation}`);
+  }
+  return archivedWal(source, recovery.generation);
+}
+
 /** The instance's receiver and server, stopped; PgBouncer keeps running and holds the port. */
 async function stopServer(job: Job): Promise<void> {
   const instance = job.parts.instances.get(job.spec.slug);
@@ -208,6 +216,7 @@ async function isDirectory(path: string): Promise<boolean> {
 
 function recoveryFailed(slug: string, error: unknown, outcome: string): RuntimeError {
   const message = error instanceof Error ? error.message : String(error);
-  const reason = error instanceof RuntimeError ? error.reason : "failed";
+  // A damaged off-host copy of the WAL stays data_loss.
+  const reason = error instanceof RuntimeError ? error.reason : error instanceof DomainError && error.kind === "data_loss" ? "lost" : "failed";
   return new RuntimeError(reason, `recovering ${slug} failed, ${outcome}: ${message}`, { cause: error });
 }
