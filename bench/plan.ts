@@ -36,8 +36,9 @@ export interface Plan {
   /** Size of the database restored to a point in time, rounds of driver and floor each (rows 9b-9c). */
   readonly pitrBytes: number;
   readonly pitrRounds: number;
-  /** How long an idle database's WAL is watched (row 9d). */
+  /** How long an idle database's WAL is watched (row 9d), after settling for at most idleWalSettleSeconds. */
   readonly idleWalSeconds: number;
+  readonly idleWalSettleSeconds: number;
 }
 
 export function planFor(argv: readonly string[]): Plan {
@@ -66,6 +67,7 @@ export function planFor(argv: readonly string[]): Plan {
       pitrBytes: 32 * 1024 * 1024,
       pitrRounds: 1,
       idleWalSeconds: 15,
+      idleWalSettleSeconds: 90,
     };
   }
   return {
@@ -92,5 +94,6 @@ export function planFor(argv: readonly string[]): Plan {
     pitrBytes: 1024 * 1024 * 1024,
     pitrRounds: 2,
     idleWalSeconds: 120,
+    idleWalSettleSeconds: 240,
   };
 }

@@ -157,6 +157,17 @@ async function addPlaceholder(options: TemplateOptions, pgdata: string, confDir:
     } finally {
       await client.end().catch(() => undefined);
     }
+    // Vacuumed, frozen and analysed here, once: otherwise autovacuum does it
+    // in every copy within its first minutes (the catalogs of a fresh initdb
+    // were never analysed), writing WAL that each database's archive keeps.
+    for (const database of ["template1", "postgres", PLACEHOLDER_NAME]) {
+      const each = await server.connect(database, Date.now() + options.timeoutMs, AbortSignal.timeout(options.timeoutMs));
+      try {
+        await queryRows(each, "VACUUM (FREEZE, ANALYZE)");
+      } finally {
+        await each.end().catch(() => undefined);
+      }
+    }
   } finally {
     // A clean (fast) shutdown checkpoints, so copies start without recovery.
     await server.stop();
