@@ -5,10 +5,9 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startHarness, type Harness } from "../support/app-harness.js";
 import { grpcClients, type GrpcClients } from "../support/grpc-client.js";
-import { dockerServiceEnv, DockerTestBed, probeDockerEngine, serviceObjectsCleanup } from "../support/docker-test-bed.js";
+import { dockerServiceEnv, DockerTestBed, dockerTestsRun, serviceObjectsCleanup } from "../support/docker-test-bed.js";
 
-const engine = await probeDockerEngine();
-const required = process.env["SOTA_REQUIRE_DOCKER"] === "1";
+const { run, engine } = await dockerTestsRun("Docker API tests");
 
 describe("Docker engine unreachable", () => {
   let h: Harness;
@@ -32,11 +31,7 @@ describe("Docker engine unreachable", () => {
   });
 });
 
-if (!engine.reachable && !required) {
-  console.warn(`Docker API tests skipped: ${engine.reason} (set SOTA_REQUIRE_DOCKER=1 to fail instead)`);
-}
-
-describe.skipIf(!engine.reachable && !required)("the service on the Docker runtime", () => {
+describe.skipIf(!run)("the service on the Docker runtime", () => {
   const bed = new DockerTestBed();
   const projectId = randomUUID();
   const slug = `e2e-${bed.runId}`;

@@ -6,13 +6,11 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startHarness, type Harness } from "../support/app-harness.js";
 import { grpcClients, type GrpcClients } from "../support/grpc-client.js";
-import { dockerServiceEnv, DockerTestBed, probeDockerEngine, serviceObjectsCleanup } from "../support/docker-test-bed.js";
+import { dockerServiceEnv, DockerTestBed, dockerTestsRun, serviceObjectsCleanup } from "../support/docker-test-bed.js";
 
-const engine = await probeDockerEngine();
-const required = process.env["SOTA_REQUIRE_DOCKER"] === "1";
-if (!engine.reachable && !required) console.warn(`Docker live-figures tests skipped: ${engine.reason} (set SOTA_REQUIRE_DOCKER=1 to fail instead)`);
+const { run, engine } = await dockerTestsRun("Docker live-figures tests");
 
-describe.skipIf(!engine.reachable && !required)("live figures on the Docker runtime", () => {
+describe.skipIf(!run)("live figures on the Docker runtime", () => {
   const bed = new DockerTestBed();
   const projectId = randomUUID();
   const slug = `fig-${bed.runId}`;
