@@ -1,6 +1,7 @@
 // Rows of the off-host copy tables (schema version 5) and their records, for
 // both state stores: times as epoch milliseconds, as everywhere in the state.
 import type { OffsiteCopyRecord, OffsiteWalRecord } from "./records.js";
+import { date } from "./rows.js";
 
 export interface OffsiteCopyRow {
   backup_id: string;
@@ -65,8 +66,8 @@ export function toOffsiteCopy(row: OffsiteCopyRow): OffsiteCopyRecord {
     objectKey: row.object_key,
     sha256: row.sha256,
     sizeBytes: row.size_bytes,
-    copiedAt: row.copied_at == null ? null : new Date(row.copied_at),
-    nextAttemptAt: row.next_attempt_at == null ? null : new Date(row.next_attempt_at),
+    copiedAt: date(row.copied_at),
+    nextAttemptAt: date(row.next_attempt_at),
   };
 }
 

@@ -97,7 +97,8 @@ export function backupPatchColumns(patch: BackupPatch): [keyof BackupRow, unknow
   return columns;
 }
 
-function date(ms: number | null): Date | null {
+/** A nullable epoch-milliseconds column as a Date. */
+export function date(ms: number | null): Date | null {
   return ms == null ? null : new Date(ms);
 }
 
